@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up a fresh machine (Debian + Python 3.11) for Myriad.
+#   scripts/setup.sh          runtime only
+#   scripts/setup.sh --test   also what the tests need (Node client, Chromium, ...)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+want_test=0
+[[ "${1:-}" == "--test" ]] && want_test=1
+
+SUDO=""
+[[ $(id -u) -ne 0 ]] && SUDO="sudo"
+
+apt_pkgs=(bubblewrap)
+if (( want_test )); then
+  apt_pkgs+=(nodejs npm)
+fi
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+# node/npm may come from elsewhere than Debian; only install if the commands are absent
+if (( ${#missing[@]} )); then
+  filtered=()
+  for p in "${missing[@]}"; do
+    if [[ "$p" == nodejs ]] && command -v node >/dev/null; then continue; fi
+    if [[ "$p" == npm ]] && command -v npm >/dev/null; then continue; fi
+    filtered+=("$p")
+  done
+  if (( ${#filtered[@]} )); then
+    echo "==> apt-get install ${filtered[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${filtered[@]}" >/dev/null
+  fi
+fi
+
+echo "==> pip install -e ."
+if (( want_test )); then
+  python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+else
+  python3 -m pip install -q --disable-pip-version-check -e .
+fi
+
+if (( want_test )); then
+  echo "==> npm install (tests/node: the npm 'agents' client)"
+  (cd tests/node && npm install --no-audit --no-fund --silent)
+fi
+echo "==> setup done"

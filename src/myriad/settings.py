@@ -1,0 +1,150 @@
+"""One typed settings object, built once at start-up and passed down.
+
+Sources, lowest precedence first: the defaults below, a TOML file (``--config`` or
+``MYRIAD_CONFIG``), environment variables, explicit overrides (CLI flags).
+
+Environment names: ``MYRIAD_<FIELD>`` for a top-level field (``MYRIAD_PORT``), and
+``MYRIAD_<SECTION>__<FIELD>`` for a field of a section (``MYRIAD_AGENTS__HIBERNATE_AFTER``).
+In TOML, sections are tables: ``[agents] hibernate_after = 30``.
+
+Each room's section is a dataclass declared here (``AgentSettings``, ...), so the whole
+shape is visible in one file. Nothing here runs at import; rooms never read the
+environment themselves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from myriad.errors import ConfigError
+
+
+@dataclass
+class AgentSettings:
+    """The agent runtime (``myriad.agents``)."""
+
+    hibernate_after: float = 10.0
+    """Seconds an instance may stay idle in memory before it hibernates."""
+    max_resident: int = 50_000
+    """Cap on instances held in memory; the least recently used idle ones leave first."""
+    max_frame_bytes: int = 1_048_576
+    """Largest WebSocket frame accepted; bigger ones close the socket with 1009."""
+    schedule_max_attempts: int = 6
+    """A schedule firing that keeps failing is retried this many times, then dropped."""
+    schedule_backoff: float = 1.0
+    """First retry delay in seconds; doubles per attempt (capped at 5 minutes)."""
+
+
+@dataclass
+class Settings:
+    """Everything Myriad can be configured with."""
+
+    data_dir: Path = Path(".myriad")
+    host: str = "127.0.0.1"
+    port: int = 8787
+    agents_modules: list[str] = field(default_factory=list)
+    log_level: str = "info"
+    agents: AgentSettings = field(default_factory=AgentSettings)
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> "Settings":
+        """Build settings from a TOML file, the environment and explicit overrides."""
+        env = os.environ if env is None else env
+        settings = cls()
+        path = config_file or env.get("MYRIAD_CONFIG")
+        if path:
+            _apply_toml(settings, Path(path))
+        _apply_env(settings, env)
+        for name, value in overrides.items():
+            if value is not None:
+                _set(settings, name, value, source="argument")
+        return settings
+
+
+def _apply_toml(settings: Settings, path: Path) -> None:
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    _apply_mapping(settings, data, source=str(path))
+
+
+def _apply_mapping(target: Any, data: Mapping[str, Any], source: str, prefix: str = "") -> None:
+    fields = {f.name: f for f in dataclasses.fields(target)}
+    for key, value in data.items():
+        f = fields.get(key)
+        if f is None:
+            raise ConfigError(f"{source}: unknown setting {prefix}{key!r}")
+        current = getattr(target, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: {prefix}{key} must be a table")
+            _apply_mapping(current, value, source, prefix=f"{prefix}{key}.")
+        else:
+            _set(target, key, value, source=source, label=f"{prefix}{key}")
+
+
+def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
+    for name, raw in env.items():
+        if not name.startswith("MYRIAD_") or name == "MYRIAD_CONFIG":
+            continue
+        parts = name[len("MYRIAD_"):].lower().split("__")
+        target: Any = settings
+        for section in parts[:-1]:
+            target = getattr(target, section, None)
+            if not dataclasses.is_dataclass(target):
+                target = None
+                break
+        if target is None or parts[-1] not in {f.name for f in dataclasses.fields(target)}:
+            continue  # not ours (other tools share the prefix rarely; ignore quietly)
+        _set(target, parts[-1], raw, source=f"environment variable {name}")
+
+
+def _set(target: Any, name: str, value: Any, source: str, label: str | None = None) -> None:
+    hints = typing.get_type_hints(type(target))
+    if name not in hints:
+        raise ConfigError(f"{source}: unknown setting {label or name!r}")
+    setattr(target, name, _coerce(hints[name], value, f"{source}: {label or name}"))
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if hint in (int, float, str):
+            if hint is not str and isinstance(value, bool):
+                raise ValueError(value)
+            return hint(value)
+        if hint is Path:
+            return Path(value)
+        if origin is list:
+            if isinstance(value, str):
+                return [v.strip() for v in value.split(",") if v.strip()]
+            return list(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None
+    return value
+
+
+__all__ = ["Settings", "AgentSettings"]

@@ -1,0 +1,1 @@
+"""(room placeholder: see its issue)"""
