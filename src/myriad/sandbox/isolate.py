@@ -16,7 +16,7 @@ runaway loop never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import dataclasses
 import json
 import time
 from typing import Any
@@ -36,14 +36,17 @@ from myriad.sandbox.tools import Tool, as_tools, render_typescript
 LANGUAGES = {None, "javascript", "js"}
 MAX_CODE_BYTES = 1_048_576
 
-# Runs once per isolate. Captures the dispatcher in a closure and removes the global,
-# so sandboxed code reaches Python only through ``tools.<name>``.
+# Runs once per isolate. Python never calls into a running isolate synchronously
+# (mini-racer would block the event loop while user code spins); instead the host
+# *pumps*: ``__myriad_start`` / ``__myriad_poll`` return a JSON string of queued tool
+# calls and, once finished, the result; ``__myriad_settle`` resolves one call. Every
+# call is an ``eval_cancelable`` with the run's deadline, so a spinning snippet only
+# ever makes a cancelable wait time out.
 _BOOTSTRAP = r"""
 (() => {
-  const call = globalThis.__myriad_call;
-  delete globalThis.__myriad_call;
   const LIMIT = %(limit)d;
-  let out = [], size = 0, truncated = false;
+  let out = [], size = 0, truncated = false, queue = [], done = null, nextId = 0;
+  const pending = new Map();
   const fmt = (a) => {
     if (typeof a === 'string') return a;
     if (a instanceof Error) return String(a.stack || a);
@@ -59,31 +62,51 @@ _BOOTSTRAP = r"""
                                       warn: log('warn'), error: log('error')});
   const t = {};
   for (const name of %(names)s) {
-    t[name] = async (args) => {
-      const reply = JSON.parse(await call(name, JSON.stringify(args === undefined ? {} : args)));
-      if ('error' in reply) throw new Error(reply.error);
-      return reply.value;
-    };
+    t[name] = (args) => new Promise((resolve, reject) => {
+      let encoded;
+      try { encoded = JSON.stringify(args === undefined ? {} : args); }
+      catch (e) { reject(new TypeError('tools.' + name + ': arguments are not JSON-serialisable')); return; }
+      const id = ++nextId;
+      pending.set(id, {resolve, reject});
+      queue.push([id, name, encoded]);
+    });
   }
   Object.defineProperty(globalThis, 'tools', {value: Object.freeze(t), writable: false, configurable: false});
   const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
   const compile = (src) => {
     try { return new AsyncFunction('return (' + src + '\n);'); } catch (e) { return new AsyncFunction(src); }
   };
-  const drain = () => { const r = {logs: out, truncated}; out = []; size = 0; truncated = false; return r; };
-  Object.defineProperty(globalThis, '__myriad_run', {writable: false, configurable: false, value: (src) => (async () => {
-    let value, error = null;
-    try {
-      value = await compile(src)();
-      if (typeof value === 'function') value = await value();
-    } catch (e) {
-      error = (e && e.stack) ? String(e.stack) : String(e);
-    }
-    let encoded;
-    try { encoded = JSON.stringify(value === undefined ? null : value); }
-    catch (e) { encoded = 'null'; error = error || ('result is not JSON-serialisable: ' + e); }
-    return JSON.stringify({value: encoded, error, ...drain()});
-  })()});
+  const poll = () => {
+    const r = JSON.stringify({calls: queue, done});
+    queue = [];
+    if (done !== null) { done = null; out = []; size = 0; truncated = false; pending.clear(); }
+    return r;
+  };
+  const hidden = (name, value) => Object.defineProperty(globalThis, name, {value, writable: false, configurable: false, enumerable: false});
+  hidden('__myriad_poll', poll);
+  hidden('__myriad_settle', (id, ok, payload) => {
+    const p = pending.get(id);
+    if (p === undefined) return 0;
+    pending.delete(id);
+    if (ok) p.resolve(JSON.parse(payload)); else p.reject(new Error(payload));
+    return 1;
+  });
+  hidden('__myriad_start', (src) => {
+    (async () => {
+      let value, error = null;
+      try {
+        value = await compile(src)();
+        if (typeof value === 'function') value = await value();
+      } catch (e) {
+        error = (e && e.stack) ? String(e.stack) : String(e);
+      }
+      let encoded;
+      try { encoded = JSON.stringify(value === undefined ? null : value); }
+      catch (e) { encoded = 'null'; error = error || ('result is not JSON-serialisable: ' + e); }
+      done = {value: encoded === undefined ? 'null' : encoded, error, logs: out, truncated};
+    })();
+    return poll();
+  });
 })();
 """
 
@@ -113,7 +136,6 @@ class IsolateSandbox:
         self.last_used_at = self.created_at
         self.runs = 0
         self._racer: Any = None
-        self._stack = contextlib.AsyncExitStack()
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead_reason: str | None = None
@@ -128,8 +150,6 @@ class IsolateSandbox:
         self._racer = mr = mr_mod.MiniRacer()
         try:
             mr.set_hard_memory_limit(int(self.limits.memory_mb or 64) * 1024 * 1024)
-            dispatcher = await self._stack.enter_async_context(mr.wrap_py_function(self._dispatch))
-            mr.eval("globalThis")["__myriad_call"] = dispatcher
             mr.eval(_BOOTSTRAP % {"limit": int(self.limits.output_bytes or 1_048_576), "names": json.dumps(sorted(self.tools))})
         except BaseException:
             await self._dispose()
@@ -149,8 +169,6 @@ class IsolateSandbox:
 
     async def _dispose(self) -> None:
         racer, self._racer = self._racer, None
-        with contextlib.suppress(Exception):
-            await self._stack.aclose()
         if racer is not None:
             racer.close()
 
@@ -181,20 +199,19 @@ class IsolateSandbox:
             timeout = min(timeout, self.limits.timeout)
         async with self._lock:
             if self._racer is None:  # the previous run hit a limit: start afresh
-                self._stack = contextlib.AsyncExitStack()
                 await self.start()
             self.last_used_at = time.time()
             self.runs += 1
             return await self._run_locked(code, timeout)
 
     async def _run_locked(self, code: str, timeout: float) -> RunResult:
-        mr = self._racer
         mr_mod = _mini_racer()
         started = time.perf_counter()
         deadline = started + timeout
+        calls: dict[asyncio.Task[str], int] = {}
         try:
-            promise = await asyncio.wait_for(mr.eval_cancelable(f"__myriad_run({json.dumps(code)})"), timeout)
-            raw = await self._await_promise(promise, deadline)
+            status = await self._eval(f"__myriad_start({json.dumps(code)})", deadline)
+            raw = await self._pump(status, calls, deadline)
         except (asyncio.TimeoutError, mr_mod.JSTimeoutException):
             await self._kill(f"timed out after {timeout:g} s")
             raise SandboxTimeout(f"code ran longer than the {timeout:g} s limit; the isolate was terminated") from None
@@ -202,78 +219,89 @@ class IsolateSandbox:
             await self._kill("memory limit")
             raise self._oom() from None
         except mr_mod.JSEvalException as e:
-            if mr.was_hard_memory_limit_reached():
+            if self._racer is not None and self._racer.was_hard_memory_limit_reached():
                 await self._kill("memory limit")
                 raise self._oom() from None
+            await self._kill(f"failed: {e}")
             return RunResult(error=str(e), exit_code=1, duration_ms=_ms(started))
+        finally:
+            for task in calls:
+                task.cancel()
         limit = int(self.limits.output_bytes or 1_048_576)
-        if len(raw) > 4 * limit:
-            raise SandboxLimitExceeded(f"the run produced {len(raw)} bytes of output, limit {limit}")
-        reply = json.loads(raw)
-        if len(reply["value"]) > limit:
-            raise SandboxLimitExceeded(f"the result is {len(reply['value'])} bytes, limit {limit}")
-        logs = reply["logs"]
+        if len(raw["value"]) > limit:
+            raise SandboxLimitExceeded(f"the result is {len(raw['value'])} bytes, limit {limit}")
+        logs = raw["logs"]
         stdout = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("log", "info", "debug"))
         stderr = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("warn", "error"))
         return RunResult(
-            value=json.loads(reply["value"]),
+            value=json.loads(raw["value"]),
             stdout=stdout,
             stderr=stderr,
             logs=logs,
-            error=reply["error"],
-            exit_code=1 if reply["error"] else 0,
-            truncated=bool(reply["truncated"]),
+            error=raw["error"],
+            exit_code=1 if raw["error"] else 0,
+            truncated=bool(raw["truncated"]),
             duration_ms=_ms(started),
         )
 
-    async def _await_promise(self, promise: Any, deadline: float) -> str:
-        if isinstance(promise, str):
-            return promise
-        waiter = asyncio.ensure_future(_await(promise))
+    async def _eval(self, js: str, deadline: float) -> Any:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        racer = self._racer
+        if racer is None:
+            raise asyncio.TimeoutError
+        result = await asyncio.wait_for(racer.eval_cancelable(js), remaining)
+        if racer.was_hard_memory_limit_reached():
+            raise _mini_racer().JSOOMException("memory limit")
+        return result
+
+    async def _pump(self, status: Any, calls: dict[asyncio.Task[str], int], deadline: float) -> dict[str, Any]:
+        """Run queued tool calls and feed their results back until the snippet finishes."""
+        idle = 0.001
+        while True:
+            state = json.loads(status)
+            for call_id, name, args_json in state["calls"]:
+                calls[asyncio.ensure_future(self._call_tool(name, args_json))] = call_id
+            if state["done"] is not None:
+                return state["done"]
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            if calls:
+                done, _ = await asyncio.wait(calls, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    call_id = calls.pop(task)
+                    ok, payload = task.result()
+                    await self._eval(f"__myriad_settle({call_id}, {'true' if ok else 'false'}, {json.dumps(payload)})", deadline)
+                idle = 0.001
+            else:
+                # Waiting on the snippet's own timers: poll, backing off to 20 ms.
+                await asyncio.sleep(min(idle, remaining))
+                idle = min(idle * 2, 0.02)
+            status = await self._eval("__myriad_poll()", deadline)
+
+    async def _call_tool(self, name: str, args_json: str) -> tuple[bool, str]:
+        tool = self.tools.get(name)
+        if tool is None:
+            return False, f"no tool named {name!r}"
         try:
-            while True:
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    raise asyncio.TimeoutError
-                done, _ = await asyncio.wait({waiter}, timeout=min(remaining, 0.05))
-                if done:
-                    return waiter.result()
-                # An allocation bomb after an ``await`` kills the microtask without
-                # settling the promise: notice it instead of waiting for the timeout.
-                if self._racer is not None and self._racer.was_hard_memory_limit_reached():
-                    raise _mini_racer().JSOOMException("memory limit")
-        finally:
-            if not waiter.done():
-                waiter.cancel()
+            value = await tool.invoke(json.loads(args_json))
+            return True, json.dumps(value, default=_jsonable)
+        except MyriadError as e:
+            return False, e.message
+        except Exception as e:  # a tool's failure is the snippet's error, not the host's
+            return False, f"{type(e).__name__}: {e}"
 
     async def _kill(self, reason: str) -> None:
         self._dead_reason = reason
         await self._dispose()
-        self._stack = contextlib.AsyncExitStack()
 
     def _oom(self) -> SandboxLimitExceeded:
         mb = self.limits.memory_mb or 64
         return SandboxLimitExceeded(f"code exceeded the {mb} MiB memory limit; the isolate was terminated")
 
-    async def _dispatch(self, name: Any, args_json: Any) -> str:
-        tool = self.tools.get(str(name))
-        if tool is None:
-            return json.dumps({"error": f"no tool named {name!r}"})
-        try:
-            value = await tool.invoke(json.loads(str(args_json)))
-            return json.dumps({"value": value}, default=str)
-        except MyriadError as e:
-            return json.dumps({"error": e.message})
-        except Exception as e:  # a tool's failure is the snippet's error, not the host's
-            return json.dumps({"error": f"{type(e).__name__}: {e}"})
-
     # -- introspection ----------------------------------------------------------------
-
-    def heap_bytes(self) -> int:
-        """Current V8 heap size of this isolate (0 when not running)."""
-        if self._racer is None:
-            return 0
-        return int(self._racer.heap_stats().get("total_physical_size", 0))
 
     def info(self) -> SandboxInfo:
         return SandboxInfo(
@@ -288,8 +316,10 @@ class IsolateSandbox:
         )
 
 
-async def _await(promise: Any) -> str:
-    return await promise
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
 
 
 def _ms(started: float) -> float:

@@ -203,6 +203,8 @@ def schema_to_ts(schema: dict[str, Any], indent: str = "") -> str:
         return f"({inner})[]" if "|" in inner else f"{inner}[]"
     if typ == "object":
         props = schema.get("properties")
+        if not props and schema.get("additionalProperties") is False:
+            return "{}"
         if not props:
             extra = schema.get("additionalProperties")
             value = schema_to_ts(extra, indent) if isinstance(extra, dict) else "any"
