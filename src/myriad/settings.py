@@ -73,6 +73,8 @@ class SandboxSettings:
     """Isolates kept warm per host (least recently used leave first)."""
     seccomp: bool = True
     """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
+    uid_base: int = 200_000
+    """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
 
 
 @dataclass

@@ -10,7 +10,8 @@ Every process a container sandbox runs is ``bwrap <layout> -- argv`` with:
   directory's) plus a curated, secret-free subset of ``/etc`` and generated
   ``passwd``/``group``/``hosts``;
 - the sandbox's private workspace at ``/workspace`` and private ``/tmp``
-  (both host directories that persist across calls), fresh ``/proc`` and ``/dev``;
+  (both host directories that persist across calls, handed over as descriptors),
+  fresh ``/proc`` and ``/dev``, and the rest of the root remounted read-only;
 - no host environment (``--clearenv``) and an optional seccomp filter.
 """
 
@@ -21,6 +22,7 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Callable
 
 from myriad.errors import InvalidRequest, SandboxUnavailable
 
@@ -55,10 +57,12 @@ class Layout:
             raise SandboxUnavailable(f"sandbox base {self.base} has no usr/ directory")
         self.etc_dir = state_dir / "_etc"
         self._static: list[str] | None = None
+        self._fds: dict[str, int] = {}
 
     def prepare(self) -> None:
         """Write the generated /etc files once (idempotent)."""
         self.etc_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.etc_dir, 0o755)
         files = {
             "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/workspace:/bin/sh\n"
             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -74,6 +78,22 @@ class Layout:
                 tmp.write_text(text)
                 tmp.chmod(0o644)
                 tmp.replace(path)
+        # Handed to bwrap as descriptors, so the (unprivileged) sandbox user never
+        # needs a path into Myriad's data directory.
+        for name in files:
+            if name not in self._fds:
+                self._fds[name] = os.open(self.etc_dir / name, os.O_PATH | os.O_CLOEXEC)
+
+    @property
+    def fds(self) -> list[int]:
+        """Descriptors every bwrap invocation must inherit."""
+        return list(self._fds.values())
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        self._static = None
 
     def static_args(self) -> list[str]:
         """The part of the command line that is the same for every sandbox."""
@@ -97,16 +117,21 @@ class Layout:
                     args += ["--ro-bind", str(self.base / "etc" / name), f"/etc/{name}"]
         else:
             args += ["--ro-bind", str(self.base / "etc"), "/etc"]
-        for name in ("passwd", "group", "hosts", "hostname", "resolv.conf"):
-            args += ["--ro-bind", str(self.etc_dir / name), f"/etc/{name}"]
+        for name, fd in self._fds.items():
+            args += ["--ro-bind-fd", str(fd), f"/etc/{name}"]
         args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/run", "--dir", "/home"]
         self._static = args
         return args
 
-    def argv(self, *, workspace: Path, tmp: Path, cwd: str, env: dict[str, str]) -> list[str]:
-        """Everything between ``bwrap`` and ``--`` for one process of one sandbox."""
+    def argv(self, *, workspace_fd: int, tmp_fd: int, cwd: str, env: dict[str, str]) -> list[str]:
+        """Everything between ``bwrap`` and ``--`` for one process of one sandbox.
+
+        ``workspace_fd`` / ``tmp_fd`` are ``O_PATH`` descriptors of the sandbox's
+        directories; the caller passes them (and ``fds``) to the child.
+        """
         args = list(self.static_args())
-        args += ["--bind", str(workspace), "/workspace", "--bind", str(tmp), "/tmp", "--chdir", cwd, "--clearenv"]
+        args += ["--bind-fd", str(workspace_fd), "/workspace", "--bind-fd", str(tmp_fd), "/tmp",
+                 "--remount-ro", "/", "--chdir", cwd, "--clearenv"]
         for k, v in env.items():
             args += ["--setenv", k, v]
         return args
@@ -141,11 +166,12 @@ def check_cwd(cwd: str | None) -> str:
     return cwd
 
 
-def probe(bwrap: str, layout: Layout) -> None:
+def probe(bwrap: str, layout: Layout, preexec: Callable[[], None] | None = None) -> None:
     """Run ``true`` in a sandbox once; raise ``SandboxUnavailable`` with bwrap's reason if it fails."""
-    args = [bwrap, *layout.static_args(), "--tmpfs", "/tmp", "--dir", "/workspace", "--clearenv", "--", "/bin/true"]
+    args = [bwrap, *layout.static_args(), "--tmpfs", "/tmp", "--dir", "/workspace", "--remount-ro", "/",
+            "--clearenv", "--", "/bin/true"]
     try:
-        res = subprocess.run(args, capture_output=True, timeout=20)
+        res = subprocess.run(args, capture_output=True, timeout=20, pass_fds=layout.fds, preexec_fn=preexec)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise SandboxUnavailable(f"bubblewrap could not start: {e}") from None
     if res.returncode != 0:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import time
@@ -128,7 +129,7 @@ class ContainerSandbox:
                               "javascript", "snapshot", "pause"})
 
     def __init__(self, tier: "ContainerTier", *, id: str, owner: str, limits: Limits, group: cgroups.Group,
-                 network: EgressPolicy | None) -> None:
+                 network: EgressPolicy | None, uid: int | None = None) -> None:
         self._tier = tier
         self.id = id
         self.owner = owner
@@ -138,7 +139,9 @@ class ContainerSandbox:
         self.dir = tier.root / id
         self.workspace_dir = self.dir / "workspace"
         self.tmp_dir = self.dir / "tmp"
-        self.files = Workspace(self.workspace_dir)
+        self.uid = uid
+        """Host uid the sandbox runs as (``None``: Myriad's own, when not root)."""
+        self.files = Workspace(self.workspace_dir, owner=uid)
         self.created_at = time.time()
         self.last_used_at = self.created_at
         self.status = "running"
@@ -188,12 +191,15 @@ class ContainerSandbox:
         full_env = _bwrap.base_env(env)
         if self.network is not None:
             full_env.update(proxy_env())
-        args = self._tier.layout.argv(workspace=self.workspace_dir, tmp=self.tmp_dir,
-                                      cwd=_bwrap.check_cwd(cwd), env=full_env)
         child_fds: list[int] = []
         mine: list[int] = []
         info_r = block_w = -1
         try:
+            ws_fd = os.open(self.workspace_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            child_fds.append(ws_fd)
+            tmp_fd = os.open(self.tmp_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            child_fds.append(tmp_fd)
+            args = self._tier.layout.argv(workspace_fd=ws_fd, tmp_fd=tmp_fd, cwd=_bwrap.check_cwd(cwd), env=full_env)
             if self._tier.seccomp_program:
                 r, w = os.pipe()
                 os.write(w, self._tier.seccomp_program)
@@ -211,7 +217,7 @@ class ContainerSandbox:
                     self._tier.bwrap, *args, "--", *argv,
                     stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    pass_fds=child_fds, preexec_fn=self.group.preexec, start_new_session=True, env={},
+                    pass_fds=[*child_fds, *self._tier.layout.fds], preexec_fn=self._preexec, start_new_session=True, env={},
                 )
             except Exception as e:
                 raise SandboxError(f"could not start a process in sandbox {self.id}: {e}") from None
@@ -234,6 +240,15 @@ class ContainerSandbox:
                         os.close(fd)
             self._attachments.add(attachment)
         return proc, attachment
+
+    def _preexec(self) -> None:
+        # In the forked child, before exec: join the cgroup (needs root), then drop
+        # to the sandbox's own unprivileged host uid so bwrap runs unprivileged.
+        self.group.preexec()
+        if self.uid is not None:
+            os.setgroups([])
+            os.setgid(self.uid)
+            os.setuid(self.uid)
 
     @staticmethod
     def _argv(cmd: str | Sequence[str]) -> list[str]:
@@ -448,6 +463,8 @@ class ContainerSandbox:
                 else:
                     os.unlink(entry.path)
             shutil.copytree(src, self.workspace_dir, symlinks=True, dirs_exist_ok=True)
+            if self.uid is not None:
+                chown_tree(self.workspace_dir, self.uid)
 
         async with self._frozen():
             await asyncio.to_thread(replace)
@@ -485,6 +502,14 @@ class ContainerSandbox:
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
 
 
+def chown_tree(path: Path, uid: int) -> None:
+    """Give a copied tree to the sandbox's uid (never following symlinks)."""
+    os.chown(path, uid, uid, follow_symlinks=False)
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in dirnames + filenames:
+            os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
+
+
 def _read_all(fd: int) -> bytes:
     data = b""
     while chunk := os.read(fd, 4096):
@@ -511,6 +536,21 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     with contextlib.suppress(ProcessLookupError):
         proc.kill()
+
+
+def _check_traversable(path: Path) -> None:
+    for p in [path.resolve(), *path.resolve().parents]:
+        if not os.stat(p).st_mode & 0o001:
+            raise SandboxUnavailable(
+                f"the sandbox root {path} is not reachable by the unprivileged sandbox users: {p} lacks o+x "
+                "(chmod o+x it, or set sandbox.root / MYRIAD_SANDBOX__ROOT to a directory whose parents are traversable)"
+            )
+
+
+def _drop_to(uid: int) -> None:
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
 
 
 def _host_tag() -> str:
@@ -548,6 +588,7 @@ class ContainerTier:
         self.layout: Any = None
         self.backend: cgroups.Backend | None = None
         self.seccomp_program: bytes | None = None
+        self.privileged = False
 
     def check(self) -> None:
         """Verify bwrap works here (once); pick the cgroup backend; sweep leftovers."""
@@ -555,10 +596,18 @@ class ContainerTier:
             return
         self.bwrap = _bwrap.bwrap_path()
         self.root.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.root, 0o700)
+        self.privileged = os.geteuid() == 0
+        if self.privileged:
+            # bwrap runs as each sandbox's unprivileged uid and must walk to its
+            # directories: traversable (0711), never listable.
+            os.chmod(self.root, 0o711)
+            _check_traversable(self.root)
+        else:
+            os.chmod(self.root, 0o700)
         self.layout = _bwrap.Layout(getattr(self.settings, "base", "host"), self.root)
         self.layout.prepare()
-        _bwrap.probe(self.bwrap, self.layout)
+        probe_uid = int(getattr(self.settings, "uid_base", 200_000)) if self.privileged else None
+        _bwrap.probe(self.bwrap, self.layout, preexec=(lambda: _drop_to(probe_uid)) if probe_uid is not None else None)
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), getattr(self.settings, "cgroup_parent", "myriad"))
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
@@ -599,17 +648,21 @@ class ContainerTier:
         if d.exists():
             raise Conflict(f"sandbox {id} already exists")
         cgroup_name = f"{self.tag}.{id}"
+        uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
         def setup() -> cgroups.Group:
-            d.mkdir(mode=0o700)
+            d.mkdir(mode=0o711 if uid is not None else 0o700)
+            os.chmod(d, 0o711 if uid is not None else 0o700)
             (d / "meta.json").write_text(json.dumps({"id": id, "owner": owner, "host": self.tag, "cgroup": cgroup_name,
-                                                     "created_at": time.time()}))
+                                                     "uid": uid, "created_at": time.time()}))
             if from_dir is not None:
                 shutil.copytree(from_dir, d / "workspace", symlinks=True)
             else:
                 (d / "workspace").mkdir()
-            (d / "tmp").mkdir()
-            os.chmod(d / "tmp", 0o1777)
+            (d / "tmp").mkdir(mode=0o700)
+            if uid is not None:
+                chown_tree(d / "workspace", uid)
+                os.chown(d / "tmp", uid, uid)
             return self.backend.create(cgroup_name, limits)  # type: ignore[union-attr]
 
         try:
@@ -617,10 +670,13 @@ class ContainerTier:
         except OSError as e:
             shutil.rmtree(d, ignore_errors=True)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
-        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network)
+        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid)
 
     async def aclose(self) -> None:
         await self.egress.aclose()
+        if self.layout is not None:
+            self.layout.close()
+            self._checked = False
 
 
 __all__ = ["ContainerSandbox", "ContainerTier", "ProcessInfo", "RUNNERS"]

@@ -91,8 +91,10 @@ def _kind(mode: int) -> str:
 class Workspace:
     """File operations confined to one directory (a sandbox's /workspace)."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], owner: int | None = None) -> None:
         self.root = os.fspath(root)
+        self.owner = owner
+        """Host uid (and gid) that files created here are given, so the sandbox user can change them."""
 
     def _root_fd(self) -> int:
         return os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -152,6 +154,8 @@ class Workspace:
         try:
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 raise InvalidRequest(f"{MOUNT_POINT}/{rel} is not a regular file")
+            if self.owner is not None:
+                os.fchown(fd, self.owner, self.owner)
             os.ftruncate(fd, 0)
             view = memoryview(raw)
             while view:
@@ -174,6 +178,8 @@ class Workspace:
             dfd, name = self._parent(sub)
             try:
                 os.mkdir(name, 0o755, dir_fd=dfd)
+                if self.owner is not None:
+                    os.chown(name, self.owner, self.owner, dir_fd=dfd, follow_symlinks=False)
             except FileExistsError:
                 if not parents:
                     raise Conflict(f"{MOUNT_POINT}/{sub} already exists") from None
