@@ -2,8 +2,11 @@
 
 Each backend is registered by name in ``BACKENDS``; ``pick(name)`` returns the
 first that works on this machine for ``"auto"``. A backend makes one ``Group``
-per sandbox; every process of the sandbox enters the group *before* it execs (from
-``preexec``), so nothing it forks can start outside the limits.
+per sandbox. bwrap is started blocked (``--block-fd``): the host moves its
+processes into the group (``attach``) *before* the sandboxed command runs, so
+nothing it forks can start outside the limits; rlimits are set by a ``prlimit``
+wrapper in front of bwrap (``rlimit_args``). Both keep the host on the cheap vfork
+spawn path (no ``preexec_fn``, which would copy the whole host process).
 
 What each limit relies on:
 
@@ -38,8 +41,12 @@ class Group(Protocol):
 
     backend: str
 
-    def preexec(self) -> None:
-        """Run in the forked child before exec: join the group, apply rlimits."""
+    def attach(self, pids: list[int]) -> None:
+        """Move blocked, not yet running processes into the group."""
+        ...
+
+    def rlimit_args(self) -> list[str]:
+        """Options for ``prlimit`` run in front of bwrap (inherited by everything in the sandbox)."""
         ...
 
     def pids(self) -> list[int]:
@@ -93,11 +100,11 @@ def _read(path: Path, default: str = "") -> str:
         return default
 
 
-def _floor_rlimits() -> None:
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+def _floor_rlimits() -> list[str]:
+    """No core dumps and a sane descriptor cap, whatever the backend."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096 if hard == resource.RLIM_INFINITY else min(4096, hard)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+    return ["--core=0", f"--nofile={want}"]
 
 
 def _mounts(fstype: str) -> list[tuple[str, set[str]]]:
@@ -139,11 +146,13 @@ class _V1Group:
         self.dirs = dirs
         self.limits = limits
 
-    def preexec(self) -> None:
-        pid = str(os.getpid())
-        for d in self.dirs.values():
-            _write(d / "cgroup.procs", pid)
-        _floor_rlimits()
+    def attach(self, pids: list[int]) -> None:
+        for pid in pids:
+            for d in self.dirs.values():
+                _write(d / "cgroup.procs", str(pid))
+
+    def rlimit_args(self) -> list[str]:
+        return _floor_rlimits()
 
     def pids(self) -> list[int]:
         return [int(p) for p in _read(self.dirs["pids"] / "cgroup.procs").split()]
@@ -263,9 +272,12 @@ class _V2Group:
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def preexec(self) -> None:
-        _write(self.path / "cgroup.procs", str(os.getpid()))
-        _floor_rlimits()
+    def attach(self, pids: list[int]) -> None:
+        for pid in pids:
+            _write(self.path / "cgroup.procs", str(pid))
+
+    def rlimit_args(self) -> list[str]:
+        return _floor_rlimits()
 
     def pids(self) -> list[int]:
         return [int(p) for p in _read(self.path / "cgroup.procs").split()]
@@ -378,13 +390,16 @@ class _RlimitGroup:
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
 
-    def preexec(self) -> None:
-        _floor_rlimits()
+    def attach(self, pids: list[int]) -> None:
+        return None
+
+    def rlimit_args(self) -> list[str]:
+        args = _floor_rlimits()
         if self.limits.memory_mb:
-            mem = int(self.limits.memory_mb) * 1024 * 1024
-            resource.setrlimit(resource.RLIMIT_AS, (mem, mem))
+            args.append(f"--as={int(self.limits.memory_mb) * 1024 * 1024}")
         if self.limits.pids:
-            resource.setrlimit(resource.RLIMIT_NPROC, (int(self.limits.pids), int(self.limits.pids)))
+            args.append(f"--nproc={int(self.limits.pids)}")
+        return args
 
     def pids(self) -> list[int]:
         return []

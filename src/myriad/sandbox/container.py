@@ -188,11 +188,11 @@ class ContainerSandbox:
 
     async def _spawn(self, argv: list[str], env: dict[str, str] | None, cwd: str | None,
                      stdin: bool) -> tuple[asyncio.subprocess.Process, Attachment | None]:
+        """Start ``bwrap ... -- argv`` blocked, put it in the cgroup (and the network), then release it."""
         full_env = _bwrap.base_env(env)
         if self.network is not None:
             full_env.update(proxy_env())
         child_fds: list[int] = []
-        mine: list[int] = []
         info_r = block_w = -1
         try:
             ws_fd = os.open(self.workspace_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -206,49 +206,55 @@ class ContainerSandbox:
                 os.close(w)
                 child_fds.append(r)
                 args += ["--seccomp", str(r)]
-            if self.network is not None:
-                info_r, info_w = os.pipe()
-                block_r, block_w = os.pipe()
-                child_fds += [info_w, block_r]
-                mine += [info_r, block_w]
-                args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
+            info_r, info_w = os.pipe()
+            block_r, block_w = os.pipe()
+            child_fds += [info_w, block_r]
+            args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
+            # As root, bwrap runs as the sandbox's own unprivileged uid (setpriv keeps
+            # the vfork spawn path; a preexec_fn would force a full fork of the host).
+            prefix = ["prlimit", *self.group.rlimit_args(), "--"]
+            if self.uid is not None:
+                prefix += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
             try:
                 proc = await asyncio.create_subprocess_exec(
-                    self._tier.bwrap, *args, "--", *argv,
+                    *prefix, self._tier.bwrap, *args, "--", *argv,
                     stdin=asyncio.subprocess.PIPE if stdin else asyncio.subprocess.DEVNULL,
                     stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                    pass_fds=[*child_fds, *self._tier.layout.fds], preexec_fn=self._preexec, start_new_session=True, env={},
+                    pass_fds=[*child_fds, *self._tier.layout.fds], start_new_session=True, env={},
                 )
             except Exception as e:
                 raise SandboxError(f"could not start a process in sandbox {self.id}: {e}") from None
+        except BaseException:
+            for fd in (info_r, block_w):
+                if fd >= 0:
+                    os.close(fd)
+            raise
         finally:
             for fd in child_fds:
                 os.close(fd)
         attachment = None
-        if self.network is not None:
-            try:
-                raw = await asyncio.get_running_loop().run_in_executor(None, _read_all, info_r)
-                pid = int(json.loads(raw)["child-pid"])
-                attachment = await self._tier.egress.attach(pid, self.network, sandbox_id=self.id, owner=self.owner)
-                os.write(block_w, b"1")
-            except BaseException:
-                _kill(proc)
-                raise
-            finally:
-                for fd in mine:
-                    with contextlib.suppress(OSError):
-                        os.close(fd)
-            self._attachments.add(attachment)
+        try:
+            raw = await _read_pipe(info_r)
+            info_r = -1  # owned (and closed) by the pipe transport now
+            if not raw:
+                err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
+                raise SandboxError(f"bubblewrap failed to start in sandbox {self.id}: {err or 'no detail'}")
+            child = int(json.loads(raw)["child-pid"])
+            self.group.attach([proc.pid, child])
+            if self.network is not None:
+                attachment = await self._tier.egress.attach(child, self.network, sandbox_id=self.id, owner=self.owner)
+                self._attachments.add(attachment)
+            os.write(block_w, b"1")
+        except BaseException:
+            _kill(proc)
+            if attachment is not None:
+                attachment.close()
+            raise
+        finally:
+            if info_r >= 0:
+                os.close(info_r)
+            os.close(block_w)
         return proc, attachment
-
-    def _preexec(self) -> None:
-        # In the forked child, before exec: join the cgroup (needs root), then drop
-        # to the sandbox's own unprivileged host uid so bwrap runs unprivileged.
-        self.group.preexec()
-        if self.uid is not None:
-            os.setgroups([])
-            os.setgid(self.uid)
-            os.setuid(self.uid)
 
     @staticmethod
     def _argv(cmd: str | Sequence[str]) -> list[str]:
@@ -510,11 +516,15 @@ def chown_tree(path: Path, uid: int) -> None:
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
 
 
-def _read_all(fd: int) -> bytes:
-    data = b""
-    while chunk := os.read(fd, 4096):
-        data += chunk
-    return data
+async def _read_pipe(fd: int) -> bytes:
+    """Read a pipe to EOF on the event loop (no thread hop); closes ``fd``."""
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
+    try:
+        return await reader.read()
+    finally:
+        transport.close()
 
 
 async def _feed(proc: asyncio.subprocess.Process, data: bytes | str | None) -> None:
@@ -607,6 +617,9 @@ class ContainerTier:
         self.layout = _bwrap.Layout(getattr(self.settings, "base", "host"), self.root)
         self.layout.prepare()
         probe_uid = int(getattr(self.settings, "uid_base", 200_000)) if self.privileged else None
+        for tool in ("prlimit", "setpriv") if self.privileged else ("prlimit",):
+            if shutil.which(tool) is None:
+                raise SandboxUnavailable(f"{tool} not installed (it sets the sandbox's rlimits / uid): apt-get install util-linux")
         _bwrap.probe(self.bwrap, self.layout, preexec=(lambda: _drop_to(probe_uid)) if probe_uid is not None else None)
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), getattr(self.settings, "cgroup_parent", "myriad"))
         if getattr(self.settings, "seccomp", True):
