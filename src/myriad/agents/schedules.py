@@ -89,6 +89,7 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self._in_flight: set[str] = set()
         self._fires: set[asyncio.Task[None]] = set()
+        self._stopping = False
         self.fired = 0
 
     async def add(self, agent: "Agent", when: Any, method: str, payload: Any) -> Schedule:
@@ -121,6 +122,10 @@ class Scheduler:
         self._task = asyncio.get_running_loop().create_task(self._loop())
 
     async def stop(self) -> None:
+        # A flag as well as cancel(): Python 3.11's wait_for can swallow a cancellation
+        # that races with the event it waits on.
+        self._stopping = True
+        self._wakeup.set()
         if self._task is not None:
             self._task.cancel()
             try:
@@ -134,7 +139,7 @@ class Scheduler:
             await asyncio.gather(*self._fires, return_exceptions=True)
 
     async def _loop(self) -> None:
-        while True:
+        while not self._stopping:
             self._wakeup.clear()
             try:
                 now = time.time()
@@ -149,6 +154,8 @@ class Scheduler:
             except Exception as e:  # storage trouble: log and try again shortly
                 log.error("schedule loop: %s", e)
                 delay = 1.0
+            if self._stopping:
+                break
             try:
                 await asyncio.wait_for(self._wakeup.wait(), delay)
             except asyncio.TimeoutError:
