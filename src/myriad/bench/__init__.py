@@ -9,6 +9,7 @@ as one JSON line. Register a new one by adding it to ``BENCHES``.
 from __future__ import annotations
 
 BENCHES: dict[str, str] = {
+    "hibernation": "myriad.bench.hibernation",
 }
 
 __all__ = ["BENCHES"]
