@@ -10,6 +10,7 @@ from __future__ import annotations
 
 BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
+    "density": "myriad.bench.density",
 }
 
 __all__ = ["BENCHES"]
