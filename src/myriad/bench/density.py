@@ -135,6 +135,28 @@ def _serve(data_dir: Path, port: int, upstream: str) -> None:
 
 def _host_main(data_dir: Path, port: int, upstream: str) -> None:
     _pin(HOST_CPU)
+    if os.environ.get("MYRIAD_BENCH_GC_DEBUG"):
+        import gc
+        import sys
+
+        started: dict[str, float] = {}
+
+        def watch(phase: str, info: dict[str, Any]) -> None:
+            if phase == "start":
+                started["t"] = time.perf_counter()
+            else:
+                ms = (time.perf_counter() - started.get("t", time.perf_counter())) * 1000
+                if ms > 10:
+                    print(f"gc gen{info['generation']} {ms:.0f} ms collected={info['collected']}", file=sys.stderr, flush=True)
+                if ms > 50 and not started.get("dumped"):
+                    started["dumped"] = 1
+                    from collections import Counter
+
+                    objs = gc.get_objects()
+                    top = Counter(type(o).__qualname__ for o in objs).most_common(12)
+                    print(f"tracked objects: {len(objs)} {top}", file=sys.stderr, flush=True)
+
+        gc.callbacks.append(watch)
     _serve(data_dir, port, upstream)
 
 
