@@ -199,7 +199,7 @@ class Gateway:
         cfg = self.config.router
         started = self._clock()
         deadline = started + cfg.total_timeout
-        floor = [prompt_tokens]
+        floor = _Need(prompt_tokens)
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
@@ -225,7 +225,7 @@ class Gateway:
                     state.failed(self._clock(), err, cfg)
                     last = err
                     if isinstance(err, ContextWindowExceeded):
-                        floor[0] = max(floor[0], d.context_window + 1)
+                        floor.overflowed.add(d.model)
                     elif isinstance(err, UpstreamRejected):
                         raise err
                     continue
@@ -333,7 +333,7 @@ class Gateway:
                     ) -> tuple[T, DeploymentState, int]:
         cfg = self.config.router
         deadline = self._clock() + cfg.total_timeout
-        floor = [prompt_tokens]
+        floor = _Need(prompt_tokens)
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
@@ -353,7 +353,7 @@ class Gateway:
                     state.failed(self._clock(), err, cfg)
                     last = err
                     if isinstance(err, ContextWindowExceeded):
-                        floor[0] = max(floor[0], d.context_window + 1)
+                        floor.overflowed.add(d.model)
                     elif isinstance(err, UpstreamRejected):
                         raise err
                     continue
@@ -369,7 +369,7 @@ class Gateway:
                 break
         raise self._exhausted(alias, last, attempts)
 
-    def _chain(self, alias: str, floor: int) -> list[str]:
+    def _chain(self, alias: str, need: "_Need") -> list[str]:
         """Groups to try: the alias (or its context fallbacks while nothing in it fits
         the prompt), then its fallbacks, each treated the same way."""
         out: list[str] = []
@@ -377,7 +377,8 @@ class Gateway:
             g, seen = start, set()
             while g not in seen:
                 seen.add(g)
-                if any(s.deployment.context_window >= floor for s in self._groups[g]):
+                if g not in need.overflowed and any(
+                        s.deployment.context_window >= need.tokens for s in self._groups[g]):
                     break
                 nxt = self._group(g).context_fallback
                 if nxt is None:
@@ -387,25 +388,27 @@ class Gateway:
                 out.append(g)
         return out
 
-    def _candidates(self, alias: str, floor: list[int], *, stream: bool) -> Iterator[DeploymentState]:
+    def _candidates(self, alias: str, floor: "_Need", *, stream: bool) -> Iterator[DeploymentState]:
         """Deployments to try this pass, in order; re-planned after a context overflow."""
         tried: set[str] = set()
         while True:
             now = self._clock()
             nxt = None
-            for g in self._chain(alias, floor[0]):
+            for g in self._chain(alias, floor):
+                if g in floor.overflowed:
+                    continue
                 ready = [s for s in self._groups[g] if s.deployment.name not in tried and s.available(now)
-                         and s.deployment.context_window >= floor[0] and s.fits_limits(now, floor[0])]
+                         and s.deployment.context_window >= floor.tokens and s.fits_limits(now, floor.tokens)]
                 if ready:
                     strategy = STRATEGIES[self._group(g).strategy or self.config.router.default_strategy]
-                    nxt = strategy.order(ready, RouteContext(floor[0], stream, now, self._rng))[0]
+                    nxt = strategy.order(ready, RouteContext(floor.tokens, stream, now, self._rng))[0]
                     break
             if nxt is None:
                 return
             tried.add(nxt.deployment.name)
             yield nxt
 
-    async def _wait_before_retry(self, alias: str, floor: list[int], pass_no: int, deadline: float,
+    async def _wait_before_retry(self, alias: str, floor: "_Need", pass_no: int, deadline: float,
                                  last: ModelError | None) -> bool:
         """Sleep before the next pass; False when another pass cannot help."""
         cfg = self.config.router
@@ -413,8 +416,8 @@ class Gateway:
             return False
         now = self._clock()
         wait = min(cfg.max_backoff, cfg.backoff * (2 ** pass_no))
-        states = [s for g in self._chain(alias, floor[0]) for s in self._groups[g]
-                  if s.deployment.context_window >= floor[0]]
+        states = [s for g in self._chain(alias, floor) if g not in floor.overflowed for s in self._groups[g]
+                  if s.deployment.context_window >= floor.tokens]
         if not states:
             return False
         if not any(s.available(now + wait) for s in states):
@@ -457,6 +460,17 @@ class Gateway:
 
 
 _NO_GROUP = GroupConfig()
+
+
+class _Need:
+    """What a request needs of a deployment: room for its prompt, and not a group
+    whose upstream already said the prompt is too long."""
+
+    __slots__ = ("tokens", "overflowed")
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.overflowed: set[str] = set()
 
 
 def _committing(chunk: Mapping[str, Any]) -> bool:
