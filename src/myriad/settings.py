@@ -42,6 +42,14 @@ class AgentSettings:
 
 
 @dataclass
+class ModelsSettings:
+    """The model gateway (``myriad.models``)."""
+
+    config: str = ""
+    """Path to the deployment file (TOML); empty serves the simulated models."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -51,6 +59,7 @@ class Settings:
     agents_modules: list[str] = field(default_factory=list)
     log_level: str = "info"
     agents: AgentSettings = field(default_factory=AgentSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
 
     @classmethod
     def load(
@@ -147,4 +156,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings"]
+__all__ = ["Settings", "AgentSettings", "ModelsSettings"]

@@ -1,7 +1,7 @@
 """The simulated OpenAI-compatible upstream: a raw ASGI app, built to be cheap.
 
 Endpoints: ``POST /v1/chat/completions`` (plain and SSE), ``POST /v1/embeddings``,
-``GET /v1/models``, and a control surface under ``/_simulated/`` for tests:
+``GET /v1/models``, ``POST /v1/messages`` (the Anthropic shape, plain and SSE), and a control surface under ``/_simulated/`` for tests:
 ``POST /_simulated/faults`` (schedule a :class:`Fault`), ``DELETE /_simulated/faults``,
 ``GET /_simulated/stats``, ``POST /_simulated/reset``.
 
@@ -120,13 +120,16 @@ class SimulatedUpstream:
         status = 200
         try:
             if self.config.api_key is not None and not path.startswith("/_simulated/"):
-                if headers.get("authorization") != f"Bearer {self.config.api_key}":
+                if (headers.get("authorization") != f"Bearer {self.config.api_key}"
+                        and headers.get("x-api-key") != self.config.api_key):
                     raise _HTTPError(401, "Incorrect API key provided (simulated upstream).",
                                      "invalid_request_error", "invalid_api_key")
             if path == "/v1/chat/completions" and method == "POST":
                 status = await self._chat(await _read_body(receive), headers, receive, send)
             elif path == "/v1/embeddings" and method == "POST":
                 status = await self._embeddings(await _read_body(receive), headers, send)
+            elif path == "/v1/messages" and method == "POST":
+                status = await self._messages(await _read_body(receive), headers, receive, send)
             elif path == "/v1/models" and method == "GET":
                 await _respond(send, 200, self._models_body())
             elif path.startswith("/_simulated/"):
@@ -291,6 +294,38 @@ class SimulatedUpstream:
                      + orjson.dumps(_usage(reply)) + b"}\n\n")
         await send({"type": "http.response.body", "body": tail + _DONE, "more_body": False})
 
+    async def _messages(self, raw: bytes, headers: Mapping[str, str], receive: Receive, send: Send) -> int:
+        """The Anthropic Messages shape (see ``_anthropic``)."""
+        from myriad.models.simulated import _anthropic
+
+        req = _parse_json(raw)
+        model = req.get("model")
+        if not isinstance(model, str) or not model:
+            raise _HTTPError(400, "model: Field required", "invalid_request_error")
+        if not isinstance(req.get("max_tokens"), int):
+            raise _HTTPError(400, "max_tokens: Field required", "invalid_request_error")
+        if not isinstance(req.get("messages"), list) or not req["messages"]:
+            raise _HTTPError(400, "messages: at least one message is required", "invalid_request_error")
+        body = _anthropic.to_openai_body(req)
+        base, profile = self._resolve(model, headers)
+        self._count_model(base)
+        fault = self._fault(base, headers)
+        if fault is not None and fault.kind != "stall_after_first":
+            await self._apply_fault(fault, receive)
+        reply = make_reply(base, body, profile, headers.get("x-simulated-reply"))
+        if reply.prompt_tokens > profile.context_window:
+            raise _HTTPError(400, f"prompt is too long: {reply.prompt_tokens} tokens > {profile.context_window} "
+                             "maximum (simulated upstream)", "invalid_request_error")
+        mid = f"msg_sim_{next(self._ids)}"
+        if req.get("stream"):
+            await _anthropic.stream(send, mid, model, reply, profile)
+            return 200
+        delay = profile.total_latency(reply.completion_tokens)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await _respond(send, 200, _anthropic.message(mid, model, reply))
+        return 200
+
     # ------------------------------------------------------------ embeddings, models
 
     async def _embeddings(self, raw: bytes, headers: Mapping[str, str], send: Send) -> int:
@@ -367,7 +402,7 @@ def _num(x: float) -> str:
 def _header_map(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
     out = {}
     for k, v in raw:
-        if k == b"authorization" or k.startswith(b"x-simulated-"):
+        if k == b"authorization" or k == b"x-api-key" or k.startswith(b"x-simulated-"):
             out[k.decode("latin-1")] = v.decode("latin-1")
     return out
 
