@@ -17,6 +17,7 @@ answers without a mapping table::
     ├── Conflict                     409 conflict
     ├── BudgetExceeded               402 budget_exceeded
     ├── RateLimited                  429 rate_limited
+    │   └── ConcurrencyLimited       429 concurrency_limited
     ├── StorageError                 500 storage_error
     ├── AgentError                   500 agent_error       an agent method failed
     ├── SandboxError                 500 sandbox_error
@@ -106,6 +107,10 @@ class RateLimited(MyriadError):
     code = "rate_limited"
 
 
+class ConcurrencyLimited(RateLimited):
+    code = "concurrency_limited"
+
+
 class StorageError(MyriadError):
     code = "storage_error"
 
@@ -165,6 +170,7 @@ __all__ = [
     "Conflict",
     "BudgetExceeded",
     "RateLimited",
+    "ConcurrencyLimited",
     "StorageError",
     "AgentError",
     "SandboxError",

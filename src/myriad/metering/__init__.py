@@ -1,1 +1,56 @@
-"""(room placeholder: see its issue)"""
+"""Metering: usage events, the ledger, prices, budgets with atomic reservations, limits, export.
+
+The public surface (everything else in this room is private)::
+
+    from myriad.metering import Meter, Subject, Usage, Budget, Limit, Scope
+
+    meter = Meter.open("sqlite:///data/metering.db")
+    meter.add_prices({"currency": "USD", "prices": [
+        {"resource": "model.output_tokens", "model": "gpt-x", "unit_price": "0.60", "per": 1000000}]})
+    meter.set_budget(Budget(Scope("acme"), "month", hard="100.00"))
+    async with meter.reserve(Subject("acme", "ann"), Usage.tokens_of("gpt-x", input=900, output=512)) as r:
+        r.commit(Usage.tokens_of("gpt-x", input=900, output=37))
+
+See README.md in this directory for what the gateway and the sandboxes call.
+"""
+
+from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str
+from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
+from myriad.metering._meter import Meter, Reservation
+from myriad.metering._prices import Price, PriceBook, PriceVersion
+from myriad.metering._store import (
+    STORES,
+    AppendResult,
+    LedgerStore,
+    Notice,
+    StoredEvent,
+    UsageQuery,
+    UsageRow,
+    open_store,
+)
+
+__all__ = [
+    "AppendResult",
+    "Budget",
+    "BudgetStatus",
+    "LedgerStore",
+    "Limit",
+    "Meter",
+    "Notice",
+    "Price",
+    "PriceBook",
+    "PriceVersion",
+    "Reservation",
+    "Resources",
+    "STORES",
+    "Scope",
+    "StoredEvent",
+    "Subject",
+    "Usage",
+    "UsageEvent",
+    "UsageQuery",
+    "UsageRow",
+    "from_nanos",
+    "money_str",
+    "open_store",
+]
