@@ -256,7 +256,11 @@ class SQLiteLedger:
             appended, dups, cost, _ = self._append(db, events, self._now_us())
         return AppendResult(appended, dups, cost)
 
-    def _append(self, db: sqlite3.Connection, events: Sequence[UsageEvent], now: int) -> tuple[int, int, int, int]:
+    def _append(
+        self, db: sqlite3.Connection, events: Sequence[UsageEvent], now: int, periods: Mapping[str, int] | None = None
+    ) -> tuple[int, int, int, int]:
+        """Insert new events, their rollups and budget spend. ``periods`` pins the budget
+        period per budget id (a settled reservation is charged where it was held)."""
         book = self._current_book(db)
         appended = dups = total = tokens = 0
         budget_cache: dict[Subject, list[Budget]] = {}
@@ -294,12 +298,14 @@ class SQLiteLedger:
             if cost:
                 if s not in budget_cache:
                     budget_cache[s] = self._matching_budgets(db, s)
-                self._charge(db, budget_cache[s], t_us, cost, now)
+                self._charge(db, budget_cache[s], t_us, cost, now, periods)
         return appended, dups, total, tokens
 
-    def _charge(self, db: sqlite3.Connection, budgets: list[Budget], t_us: int, cost: int, now: int) -> None:
+    def _charge(
+        self, db: sqlite3.Connection, budgets: list[Budget], t_us: int, cost: int, now: int, periods: Mapping[str, int] | None
+    ) -> None:
         for b in budgets:
-            ps = period_start(b.period, t_us)
+            ps = periods[b.id] if periods and b.id in periods else period_start(b.period, t_us)
             spent, reserved, flags = db.execute(
                 "INSERT INTO budget_usage(budget_id, period_start, spent_nanos) VALUES (?,?,?) ON CONFLICT DO UPDATE"
                 " SET spent_nanos = spent_nanos + excluded.spent_nanos RETURNING spent_nanos, reserved_nanos, flags",
@@ -481,7 +487,7 @@ class SQLiteLedger:
                     "INSERT INTO reservations(id, tenant, user, agent, operation, created_us, expires_us, amount_nanos, tokens,"
                     " holds, rates, leases, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'open')",
                     (rid, s.tenant, s.user, s.agent, request.operation, now, expires, amount, tokens,
-                     json.dumps(holds if amount else []), json.dumps(rates), json.dumps(leases)),
+                     json.dumps(holds), json.dumps(rates), json.dumps(leases)),
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"reservation id {rid} was already used") from None
@@ -523,7 +529,8 @@ class SQLiteLedger:
             row = db.execute(
                 "SELECT state, amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
             ).fetchone()
-            appended, dups, cost, tokens = self._append(db, events, now)
+            periods = dict(json.loads(row[2])) if row is not None and row[0] == "open" else None
+            appended, dups, cost, tokens = self._append(db, events, now, periods)
             overrun = 0
             if row is None:
                 log.warning("settling unknown reservation %s; usage recorded without a hold", reservation_id)
