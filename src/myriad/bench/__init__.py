@@ -9,8 +9,6 @@ as one JSON line. Register a new one by adding it to ``BENCHES``.
 from __future__ import annotations
 
 BENCHES: dict[str, str] = {
-    "hibernation": "myriad.bench.hibernation",
-    "density": "myriad.bench.density",
 }
 
 __all__ = ["BENCHES"]
