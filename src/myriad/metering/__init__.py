@@ -18,6 +18,15 @@ from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
+from myriad.metering._wrap import (
+    MeteredProvider,
+    MeteredSandbox,
+    charging,
+    current_subject,
+    estimate_chat,
+    metered,
+    usage_of_openai,
+)
 from myriad.metering._store import (
     STORES,
     AppendResult,
@@ -34,6 +43,8 @@ __all__ = [
     "Budget",
     "BudgetStatus",
     "LedgerStore",
+    "MeteredProvider",
+    "MeteredSandbox",
     "Limit",
     "Meter",
     "Notice",
@@ -50,6 +61,11 @@ __all__ = [
     "UsageEvent",
     "UsageQuery",
     "UsageRow",
+    "charging",
+    "current_subject",
+    "estimate_chat",
+    "metered",
+    "usage_of_openai",
     "from_nanos",
     "money_str",
     "open_store",

@@ -216,7 +216,7 @@ class Usage:
             model,
             input=prompt,
             output=completion,
-            cached=int(pget("cached_tokens", 0) or 0),
+            cached=int(pget("cached_tokens", 0) or get("cached_tokens", 0) or 0),
             reasoning=int(cget("reasoning_tokens", 0) or 0),
             deployment=deployment,
         )
