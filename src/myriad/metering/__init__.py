@@ -14,7 +14,18 @@ The public surface (everything else in this room is private)::
 See README.md in this directory for what the gateway and the sandboxes call.
 """
 
+from myriad.metering._cli import add_usage_arguments, cli_usage
 from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str
+from myriad.metering._export import (
+    InvoiceLine,
+    budget_report,
+    export_cloudevents,
+    invoice_lines,
+    meter_events,
+    rows_to_csv,
+    usage_report,
+    write_jsonl,
+)
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
@@ -42,6 +53,7 @@ __all__ = [
     "AppendResult",
     "Budget",
     "BudgetStatus",
+    "InvoiceLine",
     "LedgerStore",
     "MeteredProvider",
     "MeteredSandbox",
@@ -61,12 +73,21 @@ __all__ = [
     "UsageEvent",
     "UsageQuery",
     "UsageRow",
+    "add_usage_arguments",
+    "budget_report",
     "charging",
+    "cli_usage",
     "current_subject",
     "estimate_chat",
+    "export_cloudevents",
+    "invoice_lines",
+    "meter_events",
     "metered",
     "usage_of_openai",
     "from_nanos",
     "money_str",
     "open_store",
+    "rows_to_csv",
+    "usage_report",
+    "write_jsonl",
 ]

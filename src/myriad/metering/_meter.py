@@ -219,16 +219,26 @@ class Meter:
         return self.store.add_price_version(version)
 
     def load_prices(self, path: str) -> list[PriceVersion]:
-        """Append the versions of a price file that the ledger does not have yet (by effective time)."""
-        from myriad.metering._events import parse_time, to_us
-        from myriad.metering._prices import load_price_file
+        """Append the versions of a price file the ledger does not have yet.
 
-        have = {to_us(v.effective_at) for v in self.store.price_book().versions}
+        A version with ``effective_at`` is skipped if the ledger has one at that time;
+        a version without it ("the prices from now on") is skipped if it equals the
+        latest version, so loading the same file at every start-up adds nothing.
+        """
+        from myriad.metering._events import parse_time, to_us
+        from myriad.metering._prices import Price, load_price_file
+
         added = []
         for raw in load_price_file(path):
+            book = self.store.price_book()
             eff = raw.get("effective_at")
-            if eff is not None and to_us(parse_time(eff)) in have:
-                continue
+            if eff is not None:
+                if to_us(parse_time(eff)) in {to_us(v.effective_at) for v in book.versions}:
+                    continue
+            elif book.latest is not None:
+                wanted = {Price.from_json(p) for p in raw.get("prices") or []}
+                if wanted == set(book.latest.prices) and raw.get("currency", "USD") == book.latest.currency:
+                    continue
             added.append(self.store.add_price_version(raw))
         return added
 
