@@ -40,7 +40,7 @@ def test_prices_budgets_reports_and_exports(settings):
     assert len(json.loads(run(settings, "prices"))) == 1
 
     b = json.loads(run(settings, "set-budget", "--tenant", "acme", "--period", "day", "--hard", "5", "--id", "b1"))
-    assert b["hard"] == "5"
+    assert b["hard"] == "5.000000000"
     (status,) = json.loads(run(settings, "budgets", "--tenant", "acme"))
     assert status["id"] == "b1" and status["spent"] == "0.000000000"  # budgets count spend from their creation
 

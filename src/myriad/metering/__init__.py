@@ -15,7 +15,7 @@ See README.md in this directory for what the gateway and the sandboxes call.
 """
 
 from myriad.metering._cli import add_usage_arguments, cli_usage
-from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str
+from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str, parse_when
 from myriad.metering._export import (
     InvoiceLine,
     budget_report,
@@ -87,6 +87,7 @@ __all__ = [
     "from_nanos",
     "money_str",
     "open_store",
+    "parse_when",
     "rows_to_csv",
     "usage_report",
     "write_jsonl",

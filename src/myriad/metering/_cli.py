@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
-from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, TextIO
 
 from myriad.errors import InvalidRequest
-from myriad.metering._events import Subject, parse_time
+from myriad.metering._events import Subject, parse_when
 from myriad.metering._export import (
     budget_report,
     export_cloudevents,
@@ -32,18 +30,7 @@ from myriad.metering._export import (
 from myriad.metering._limits import LIMIT_KINDS, PERIODS, Budget, Limit, Scope
 from myriad.metering._store import UsageQuery
 
-_RELATIVE = re.compile(r"^(\d+)([mhd])$")
-
-
-def _when(text: str | None) -> datetime | None:
-    """An RFC 3339 time, or ``30m`` / ``24h`` / ``7d`` ago."""
-    if text is None:
-        return None
-    m = _RELATIVE.match(text)
-    if m:
-        unit = {"m": "minutes", "h": "hours", "d": "days"}[m.group(2)]
-        return datetime.now(timezone.utc) - timedelta(**{unit: int(m.group(1))})
-    return parse_time(text, "time")
+_when = parse_when
 
 
 def add_usage_arguments(parser: argparse.ArgumentParser) -> None:

@@ -270,6 +270,22 @@ def parse_time(text: Any, what: str = "time") -> datetime:
     return t.astimezone(timezone.utc)
 
 
+_RELATIVE = re.compile(r"^(\d+)([mhd])$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_when(text: str | None, what: str = "time") -> datetime | None:
+    """None, an RFC 3339 time, or ``30m`` / ``24h`` / ``7d`` meaning that long ago."""
+    if text is None:
+        return None
+    m = _RELATIVE.match(text)
+    if m:
+        from datetime import timedelta
+
+        return now_utc() - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+    return parse_time(text, what)
+
+
 @dataclass(frozen=True)
 class UsageEvent:
     """One usage record, CloudEvents 1.0 shaped (``to_cloudevent`` / ``from_cloudevent``).
@@ -366,6 +382,7 @@ __all__ = [
     "from_micro",
     "from_nanos",
     "money_str",
+    "parse_when",
     "quantity_str",
     "to_micro",
     "to_nanos",

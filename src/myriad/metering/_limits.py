@@ -109,8 +109,8 @@ class Budget:
             "id": self.id,
             "scope": self.scope.to_json(),
             "period": self.period,
-            "hard": None if self.hard is None else str(self.hard),
-            "soft": None if self.soft is None else str(self.soft),
+            "hard": None if self.hard_nanos is None else money_str(self.hard_nanos),
+            "soft": None if self.soft_nanos is None else money_str(self.soft_nanos),
         }
 
 

@@ -144,6 +144,10 @@ class Meter:
             meter.load_prices(m.price_file)
         return meter
 
+    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a (blocking) store call on the meter's worker thread and await it."""
+        return await self._run(fn, *args, **kwargs)
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="myriad-meter")
