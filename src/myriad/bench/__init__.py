@@ -9,6 +9,7 @@ as one JSON line. Register a new one by adding it to ``BENCHES``.
 from __future__ import annotations
 
 BENCHES: dict[str, str] = {
+    "metering": "myriad.bench.metering",
 }
 
 __all__ = ["BENCHES"]

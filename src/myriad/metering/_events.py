@@ -12,6 +12,7 @@ that sums in the database stay exact.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -66,6 +67,8 @@ TOKEN_RESOURCES = frozenset({Resources.INPUT_TOKENS, Resources.CACHED_TOKENS, Re
 
 def to_micro(value: Decimal | int | float | str, what: str = "quantity") -> int:
     """A non-negative quantity as integer micro-units (rounded half-even past 6 places)."""
+    if type(value) is int and value >= 0:  # the common case, kept cheap
+        return value * QUANTITY_SCALE
     d = _decimal(value, what)
     if d < 0:
         raise InvalidRequest(f"{what} must not be negative, got {value!r}")
@@ -110,9 +113,14 @@ def _decimal(value: Any, what: str) -> Decimal:
     return d
 
 
+@functools.lru_cache(maxsize=4096)
+def _valid_resource(name: str) -> bool:
+    return bool(_RESOURCE.match(name)) and len(name) <= 100
+
+
 def check_resource(name: str) -> str:
     """Validate a resource name (lowercase dotted words)."""
-    if not isinstance(name, str) or not _RESOURCE.match(name) or len(name) > 100:
+    if not isinstance(name, str) or not _valid_resource(name):
         raise InvalidRequest(f"resource name {name!r} is not valid: use lowercase dotted words like 'model.output_tokens'")
     return name
 
@@ -169,10 +177,14 @@ class Usage:
     deployment: str | None = None
 
     def micro(self) -> dict[str, int]:
-        """Validated quantities as micro-units, by resource."""
-        if not isinstance(self.quantities, Mapping):
-            raise InvalidRequest("usage quantities must be a mapping of resource name to number")
-        return {check_resource(r): to_micro(q, f"quantity of {r}") for r, q in self.quantities.items()}
+        """Validated quantities as micro-units, by resource (computed once)."""
+        cached = self.__dict__.get("_micro")
+        if cached is None:
+            if not isinstance(self.quantities, Mapping):
+                raise InvalidRequest("usage quantities must be a mapping of resource name to number")
+            cached = {check_resource(r): to_micro(q, f"quantity of {r}") for r, q in self.quantities.items()}
+            object.__setattr__(self, "_micro", cached)
+        return dict(cached)
 
     def tokens(self) -> int:
         """Tokens counted by tokens-per-minute limits (whole tokens, rounded up)."""

@@ -48,7 +48,7 @@ from myriad.metering._store import (
 log = logging.getLogger("myriad.metering")
 
 HOUR_US = 3_600_000_000
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SWEEP_BATCH = 256
 
 _SCHEMA = """
@@ -69,6 +69,12 @@ CREATE TABLE IF NOT EXISTS rollups(
   model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
   quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
   PRIMARY KEY(tenant, hour, user, agent, resource, model, deployment, price_version)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rollups_tenant(
+  tenant TEXT NOT NULL, hour INTEGER NOT NULL, resource TEXT NOT NULL,
+  model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
+  quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
+  PRIMARY KEY(tenant, hour, resource, model, deployment, price_version)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS price_versions(
   version INTEGER PRIMARY KEY, effective_us INTEGER NOT NULL, created_us INTEGER NOT NULL,
@@ -264,11 +270,16 @@ class SQLiteLedger:
         book = self._current_book(db)
         appended = dups = total = tokens = 0
         budget_cache: dict[Subject, list[Budget]] = {}
+        # deltas for the whole batch, written with one statement per table
+        by_subject: dict[tuple[Any, ...], list[int]] = {}
+        by_tenant: dict[tuple[Any, ...], list[int]] = {}
+        charges: dict[tuple[str, int], list[Any]] = {}
         for ev in events:
             t_us = to_us(ev.time)
             version, micro, costs = book.price(ev.usage, t_us)
             cost = sum(costs.values())
             s = ev.subject
+            model, dep = ev.usage.model or "", ev.usage.deployment or ""
             cur = db.execute(
                 "INSERT INTO events(id, tenant, user, agent, time_us, recorded_us, source, type, model, deployment,"
                 " price_version, cost_nanos, body, lines) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
@@ -285,42 +296,41 @@ class SQLiteLedger:
             total += cost
             tokens += ev.usage.tokens()
             hour = t_us - t_us % HOUR_US
-            db.executemany(
-                "INSERT INTO rollups VALUES (?,?,?,?,?,?,?,?,?,?,1) ON CONFLICT DO UPDATE SET"
-                " quantity_micro = quantity_micro + excluded.quantity_micro,"
-                " cost_nanos = cost_nanos + excluded.cost_nanos, lines = lines + 1",
-                [
-                    (s.tenant, hour, s.user or "", s.agent or "", r, ev.usage.model or "", ev.usage.deployment or "",
-                     version or 0, micro[r], costs[r])
-                    for r in micro
-                ],
-            )
+            pv = version or 0
+            for r, q in micro.items():
+                _add(by_subject, (s.tenant, hour, s.user or "", s.agent or "", r, model, dep, pv), q, costs[r], 1)
+                _add(by_tenant, (s.tenant, hour, r, model, dep, pv), q, costs[r], 1)
             if cost:
                 if s not in budget_cache:
                     budget_cache[s] = self._matching_budgets(db, s)
-                self._charge(db, budget_cache[s], t_us, cost, now, periods)
+                for b in budget_cache[s]:
+                    ps = periods[b.id] if periods and b.id in periods else period_start(b.period, t_us)
+                    charges.setdefault((b.id, ps), [b, 0])[1] += cost
+        upsert = (" ON CONFLICT DO UPDATE SET quantity_micro = quantity_micro + excluded.quantity_micro,"
+                  " cost_nanos = cost_nanos + excluded.cost_nanos, lines = lines + excluded.lines")
+        db.executemany("INSERT INTO rollups VALUES (?,?,?,?,?,?,?,?,?,?,?)" + upsert, [k + tuple(v) for k, v in by_subject.items()])
+        db.executemany("INSERT INTO rollups_tenant VALUES (?,?,?,?,?,?,?,?,?)" + upsert,
+                       [k + tuple(v) for k, v in by_tenant.items()])
+        for (bid, ps), (b, cost) in charges.items():
+            self._charge(db, b, ps, cost, now)
         return appended, dups, total, tokens
 
-    def _charge(
-        self, db: sqlite3.Connection, budgets: list[Budget], t_us: int, cost: int, now: int, periods: Mapping[str, int] | None
-    ) -> None:
-        for b in budgets:
-            ps = periods[b.id] if periods and b.id in periods else period_start(b.period, t_us)
-            spent, reserved, flags = db.execute(
-                "INSERT INTO budget_usage(budget_id, period_start, spent_nanos) VALUES (?,?,?) ON CONFLICT DO UPDATE"
-                " SET spent_nanos = spent_nanos + excluded.spent_nanos RETURNING spent_nanos, reserved_nanos, flags",
-                (b.id, ps, cost),
-            ).fetchone()
-            soft, hard = b.soft_nanos, b.hard_nanos
-            new_flags = flags
-            if soft is not None and spent >= soft and not flags & _FLAG_SOFT:
-                new_flags |= _FLAG_SOFT
-                self._notice(db, now, b, ps, spent, "dev.myriad.budget.soft_limit_crossed")
-            if hard is not None and spent > hard and not flags & _FLAG_HARD:
-                new_flags |= _FLAG_HARD
-                self._notice(db, now, b, ps, spent, "dev.myriad.budget.hard_limit_overrun")
-            if new_flags != flags:
-                db.execute("UPDATE budget_usage SET flags = ? WHERE budget_id = ? AND period_start = ?", (new_flags, b.id, ps))
+    def _charge(self, db: sqlite3.Connection, b: Budget, ps: int, cost: int, now: int) -> None:
+        spent, reserved, flags = db.execute(
+            "INSERT INTO budget_usage(budget_id, period_start, spent_nanos) VALUES (?,?,?) ON CONFLICT DO UPDATE"
+            " SET spent_nanos = spent_nanos + excluded.spent_nanos RETURNING spent_nanos, reserved_nanos, flags",
+            (b.id, ps, cost),
+        ).fetchone()
+        soft, hard = b.soft_nanos, b.hard_nanos
+        new_flags = flags
+        if soft is not None and spent >= soft and not flags & _FLAG_SOFT:
+            new_flags |= _FLAG_SOFT
+            self._notice(db, now, b, ps, spent, "dev.myriad.budget.soft_limit_crossed")
+        if hard is not None and spent > hard and not flags & _FLAG_HARD:
+            new_flags |= _FLAG_HARD
+            self._notice(db, now, b, ps, spent, "dev.myriad.budget.hard_limit_overrun")
+        if new_flags != flags:
+            db.execute("UPDATE budget_usage SET flags = ? WHERE budget_id = ? AND period_start = ?", (new_flags, b.id, ps))
 
     def _notice(self, db: sqlite3.Connection, now: int, b: Budget, ps: int, spent: int, type_: str) -> None:
         body = BudgetStatus(b, ps, spent, 0).to_json()
@@ -611,6 +621,9 @@ class SQLiteLedger:
         return where, args
 
     def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+        # the tenant-level table is far smaller; use it when no user/agent is asked about
+        subject_level = bool({"user", "agent"} & set(q.group_by)) or q.user is not None or q.agent is not None
+        table = "rollups" if subject_level else "rollups_tenant"
         cols = [_ROLLUP_COLUMN[d] for d in q.group_by]
         if q.bucket:
             cols.append(f"strftime('{_BUCKET_FORMAT[q.bucket]}', hour / 1000000, 'unixepoch')")
@@ -623,7 +636,7 @@ class SQLiteLedger:
             args.append(hi)
         select = ", ".join(cols) + ", " if cols else ""
         sql = (
-            f"SELECT {select}SUM(quantity_micro), SUM(cost_nanos), SUM(lines) FROM rollups"
+            f"SELECT {select}SUM(quantity_micro), SUM(cost_nanos), SUM(lines) FROM {table}"
             + (f" WHERE {' AND '.join(where)}" if where else "")
             + (f" GROUP BY {', '.join(str(i + 1) for i in range(len(cols)))}" if cols else "")
         )
