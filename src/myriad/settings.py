@@ -50,6 +50,24 @@ class ModelsSettings:
 
 
 @dataclass
+class MeteringSettings:
+    """Usage metering, prices and budgets (``myriad.metering``)."""
+
+    enabled: bool = True
+    """Meter model calls and sandbox runs (budgets and limits are enforced only when on)."""
+    ledger_url: str = ""
+    """Ledger location; empty means ``sqlite:///<data_dir>/metering.db``."""
+    synchronous: str = "NORMAL"
+    """SQLite synchronous mode: NORMAL survives a killed process, FULL also power loss."""
+    reservation_ttl: float = 900.0
+    """Seconds before an unsettled reservation (its holder died) is released."""
+    price_file: str = ""
+    """JSON or TOML price book loaded at start-up (versions not yet in the ledger are appended)."""
+    default_max_output_tokens: int = 4096
+    """Output tokens reserved for a model call that sets no max_tokens."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -60,6 +78,7 @@ class Settings:
     log_level: str = "info"
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
 
     @classmethod
     def load(
@@ -156,4 +175,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "ModelsSettings"]
+__all__ = ["Settings", "AgentSettings", "ModelsSettings", "MeteringSettings"]

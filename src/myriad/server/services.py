@@ -50,6 +50,11 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     keys = KeyStore(settings.data_dir)
     host = AgentHost(storage, settings.agents)
     services = Services(settings=settings, storage=storage, keys=keys, host=host)
+    if settings.metering.enabled:
+        from myriad.metering import Meter
+
+        services.meter = Meter.from_settings(settings)
+        services._closers.append(services.meter.close)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
