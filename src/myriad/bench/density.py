@@ -75,7 +75,7 @@ class _StreamingModelClient:
         self.base_url = base_url
         self._http: Any = None
 
-    def for_agent(self, ref: Any) -> "_StreamingModelClient":
+    def for_agent(self, tenant: str, agent: str) -> "_StreamingModelClient":
         return self
 
     async def stream_text(self, messages: list[dict[str, str]]) -> str:
