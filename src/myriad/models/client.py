@@ -51,6 +51,11 @@ class ModelsClient:
         async for chunk in self.gateway.chat_stream(body, tenant=self.tenant, agent=self.agent):
             yield chunk
 
+    async def stream_text(self, messages: Messages, model: str | None = None, **params: Any) -> str:
+        """Stream a completion and return its whole text (what a turn usually wants)."""
+        parts = [c.text async for c in self.stream(messages, model, **params)]
+        return "".join(parts)
+
     async def embed(self, texts: str | list[str], model: str | None = None,
                     dimensions: int | None = None) -> EmbeddingResult:
         """Vectors for ``texts`` (a string embeds as a list of one)."""

@@ -93,11 +93,11 @@ class Gateway:
             self._keys[d.name] = self._resolve_key(d)
 
     @classmethod
-    def simulated(cls, **profile: Any) -> "Gateway":
+    def simulated(cls, *, on_usage: UsageHook | None = None, **profile: Any) -> "Gateway":
         """A gateway over in-process simulated models (see ``simulated_config``)."""
         from myriad.models.config import simulated_config
 
-        return cls(simulated_config(**profile))
+        return cls(simulated_config(**profile), on_usage=on_usage)
 
     @classmethod
     def from_settings(cls, settings: Any, env: Mapping[str, str] | None = None,
@@ -112,11 +112,14 @@ class Gateway:
             config = simulated_config()
         return cls(config, secrets=env, on_usage=on_usage)
 
-    def for_agent(self, tenant: str | None, agent: str | None = None, default_model: str | None = None) -> Any:
-        """The facade an agent holds as ``self.models``."""
+    def for_agent(self, ref: Any, agent: str | None = None, default_model: str | None = None) -> Any:
+        """The facade an agent holds as ``self.models``: ``ref`` is an agent ref (with
+        ``.tenant`` and ``.path``) or a tenant name (then ``agent`` names the agent)."""
         from myriad.models.client import ModelsClient
 
-        return ModelsClient(self, tenant, agent, default_model)
+        if hasattr(ref, "tenant"):
+            return ModelsClient(self, ref.tenant, agent or getattr(ref, "path", None), default_model)
+        return ModelsClient(self, ref, agent, default_model)
 
     # ------------------------------------------------------------------ construction
 
@@ -436,7 +439,7 @@ class Gateway:
     def _exhausted(self, alias: str, last: ModelError | None, attempts: int) -> ModelError:
         if last is None:
             now = self._clock()
-            states = self._groups[alias]
+            states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
             soonest = min((s.cooldown_until for s in states), default=now) - now
             return NoDeploymentAvailable(
                 f"no deployment of {alias!r} is available (cooling down for another {max(0.0, soonest):.1f}s)",
