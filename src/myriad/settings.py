@@ -78,6 +78,32 @@ class SandboxSettings:
 
 
 @dataclass
+class ModelsSettings:
+    """The model gateway (``myriad.models``)."""
+
+    config: str = ""
+    """Path to the deployment file (TOML); empty serves the simulated models."""
+
+
+@dataclass
+class MeteringSettings:
+    """Usage metering, prices and budgets (``myriad.metering``)."""
+
+    enabled: bool = True
+    """Meter model calls and sandbox runs (budgets and limits are enforced only when on)."""
+    ledger_url: str = ""
+    """Ledger location; empty means ``sqlite:///<data_dir>/metering.db``."""
+    synchronous: str = "NORMAL"
+    """SQLite synchronous mode: NORMAL survives a killed process, FULL also power loss."""
+    reservation_ttl: float = 900.0
+    """Seconds before an unsettled reservation (its holder died) is released."""
+    price_file: str = ""
+    """JSON or TOML price book loaded at start-up (versions not yet in the ledger are appended)."""
+    default_max_output_tokens: int = 4096
+    """Output tokens reserved for a model call that sets no max_tokens."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -87,6 +113,8 @@ class Settings:
     agents_modules: list[str] = field(default_factory=list)
     log_level: str = "info"
     agents: AgentSettings = field(default_factory=AgentSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     @classmethod
@@ -184,4 +212,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "SandboxSettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings"]

@@ -1,1 +1,29 @@
-"""(room placeholder: see its issue)"""
+"""The agent runtime: ``Agent``, ``@callable``, and the ``AgentHost`` that runs
+instances one turn at a time, persists their state, and hibernates them.
+
+May import: storage, settings, errors (and, through the host's slots, whatever
+model gateway / sandbox manager objects it is given).
+"""
+
+from myriad.agents.agent import Agent, StreamingResponse, callable
+from myriad.agents.connection import Connection, Transport
+from myriad.agents.handle import AgentHandle
+from myriad.agents.host import AgentHost, RpcError
+from myriad.agents.naming import AgentRef, kebab, validate_name
+from myriad.agents.schedules import AgentRef_from_path, Schedule
+
+__all__ = [
+    "Agent",
+    "AgentHandle",
+    "AgentHost",
+    "AgentRef",
+    "AgentRef_from_path",
+    "Connection",
+    "RpcError",
+    "Schedule",
+    "StreamingResponse",
+    "Transport",
+    "callable",
+    "kebab",
+    "validate_name",
+]

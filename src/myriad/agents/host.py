@@ -1,0 +1,422 @@
+"""The agent host: addressing, the turn queue, wake and hibernation.
+
+``AgentHost`` owns every instance on this process. An event for an address (a
+WebSocket frame, an RPC, an HTTP request, a schedule firing, a sub-agent call) becomes
+a *turn*: it waits for the instance's input gate (one turn at a time), wakes the
+instance from storage if it is hibernated, runs, and releases its output only once
+the state it changed is durable. Idle instances leave memory after
+``hibernate_after`` seconds; a cap on resident instances evicts the least recently
+used idle ones first. Connections stay open across hibernation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import time
+from collections import OrderedDict
+from typing import Any, Awaitable, Callable, TypeVar
+
+from myriad.agents.agent import Agent, CallableSpec, StreamingResponse, initial_state_of
+from myriad.agents.connection import Connection
+from myriad.agents.naming import AgentRef
+from myriad.agents.schedules import Scheduler
+from myriad.agents.slot import _Slot
+from myriad.errors import InvalidRequest, NotFound, UnknownAgent
+from myriad.settings import AgentSettings
+from myriad.storage import AgentRecord, Storage
+
+log = logging.getLogger("myriad.agents")
+T = TypeVar("T")
+
+_MCP_FRAME = json.dumps(
+    {"type": "cf_agent_mcp_servers", "mcp": {"servers": {}, "tools": [], "prompts": [], "resources": []}}
+)
+
+
+class RpcError(InvalidRequest):
+    """An RPC the protocol answers with ``success: false`` (unknown method, bad args)."""
+
+
+class AgentHost:
+    """Every agent instance on this process, behind one turn queue per instance."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        settings: AgentSettings | None = None,
+        *,
+        models: Any = None,
+        sandboxes: Any = None,
+    ) -> None:
+        self.storage = storage
+        self.settings = settings or AgentSettings()
+        self.models = models
+        self.sandboxes = sandboxes
+        self.classes: dict[str, type[Agent]] = {}
+        self.scheduler = Scheduler(self, storage, self.settings)
+        self._slots: dict[str, _Slot] = {}
+        self._resident: OrderedDict[str, _Slot] = OrderedDict()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
+
+    # -- registry ----------------------------------------------------------------
+    def register(self, cls: type[Agent]) -> type[Agent]:
+        """Serve ``cls`` at ``/agents/{kebab(cls)}/...``."""
+        if not (isinstance(cls, type) and issubclass(cls, Agent)):
+            raise TypeError(f"{cls!r} is not an Agent subclass")
+        name = cls.kebab_name()
+        existing = self.classes.get(name)
+        if existing is not None and existing is not cls:
+            raise ValueError(f"two agent classes map to /agents/{name}: {existing.__qualname__} and {cls.__qualname__}")
+        self.classes[name] = cls
+        return cls
+
+    def agent_class(self, kebab_name: str) -> type[Agent]:
+        cls = self.classes.get(kebab_name)
+        if cls is None:
+            known = ", ".join(sorted(self.classes)) or "none"
+            raise UnknownAgent(f"unknown agent class {kebab_name!r} (served here: {known})")
+        return cls
+
+    # -- lifecycle ---------------------------------------------------------------
+    async def start(self) -> None:
+        await self.scheduler.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        await self.scheduler.stop()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            try:
+                await self._sweeper
+            except asyncio.CancelledError:
+                pass
+        for slot in list(self._slots.values()):
+            try:
+                await slot.drain()
+            except Exception as e:  # pragma: no cover - reported, not raised, at shutdown
+                log.error("could not flush %s at shutdown: %s", slot.ref.path, e)
+            for conn in list(slot.connections.values()):
+                await conn.close(1001, "host shutting down")
+            self._close_sql(slot)
+
+    @property
+    def resident_count(self) -> int:
+        return len(self._resident)
+
+    @property
+    def connection_count(self) -> int:
+        return sum(len(s.connections) for s in self._slots.values())
+
+    # -- the turn ----------------------------------------------------------------
+    def _slot(self, ref: AgentRef) -> _Slot:
+        slot = self._slots.get(ref.path)
+        if slot is None:
+            slot = _Slot(ref, self.agent_class(ref.agent_class), self.storage)
+            self._slots[ref.path] = slot
+        return slot
+
+    async def _turn(self, slot: _Slot, body: Callable[[Agent], Awaitable[T]]) -> T:
+        async with slot.lock:
+            agent = slot.agent
+            if agent is None:
+                agent = await self._wake(slot)
+            else:
+                self._resident.move_to_end(slot.ref.path)
+            self.stats["turns"] += 1
+            try:
+                result = await body(agent)
+                while slot.hooks:
+                    state, source = slot.hooks.pop(0)
+                    await agent.on_state_changed(state, source)
+                return result
+            except Exception as e:
+                self.stats["turn_errors"] += 1
+                slot.hooks.clear()
+                if not isinstance(e, RpcError):
+                    await self._report(agent, e)
+                raise
+            finally:
+                try:
+                    await slot.drain()
+                finally:
+                    slot.last_active = time.monotonic()
+
+    async def _report(self, agent: Agent, error: BaseException) -> None:
+        try:
+            await agent.on_error(error)
+        except Exception as e:  # an on_error that fails must not hide the original error
+            log.error("on_error of %s failed: %s", agent._slot.ref.path, e)
+
+    async def _wake(self, slot: _Slot) -> Agent:
+        ref, cls = slot.ref, slot.cls
+        record = await self.storage.load_agent(ref.path)
+        if record is None:
+            state = initial_state_of(cls)
+            now = time.time()
+            await self.storage.create_agent(
+                AgentRecord(ref.path, ref.tenant, ref.agent_class, ref.name,
+                            None if state is None else json.dumps(state).encode(), now, now)
+            )
+        else:
+            state = None if record.state is None else json.loads(record.state)
+        agent = cls.__new__(cls)
+        agent._slot, agent._host, agent._state, agent._sql = slot, self, state, None
+        agent.__init__()
+        slot.agent = agent
+        self._resident[ref.path] = slot
+        self.stats["wakes"] += 1
+        if len(self._resident) > self.settings.max_resident:
+            self._evict_lru(len(self._resident) - self.settings.max_resident)
+        try:
+            await agent.on_start()
+        except Exception:
+            self._evict(slot)
+            raise
+        return agent
+
+    # -- hibernation -------------------------------------------------------------
+    def _evict(self, slot: _Slot) -> bool:
+        if slot.lock.locked() or slot.pending or slot.agent is None:
+            return False
+        self._close_sql(slot)
+        slot.agent = None
+        self._resident.pop(slot.ref.path, None)
+        self.stats["hibernations"] += 1
+        if not slot.connections:
+            self._slots.pop(slot.ref.path, None)
+        return True
+
+    def _evict_lru(self, n: int) -> None:
+        victims = []
+        for slot in self._resident.values():
+            if len(victims) >= n:
+                break
+            if not slot.lock.locked():
+                victims.append(slot)
+        for slot in victims:
+            self._evict(slot)
+
+    def hibernate_idle(self, idle_for: float | None = None) -> int:
+        """Hibernate every resident instance idle for ``idle_for`` seconds (default:
+        the configured ``hibernate_after``). Returns how many left memory."""
+        cutoff = time.monotonic() - (self.settings.hibernate_after if idle_for is None else idle_for)
+        victims = []
+        for slot in self._resident.values():  # least recently used first
+            if slot.last_active > cutoff:
+                break
+            victims.append(slot)
+        return sum(self._evict(s) for s in victims)
+
+    async def _sweep_forever(self) -> None:
+        interval = min(1.0, max(0.05, self.settings.hibernate_after / 4))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self.hibernate_idle()
+            except Exception as e:  # pragma: no cover
+                log.error("hibernation sweep failed: %s", e)
+
+    def _close_sql(self, slot: _Slot) -> None:
+        agent = slot.agent
+        if agent is not None and agent._sql is not None:
+            agent._sql.close()
+            agent._sql = None
+
+    # -- events ------------------------------------------------------------------
+    async def connect(self, ref: AgentRef, conn: Connection) -> None:
+        """A client connected: send identity, state and MCP frames, then ``on_connect``."""
+        slot = self._slot(ref)
+
+        async def body(agent: Agent) -> None:
+            old = slot.connections.get(conn.id)
+            if old is not None and old is not conn:
+                old._slot = None
+                await old.close(1000, "replaced by a new connection with the same id")
+            conn._slot = slot
+            slot.connections[conn.id] = conn
+            has_state = agent.state is not None
+            identity: dict[str, Any] = {"type": "cf_agent_identity", "name": ref.name, "agent": ref.agent_class}
+            if has_state:
+                identity["stateFollows"] = True
+            await slot.release(json.dumps(identity), only=conn)
+            if has_state:
+                await slot.release(json.dumps({"type": "cf_agent_state", "state": agent.state}), only=conn)
+            await slot.release(_MCP_FRAME, only=conn)
+            await agent.on_connect(conn)
+
+        await self._turn(slot, body)
+
+    async def disconnect(self, ref: AgentRef, conn: Connection, code: int = 1000, reason: str = "") -> None:
+        slot = self._slots.get(ref.path)
+        if slot is None or slot.connections.get(conn.id) is not conn:
+            return
+        del slot.connections[conn.id]
+        conn.closed = True
+        if slot.cls.on_close is not Agent.on_close:
+            try:
+                await self._turn(slot, lambda agent: agent.on_close(conn, code, reason))
+            except Exception:
+                pass  # reported through on_error
+        elif slot.agent is None and not slot.connections and not slot.lock.locked():
+            self._slots.pop(ref.path, None)
+
+    async def frame(self, ref: AgentRef, conn: Connection, text: str) -> None:
+        """One frame from a client: an RPC, a client state set, or anything else
+        (``on_message``). Errors go back to the client; they never propagate."""
+        slot = self._slot(ref)
+        msg: Any = None
+        if text[:1] == "{":
+            try:
+                msg = json.loads(text)
+            except ValueError:
+                msg = None
+        kind = msg.get("type") if isinstance(msg, dict) else None
+        try:
+            if kind == "rpc":
+                await self._turn(slot, lambda agent: self._rpc(agent, slot, conn, msg))
+            elif kind == "cf_agent_state":
+                await self._turn(slot, lambda agent: self._client_state(agent, slot, conn, msg))
+            else:
+                await self._turn(slot, lambda agent: agent.on_message(conn, text))
+        except Exception:
+            pass  # already answered to the client and reported through on_error
+
+    async def _client_state(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
+        if conn.readonly:
+            await slot.release('{"type":"cf_agent_state_error","error":"Connection is readonly"}', only=conn)
+            return
+        state = msg.get("state")
+        try:
+            verdict = agent.validate_state_change(state, conn)
+            if inspect.isawaitable(verdict):
+                await verdict
+        except Exception:
+            await slot.release('{"type":"cf_agent_state_error","error":"State update rejected"}', only=conn)
+            return
+        try:
+            slot.set_state(state, source=conn)
+        except InvalidRequest:
+            await slot.release('{"type":"cf_agent_state_error","error":"State update rejected"}', only=conn)
+
+    async def _rpc(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
+        rpc_id = msg.get("id")
+        try:
+            method, args = msg.get("method"), msg.get("args", [])
+            if args is None:
+                args = []
+            if not isinstance(args, list):
+                raise RpcError("RPC args must be a list")
+            spec, fn = self._resolve(agent, method)
+            if spec.streaming:
+                stream = StreamingResponse(slot, conn, rpc_id)  # type: ignore[arg-type]
+                self._check_args(method, spec, [stream, *args])
+                await fn(stream, *args)
+                if not stream.closed:
+                    await stream.end(None)
+            else:
+                self._check_args(method, spec, args)
+                result = await fn(*args)
+                try:
+                    text = json.dumps({"type": "rpc", "id": rpc_id, "success": True, "result": result, "done": True})
+                except (TypeError, ValueError):
+                    raise RpcError(f"Result of {method} is not JSON-serialisable") from None
+                await slot.release(text, only=conn)
+        except Exception as e:
+            if not isinstance(e, RpcError):
+                await self._report(agent, e)
+            error = str(e) or type(e).__name__
+            await slot.release(json.dumps({"type": "rpc", "id": rpc_id, "success": False, "error": error}), only=conn)
+
+    def _resolve(self, agent: Agent, method: Any) -> tuple[CallableSpec, Callable[..., Awaitable[Any]]]:
+        if not isinstance(method, str) or not method:
+            raise RpcError("RPC method must be a non-empty string")
+        attr = getattr(type(agent), method, None)
+        if attr is None or method.startswith("_"):
+            raise RpcError(f"Method {method} does not exist")
+        spec = getattr(attr, "__myriad_callable__", None)
+        if spec is None:
+            raise RpcError(f"Method {method} is not callable")
+        return spec, getattr(agent, method)
+
+    @staticmethod
+    def _check_args(method: str, spec: CallableSpec, args: list[Any]) -> None:
+        try:
+            spec.signature.bind(None, *args)
+        except TypeError as e:
+            raise RpcError(f"Wrong arguments for {method}: {e}") from None
+
+    # -- calls from the server and from other agents ------------------------------
+    async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None) -> Any:
+        """Call a ``@callable`` method as one turn. A streaming method's chunks are
+        collected: the result is ``{"chunks": [...], "result": final}``."""
+        slot = self._slot(ref)
+
+        async def body(agent: Agent) -> Any:
+            spec, fn = self._resolve(agent, method)
+            call_args = list(args or [])
+            if spec.streaming:
+                collector = _Collector(slot)
+                self._check_args(method, spec, [collector, *call_args])
+                await fn(collector, *call_args)
+                return {"chunks": collector.chunks, "result": collector.final}
+            self._check_args(method, spec, call_args)
+            return await fn(*call_args)
+
+        return await self._turn(slot, body)
+
+    async def request(self, ref: AgentRef, request: Any) -> Any:
+        """Plain HTTP to the agent: ``on_request`` as one turn."""
+        return await self._turn(self._slot(ref), lambda agent: agent.on_request(request))
+
+    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
+        """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""
+        return await self._turn(self._slot(ref), body)
+
+    async def get_state(self, ref: AgentRef) -> Any:
+        slot = self._slots.get(ref.path)
+        if slot is not None and slot.agent is not None:
+            return slot.agent.state
+        self.agent_class(ref.agent_class)
+        record = await self.storage.load_agent(ref.path)
+        if record is None:
+            raise NotFound(f"agent {ref.agent_class}/{ref.name} does not exist")
+        return None if record.state is None else json.loads(record.state)
+
+    async def delete(self, ref: AgentRef) -> None:
+        """Destroy an instance: close its connections, drop its state, schedules and SQL."""
+        slot = self._slots.get(ref.path)
+        if slot is not None:
+            async with slot.lock:
+                for conn in list(slot.connections.values()):
+                    await conn.close(1000, "agent deleted")
+                slot.connections.clear()
+                self._close_sql(slot)
+                slot.agent = None
+                slot._dirty, slot._outbox = False, []
+                self._resident.pop(ref.path, None)
+                self._slots.pop(ref.path, None)
+        await self.storage.delete_agent(ref.path)
+
+
+class _Collector(StreamingResponse):
+    """A stream whose chunks are kept (for calls that are not over a WebSocket)."""
+
+    __slots__ = ("chunks", "final")
+
+    def __init__(self, slot: _Slot) -> None:
+        super().__init__(slot, None, "")
+        self.chunks: list[Any] = []
+        self.final: Any = None
+
+    async def _emit(self, frame: dict[str, Any]) -> None:
+        if frame["done"]:
+            self.final = frame["result"]
+        else:
+            self.chunks.append(frame["result"])
+
+
+__all__ = ["AgentHost", "RpcError"]

@@ -1,0 +1,221 @@
+"""The ``myriad`` command: serve agents, run benchmarks, manage tenants and keys."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from myriad import __version__
+from myriad.errors import MyriadError
+
+DESCRIPTION = """\
+Myriad: durable, addressable one-to-one AI agents on few machines.
+
+  myriad serve --agents examples.counter      serve every Agent class in a module
+  myriad tenants create acme                  add a tenant
+  myriad keys create --tenant acme            make an API key (printed last)
+  myriad bench hibernation --agents 100000    measure; prints a table and one JSON line
+
+Settings come from flags, MYRIAD_* environment variables and an optional TOML
+file (--config); see docs/configuration in the README.
+"""
+
+
+def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
+    from myriad.settings import Settings
+
+    return Settings.load(
+        getattr(args, "config", None),
+        data_dir=getattr(args, "data_dir", None),
+        **overrides,
+    )
+
+
+# -- serve -----------------------------------------------------------------------
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import asyncio
+
+    import uvicorn
+
+    from myriad.server import build_services, create_app
+    from myriad.server.bootstrap import ensure_default_tenant
+
+    modules = [m for spec in (args.agents or []) for m in spec.split(",") if m]
+    settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
+    if args.hibernate_after is not None:
+        settings.agents.hibernate_after = args.hibernate_after
+    step = _Steps()
+    step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
+    services = build_services(settings)
+    step(f"opening data directory {settings.data_dir.resolve()}")
+    key_note = ensure_default_tenant(services.keys, settings.data_dir)
+    app = create_app(services)
+    url = f"http://{settings.host}:{settings.port}"
+    classes = ", ".join(f"/agents/{k}/{{name}}" for k in sorted(services.host.classes)) or "(no agents: pass --agents MODULE)"
+    banner = [
+        "",
+        f"  Myriad {__version__} serving on {url}",
+        f"  agents:    {classes}",
+        f"  data:      {settings.data_dir.resolve()}",
+        "  models:    " + (f"deployments from {settings.models.config}" if settings.models.config
+                          else "SIMULATED (no provider configured: set MYRIAD_MODELS__CONFIG to a deployment file)"),
+        f"  API key:   {key_note}",
+        f"  try:       curl -H \"Authorization: Bearer $(cat {settings.data_dir / 'default.key'})\" {url}/v1/agents",
+        "",
+    ]
+    print("\n".join(banner), flush=True)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ws_max_size=settings.agents.max_frame_bytes,
+        ws_ping_interval=None,
+        lifespan="on",
+    )
+    asyncio.run(uvicorn.Server(config).serve())
+    return 0
+
+
+class _Steps:
+    def __init__(self) -> None:
+        self.n = 0
+
+    def __call__(self, text: str) -> None:
+        self.n += 1
+        print(f"[{self.n}] {text}", flush=True)
+
+
+# -- tenants and keys ------------------------------------------------------------
+
+def _keystore(args: argparse.Namespace) -> Any:
+    from myriad.identity import KeyStore
+
+    store = KeyStore(_settings(args).data_dir)
+    store.open()
+    return store
+
+
+def cmd_tenants_create(args: argparse.Namespace) -> int:
+    _keystore(args).create_tenant(args.name)
+    print(f"created tenant {args.name}")
+    return 0
+
+
+def cmd_tenants_list(args: argparse.Namespace) -> int:
+    for name in _keystore(args).list_tenants():
+        print(name)
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    info, plaintext = _keystore(args).create_key(args.tenant, label=args.label or "", ttl=args.ttl)
+    print(f"created key {info.id} for tenant {info.tenant}" + (f" (expires in {args.ttl:g}s)" if args.ttl else ""))
+    print("store it now: it is not shown again", file=sys.stderr)
+    print(plaintext)
+    return 0
+
+
+def cmd_keys_list(args: argparse.Namespace) -> int:
+    import time
+
+    for k in _keystore(args).list_keys(args.tenant):
+        status = "revoked" if k.revoked else ("expired" if k.expires and k.expires < time.time() else "active")
+        print(f"{k.id}  {k.tenant:<20} {status:<8} {k.label}")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    _keystore(args).revoke_key(args.key_id)
+    print(f"revoked key {args.key_id}")
+    return 0
+
+
+# -- bench -----------------------------------------------------------------------
+
+def _add_bench(sub: Any) -> None:
+    from myriad.bench import BENCHES
+
+    bench = sub.add_parser("bench", help="run a benchmark (prints a table and one JSON line)",
+                           description="Benchmarks measure their baseline in the same run; quote medians and ratios.")
+    names = bench.add_subparsers(dest="bench", metavar="NAME", required=True)
+    for name, module in BENCHES.items():
+        mod = importlib.import_module(module)
+        p = names.add_parser(name, help=mod.DESCRIPTION.splitlines()[0], description=mod.DESCRIPTION,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
+        mod.add_arguments(p)
+        p.set_defaults(func=_bench_runner(mod))
+
+
+def _bench_runner(mod: Any) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        from myriad.bench.report import emit_json
+
+        result = mod.run(args)
+        emit_json(result)
+        return 0
+
+    return run
+
+
+# -- parser ----------------------------------------------------------------------
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="myriad", description=DESCRIPTION,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"myriad {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", type=Path, help="where state lives (default .myriad, env MYRIAD_DATA_DIR)")
+    common.add_argument("--config", help="TOML settings file (env MYRIAD_CONFIG)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    serve = sub.add_parser("serve", parents=[common], help="serve agents over HTTP and WebSocket",
+                           description="Serve every Agent subclass of the given modules at /agents/{class}/{name}.")
+    serve.add_argument("--agents", action="append", metavar="MODULE",
+                       help="dotted module with Agent classes (repeat or comma-separate)")
+    serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 8787)")
+    serve.add_argument("--hibernate-after", type=float, help="seconds idle before an instance hibernates (default 10)")
+    serve.set_defaults(func=cmd_serve)
+
+    tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True, metavar="VERB")
+    t = tenants.add_parser("create", parents=[common], help="create a tenant")
+    t.add_argument("name")
+    t.set_defaults(func=cmd_tenants_create)
+    tenants.add_parser("list", parents=[common], help="list tenants").set_defaults(func=cmd_tenants_list)
+
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="verb", required=True, metavar="VERB")
+    k = keys.add_parser("create", parents=[common], help="create a key (printed as the last line)")
+    k.add_argument("--tenant", required=True)
+    k.add_argument("--label")
+    k.add_argument("--ttl", type=float, help="seconds until the key expires")
+    k.set_defaults(func=cmd_keys_create)
+    kl = keys.add_parser("list", parents=[common], help="list keys (never the secrets)")
+    kl.add_argument("--tenant")
+    kl.set_defaults(func=cmd_keys_list)
+    kr = keys.add_parser("revoke", parents=[common], help="revoke a key by id")
+    kr.add_argument("key_id")
+    kr.set_defaults(func=cmd_keys_revoke)
+
+    _add_bench(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except MyriadError as e:
+        print(f"myriad: error: {e.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+__all__ = ["main", "build_parser"]

@@ -1,0 +1,169 @@
+"""Tenants and API keys.
+
+A key looks like ``myr_<id>_<secret>``: ``id`` (12 hex chars) finds the row, the
+secret is never stored, only its SHA-256 (keys are 160 random bits, so a fast hash
+is the right tool; a password hash would only add latency). Comparison is
+constant-time. Keys can expire and be revoked; every use is checked against the
+database, so a revocation applies to the next request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from myriad.errors import AuthenticationError, Conflict, InvalidName, NotFound
+from myriad.storage import connect
+
+_TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_KEY_RE = re.compile(r"^myr_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS tenants (name TEXT PRIMARY KEY, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    tenant TEXT NOT NULL REFERENCES tenants(name),
+    hash BLOB NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    scopes TEXT NOT NULL DEFAULT '*',
+    created REAL NOT NULL,
+    expires REAL,
+    revoked REAL
+);
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a tenant, through one of its keys."""
+
+    tenant: str
+    key_id: str
+    scopes: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """A key as listed (never the secret)."""
+
+    id: str
+    tenant: str
+    label: str
+    scopes: str
+    created: float
+    expires: float | None
+    revoked: float | None
+
+
+def validate_tenant(name: str) -> str:
+    if not isinstance(name, str) or not _TENANT_RE.match(name):
+        raise InvalidName(
+            f"invalid tenant name {name!r}: use 1-63 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return name
+
+
+class KeyStore:
+    """Tenants and their API keys in ``identity.db`` under the data directory."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._path = Path(data_dir) / "identity.db"
+        self._db: sqlite3.Connection | None = None
+
+    def open(self) -> None:
+        self._db = connect(self._path)
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self.open()
+        assert self._db is not None
+        return self._db
+
+    # tenants
+    def create_tenant(self, name: str) -> str:
+        validate_tenant(name)
+        try:
+            self.db.execute("INSERT INTO tenants VALUES (?, ?)", (name, time.time()))
+        except sqlite3.IntegrityError:
+            raise Conflict(f"tenant {name!r} already exists") from None
+        return name
+
+    def tenant_exists(self, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM tenants WHERE name=?", (name,)).fetchone() is not None
+
+    def list_tenants(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT name FROM tenants ORDER BY name")]
+
+    # keys
+    def create_key(
+        self, tenant: str, *, label: str = "", ttl: float | None = None, scopes: str = "*"
+    ) -> tuple[KeyInfo, str]:
+        """Create a key; returns its info and the plaintext (shown once, never stored)."""
+        if not self.tenant_exists(tenant):
+            raise NotFound(f"tenant {tenant!r} does not exist: create it with `myriad tenants create {tenant}`")
+        key_id = secrets.token_hex(6)
+        secret = secrets.token_urlsafe(20)
+        plaintext = f"myr_{key_id}_{secret}"
+        now = time.time()
+        expires = now + ttl if ttl else None
+        self.db.execute(
+            "INSERT INTO api_keys (id, tenant, hash, label, scopes, created, expires) VALUES (?,?,?,?,?,?,?)",
+            (key_id, tenant, _hash(secret), label, scopes, now, expires),
+        )
+        return KeyInfo(key_id, tenant, label, scopes, now, expires, None), plaintext
+
+    def revoke_key(self, key_id: str, tenant: str | None = None) -> None:
+        q, args = "UPDATE api_keys SET revoked=? WHERE id=? AND revoked IS NULL", [time.time(), key_id]
+        if tenant is not None:
+            q += " AND tenant=?"
+            args.append(tenant)
+        if self.db.execute(q, args).rowcount == 0:
+            raise NotFound(f"no active key {key_id!r}")
+
+    def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
+        q = "SELECT id, tenant, label, scopes, created, expires, revoked FROM api_keys"
+        rows = self.db.execute(q + " WHERE tenant=? ORDER BY created", (tenant,)) if tenant else self.db.execute(q + " ORDER BY created")
+        return [KeyInfo(*r) for r in rows]
+
+    def verify(self, presented: str | None) -> Principal:
+        """The principal a presented key stands for; ``AuthenticationError`` otherwise."""
+        if not presented:
+            raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>' (or ?token=<key> on a WebSocket)")
+        m = _KEY_RE.match(presented)
+        if not m:
+            raise AuthenticationError("malformed API key")
+        key_id, secret = m.groups()
+        row = self.db.execute(
+            "SELECT tenant, hash, scopes, expires, revoked FROM api_keys WHERE id=?", (key_id,)
+        ).fetchone()
+        # Compare even when the row is missing, so timing does not tell ids apart.
+        stored = row[1] if row else b"\0" * 32
+        ok = hmac.compare_digest(stored, _hash(secret))
+        if not row or not ok:
+            raise AuthenticationError("invalid API key")
+        tenant, _, scopes, expires, revoked = row
+        if revoked is not None:
+            raise AuthenticationError("API key has been revoked")
+        if expires is not None and expires < time.time():
+            raise AuthenticationError("API key has expired")
+        return Principal(tenant=tenant, key_id=key_id, scopes=frozenset(scopes.split()))
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+__all__ = ["KeyStore", "Principal", "KeyInfo", "validate_tenant"]

@@ -1,0 +1,60 @@
+"""The ASGI app: every room's HTTP and WebSocket doors on one Starlette app."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from typing import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from myriad import __version__
+from myriad.server import agents_api, gateway_api, usage_api
+from myriad.server.errors import HANDLERS
+from myriad.server.services import Services
+
+
+async def health(request: Request) -> JSONResponse:
+    services: Services = request.app.state.services
+    host = services.host
+    return JSONResponse({
+        "status": "ok",
+        "version": __version__,
+        "agents": {"classes": sorted(host.classes), "resident": host.resident_count,
+                   "connections": host.connection_count, **host.stats},
+    })
+
+
+def create_app(services: Services, *, manage_services: bool = True) -> Starlette:
+    """The app for ``services``. With ``manage_services`` the app's lifespan starts
+    and closes them."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if manage_services:
+            await services.start()
+        # Everything alive now (modules, classes, the rooms) lives as long as the
+        # process: move it out of the collector's sight so full collections scan only
+        # what turns create. Without this a gen-2 pause reached ~190 ms with 2,000
+        # sessions (bench density).
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            if manage_services:
+                await services.close()
+
+    routes = [Route("/healthz", health, methods=["GET"])]
+    routes += agents_api.routes()
+    routes += usage_api.routes()
+    routes += gateway_api.routes()
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app.state.services = services
+    return app
+
+
+__all__ = ["create_app"]

@@ -1,0 +1,41 @@
+"""Turning errors into JSON bodies: every failure a client sees names its problem."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from myriad.errors import MyriadError
+
+log = logging.getLogger("myriad.server")
+
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_request", 413: "payload_too_large"}
+
+
+async def myriad_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, MyriadError)
+    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    message = exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+
+
+async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    return JSONResponse(
+        {"error": {"code": "internal_error", "message": f"internal error ({type(exc).__name__}); see the server log"}},
+        status_code=500,
+    )
+
+
+HANDLERS = {MyriadError: myriad_error, HTTPException: http_error, Exception: unexpected_error}
+
+__all__ = ["HANDLERS"]

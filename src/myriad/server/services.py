@@ -1,0 +1,91 @@
+"""The composition root: every room's long-lived object, built once from settings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+from myriad.agents import Agent, AgentHost
+from myriad.errors import ConfigError
+from myriad.identity import KeyStore
+from myriad.models import Gateway
+from myriad.settings import Settings
+from myriad.storage import SQLiteStorage
+
+
+@dataclass
+class Services:
+    """What the server (and the CLI) hand to request handlers: ``request.app.state.services``."""
+
+    settings: Settings
+    storage: SQLiteStorage
+    keys: KeyStore
+    host: AgentHost
+    sandboxes: Any = None
+    models: Any = None
+    meter: Any = None
+    _closers: list[Any] = field(default_factory=list)
+
+    async def start(self) -> None:
+        await self.storage.open()
+        self.keys.open()
+        await self.host.start()
+
+    async def close(self) -> None:
+        await self.host.stop()
+        for close in reversed(self._closers):
+            result = close()
+            if inspect.isawaitable(result):
+                await result
+        await self.storage.close()
+        self.keys.close()
+
+
+def build_services(settings: Settings, agent_classes: list[type[Agent]] | None = None) -> Services:
+    """Build (but do not start) every room from settings."""
+    storage = SQLiteStorage(settings.data_dir)
+    keys = KeyStore(settings.data_dir)
+    models = Gateway.from_settings(settings.models, env=os.environ)
+    host = AgentHost(storage, settings.agents, models=models)
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    services._closers.append(models.aclose)
+    if settings.metering.enabled:
+        from myriad.metering import Meter
+
+        services.meter = Meter.from_settings(settings)
+        services._closers.append(services.meter.close)
+    for cls in agent_classes or []:
+        host.register(cls)
+    for module in settings.agents_modules:
+        for cls in agent_classes_in(load_module(module)):
+            host.register(cls)
+    return services
+
+
+def load_module(name: str) -> ModuleType:
+    """Import an agents module by dotted name (the working directory is importable)."""
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"cannot import agents module {name!r}: {e}") from None
+
+
+def agent_classes_in(module: ModuleType) -> list[type[Agent]]:
+    """Every ``Agent`` subclass defined in ``module`` (not merely imported into it)."""
+    found = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, Agent) and obj is not Agent and obj.__module__ == module.__name__
+    ]
+    if not found:
+        raise ConfigError(f"module {module.__name__!r} defines no Agent subclass")
+    return found
+
+
+__all__ = ["Services", "build_services", "load_module", "agent_classes_in"]
