@@ -129,14 +129,14 @@ class ContainerSandbox:
                               "javascript", "snapshot", "pause"})
 
     def __init__(self, tier: "ContainerTier", *, id: str, owner: str, limits: Limits, group: cgroups.Group,
-                 network: EgressPolicy | None, uid: int | None = None) -> None:
+                 network: EgressPolicy | None, uid: int | None = None, dirname: str | None = None) -> None:
         self._tier = tier
         self.id = id
         self.owner = owner
         self.limits = limits
         self.group = group
         self.network = network
-        self.dir = tier.root / id
+        self.dir = tier.root / (dirname or id)
         self.workspace_dir = self.dir / "workspace"
         self.tmp_dir = self.dir / "tmp"
         self.uid = uid
@@ -647,7 +647,7 @@ class ContainerTier:
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
         for name in self.backend.orphans():
-            tag = name.rsplit(".", 1)[0]
+            tag = name.split(".", 1)[0]
             if tag != self.tag and not _alive(tag):
                 with contextlib.suppress(OSError):
                     self.backend.remove(name)
@@ -657,10 +657,10 @@ class ContainerTier:
                      from_dir: Path | None = None, **options: Any) -> ContainerSandbox:
         self.check()
         assert self.backend is not None
-        d = self.root / id
-        if d.exists():
-            raise Conflict(f"sandbox {id} already exists")
-        cgroup_name = f"{self.tag}.{id}"
+        # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
+        dirname = f"{id}.{secrets.token_hex(6)}"
+        d = self.root / dirname
+        cgroup_name = f"{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
         def setup() -> cgroups.Group:
@@ -683,7 +683,8 @@ class ContainerTier:
         except OSError as e:
             shutil.rmtree(d, ignore_errors=True)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
-        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid)
+        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
+                                dirname=dirname)
 
     async def aclose(self) -> None:
         await self.egress.aclose()

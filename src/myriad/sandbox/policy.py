@@ -123,13 +123,16 @@ class Sandboxes:
     # -- open / get / close -------------------------------------------------------------
 
     async def open(self, *, needs: Iterable[str] = (), tier: str | None = None, limits: Limits | None = None,
-                   owner: str = "default", id: str | None = None, tools: Any = None,
+                   owner: Any = "default", id: str | None = None, tools: Any = None,
                    network: EgressPolicy | bool | dict[str, Any] | None = None) -> Sandbox:
         """Open (or, for a known ``(owner, id)``, return) a sandbox.
 
         ``needs`` are capability names (``CAPABILITIES``); granting ``network``
         implies the ``network`` need. ``limits`` may only tighten the host's.
+        ``owner`` is a string (the server passes the tenant) or anything with a
+        ``path`` (an agent's ``AgentRef``: each agent owns its own sandboxes).
         """
+        owner = owner_key(owner)
         needs = set(needs or ())
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
         if policy is not None:
@@ -336,6 +339,16 @@ class Sandboxes:
             except (SandboxUnavailable, SandboxError) as e:
                 out[name] = e.message
         return out
+
+
+def owner_key(owner: Any) -> str:
+    """The string sandboxes are keyed by: a tenant name, or an agent's unique path."""
+    if isinstance(owner, str):
+        return owner
+    path = getattr(owner, "path", None)
+    if isinstance(path, str):
+        return path
+    raise InvalidRequest(f"sandbox owner must be a string or have a path, got {type(owner).__name__}")
 
 
 def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bool:

@@ -14,6 +14,7 @@ from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
 from myriad.identity import KeyStore
 from myriad.models import Gateway
+from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
 
@@ -51,9 +52,11 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
     models = Gateway.from_settings(settings.models, env=os.environ)
-    host = AgentHost(storage, settings.agents, models=models)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    sandboxes = Sandboxes(settings.sandbox, data_dir=settings.data_dir)
+    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes)
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, sandboxes=sandboxes)
     services._closers.append(models.aclose)
+    services._closers.append(sandboxes.aclose)
     if settings.metering.enabled:
         from myriad.metering import Meter
 
