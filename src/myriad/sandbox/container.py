@@ -240,7 +240,10 @@ class ContainerSandbox:
                 err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
                 raise SandboxError(f"bubblewrap failed to start in sandbox {self.id}: {err or 'no detail'}")
             child = int(json.loads(raw)["child-pid"])
-            self.group.attach([proc.pid, child])
+            # Only the sandbox's pid 1: what it forks inherits the group. (Each cgroup
+            # migration costs an RCU grace period; bwrap's outer monitor stays outside,
+            # it is killed through ``proc`` and dies with pid 1 anyway.)
+            self.group.attach([child])
             if self.network is not None:
                 attachment = await self._tier.egress.attach(child, self.network, sandbox_id=self.id, owner=self.owner)
                 self._attachments.add(attachment)
