@@ -252,6 +252,8 @@ class ContainerSandbox:
             _kill(proc)
             if attachment is not None:
                 attachment.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.communicate(), 5)
             raise
         finally:
             if info_r >= 0:
@@ -660,6 +662,9 @@ class ContainerTier:
                      from_dir: Path | None = None, **options: Any) -> ContainerSandbox:
         self.check()
         assert self.backend is not None
+        if network is not None and not self.privileged:
+            raise SandboxUnavailable("sandbox network egress needs Myriad to run as root "
+                                     "(the proxy enters each sandbox's network namespace)")
         # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
         dirname = f"{id}.{secrets.token_hex(6)}"
         d = self.root / dirname
