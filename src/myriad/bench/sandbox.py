@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from myriad.bench.report import print_table, progress, summary_ms
-    from myriad.sandbox import Sandboxes
+    from myriad.sandbox import ContainerSandbox, Sandboxes
     from myriad.settings import SandboxSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-sandbox-"))
@@ -79,11 +79,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
         # -- containers ------------------------------------------------------------------
         if not args.skip_containers:
-            await (await sbs.open(tier="container")).exec(["true"])  # check + sweep, off the clock
+            first = await sbs.open(tier="container")
+            assert isinstance(first, ContainerSandbox)
+            await first.exec(["true"])  # check + sweep, off the clock
             samples = []
             for i in range(args.containers):
                 t0 = time.perf_counter()
                 box = await sbs.open(tier="container", owner="bench", id=f"c{i}")
+                assert isinstance(box, ContainerSandbox)
                 res = await box.exec(["/bin/true"])
                 samples.append(time.perf_counter() - t0)
                 assert res.exit_code == 0, res.stderr
@@ -94,6 +97,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             ctr = summary_ms(samples)
             warm = []
             box = await sbs.open(tier="container", owner="bench", id="warm")
+            assert isinstance(box, ContainerSandbox)
             for _ in range(args.baseline):
                 t0 = time.perf_counter()
                 await box.exec(["/bin/true"])

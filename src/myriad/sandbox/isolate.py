@@ -208,7 +208,7 @@ class IsolateSandbox:
         mr_mod = _mini_racer()
         started = time.perf_counter()
         deadline = started + timeout
-        calls: dict[asyncio.Task[str], int] = {}
+        calls: dict[asyncio.Task[tuple[bool, str]], int] = {}
         try:
             status = await self._eval(f"__myriad_start({json.dumps(code)})", deadline)
             raw = await self._pump(status, calls, deadline)
@@ -256,7 +256,7 @@ class IsolateSandbox:
             raise _mini_racer().JSOOMException("memory limit")
         return result
 
-    async def _pump(self, status: Any, calls: dict[asyncio.Task[str], int], deadline: float) -> dict[str, Any]:
+    async def _pump(self, status: Any, calls: dict[asyncio.Task[tuple[bool, str]], int], deadline: float) -> dict[str, Any]:
         """Run queued tool calls and feed their results back until the snippet finishes."""
         idle = 0.001
         while True:

@@ -16,6 +16,7 @@ is found across owners.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import re
@@ -33,10 +34,15 @@ from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
 from myriad.sandbox.isolate import IsolateTier
 
-TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {
-    "isolate": lambda s: IsolateTier(s.settings),
-    "container": lambda s: ContainerTier(s.settings, s.root, s.egress),
-}
+def _isolate_tier(s: "Sandboxes") -> Tier:
+    return IsolateTier(s.settings)
+
+
+def _container_tier(s: "Sandboxes") -> Tier:
+    return ContainerTier(s.settings, s.root, s.egress)
+
+
+TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
 """Tier factories by name; add one here to plug in a new tier."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -302,7 +308,7 @@ class Sandboxes:
             with contextlib.suppress(Exception):
                 await self.reap()
 
-    async def reap(self, now: float | None = None) -> list[str]:
+    async def reap(self, now: float | None = None) -> builtins.list[str]:
         """Delete container sandboxes past their idle timeout or lifetime; return their ids."""
         now = time.time() if now is None else now
         gone = []
