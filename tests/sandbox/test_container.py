@@ -96,7 +96,17 @@ async def test_background_processes(box: ContainerSandbox) -> None:
 
 async def test_pause_and_resume_freeze_processes(box: ContainerSandbox) -> None:
     await box.start_process("i=0; while true; do i=$((i+1)); echo $i > /workspace/count; sleep 0.02; done")
-    await asyncio.sleep(0.2)
+
+    def count() -> int:
+        try:
+            return int(box.files.read("count") or 0)
+        except (NotFound, ValueError):
+            return 0
+
+    for _ in range(250):  # the machine may be busy: wait for the counter to run
+        if count() > 2:
+            break
+        await asyncio.sleep(0.02)
     await box.pause()
     assert box.info().status == "paused"
     first = box.files.read("count")
@@ -105,8 +115,12 @@ async def test_pause_and_resume_freeze_processes(box: ContainerSandbox) -> None:
     with pytest.raises(Conflict, match="paused"):
         await box.exec("true")
     await box.resume()
-    await asyncio.sleep(0.3)
-    assert int(box.files.read("count")) > int(first)
+    frozen_at = int(first or 0)
+    for _ in range(250):
+        if count() > frozen_at:
+            break
+        await asyncio.sleep(0.02)
+    assert count() > frozen_at
 
 
 async def test_snapshot_restore_fork(sandboxes: Sandboxes) -> None:
