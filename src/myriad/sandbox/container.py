@@ -26,7 +26,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxError, SandboxTimeout, SandboxUnavailable
 from myriad.sandbox import bwrap as _bwrap
@@ -149,6 +149,8 @@ class ContainerSandbox:
         self._attachments: set[Attachment] = set()
         self._processes: dict[str, _Process] = {}
         self._next_process = 0
+        self.on_run: Callable[[Any, float], None] | None = None
+        """Called with (sandbox, wall ms) after every exec and background process (metering)."""
 
     # -- state --------------------------------------------------------------------------
 
@@ -318,6 +320,8 @@ class ContainerSandbox:
                 attachment.close()
                 self._attachments.discard(attachment)
             self.touch()
+            if self.on_run is not None:
+                self.on_run(self, (time.perf_counter() - started) * 1000)
         code = proc.returncode if proc.returncode is not None else -1
         error = None
         if self.group.oom_kills() > ooms:
@@ -367,6 +371,8 @@ class ContainerSandbox:
                 await asyncio.gather(_pump(proc.stdout, bp.stdout, "stdout", None), _pump(proc.stderr, bp.stderr, "stderr", None), proc.wait())
             finally:
                 bp.ended_at = time.time()
+                if self.on_run is not None:
+                    self.on_run(self, (bp.ended_at - bp.started_at) * 1000)
                 self._live.discard(proc)
                 if attachment is not None:
                     attachment.close()

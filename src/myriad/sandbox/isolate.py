@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from myriad.errors import (
     InvalidRequest,
@@ -136,6 +136,8 @@ class IsolateSandbox:
         self.last_used_at = self.created_at
         self.runs = 0
         self._racer: Any = None
+        self.on_run: Callable[[Any, float], None] | None = None
+        """Called with (sandbox, wall ms) after every run (metering)."""
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead_reason: str | None = None
@@ -202,7 +204,12 @@ class IsolateSandbox:
                 await self.start()
             self.last_used_at = time.time()
             self.runs += 1
-            return await self._run_locked(code, timeout)
+            started = time.perf_counter()
+            try:
+                return await self._run_locked(code, timeout)
+            finally:
+                if self.on_run is not None:
+                    self.on_run(self, (time.perf_counter() - started) * 1000)
 
     async def _run_locked(self, code: str, timeout: float) -> RunResult:
         mr_mod = _mini_racer()

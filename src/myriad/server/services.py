@@ -56,12 +56,13 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes)
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, sandboxes=sandboxes)
     services._closers.append(models.aclose)
-    services._closers.append(sandboxes.aclose)
     if settings.metering.enabled:
         from myriad.metering import Meter
 
         services.meter = Meter.from_settings(settings)
         services._closers.append(services.meter.close)
+        sandboxes.meter = services.meter
+    services._closers.append(sandboxes.aclose)  # closed before the meter: it flushes usage records
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
