@@ -144,8 +144,8 @@ class Sandboxes:
         """
         if self.meter is not None:
             ref_tenant = getattr(owner, "tenant", None)
-            key = owner_key(owner)
-            self._subjects.setdefault(key, (ref_tenant, key) if isinstance(ref_tenant, str) else (key, None))
+            name = owner_key(owner)
+            self._subjects.setdefault(name, (ref_tenant, name) if isinstance(ref_tenant, str) else (name, None))
         owner = owner_key(owner)
         needs = set(needs or ())
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
