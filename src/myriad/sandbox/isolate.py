@@ -265,7 +265,7 @@ class IsolateSandbox:
 
     async def _pump(self, status: Any, calls: dict[asyncio.Task[tuple[bool, str]], int], deadline: float) -> dict[str, Any]:
         """Run queued tool calls and feed their results back until the snippet finishes."""
-        idle = 0.001
+        idle = 0.0  # poll once at once: microtasks ran at the end of the last eval
         while True:
             state = json.loads(status)
             for call_id, name, args_json in state["calls"]:
@@ -281,11 +281,12 @@ class IsolateSandbox:
                     call_id = calls.pop(task)
                     ok, payload = task.result()
                     await self._eval(f"__myriad_settle({call_id}, {'true' if ok else 'false'}, {json.dumps(payload)})", deadline)
-                idle = 0.001
+                idle = 0.0
             else:
                 # Waiting on the snippet's own timers: poll, backing off to 20 ms.
-                await asyncio.sleep(min(idle, remaining))
-                idle = min(idle * 2, 0.02)
+                if idle:
+                    await asyncio.sleep(min(idle, remaining))
+                idle = min(max(idle * 2, 0.001), 0.02)
             status = await self._eval("__myriad_poll()", deadline)
 
     async def _call_tool(self, name: str, args_json: str) -> tuple[bool, str]:
