@@ -245,7 +245,15 @@ class ContainerSandbox:
             # Only the sandbox's pid 1: what it forks inherits the group. (Each cgroup
             # migration costs an RCU grace period; bwrap's outer monitor stays outside,
             # it is killed through ``proc`` and dies with pid 1 anyway.)
-            self.group.attach([child])
+            try:
+                self.group.attach([child])
+            except OSError as e:
+                detail = ""
+                if proc.stderr is not None:
+                    with contextlib.suppress(Exception):
+                        detail = (await asyncio.wait_for(proc.stderr.read(), 2)).decode(errors="replace").strip()
+                raise SandboxError(f"could not put sandbox {self.id}'s process into its cgroup ({e}); "
+                                   f"bubblewrap said: {detail or 'nothing'}") from None
             if self.network is not None:
                 attachment = await self._tier.egress.attach(child, self.network, sandbox_id=self.id, owner=self.owner)
                 self._attachments.add(attachment)
