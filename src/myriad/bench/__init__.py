@@ -12,6 +12,7 @@ BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
     "density": "myriad.bench.density",
     "metering": "myriad.bench.metering",
+    "sandbox": "myriad.bench.sandbox",
 }
 
 __all__ = ["BENCHES"]
