@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import time
 import uuid
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from myriad.errors import Conflict, InvalidRequest
-from myriad.metering._events import EVENT_TYPE_PREFIX, Subject, Usage, UsageEvent, now_utc
+from myriad.metering._events import EVENT_TYPE_PREFIX, Subject, Usage, UsageEvent
 from myriad.metering._limits import Budget, BudgetStatus, Limit
 from myriad.metering._prices import PriceVersion
 from myriad.metering._store import AppendResult, Grant, LedgerStore, ReservationRequest, UsageQuery, UsageRow, open_store
@@ -81,7 +82,7 @@ class Reservation:
                 id=id or self.id,
                 source=self._source,
                 type=self._type,
-                time=time or now_utc(),
+                time=time or self._meter.now(),
                 attributes=dict(attributes or {}),
             )
         ]
@@ -123,16 +124,36 @@ class Reservation:
 class Meter:
     """Admission, recording and reading of usage, over one ``LedgerStore``."""
 
-    def __init__(self, store: LedgerStore, *, source: str = "/myriad", default_ttl_s: float = 900.0) -> None:
+    def __init__(
+        self,
+        store: LedgerStore,
+        *,
+        source: str = "/myriad",
+        default_ttl_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.store = store
+        self.clock = clock
         self.source = source
         self.default_ttl_s = default_ttl_s
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
     @classmethod
-    def open(cls, url: str, *, source: str = "/myriad", default_ttl_s: float = 900.0, **store_options: Any) -> "Meter":
-        """A meter over the ledger at ``url`` (see ``open_store``)."""
-        return cls(open_store(url, **store_options), source=source, default_ttl_s=default_ttl_s)
+    def open(
+        cls,
+        url: str,
+        *,
+        source: str = "/myriad",
+        default_ttl_s: float = 900.0,
+        clock: Callable[[], float] = time.time,
+        **store_options: Any,
+    ) -> "Meter":
+        """A meter over the ledger at ``url`` (see ``open_store``); ``clock`` is shared with the store."""
+        return cls(open_store(url, clock=clock, **store_options), source=source, default_ttl_s=default_ttl_s, clock=clock)
+
+    def now(self) -> datetime:
+        """The meter's current time (event timestamps)."""
+        return datetime.fromtimestamp(self.clock(), timezone.utc)
 
     @classmethod
     def from_settings(cls, settings: Any) -> "Meter":
@@ -201,7 +222,7 @@ class Meter:
             id=id or str(uuid.uuid4()),
             source=source or self.source,
             type=type if "." in type else EVENT_TYPE_PREFIX + type,
-            time=time or now_utc(),
+            time=time or self.now(),
             attributes=dict(attributes or {}),
         )
 
