@@ -98,10 +98,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         # 3: aggregation, rollups vs raw scan, same questions
         lo_us, hi_us = int(start.timestamp() * 1e6), int((start + timedelta(days=31)).timestamp() * 1e6)
-        window = dict(start=start, end=start + timedelta(days=31))
+        end = start + timedelta(days=31)
         questions = {
-            "by model (tenant rollup)": (UsageQuery("acme", group_by=("model",), **window), "e.model"),
-            "by user x model (subject rollup)": (UsageQuery("acme", group_by=("user", "model"), **window), "e.user, e.model"),
+            "by model (tenant rollup)": (UsageQuery("acme", start=start, end=end, group_by=("model",)), "e.model"),
+            "by user x model (subject rollup)": (UsageQuery("acme", start=start, end=end, group_by=("user", "model")),
+                                                 "e.user, e.model"),
         }
         agg: dict[str, tuple[float, float, bool]] = {}
         for label, (q, cols) in questions.items():
