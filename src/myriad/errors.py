@@ -26,7 +26,12 @@ answers without a mapping table::
     │   ├── SandboxTimeout           408 sandbox_timeout
     │   └── SandboxLimitExceeded     422 sandbox_limit
     └── ModelError                   502 model_error
-        ├── UpstreamError            502 upstream_error
+        ├── UpstreamError            502 upstream_error       5xx / connection / bad reply (retryable)
+        │   ├── UpstreamTimeout      504 upstream_timeout
+        │   └── UpstreamRateLimited  429 upstream_rate_limited   carries retry_after
+        ├── UpstreamRejected         400 upstream_rejected    the provider refused the request (4xx)
+        │   └── ContextWindowExceeded 400 context_length_exceeded
+        ├── UnknownModel             404 model_not_found
         └── NoDeploymentAvailable    503 no_deployment
 
 Rooms may subclass these; they must not invent parallel trees.
@@ -152,6 +157,40 @@ class UpstreamError(ModelError):
     code = "upstream_error"
 
 
+class UpstreamTimeout(UpstreamError):
+    status = 504
+    code = "upstream_timeout"
+
+
+class UpstreamRateLimited(UpstreamError):
+    """The provider said 429; ``retry_after`` (seconds) is what it asked us to wait."""
+
+    status = 429
+    code = "upstream_rate_limited"
+
+    def __init__(self, message: str, *, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details=details)
+        self.retry_after = retry_after
+
+
+class UpstreamRejected(ModelError):
+    """The provider refused the request itself (a 4xx other than 408/429): retrying
+    the same request elsewhere will not help, except for a context-window overflow."""
+
+    status = 400
+    code = "upstream_rejected"
+
+
+class ContextWindowExceeded(UpstreamRejected):
+    code = "context_length_exceeded"
+
+
+class UnknownModel(ModelError):
+    status = 404
+    code = "model_not_found"
+
+
 class NoDeploymentAvailable(ModelError):
     status = 503
     code = "no_deployment"
@@ -180,5 +219,10 @@ __all__ = [
     "SandboxLimitExceeded",
     "ModelError",
     "UpstreamError",
+    "UpstreamTimeout",
+    "UpstreamRateLimited",
+    "UpstreamRejected",
+    "ContextWindowExceeded",
+    "UnknownModel",
     "NoDeploymentAvailable",
 ]

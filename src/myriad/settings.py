@@ -42,6 +42,14 @@ class AgentSettings:
 
 
 @dataclass
+class ModelsSettings:
+    """The model gateway (``myriad.models``)."""
+
+    config: str = ""
+    """Path to the deployment file (TOML); empty serves the simulated models."""
+
+
+@dataclass
 class MeteringSettings:
     """Usage metering, prices and budgets (``myriad.metering``)."""
 
@@ -69,6 +77,7 @@ class Settings:
     agents_modules: list[str] = field(default_factory=list)
     log_level: str = "info"
     agents: AgentSettings = field(default_factory=AgentSettings)
+    models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
 
     @classmethod
@@ -166,4 +175,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "MeteringSettings"]
+__all__ = ["Settings", "AgentSettings", "ModelsSettings", "MeteringSettings"]

@@ -41,7 +41,7 @@ class _Slot:
         self._dirty: bytes | None | bool = False  # False: clean; bytes/None: pending state
         self._outbox: list[tuple[str, Connection | None, frozenset[str] | set[str]]] = []
         self._io_lock = asyncio.Lock()
-        self._kick: asyncio.Task[None] | None = None
+        self._kick = False
         self.hooks: list[tuple[Any, Connection | None]] = []
 
     # -- state -------------------------------------------------------------------
@@ -56,9 +56,11 @@ class _Slot:
         exclude = {source.id} if source is not None else frozenset()
         self._outbox.append(('{"type":"cf_agent_state","state":' + text + "}", None, exclude))
         self.hooks.append((state, source))
-        # Broadcast soon even if the turn goes on awaiting something slow.
-        if self._kick is None or self._kick.done():
-            self._kick = asyncio.get_running_loop().create_task(self._drain_quietly())
+        # Broadcast soon even if the turn goes on awaiting something slow. A callback,
+        # not a task: most turns drain at their end before the loop gets to it.
+        if not self._kick:
+            self._kick = True
+            asyncio.get_running_loop().call_soon(self._kick_drain)
 
     @property
     def pending(self) -> bool:
@@ -91,6 +93,11 @@ class _Slot:
                     for conn in list(self.connections.values()):
                         if conn.id not in exclude:
                             await conn._send_now(text)
+
+    def _kick_drain(self) -> None:
+        self._kick = False
+        if self.pending:
+            asyncio.get_running_loop().create_task(self._drain_quietly())
 
     async def _drain_quietly(self) -> None:
         try:

@@ -9,6 +9,8 @@ as one JSON line. Register a new one by adding it to ``BENCHES``.
 from __future__ import annotations
 
 BENCHES: dict[str, str] = {
+    "hibernation": "myriad.bench.hibernation",
+    "density": "myriad.bench.density",
     "metering": "myriad.bench.metering",
 }
 

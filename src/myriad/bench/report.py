@@ -56,6 +56,12 @@ def progress(label: str, done: int, total: int, out: Any = None) -> None:
     out = out or sys.stderr
     width = 30
     frac = 0 if total <= 0 else min(1.0, done / total)
+    if not out.isatty():  # logs get a line per 10%, not a carriage-return storm
+        tenth = max(1, total // 10)
+        if done < total and done % tenth:
+            return
+        print(f"{label}: {done}/{total}", file=out, flush=True)
+        return
     bar = "#" * int(frac * width)
     end = "\n" if done >= total else ""
     print(f"\r{label} [{bar:<{width}}] {done}/{total}", end=end, file=out, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import sys
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -12,6 +13,7 @@ from typing import Any
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
 from myriad.identity import KeyStore
+from myriad.models import Gateway
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
 
@@ -48,8 +50,10 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     """Build (but do not start) every room from settings."""
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
-    host = AgentHost(storage, settings.agents)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host)
+    models = Gateway.from_settings(settings.models, env=os.environ)
+    host = AgentHost(storage, settings.agents, models=models)
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    services._closers.append(models.aclose)
     if settings.metering.enabled:
         from myriad.metering import Meter
 

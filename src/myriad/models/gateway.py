@@ -1,0 +1,518 @@
+"""The gateway: one object that routes chat, streaming chat and embeddings to
+deployments, with retries, cooldowns, fallbacks and timeouts.
+
+A call resolves its model name to a group (an alias, or a virtual model such as
+``router-knn-0.2`` that picks one), builds a plan (the group's deployments in the
+order its strategy gives, then its context fallback when the prompt does not fit,
+then its fallback groups), and walks it:
+
+- a 5xx, connection error, timeout or 429 moves on to the next deployment; a 429
+  cools that deployment for its ``Retry-After``; ``cooldown_failures`` failures in a
+  row open its circuit for ``cooldown_seconds`` (doubling while it keeps failing);
+- a refused request (4xx) goes back to the caller, except "context length
+  exceeded", which moves to deployments with a bigger window;
+- when every candidate failed, the plan is walked again after a backoff, up to
+  ``retries`` times, waiting for a rate limit's Retry-After when that is what
+  stands between us and an answer (and it fits the deadline);
+- every attempt has its own timeout, the whole call a total one;
+- a stream may fall back only until its first token has been handed to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import random
+import time
+from collections.abc import Mapping as MappingABC
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, TypeVar
+
+from myriad.errors import (
+    ConfigError,
+    ContextWindowExceeded,
+    InvalidRequest,
+    ModelError,
+    NoDeploymentAvailable,
+    UnknownModel,
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+)
+from myriad.models._tokens import estimate_message_tokens, estimate_text_tokens
+from myriad.models.config import Deployment, GatewayConfig, GroupConfig
+from myriad.models.providers import Provider, create_provider
+from myriad.models.routing import STRATEGIES, DeploymentState, RouteContext
+from myriad.models.types import ChatChunk, ChatResult, EmbeddingResult, Usage, UsageRecord
+
+T = TypeVar("T")
+SecretResolver = Callable[[str], "str | None"]
+UsageHook = Callable[[UsageRecord], "Awaitable[None] | None"]
+
+
+class VirtualModel:
+    """A model name that is not deployed but picks one that is (quality routers)."""
+
+    def matches(self, name: str) -> bool:
+        raise NotImplementedError
+
+    async def pick(self, name: str, body: Mapping[str, Any], tenant: str | None) -> str:
+        raise NotImplementedError
+
+    def names(self) -> list[str]:
+        """Names to list in ``/v1/models``."""
+        return []
+
+
+class Gateway:
+    """Routes OpenAI-shaped requests to deployments. Build one per process."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        *,
+        secrets: SecretResolver | Mapping[str, str] | None = None,
+        on_usage: UsageHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        seed: int | None = None,
+    ) -> None:
+        self.config = config
+        self.on_usage = on_usage
+        self._clock = clock
+        self._rng = random.Random(seed)
+        self._secrets = _resolver(secrets)
+        self._states: dict[str, DeploymentState] = {}
+        self._groups: dict[str, list[DeploymentState]] = {}
+        self._keys: dict[str, str | None] = {}
+        self._providers: dict[str, Provider] = {}
+        self.virtual: list[VirtualModel] = []
+        for d in config.deployments:
+            st = DeploymentState(d)
+            self._states[d.name] = st
+            self._groups.setdefault(d.model, []).append(st)
+            self._keys[d.name] = self._resolve_key(d)
+
+    @classmethod
+    def simulated(cls, *, on_usage: UsageHook | None = None, **profile: Any) -> "Gateway":
+        """A gateway over in-process simulated models (see ``simulated_config``)."""
+        from myriad.models.config import simulated_config
+
+        return cls(simulated_config(**profile), on_usage=on_usage)
+
+    @classmethod
+    def from_settings(cls, settings: Any, env: Mapping[str, str] | None = None,
+                      on_usage: UsageHook | None = None) -> "Gateway":
+        """Build from ``Settings.models``: the deployment file it names, or the simulated
+        models when it names none. ``env`` resolves ``env:NAME`` key references."""
+        path = getattr(settings, "config", "")
+        config = GatewayConfig.load(path) if path else None
+        if config is None:
+            from myriad.models.config import simulated_config
+
+            config = simulated_config()
+        return cls(config, secrets=env, on_usage=on_usage)
+
+    def for_agent(self, ref: Any, agent: str | None = None, default_model: str | None = None) -> Any:
+        """The facade an agent holds as ``self.models``: ``ref`` is an agent ref (with
+        ``.tenant`` and ``.path``) or a tenant name (then ``agent`` names the agent)."""
+        from myriad.models.client import ModelsClient
+
+        if hasattr(ref, "tenant"):
+            return ModelsClient(self, ref.tenant, agent or getattr(ref, "path", None), default_model)
+        return ModelsClient(self, ref, agent, default_model)
+
+    # ------------------------------------------------------------------ construction
+
+    def _resolve_key(self, d: Deployment) -> str | None:
+        if d.api_key is None:
+            return None
+        value = self._secrets(d.api_key)
+        if value is None:
+            raise ConfigError(f"deployment {d.name!r}: secret {d.api_key!r} is not set")
+        return value
+
+    def provider(self, name: str) -> Provider:
+        """The (lazily built) provider of deployment ``name``."""
+        p = self._providers.get(name)
+        if p is None:
+            p = create_provider(self._states[name].deployment, self._keys[name])
+            self._providers[name] = p
+        return p
+
+    def state(self, name: str) -> DeploymentState:
+        """The router's live view of deployment ``name`` (for tests, admin, metrics)."""
+        return self._states[name]
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()
+        self._providers.clear()
+
+    # ------------------------------------------------------------------ listing
+
+    def model_names(self, kind: str | None = None) -> list[str]:
+        """Aliases clients may ask for (plus virtual models when ``kind`` is chat/None)."""
+        names = [a for a, sts in self._groups.items() if kind is None or sts[0].deployment.kind == kind]
+        if kind in (None, "chat"):
+            for v in self.virtual:
+                names += v.names()
+        return names
+
+    def has_model(self, name: str) -> bool:
+        return name in self._groups
+
+    def default_model(self, kind: str = "chat") -> str:
+        r = self.config.router
+        named = r.default_model if kind == "chat" else r.default_embedding_model
+        if named:
+            return named
+        for alias, sts in self._groups.items():
+            if sts[0].deployment.kind == kind:
+                return alias
+        raise UnknownModel(f"no {kind} model is deployed")
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None,
+                   agent: str | None = None) -> ChatResult:
+        """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored)."""
+        req, asked, alias = await self._prepare(body, tenant)
+        prompt_tokens = estimate_message_tokens(req["messages"])
+        started = self._clock()
+
+        async def call(state: DeploymentState, provider: Provider) -> dict[str, Any]:
+            return await provider.chat(dict(req, model=state.deployment.upstream_model))
+
+        raw, state, attempts = await self._call(alias, prompt_tokens, call, stream=False)
+        raw["model"] = asked
+        result = ChatResult(raw=raw, model=asked, deployment=state.deployment.name, attempts=attempts)
+        await self._record(tenant, agent, asked, state.deployment, result.usage, self._clock() - started, "chat")
+        return result
+
+    async def chat_stream(self, body: Mapping[str, Any], *, tenant: str | None = None,
+                          agent: str | None = None) -> AsyncIterator[ChatChunk]:
+        """Stream a chat completion as OpenAI chunks. Falls back between deployments
+        only until the first content chunk has been yielded; after that an upstream
+        failure raises ``UpstreamError`` to the caller."""
+        req, asked, alias = await self._prepare(body, tenant)
+        want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        req["stream"] = True
+        req["stream_options"] = {**(req.get("stream_options") or {}), "include_usage": True}
+        prompt_tokens = estimate_message_tokens(req["messages"])
+        cfg = self.config.router
+        started = self._clock()
+        deadline = started + cfg.total_timeout
+        floor = _Need(prompt_tokens)
+        last: ModelError | None = None
+        attempts = 0
+        for pass_no in range(cfg.retries + 1):
+            for state in self._candidates(alias, floor, stream=True):
+                d = state.deployment
+                now = self._clock()
+                if now >= deadline:
+                    break
+                attempts += 1
+                attempt_timeout = min(d.timeout or cfg.attempt_timeout, deadline - now)
+                state.started(now, prompt_tokens)
+                agen = self.provider(d.name).stream(dict(req, model=d.upstream_model))
+                head: list[dict[str, Any]] = []
+                try:
+                    async with asyncio.timeout(attempt_timeout):
+                        async for chunk in agen:
+                            head.append(chunk)
+                            if _committing(chunk):
+                                break
+                except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
+                    err = _as_model_error(e, d, attempt_timeout)
+                    await _close(agen)
+                    state.failed(self._clock(), err, cfg)
+                    last = err
+                    if isinstance(err, ContextWindowExceeded):
+                        floor.overflowed.add(d.model)
+                    elif isinstance(err, UpstreamRejected):
+                        raise err
+                    continue
+                except BaseException:
+                    await _close(agen)
+                    state.released()
+                    raise
+                # committed: from here on no fallback
+                ttft = self._clock() - now
+                usage: Usage | None = None
+                try:
+                    for chunk in head:
+                        if chunk.get("usage"):
+                            usage = Usage.from_openai(chunk["usage"])
+                        if _deliverable(chunk, want_usage):
+                            chunk["model"] = asked
+                            yield ChatChunk(chunk, d.name)
+                    idle = d.timeout or cfg.attempt_timeout
+                    while True:
+                        # the timeout wraps only the wait for upstream, never our yield:
+                        # a slow consumer must not be cancelled by our idle timer
+                        async with asyncio.timeout(idle):
+                            try:
+                                chunk = await agen.__anext__()
+                            except StopAsyncIteration:
+                                break
+                        if chunk.get("usage"):
+                            usage = Usage.from_openai(chunk["usage"])
+                        if _deliverable(chunk, want_usage):
+                            chunk["model"] = asked
+                            yield ChatChunk(chunk, d.name)
+                except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
+                    err = _as_model_error(e, d, d.timeout or cfg.attempt_timeout)
+                    state.failed(self._clock(), err, cfg)
+                    raise UpstreamError(f"the stream from {d.name} broke after it started: {err.message}",
+                                        details={"deployment": d.name}) from None
+                except BaseException:
+                    state.released()
+                    raise
+                finally:
+                    await _close(agen)
+                state.succeeded(self._clock() - now, ttft=ttft,
+                                extra_tokens=usage.completion_tokens if usage else 0)
+                await self._record(tenant, agent, asked, d, usage or Usage(), self._clock() - started, "chat")
+                return
+            if not await self._wait_before_retry(alias, floor, pass_no, deadline, last):
+                break
+        raise self._exhausted(alias, last, attempts)
+
+    # ------------------------------------------------------------------ embeddings
+
+    async def embed(self, texts: list[str], *, model: str | None = None, tenant: str | None = None,
+                    agent: str | None = None, dimensions: int | None = None) -> EmbeddingResult:
+        """Embed ``texts`` with an embedding deployment (default: the first one)."""
+        if isinstance(texts, str) or not isinstance(texts, list) or not texts or not all(
+                isinstance(t, str) for t in texts):
+            raise InvalidRequest("input must be a string or a non-empty list of strings")
+        alias = model or self.default_model("embedding")
+        sts = self._groups.get(alias)
+        if sts is None:
+            raise UnknownModel(f"model {alias!r} is not deployed; embedding models: "
+                               f"{', '.join(self.model_names('embedding')) or 'none'}")
+        if sts[0].deployment.kind != "embedding":
+            raise InvalidRequest(f"model {alias!r} is a chat model, not an embedding model")
+        tokens = sum(estimate_text_tokens(t) for t in texts)
+        started = self._clock()
+
+        async def call(state: DeploymentState, provider: Provider) -> tuple[list[list[float]], Usage]:
+            return await provider.embed(state.deployment.upstream_model, texts, dimensions)
+
+        (vectors, usage), state, _ = await self._call(alias, tokens, call, stream=False)
+        if not usage.prompt_tokens:
+            usage = Usage(prompt_tokens=tokens, total_tokens=tokens)
+        await self._record(tenant, agent, alias, state.deployment, usage, self._clock() - started, "embeddings")
+        return EmbeddingResult(vectors, alias, state.deployment.name, usage)
+
+    # ------------------------------------------------------------------ the walk
+
+    async def _prepare(self, body: Mapping[str, Any], tenant: str | None) -> tuple[dict[str, Any], str, str]:
+        if not isinstance(body, MappingABC):
+            raise InvalidRequest("the request body must be a JSON object")
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise InvalidRequest("'messages' must be a non-empty array")
+        for i, m in enumerate(messages):
+            if not isinstance(m, MappingABC) or not isinstance(m.get("role"), str):
+                raise InvalidRequest(f"messages[{i}] must be an object with a 'role'")
+        asked = body.get("model") or self.default_model()
+        if not isinstance(asked, str):
+            raise InvalidRequest("'model' must be a string")
+        req = dict(body)
+        req.pop("stream", None)
+        alias = asked
+        if alias not in self._groups:
+            v = next((v for v in self.virtual if v.matches(asked)), None)
+            if v is None:
+                raise UnknownModel(f"model {asked!r} is not deployed; available: {', '.join(self.model_names())}")
+            alias = await v.pick(asked, req, tenant)
+        if self._groups[alias][0].deployment.kind != "chat":
+            raise InvalidRequest(f"model {asked!r} is an embedding model, not a chat model")
+        return req, asked, alias
+
+    async def _call(self, alias: str, prompt_tokens: int,
+                    fn: Callable[[DeploymentState, Provider], Awaitable[T]], *, stream: bool
+                    ) -> tuple[T, DeploymentState, int]:
+        cfg = self.config.router
+        deadline = self._clock() + cfg.total_timeout
+        floor = _Need(prompt_tokens)
+        last: ModelError | None = None
+        attempts = 0
+        for pass_no in range(cfg.retries + 1):
+            for state in self._candidates(alias, floor, stream=stream):
+                d = state.deployment
+                now = self._clock()
+                if now >= deadline:
+                    break
+                attempts += 1
+                timeout = min(d.timeout or cfg.attempt_timeout, deadline - now)
+                state.started(now, prompt_tokens)
+                try:
+                    async with asyncio.timeout(timeout):
+                        result = await fn(state, self.provider(d.name))
+                except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
+                    err = _as_model_error(e, d, timeout)
+                    state.failed(self._clock(), err, cfg)
+                    last = err
+                    if isinstance(err, ContextWindowExceeded):
+                        floor.overflowed.add(d.model)
+                    elif isinstance(err, UpstreamRejected):
+                        raise err
+                    continue
+                except BaseException:
+                    state.released()
+                    raise
+                extra = 0
+                if isinstance(result, dict):
+                    extra = int((result.get("usage") or {}).get("completion_tokens") or 0)
+                state.succeeded(self._clock() - now, extra_tokens=extra)
+                return result, state, attempts
+            if not await self._wait_before_retry(alias, floor, pass_no, deadline, last):
+                break
+        raise self._exhausted(alias, last, attempts)
+
+    def _chain(self, alias: str, need: "_Need") -> list[str]:
+        """Groups to try: the alias (or its context fallbacks while nothing in it fits
+        the prompt), then its fallbacks, each treated the same way."""
+        out: list[str] = []
+        for start in (alias, *self._group(alias).fallbacks):
+            g, seen = start, set()
+            while g not in seen:
+                seen.add(g)
+                if g not in need.overflowed and any(
+                        s.deployment.context_window >= need.tokens for s in self._groups[g]):
+                    break
+                nxt = self._group(g).context_fallback
+                if nxt is None:
+                    break
+                g = nxt
+            if g not in out:
+                out.append(g)
+        return out
+
+    def _candidates(self, alias: str, floor: "_Need", *, stream: bool) -> Iterator[DeploymentState]:
+        """Deployments to try this pass, in order; re-planned after a context overflow."""
+        tried: set[str] = set()
+        while True:
+            now = self._clock()
+            nxt = None
+            for g in self._chain(alias, floor):
+                if g in floor.overflowed:
+                    continue
+                ready = [s for s in self._groups[g] if s.deployment.name not in tried and s.available(now)
+                         and s.deployment.context_window >= floor.tokens and s.fits_limits(now, floor.tokens)]
+                if ready:
+                    strategy = STRATEGIES[self._group(g).strategy or self.config.router.default_strategy]
+                    nxt = strategy.order(ready, RouteContext(floor.tokens, stream, now, self._rng))[0]
+                    break
+            if nxt is None:
+                return
+            tried.add(nxt.deployment.name)
+            yield nxt
+
+    async def _wait_before_retry(self, alias: str, floor: "_Need", pass_no: int, deadline: float,
+                                 last: ModelError | None) -> bool:
+        """Sleep before the next pass; False when another pass cannot help."""
+        cfg = self.config.router
+        if pass_no >= cfg.retries:
+            return False
+        now = self._clock()
+        wait = min(cfg.max_backoff, cfg.backoff * (2 ** pass_no))
+        states = [s for g in self._chain(alias, floor) if g not in floor.overflowed for s in self._groups[g]
+                  if s.deployment.context_window >= floor.tokens]
+        if not states:
+            return False
+        if not any(s.available(now + wait) for s in states):
+            limited = [s.cooldown_until for s in states if s.cooldown_reason == "rate_limited"]
+            if not limited:
+                return False  # every circuit is open: fail fast
+            until = min(limited) - now
+            if until > cfg.max_retry_after:
+                return False
+            wait = max(wait, until)
+        if now + wait >= deadline:
+            return False
+        await asyncio.sleep(wait)
+        return True
+
+    def _exhausted(self, alias: str, last: ModelError | None, attempts: int) -> ModelError:
+        if last is None:
+            now = self._clock()
+            states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
+            soonest = min((s.cooldown_until for s in states), default=now) - now
+            return NoDeploymentAvailable(
+                f"no deployment of {alias!r} is available (cooling down for another {max(0.0, soonest):.1f}s)",
+                details={"model": alias, "retry_after": round(max(0.0, soonest), 3)})
+        last.details.setdefault("attempts", attempts)
+        return last
+
+    def _group(self, alias: str) -> GroupConfig:
+        return self.config.groups.get(alias) or _NO_GROUP
+
+    async def _record(self, tenant: str | None, agent: str | None, model: str, d: Deployment, usage: Usage,
+                      latency: float, operation: str) -> None:
+        if self.on_usage is None:
+            return
+        rec = UsageRecord(tenant, agent, model, d.name, usage,
+                          d.price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
+                          latency, operation)
+        out = self.on_usage(rec)
+        if inspect.isawaitable(out):
+            await out
+
+
+_NO_GROUP = GroupConfig()
+
+
+class _Need:
+    """What a request needs of a deployment: room for its prompt, and not a group
+    whose upstream already said the prompt is too long."""
+
+    __slots__ = ("tokens", "overflowed")
+
+    def __init__(self, tokens: int) -> None:
+        self.tokens = tokens
+        self.overflowed: set[str] = set()
+
+
+def _committing(chunk: Mapping[str, Any]) -> bool:
+    """Whether handing this chunk to the caller commits us to this deployment."""
+    for c in chunk.get("choices") or ():
+        delta = c.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or c.get("finish_reason"):
+            return True
+    return bool(chunk.get("usage"))
+
+
+def _deliverable(chunk: Mapping[str, Any], want_usage: bool) -> bool:
+    return bool(chunk.get("choices")) or (want_usage and bool(chunk.get("usage")))
+
+
+def _as_model_error(e: BaseException, d: Deployment, timeout: float) -> ModelError:
+    if isinstance(e, ModelError):
+        return e
+    return UpstreamTimeout(f"{d.name}: no answer within {timeout:.3g}s", details={"deployment": d.name})
+
+
+async def _close(agen: Any) -> None:
+    try:
+        await agen.aclose()
+    except Exception:  # closing a broken stream must not hide why it broke
+        pass
+
+
+def _resolver(secrets: SecretResolver | Mapping[str, str] | None) -> SecretResolver:
+    """``env:NAME`` looks ``NAME`` up in a mapping; a callable handles any scheme."""
+    if callable(secrets):
+        return secrets
+    table = dict(secrets or {})
+
+    def resolve(ref: str) -> str | None:
+        scheme, _, name = ref.partition(":")
+        return table.get(name) if scheme == "env" else None
+
+    return resolve
+
+
+__all__ = ["Gateway", "VirtualModel", "SecretResolver", "UsageHook"]

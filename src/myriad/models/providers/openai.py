@@ -1,0 +1,70 @@
+"""OpenAI-compatible HTTP: OpenAI itself, vLLM, Ollama, llama.cpp server, most hosted APIs."""
+
+from __future__ import annotations
+
+import base64
+import struct
+from typing import Any, AsyncIterator
+
+import orjson
+
+from myriad.errors import UpstreamError
+from myriad.models.config import Deployment
+from myriad.models.providers._http import HTTPClient
+from myriad.models.types import Usage
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
+
+class OpenAIProvider:
+    """Speaks ``/chat/completions`` and ``/embeddings`` under ``base_url``."""
+
+    def __init__(self, deployment: Deployment, api_key: str | None) -> None:
+        headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
+        self.http = HTTPClient(deployment.base_url or DEFAULT_BASE_URL, headers, deployment.name)
+        self.name = deployment.name
+
+    async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self.http.post_json("/chat/completions", body)
+
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        async for _event, data in self.http.post_sse("/chat/completions", body):
+            if data == b"[DONE]":
+                return
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise UpstreamError(f"{self.name}: upstream sent a malformed stream chunk") from None
+            if "error" in chunk:
+                err = chunk["error"]
+                msg = err.get("message") if isinstance(err, dict) else err
+                raise UpstreamError(f"{self.name}: upstream failed mid-stream: {msg}")
+            yield chunk
+
+    async def embed(self, model: str, texts: list[str], dimensions: int | None = None
+                    ) -> tuple[list[list[float]], Usage]:
+        body: dict[str, Any] = {"model": model, "input": texts, "encoding_format": "base64"}
+        if dimensions:
+            body["dimensions"] = dimensions
+        out = await self.http.post_json("/embeddings", body)
+        try:
+            rows = sorted(out["data"], key=lambda d: d["index"])
+            vecs = [_decode(d["embedding"]) for d in rows]
+        except (KeyError, TypeError, ValueError):
+            raise UpstreamError(f"{self.name}: upstream embedding response is malformed") from None
+        if len(vecs) != len(texts):
+            raise UpstreamError(f"{self.name}: asked for {len(texts)} embeddings, got {len(vecs)}")
+        return vecs, Usage.from_openai(out.get("usage"))
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+
+def _decode(emb: Any) -> list[float]:
+    if isinstance(emb, str):
+        raw = base64.b64decode(emb)
+        return list(struct.unpack(f"<{len(raw) // 4}f", raw))
+    return [float(x) for x in emb]
+
+
+__all__ = ["OpenAIProvider"]

@@ -1,0 +1,3 @@
+from myriad.models.simulated.runner import serve_main
+
+serve_main()

@@ -1,0 +1,148 @@
+"""The OpenAI-compatible doors of the model gateway: ``/v1/chat/completions`` (with
+SSE streaming and tool calls passed through), ``/v1/embeddings``, ``/v1/models``.
+
+Authenticated with tenant API keys (``Authorization: Bearer``), so the official
+``openai`` client works with ``base_url=http://host:port/v1, api_key=<tenant key>``.
+Errors use OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``) and
+status codes, with ``Retry-After`` on 429 and 503 when the wait is known.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from myriad.errors import InvalidRequest, MyriadError, PayloadTooLarge, UpstreamRateLimited
+from myriad.server.auth import require_principal
+
+MAX_BODY = 16 * 1024 * 1024
+_TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
+          403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
+          429: "rate_limit_error"}
+_DONE = b"data: [DONE]\n\n"
+_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+def openai_error(e: MyriadError) -> Response:
+    """A ``MyriadError`` as OpenAI's error body, with its status."""
+    return Response(orjson.dumps(_error_body(e)), status_code=e.status, media_type="application/json",
+                    headers=_retry_headers(e))
+
+
+def _error_body(e: MyriadError) -> dict[str, Any]:
+    return {"error": {"message": e.message, "type": _TYPES.get(e.status, "api_error"),
+                      "param": e.details.get("param"), "code": e.code}}
+
+
+def _retry_headers(e: MyriadError) -> dict[str, str] | None:
+    wait = e.retry_after if isinstance(e, UpstreamRateLimited) else e.details.get("retry_after")
+    if e.status in (429, 503) and isinstance(wait, (int, float)):
+        return {"retry-after": str(max(1, round(wait))), "retry-after-ms": str(int(wait * 1000))}
+    if e.status == 401:
+        return {"www-authenticate": "Bearer"}
+    return None
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+def _gateway(request: Request) -> Any:
+    models = request.app.state.services.models
+    if models is None:
+        raise InvalidRequest("no model gateway is configured on this server")
+    return models
+
+
+async def chat_completions(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        gateway = _gateway(request)
+        body = await _json_body(request)
+        if body.get("n") not in (None, 1):
+            raise InvalidRequest("only n=1 is supported", details={"param": "n"})
+        if not body.get("stream"):
+            result = await gateway.chat(body, tenant=principal.tenant)
+            return Response(orjson.dumps(result.raw), media_type="application/json")
+        stream = gateway.chat_stream(body, tenant=principal.tenant)
+        try:
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            first = None
+    except MyriadError as e:
+        return openai_error(e)
+    return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=_SSE_HEADERS)
+
+
+async def _sse(first: Any, stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
+    """The rest of a stream as SSE. Headers are already sent, so a failure after the
+    first chunk is reported the way OpenAI does: an ``error`` event, then the end."""
+    try:
+        if first is not None:
+            yield b"data: " + orjson.dumps(first.raw) + b"\n\n"
+        async for chunk in stream:
+            yield b"data: " + orjson.dumps(chunk.raw) + b"\n\n"
+        yield _DONE
+    except MyriadError as e:
+        yield b"data: " + orjson.dumps(_error_body(e)) + b"\n\n"
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
+async def embeddings(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        gateway = _gateway(request)
+        body = await _json_body(request)
+        inp = body.get("input")
+        texts = [inp] if isinstance(inp, str) else inp
+        if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+            raise InvalidRequest("'input' must be a string or a non-empty array of strings "
+                                 "(token arrays are not supported)", details={"param": "input"})
+        fmt = body.get("encoding_format") or "float"
+        if fmt not in ("float", "base64"):
+            raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", details={"param": "encoding_format"})
+        dims = body.get("dimensions")
+        if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0):
+            raise InvalidRequest("'dimensions' must be a positive integer", details={"param": "dimensions"})
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequest("'model' must be a string", details={"param": "model"})
+        result = await gateway.embed(texts, model=model or None, tenant=principal.tenant, dimensions=dims)
+        return Response(orjson.dumps(result.to_openai(fmt)), media_type="application/json")
+    except MyriadError as e:
+        return openai_error(e)
+
+
+async def list_models(request: Request) -> Response:
+    try:
+        await require_principal(request)
+        gateway = _gateway(request)
+    except MyriadError as e:
+        return openai_error(e)
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        Route("/v1/embeddings", embeddings, methods=["POST"]),
+        Route("/v1/models", list_models, methods=["GET"]),
+    ]
+
+
+__all__ = ["routes", "openai_error"]
