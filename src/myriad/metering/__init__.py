@@ -26,6 +26,7 @@ from myriad.metering._export import (
     usage_report,
     write_jsonl,
 )
+from myriad.metering._gateway import MeteredGateway, gateway_price_version
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
@@ -55,6 +56,7 @@ __all__ = [
     "BudgetStatus",
     "InvoiceLine",
     "LedgerStore",
+    "MeteredGateway",
     "MeteredProvider",
     "MeteredSandbox",
     "Limit",
@@ -85,6 +87,7 @@ __all__ = [
     "metered",
     "usage_of_openai",
     "from_nanos",
+    "gateway_price_version",
     "money_str",
     "open_store",
     "parse_when",

@@ -268,29 +268,33 @@ class Meter:
         """Append a price version (``{"effective_at", "currency", "prices": [...]}``)."""
         return self.store.add_price_version(version)
 
-    def load_prices(self, path: str) -> list[PriceVersion]:
-        """Append the versions of a price file the ledger does not have yet.
+    def ensure_prices(self, version: Mapping[str, Any]) -> PriceVersion | None:
+        """Append ``version`` unless the ledger already has it; returns the new version or None.
 
-        A version with ``effective_at`` is skipped if the ledger has one at that time;
-        a version without it ("the prices from now on") is skipped if it equals the
-        latest version, so loading the same file at every start-up adds nothing.
+        With ``effective_at``: skipped if a version starts at that time. Without it
+        ("these prices from now on"): skipped if equal to the latest version, so
+        syncing the same prices at every start-up adds nothing.
         """
         from myriad.metering._events import parse_time, to_us
-        from myriad.metering._prices import Price, load_price_file
+        from myriad.metering._prices import Price
 
-        added = []
-        for raw in load_price_file(path):
-            book = self.store.price_book()
-            eff = raw.get("effective_at")
-            if eff is not None:
-                if to_us(parse_time(eff)) in {to_us(v.effective_at) for v in book.versions}:
-                    continue
-            elif book.latest is not None:
-                wanted = {Price.from_json(p) for p in raw.get("prices") or []}
-                if wanted == set(book.latest.prices) and raw.get("currency", "USD") == book.latest.currency:
-                    continue
-            added.append(self.store.add_price_version(raw))
-        return added
+        book = self.store.price_book()
+        eff = version.get("effective_at")
+        if eff is not None:
+            if to_us(parse_time(eff)) in {to_us(v.effective_at) for v in book.versions}:
+                return None
+        elif book.latest is not None:
+            wanted = {Price.from_json(p) for p in version.get("prices") or []}
+            if wanted == set(book.latest.prices) and version.get("currency", "USD") == book.latest.currency:
+                return None
+        return self.store.add_price_version(version)
+
+    def load_prices(self, path: str) -> list[PriceVersion]:
+        """``ensure_prices`` for every version of a JSON/TOML price file (``{"versions": [...]}``)."""
+        from myriad.metering._prices import load_price_file
+
+        added = [self.ensure_prices(raw) for raw in load_price_file(path)]
+        return [v for v in added if v is not None]
 
     def set_budget(self, budget: Budget) -> Budget:
         return self.store.put_budget(budget)
