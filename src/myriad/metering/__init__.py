@@ -32,13 +32,13 @@ from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
 from myriad.metering._wrap import (
     MeteredProvider,
-    MeteredSandbox,
     charging,
     current_subject,
     estimate_chat,
     metered,
     usage_of_openai,
 )
+from myriad.metering._sandbox import MeteredSandbox, MeteredSandboxes, egress_hook, subject_of_owner
 from myriad.metering._store import (
     STORES,
     AppendResult,
@@ -59,6 +59,7 @@ __all__ = [
     "MeteredGateway",
     "MeteredProvider",
     "MeteredSandbox",
+    "MeteredSandboxes",
     "Limit",
     "Meter",
     "Notice",
@@ -80,6 +81,7 @@ __all__ = [
     "charging",
     "cli_usage",
     "current_subject",
+    "egress_hook",
     "estimate_chat",
     "export_cloudevents",
     "invoice_lines",
@@ -92,6 +94,7 @@ __all__ = [
     "open_store",
     "parse_when",
     "rows_to_csv",
+    "subject_of_owner",
     "usage_report",
     "write_jsonl",
 ]
