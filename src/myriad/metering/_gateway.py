@@ -117,7 +117,8 @@ class MeteredGateway:
             async for chunk in self.inner.chat_stream(body, tenant=tenant, agent=agent):  # it names the problem
                 yield chunk
             return
-        opts = body.get("stream_options") if isinstance(body.get("stream_options"), Mapping) else {}
+        raw_opts = body.get("stream_options")
+        opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
         want_usage = bool(opts.get("include_usage"))
         req = dict(body)
         req["stream_options"] = {**opts, "include_usage": True}
