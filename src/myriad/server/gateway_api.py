@@ -1,5 +1,6 @@
 """The OpenAI-compatible doors of the model gateway: ``/v1/chat/completions`` (with
-SSE streaming and tool calls passed through), ``/v1/embeddings``, ``/v1/models``.
+SSE streaming and tool calls passed through), ``/v1/embeddings``, ``/v1/models``, and ``/v1/router/outcomes`` (feedback for the
+strong/weak router).
 
 Authenticated with tenant API keys (``Authorization: Bearer``), so the official
 ``openai`` client works with ``base_url=http://host:port/v1, api_key=<tenant key>``.
@@ -74,9 +75,15 @@ async def chat_completions(request: Request) -> Response:
         body = await _json_body(request)
         if body.get("n") not in (None, 1):
             raise InvalidRequest("only n=1 is supported", details={"param": "n"})
+        flag = request.headers.get("x-myriad-cache")
+        if flag is not None and "cache" not in body:
+            body["cache"] = flag.lower() in ("1", "true", "on", "yes")
         if not body.get("stream"):
             result = await gateway.chat(body, tenant=principal.tenant)
-            return Response(orjson.dumps(result.raw), media_type="application/json")
+            headers = {"x-myriad-deployment": result.deployment}
+            if result.cached:
+                headers["x-myriad-cache"] = "hit"
+            return Response(orjson.dumps(result.raw), media_type="application/json", headers=headers)
         stream = gateway.chat_stream(body, tenant=principal.tenant)
         try:
             first = await stream.__anext__()
@@ -137,11 +144,41 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
+async def router_outcomes(request: Request) -> Response:
+    """``POST /v1/router/outcomes``: teach the strong/weak router from this tenant's
+    traffic. Body: ``{"prompt": str, "weak_ok": bool}``, or ``{"prompt", "preferred":
+    "strong" | "weak" | "tie"}``, or ``{"outcomes": [...those...]}``."""
+    try:
+        principal = await require_principal(request)
+        gateway = _gateway(request)
+        body = await _json_body(request)
+        items = body.get("outcomes", [body])
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("'outcomes' must be a non-empty array", details={"param": "outcomes"})
+        prompts, oks = [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"]:
+                raise InvalidRequest(f"outcome {i}: 'prompt' must be a non-empty string", details={"param": "prompt"})
+            if isinstance(item.get("weak_ok"), bool):
+                oks.append(item["weak_ok"])
+            elif item.get("preferred") in ("strong", "weak", "tie"):
+                oks.append(item["preferred"] != "strong")
+            else:
+                raise InvalidRequest(f"outcome {i}: give 'weak_ok' (true/false) or 'preferred' "
+                                     "('strong', 'weak' or 'tie')", details={"param": "weak_ok"})
+            prompts.append(item["prompt"])
+        total = await gateway.record_outcome(prompts, weak_ok=oks, tenant=principal.tenant)
+    except MyriadError as e:
+        return openai_error(e)
+    return Response(orjson.dumps({"recorded": len(prompts), "total": total}), media_type="application/json")
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/router/outcomes", router_outcomes, methods=["POST"]),
     ]
 
 
