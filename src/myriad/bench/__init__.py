@@ -11,6 +11,7 @@ from __future__ import annotations
 BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
     "density": "myriad.bench.density",
+    "gateway": "myriad.bench.gateway",
 }
 
 __all__ = ["BENCHES"]

@@ -1,9 +1,10 @@
 """Micro-batching: concurrent embedding requests share one model call.
 
 A model call on a batch of 32 short texts costs little more than on one, so when
-many agents embed at once the batcher waits up to ``max_wait`` seconds (or until
-``max_batch`` texts are queued) and runs them together in a worker thread, keeping
-the event loop free while torch computes.
+many agents embed at once their texts go through the model together, in a worker
+thread that keeps the event loop free while torch computes. By default a batch is
+whatever queued while the previous batch was computing (no added latency for a
+lone request); ``max_wait > 0`` also waits that long for company.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ EncodeFn = Callable[[list[str]], Sequence[Sequence[float]]]
 class MicroBatcher:
     """Queue texts from many callers; encode them in batches on one thread."""
 
-    def __init__(self, encode: EncodeFn, *, max_batch: int = 64, max_wait: float = 0.002) -> None:
+    def __init__(self, encode: EncodeFn, *, max_batch: int = 64, max_wait: float = 0.0) -> None:
         self.encode = encode
         self.max_batch = max_batch
         self.max_wait = max_wait
@@ -49,8 +50,13 @@ class MicroBatcher:
             first = await queue.get()
             items = [first]
             n = len(first[0])
+            # Whatever queued while the last batch computed joins this one at no cost.
+            while n < self.max_batch and not queue.empty():
+                item = queue.get_nowait()
+                items.append(item)
+                n += len(item[0])
             deadline = loop.time() + self.max_wait
-            while n < self.max_batch:
+            while n < self.max_batch and self.max_wait > 0:
                 timeout = deadline - loop.time()
                 if timeout <= 0:
                     break

