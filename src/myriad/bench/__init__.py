@@ -13,6 +13,7 @@ BENCHES: dict[str, str] = {
     "density": "myriad.bench.density",
     "metering": "myriad.bench.metering",
     "sandbox": "myriad.bench.sandbox",
+    "gateway": "myriad.bench.gateway",
 }
 
 __all__ = ["BENCHES"]
