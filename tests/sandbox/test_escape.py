@@ -268,3 +268,16 @@ def _host_pids_with(marker: str) -> list[int]:
             except OSError:
                 pass
     return out
+
+
+async def test_cpu_is_capped(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"shell"}, limits=Limits(cpu=0.2))
+    if box.group.backend == "rlimit":
+        pytest.skip("a CPU cap needs cgroups")
+    res = await box.run(
+        "import time, os\nend = time.monotonic() + 1.0\nwhile time.monotonic() < end: pass\n"
+        "t = os.times()\nprint(t.user + t.system)",
+        language="python",
+    )
+    used = float(res.stdout)
+    assert used < 0.4, f"a 0.2-core sandbox burned {used:.2f} CPU-seconds in one wall second"
