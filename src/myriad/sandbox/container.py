@@ -567,13 +567,15 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
 
 
-def _check_traversable(path: Path) -> None:
+def _untraversable(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that other users cannot walk through, if any."""
     for p in [path.resolve(), *path.resolve().parents]:
         if not os.stat(p).st_mode & 0o001:
-            raise SandboxUnavailable(
-                f"the sandbox root {path} is not reachable by the unprivileged sandbox users: {p} lacks o+x "
-                "(chmod o+x it, or set sandbox.root / MYRIAD_SANDBOX__ROOT to a directory whose parents are traversable)"
-            )
+            return p
+    return None
+
+
+FALLBACK_ROOT = Path("/var/lib/myriad/sandboxes")
 
 
 def _drop_to(uid: int) -> None:
@@ -607,9 +609,10 @@ class ContainerTier:
     weight = 100
     capabilities = ContainerSandbox.capabilities
 
-    def __init__(self, settings: Any, root: Path, egress: EgressProxy | None = None) -> None:
+    def __init__(self, settings: Any, root: Path, egress: EgressProxy | None = None, explicit_root: bool = True) -> None:
         self.settings = settings
         self.root = Path(root)
+        self.explicit_root = explicit_root
         self.egress = egress or EgressProxy()
         self.tag = _host_tag()
         self._checked = False
@@ -630,7 +633,24 @@ class ContainerTier:
             # bwrap runs as each sandbox's unprivileged uid and must walk to its
             # directories: traversable (0711), never listable.
             os.chmod(self.root, 0o711)
-            _check_traversable(self.root)
+            blocked = _untraversable(self.root)
+            if blocked is not None and not self.explicit_root:
+                # The default <data_dir>/sandboxes sits under a private directory (e.g.
+                # /root): keep this host's sandboxes under a traversable system path.
+                import hashlib
+
+                digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
+                self.root = FALLBACK_ROOT / digest
+                self.root.mkdir(parents=True, exist_ok=True)
+                for p in (FALLBACK_ROOT.parent, FALLBACK_ROOT, self.root):
+                    os.chmod(p, 0o711)
+                blocked = _untraversable(self.root)
+            if blocked is not None:
+                raise SandboxUnavailable(
+                    f"the sandbox root {self.root} is not reachable by the unprivileged sandbox users: {blocked} lacks "
+                    "o+x (chmod o+x it, or set sandbox.root / MYRIAD_SANDBOX__ROOT to a directory whose parents are "
+                    "traversable)"
+                )
         else:
             os.chmod(self.root, 0o700)
         self.layout = _bwrap.Layout(getattr(self.settings, "base", "host"), self.root)

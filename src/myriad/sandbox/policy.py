@@ -39,7 +39,7 @@ def _isolate_tier(s: "Sandboxes") -> Tier:
 
 
 def _container_tier(s: "Sandboxes") -> Tier:
-    return ContainerTier(s.settings, s.root, s.egress)
+    return ContainerTier(s.settings, s.root, s.egress, explicit_root=bool(getattr(s.settings, "root", "")))
 
 
 TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
