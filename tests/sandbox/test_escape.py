@@ -61,6 +61,10 @@ async def test_cannot_read_host_files(box: ContainerSandbox, host_secret: Path, 
     assert SECRET not in res.stdout + res.stderr
     assert res.stdout.rstrip().endswith("END")
     assert "No such file or directory" in res.stderr  # the host paths simply do not exist in here
+    res = await box.exec("ls -1A /etc; test -e /etc/ssl/private && echo SSL-PRIVATE; true")
+    names = set(res.stdout.split())
+    assert not names & {"shadow", "gshadow", "sudoers", "ssh", "SSL-PRIVATE", "machine-id"}, names
+    assert {"passwd", "ld.so.cache"} <= names
     # the sandbox's own host directory and other sandboxes are invisible
     other = await sandboxes.open(needs={"filesystem"})
     await other.exec(f"echo {SECRET} > /workspace/mine")
