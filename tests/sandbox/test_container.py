@@ -180,7 +180,7 @@ _HOST_SCRIPT = textwrap.dedent(
     async def main():
         sbs = Sandboxes(SandboxSettings(root=sys.argv[1]))
         box = await sbs.open(needs={"shell"}, id="survivor")
-        await box.start_process(["sleep", "3600.5"])
+        await box.start_process(["sleep", sys.argv[2]])
         await box.exec("true")
         print(json.dumps({"dir": str(box.dir), "cgroup": box.group.backend}), flush=True)
         await asyncio.sleep(3600)
@@ -207,20 +207,21 @@ async def test_host_killed_leaves_nothing_after_sweep(tmp_path: Path) -> None:
 
     root = sandbox_root(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
-    host = subprocess.Popen([sys.executable, "-c", _HOST_SCRIPT, str(root)], stdout=subprocess.PIPE, env=env)
+    marker = f"3600.{os.getpid()}{int.from_bytes(os.urandom(2), 'big')}"  # unique: other checkouts run this too
+    host = subprocess.Popen([sys.executable, "-c", _HOST_SCRIPT, str(root), marker], stdout=subprocess.PIPE, env=env)
     try:
         line = await asyncio.wait_for(asyncio.to_thread(host.stdout.readline), 30)  # type: ignore[union-attr]
         info = json.loads(line)
-        assert _pids_running("sleep 3600.5"), "the background process did not start"
+        assert _pids_running(f"sleep {marker}"), "the background process did not start"
     finally:
         host.kill()
         host.wait()
     # --die-with-parent: the sandbox's processes die with the host
     for _ in range(100):
-        if not _pids_running("sleep 3600.5"):
+        if not _pids_running(f"sleep {marker}"):
             break
         await asyncio.sleep(0.05)
-    assert not _pids_running("sleep 3600.5")
+    assert not _pids_running(f"sleep {marker}")
     assert Path(info["dir"]).exists()  # the directory stays until a new host sweeps
     from tests.sandbox.conftest import make_settings
 

@@ -20,6 +20,9 @@ from myriad.sandbox import ContainerSandbox, Limits, Sandboxes
 pytestmark = pytest.mark.integration
 
 SECRET = "myriad-escape-canary-7f3c"
+# Other checkouts may run this suite on the same machine at the same time: host-wide
+# process scans look for this run's own marker only.
+TOKEN = f"{os.getpid()}{int.from_bytes(os.urandom(2), 'big')}"
 
 
 @pytest.fixture
@@ -202,18 +205,19 @@ async def test_memory_bomb_is_contained(sandboxes: Sandboxes) -> None:
 async def test_cannot_outlive_a_timeout(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"shell"})
     with pytest.raises(SandboxTimeout):
-        await box.exec("(setsid sleep 777 &); nohup sleep 778 >/dev/null 2>&1 & sleep 779", timeout=0.5)
-    assert await _settles(lambda: box.group.pids() == [] and not _host_pids_with("sleep 77"))
+        await box.exec(f"(setsid sleep 777.{TOKEN} &); nohup sleep 778.{TOKEN} >/dev/null 2>&1 & sleep 779.{TOKEN}",
+                       timeout=0.5)
+    assert await _settles(lambda: box.group.pids() == [] and not _host_pids_with(f".{TOKEN}"))
 
 
 async def test_no_processes_left_after_delete(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"shell"}, owner="o", id="leaver")
-    await box.start_process("setsid sh -c 'sleep 881 & sleep 882' & nohup sleep 883 & sleep 884")
-    await box.exec("(setsid sleep 885 &) ; true")
-    await asyncio.sleep(0.2)
-    assert _host_pids_with("sleep 88")
+    t = TOKEN
+    await box.start_process(f"setsid sh -c 'sleep 881.{t} & sleep 882.{t}' & nohup sleep 883.{t} & sleep 884.{t}")
+    await box.exec(f"(setsid sleep 885.{t} &) ; true")
+    assert await _settles(lambda: len(_host_pids_with(f".{t}")) >= 3)
     await sandboxes.close("o", "leaver")
-    assert not _host_pids_with("sleep 88")  # close() waits until the cgroup is empty
+    assert not _host_pids_with(f".{t}")  # close() waits until the cgroup is empty
 
 
 async def test_files_api_cannot_be_walked_out(box: ContainerSandbox, host_secret: Path) -> None:

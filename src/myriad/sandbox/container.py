@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -151,6 +152,7 @@ class ContainerSandbox:
         self._next_process = 0
         self.on_run: Callable[[Any, float], None] | None = None
         """Called with (sandbox, wall ms) after every exec and background process (metering)."""
+        self.cgroup_name = ""
 
     # -- state --------------------------------------------------------------------------
 
@@ -246,7 +248,13 @@ class ContainerSandbox:
             # migration costs an RCU grace period; bwrap's outer monitor stays outside,
             # it is killed through ``proc`` and dies with pid 1 anyway.)
             try:
-                self.group.attach([child])
+                try:
+                    self.group.attach([child])
+                except FileNotFoundError:  # the group was removed under us: make it again
+                    backend = self._tier.backend
+                    assert backend is not None
+                    self.group = await asyncio.to_thread(backend.create, self.cgroup_name, self.limits)
+                    self.group.attach([child])
             except OSError as e:
                 detail = ""
                 if proc.stderr is not None:
@@ -621,6 +629,7 @@ class ContainerTier:
         self.backend: cgroups.Backend | None = None
         self.seccomp_program: bytes | None = None
         self.privileged = False
+        self.cgroup_prefix = ""
 
     def check(self) -> None:
         """Verify bwrap works here (once); pick the cgroup backend; sweep leftovers."""
@@ -637,8 +646,6 @@ class ContainerTier:
             if blocked is not None and not self.explicit_root:
                 # The default <data_dir>/sandboxes sits under a private directory (e.g.
                 # /root): keep this host's sandboxes under a traversable system path.
-                import hashlib
-
                 digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
                 self.root = FALLBACK_ROOT / digest
                 self.root.mkdir(parents=True, exist_ok=True)
@@ -663,6 +670,7 @@ class ContainerTier:
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), getattr(self.settings, "cgroup_parent", "myriad"))
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
+        self.cgroup_prefix = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
         self._checked = True
         self.sweep()
 
@@ -685,9 +693,13 @@ class ContainerTier:
                     self.backend.remove(meta["cgroup"])
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
+        # Cgroups are shared by every host on the machine (some may live in other pid
+        # namespaces, where our pids look dead): only ever touch those named after
+        # this root.
         for name in self.backend.orphans():
-            tag = name.split(".", 1)[0]
-            if tag != self.tag and not _alive(tag):
+            prefix, _, rest = name.partition(".")
+            tag = rest.split(".", 1)[0]
+            if prefix == self.cgroup_prefix and tag != self.tag and not _alive(tag):
                 with contextlib.suppress(OSError):
                     self.backend.remove(name)
         return removed
@@ -702,7 +714,7 @@ class ContainerTier:
         # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
         dirname = f"{id}.{secrets.token_hex(6)}"
         d = self.root / dirname
-        cgroup_name = f"{self.tag}.{dirname}"
+        cgroup_name = f"{self.cgroup_prefix}.{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
         def setup() -> cgroups.Group:
@@ -725,8 +737,10 @@ class ContainerTier:
         except OSError as e:
             shutil.rmtree(d, ignore_errors=True)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
-        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
-                                dirname=dirname)
+        sandbox = ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
+                                   dirname=dirname)
+        sandbox.cgroup_name = cgroup_name
+        return sandbox
 
     async def aclose(self) -> None:
         await self.egress.aclose()
