@@ -48,8 +48,10 @@ from myriad.metering._store import (
 log = logging.getLogger("myriad.metering")
 
 HOUR_US = 3_600_000_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SWEEP_BATCH = 256
+SWEEP_EVERY_US = 1_000_000
+CHECKPOINT_EVERY_S = 0.25
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
@@ -103,10 +105,8 @@ CREATE TABLE IF NOT EXISTS reservations(
   id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT, operation TEXT NOT NULL,
   created_us INTEGER NOT NULL, expires_us INTEGER NOT NULL,
   amount_nanos INTEGER NOT NULL, tokens INTEGER NOT NULL,
-  holds TEXT NOT NULL, rates TEXT NOT NULL, leases TEXT NOT NULL,
-  state TEXT NOT NULL, actual_nanos INTEGER
-);
-CREATE INDEX IF NOT EXISTS reservations_open ON reservations(expires_us) WHERE state = 'open';
+  holds TEXT NOT NULL, rates TEXT NOT NULL, leases TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS notices(
   seq INTEGER PRIMARY KEY AUTOINCREMENT, time_us INTEGER NOT NULL, tenant TEXT NOT NULL,
   type TEXT NOT NULL, body TEXT NOT NULL
@@ -147,6 +147,7 @@ class SQLiteLedger:
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        background_checkpoint: bool = True,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidRequest(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
@@ -157,11 +158,20 @@ class SQLiteLedger:
         self._lock = threading.RLock()
         self._nowait = False
         self._busy_ms = int(busy_timeout_s * 1000)
+        self._last_sweep = -SWEEP_EVERY_US
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._dirty = False
+        self._background_checkpoint = background_checkpoint and self.path != ":memory:"
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA page_size = 1024")  # only takes effect on a new file: fewer WAL bytes per commit
             self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            if background_checkpoint:
+                # checkpoints (which fsync) run on a thread of ours, never inside a caller's commit
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
             with self._write() as db:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
@@ -171,6 +181,7 @@ class SQLiteLedger:
             raise StorageError(f"cannot open metering ledger {self.path}: {e}") from None
         self._book = PriceBook()
         self._book_version = -1
+        self._book_read_at = -1.0
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -233,6 +244,27 @@ class SQLiteLedger:
             except sqlite3.Error as e:
                 self._db.execute("ROLLBACK")
                 raise StorageError(f"metering ledger commit failed: {e}") from None
+            self._dirty = True
+            if self._checkpointer is None and self._background_checkpoint:
+                self._start_checkpointer()
+
+    def _start_checkpointer(self) -> None:
+        def loop() -> None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
+            try:
+                while not self._stop.wait(CHECKPOINT_EVERY_S):
+                    if self._dirty:
+                        self._dirty = False
+                        try:
+                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                        except sqlite3.Error as e:  # never break the host; the next round retries
+                            log.warning("metering ledger checkpoint failed: %s", e)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        self._checkpointer = threading.Thread(target=loop, name="myriad-ledger-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -244,6 +276,9 @@ class SQLiteLedger:
                 self._db.execute("COMMIT")
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
             self._db.close()
 
@@ -258,8 +293,14 @@ class SQLiteLedger:
         return self._book
 
     def price_book(self) -> PriceBook:
+        """The price book, re-read at most once a second (pricing inside a write always re-checks)."""
+        now = time.monotonic()
+        if now - self._book_read_at < 1.0:
+            return self._book
         with self._read() as db:
-            return self._current_book(db)
+            book = self._current_book(db)
+        self._book_read_at = now
+        return book
 
     def add_price_version(self, version: Mapping[str, Any]) -> PriceVersion:
         if not isinstance(version, Mapping):
@@ -288,6 +329,7 @@ class SQLiteLedger:
                 "INSERT INTO price_versions(version, effective_us, created_us, currency, body) VALUES (?,?,?,?,?)",
                 (pv.version, eff, now, pv.currency, json.dumps(pv.to_json())),
             )
+            self._book_read_at = -1.0
             return pv
 
     # -- appending ---------------------------------------------------------------
@@ -530,7 +572,7 @@ class SQLiteLedger:
             try:
                 db.execute(
                     "INSERT INTO reservations(id, tenant, user, agent, operation, created_us, expires_us, amount_nanos, tokens,"
-                    " holds, rates, leases, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'open')",
+                    " holds, rates, leases) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (rid, s.tenant, s.user, s.agent, request.operation, now, expires, amount, tokens,
                      json.dumps(holds), json.dumps(rates), json.dumps(leases)),
                 )
@@ -560,31 +602,36 @@ class SQLiteLedger:
                 db.execute("UPDATE limit_state SET tat_us = tat_us + ? WHERE limit_id = ?", (delta, lid))
 
     def _sweep(self, db: sqlite3.Connection, now: int) -> None:
+        """Release reservations whose holder died (at most once a second per store)."""
+        if now - self._last_sweep < SWEEP_EVERY_US:
+            return
+        self._last_sweep = now
         rows = db.execute(
-            "SELECT id, amount_nanos, holds, rates, leases FROM reservations WHERE state = 'open' AND expires_us < ? LIMIT ?",
+            "SELECT id, amount_nanos, holds, rates, leases FROM reservations WHERE expires_us < ? LIMIT ?",
             (now, SWEEP_BATCH),
         ).fetchall()
         for rid, *rest in rows:
             self._unhold(db, rest, None)
-            db.execute("UPDATE reservations SET state = 'expired' WHERE id = ?", (rid,))
+            db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        if rows:
+            log.warning("released %d reservation(s) whose holders never settled them", len(rows))
 
     def settle(self, reservation_id: str, events: Sequence[UsageEvent]) -> AppendResult:
         with self._write() as db:
             now = self._now_us()
+            # an open reservation is a row; settled, released and expired ones are gone
             row = db.execute(
-                "SELECT state, amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+                "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
             ).fetchone()
-            periods = dict(json.loads(row[2])) if row is not None and row[0] == "open" else None
+            periods = dict(json.loads(row[1])) if row is not None else None
             appended, dups, cost, tokens = self._append(db, events, now, periods)
             overrun = 0
-            if row is None:
-                log.warning("settling unknown reservation %s; usage recorded without a hold", reservation_id)
-            elif row[0] == "open":
-                self._unhold(db, row[1:], tokens)
-                overrun = max(0, cost - row[1])
-                db.execute(
-                    "UPDATE reservations SET state = 'committed', actual_nanos = ? WHERE id = ?", (cost, reservation_id)
-                )
+            if row is not None:
+                self._unhold(db, row, tokens)
+                overrun = max(0, cost - row[0])
+                db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+            elif appended:
+                log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
         if overrun:
             log.warning("reservation %s cost %s more than it reserved", reservation_id, money_str(overrun))
         return AppendResult(appended, dups, cost, overrun)
@@ -592,17 +639,17 @@ class SQLiteLedger:
     def release(self, reservation_id: str) -> None:
         with self._write() as db:
             row = db.execute(
-                "SELECT state, amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+                "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
             ).fetchone()
-            if row is None or row[0] != "open":
+            if row is None:
                 return
-            self._unhold(db, row[1:], 0)
-            db.execute("UPDATE reservations SET state = 'released', actual_nanos = 0 WHERE id = ?", (reservation_id,))
+            self._unhold(db, row, 0)
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
     def renew(self, reservation_id: str, ttl_s: float) -> None:
         with self._write() as db:
             cur = db.execute(
-                "UPDATE reservations SET expires_us = ? WHERE id = ? AND state = 'open'",
+                "UPDATE reservations SET expires_us = ? WHERE id = ?",
                 (self._now_us() + int(ttl_s * 1_000_000), reservation_id),
             )
             if cur.rowcount == 0:
@@ -611,7 +658,7 @@ class SQLiteLedger:
     def open_reservations(self, tenant: str | None = None) -> int:
         with self._read() as db:
             return db.execute(
-                "SELECT COUNT(*) FROM reservations WHERE state = 'open' AND (? IS NULL OR tenant = ?)", (tenant, tenant)
+                "SELECT COUNT(*) FROM reservations WHERE ? IS NULL OR tenant = ?", (tenant, tenant)
             ).fetchone()[0]
 
     # -- reading -----------------------------------------------------------------
