@@ -100,6 +100,7 @@ def test_usage_reconciles_exactly_with_what_the_upstream_reported(server: LiveSe
 
     events = ledger_events(server)
     for cid, (prompt, completion) in seen.items():
+        assert cid in events, (cid, sorted(events), seen)
         ev = events[cid]
         lines = ev.lines
         got_prompt = (lines.get("model.input_tokens", (0, 0))[0] + lines.get("model.cached_tokens", (0, 0))[0]) // 10**6

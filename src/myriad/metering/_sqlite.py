@@ -52,6 +52,7 @@ SCHEMA_VERSION = 3
 SWEEP_BATCH = 256
 SWEEP_EVERY_US = 1_000_000
 CHECKPOINT_EVERY_S = 0.25
+WAL_LIMIT_BYTES = 32 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
@@ -249,6 +250,8 @@ class SQLiteLedger:
                 self._start_checkpointer()
 
     def _start_checkpointer(self) -> None:
+        wal = Path(self.path + "-wal")
+
         def loop() -> None:
             conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
             try:
@@ -256,8 +259,11 @@ class SQLiteLedger:
                     if self._dirty:
                         self._dirty = False
                         try:
-                            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                        except sqlite3.Error as e:  # never break the host; the next round retries
+                            # PASSIVE never blocks writers but never catches a steady writer either;
+                            # past WAL_LIMIT_BYTES, TRUNCATE resets the WAL (writers wait briefly)
+                            big = wal.exists() and wal.stat().st_size > WAL_LIMIT_BYTES
+                            conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})")
+                        except (sqlite3.Error, OSError) as e:  # never break the host; the next round retries
                             log.warning("metering ledger checkpoint failed: %s", e)
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
