@@ -29,10 +29,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from myriad.errors import BudgetExceeded, ConcurrencyLimited, Conflict, InvalidRequest, NotFound, RateLimited, StorageError
+from myriad.errors import Conflict, InvalidRequest, NotFound, StorageError
 from myriad.metering._events import Subject, UsageEvent, from_us, iso, money_str, to_us
+from myriad.metering._admission import CHECKS, budget_exceeded
 from myriad.metering._limits import MINUTE_US, Budget, BudgetStatus, Limit, Scope, period_start
 from myriad.metering._prices import PriceBook, PriceVersion
+from myriad.metering._sqlite_schema import SCHEMA as _SCHEMA
 from myriad.metering._store import (
     BUCKETS,
     DIMENSIONS,
@@ -54,65 +56,6 @@ SWEEP_EVERY_US = 1_000_000
 CHECKPOINT_EVERY_S = 0.25
 WAL_LIMIT_BYTES = 32 * 2**20
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
-  tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  time_us INTEGER NOT NULL, recorded_us INTEGER NOT NULL,
-  source TEXT NOT NULL, type TEXT NOT NULL,
-  model TEXT, deployment TEXT,
-  price_version INTEGER, cost_nanos INTEGER NOT NULL,
-  body TEXT NOT NULL, lines TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_tenant_time ON events(tenant, time_us);
-CREATE TABLE IF NOT EXISTS rollups(
-  tenant TEXT NOT NULL, hour INTEGER NOT NULL,
-  user TEXT NOT NULL, agent TEXT NOT NULL, resource TEXT NOT NULL,
-  model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
-  quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
-  PRIMARY KEY(tenant, hour, user, agent, resource, model, deployment, price_version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollups_tenant(
-  tenant TEXT NOT NULL, hour INTEGER NOT NULL, resource TEXT NOT NULL,
-  model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
-  quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
-  PRIMARY KEY(tenant, hour, resource, model, deployment, price_version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS price_versions(
-  version INTEGER PRIMARY KEY, effective_us INTEGER NOT NULL, created_us INTEGER NOT NULL,
-  currency TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS budgets(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  period TEXT NOT NULL, hard_nanos INTEGER, soft_nanos INTEGER, created_us INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant);
-CREATE TABLE IF NOT EXISTS budget_usage(
-  budget_id TEXT NOT NULL, period_start INTEGER NOT NULL,
-  spent_nanos INTEGER NOT NULL DEFAULT 0, reserved_nanos INTEGER NOT NULL DEFAULT 0,
-  flags INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY(budget_id, period_start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limits(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  operation TEXT NOT NULL, kind TEXT NOT NULL, limit_value INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS limits_tenant ON limits(tenant);
-CREATE TABLE IF NOT EXISTS limit_state(
-  limit_id TEXT PRIMARY KEY, tat_us INTEGER NOT NULL DEFAULT 0, in_use INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reservations(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT, operation TEXT NOT NULL,
-  created_us INTEGER NOT NULL, expires_us INTEGER NOT NULL,
-  amount_nanos INTEGER NOT NULL, tokens INTEGER NOT NULL,
-  holds TEXT NOT NULL, rates TEXT NOT NULL, leases TEXT NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS notices(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, time_us INTEGER NOT NULL, tenant TEXT NOT NULL,
-  type TEXT NOT NULL, body TEXT NOT NULL
-);
-"""
 
 _FLAG_SOFT = 1
 _FLAG_HARD = 2
@@ -552,13 +495,13 @@ class SQLiteLedger:
                 ).fetchone() or (0, 0)
                 hard = b.hard_nanos
                 if hard is not None and spent + reserved + amount > hard:
-                    raise _budget_exceeded(b, ps, spent, reserved, amount)
+                    raise budget_exceeded(b, ps, spent, reserved, amount)
                 holds.append((b.id, ps))
             rates: list[tuple[str, int, int]] = []  # (limit id, new tat, tokens reserved)
             leases: list[str] = []
             for lim in self._matching_limits(db, s, request.operation):
                 state = db.execute("SELECT tat_us, in_use FROM limit_state WHERE limit_id = ?", (lim.id,)).fetchone() or (0, 0)
-                _CHECKS[lim.kind](lim, state, now, tokens, rates, leases)
+                CHECKS[lim.kind](lim, state, now, tokens, rates, leases)
             # 2. hold
             if amount:
                 db.executemany(
@@ -803,63 +746,5 @@ def _add(acc: dict, key: tuple, q: int, c: int, n: int) -> None:
         cur[1] += c
         cur[2] += n
 
-
-def _budget_exceeded(b: Budget, ps: int, spent: int, reserved: int, amount: int) -> BudgetExceeded:
-    status = BudgetStatus(b, ps, spent, reserved)
-    info = status.to_json()
-    info["requested"] = money_str(amount)
-    resets = f"; it resets at {info['resets_at']}" if info["resets_at"] else "; it does not reset"
-    return BudgetExceeded(
-        f"{b.scope.kind} budget {b.id} ({b.period}) would be exceeded: spent {info['spent']} + reserved {info['reserved']}"
-        f" + this request {info['requested']} > hard limit {info['hard']}{resets}",
-        details={"budget": info},
-    )
-
-
-def _check_rate(lim: Limit, state: Sequence[int], now: int, n: int, rates: list, label: str) -> None:
-    if n == 0:
-        rates.append((lim.id, state[0], 0))
-        return
-    if n > lim.limit:
-        raise RateLimited(
-            f"this request needs {n} {label} but the {lim.scope.kind} limit {lim.id} allows {lim.limit} per minute",
-            details={"limit": {**lim.to_json(), "requested": n}, "retry_after": None, "resets_at": None},
-        )
-    tat = max(state[0], now)
-    new_tat = tat + n * MINUTE_US // lim.limit
-    if new_tat - now > MINUTE_US:
-        wait = new_tat - MINUTE_US - now
-        resets = iso(from_us(now + wait))
-        raise RateLimited(
-            f"{lim.scope.kind} limit {lim.id}: {lim.limit} {label} per minute for {lim.operation!r} reached;"
-            f" retry after {wait / 1e6:.3f}s ({resets})",
-            details={"limit": {**lim.to_json(), "requested": n}, "retry_after": round(wait / 1e6, 3), "resets_at": resets},
-        )
-    rates.append((lim.id, new_tat, n if label == "tokens" else 0))
-
-
-def _check_requests(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    _check_rate(lim, state, now, 1, rates, "requests")
-
-
-def _check_tokens(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    _check_rate(lim, state, now, tokens, rates, "tokens")
-
-
-def _check_concurrent(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    if state[1] + 1 > lim.limit:
-        raise ConcurrencyLimited(
-            f"{lim.scope.kind} limit {lim.id}: {lim.limit} concurrent {lim.operation!r} operations already in use;"
-            " retry when one finishes",
-            details={"limit": {**lim.to_json(), "in_use": state[1]}, "retry_after": None, "resets_at": None},
-        )
-    leases.append(lim.id)
-
-
-_CHECKS: dict[str, Callable[..., None]] = {
-    "requests_per_minute": _check_requests,
-    "tokens_per_minute": _check_tokens,
-    "concurrent": _check_concurrent,
-}
 
 __all__ = ["SQLiteLedger", "WouldBlock"]
