@@ -61,14 +61,19 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
         if prices:
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
-    sandboxes = Sandboxes(settings.sandbox, data_dir=settings.data_dir, meter=meter)
+    sandboxes: Any = Sandboxes(settings.sandbox, data_dir=settings.data_dir)  # nothing starts until a sandbox opens
+    if meter is not None:
+        from myriad.metering import MeteredSandboxes, egress_hook
+
+        sandboxes.egress.add_hook(egress_hook(meter))
+        sandboxes = MeteredSandboxes(sandboxes, meter)
     host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes)
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes)
     if meter is not None:
-        services._closers.append(meter.close)  # closers run in reverse: the gateway closes first
+        services._closers.append(meter.close)  # closers run in reverse: the gateway and sandboxes close first
     services._closers.append(models.aclose)
-    services._closers.append(sandboxes.aclose)  # closed before the meter: it flushes usage records
+    services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
