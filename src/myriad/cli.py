@@ -62,6 +62,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  Myriad {__version__} serving on {url}",
         f"  agents:    {classes}",
         f"  data:      {settings.data_dir.resolve()}",
+        "  models:    " + (f"deployments from {settings.models.config}" if settings.models.config
+                          else "SIMULATED (no provider configured: set MYRIAD_MODELS__CONFIG to a deployment file)"),
         f"  API key:   {key_note}",
         f"  try:       curl -H \"Authorization: Bearer $(cat {settings.data_dir / 'default.key'})\" {url}/v1/agents",
         "",

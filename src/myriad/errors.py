@@ -17,6 +17,7 @@ answers without a mapping table::
     ├── Conflict                     409 conflict
     ├── BudgetExceeded               402 budget_exceeded
     ├── RateLimited                  429 rate_limited
+    │   └── ConcurrencyLimited       429 concurrency_limited
     ├── StorageError                 500 storage_error
     ├── AgentError                   500 agent_error       an agent method failed
     ├── SandboxError                 500 sandbox_error
@@ -109,6 +110,10 @@ class BudgetExceeded(MyriadError):
 class RateLimited(MyriadError):
     status = 429
     code = "rate_limited"
+
+
+class ConcurrencyLimited(RateLimited):
+    code = "concurrency_limited"
 
 
 class StorageError(MyriadError):
@@ -204,6 +209,7 @@ __all__ = [
     "Conflict",
     "BudgetExceeded",
     "RateLimited",
+    "ConcurrencyLimited",
     "StorageError",
     "AgentError",
     "SandboxError",

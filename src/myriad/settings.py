@@ -42,11 +42,65 @@ class AgentSettings:
 
 
 @dataclass
+class SandboxSettings:
+    """Sandboxes (``myriad.sandbox``); per-sandbox limits may only tighten these."""
+
+    root: str = ""
+    """Directory for sandbox workspaces and snapshots; empty means ``<data_dir>/sandboxes``."""
+    base: str = "host"
+    """Read-only root of the container tier: ``host`` (the host's /usr) or a template directory."""
+    cgroup: str = "auto"
+    """Resource limits backend: ``auto``, ``v2``, ``v1`` or ``rlimit`` (no cgroups)."""
+    cgroup_parent: str = "myriad"
+    """Name of the cgroup under which each sandbox gets its own group."""
+    timeout: float = 30.0
+    """Default wall-clock limit of one run/exec, in seconds."""
+    memory_mb: int = 512
+    """Default memory limit of a container sandbox, in MiB."""
+    isolate_memory_mb: int = 64
+    """Default hard heap limit of an isolate, in MiB."""
+    cpu: float = 1.0
+    """Default CPU limit of a container sandbox, in cores."""
+    pids: int = 256
+    """Default maximum number of processes in a container sandbox."""
+    output_bytes: int = 1_048_576
+    """Largest output kept from one run (console / stdout / stderr each)."""
+    idle_timeout: float = 900.0
+    """A container sandbox unused this many seconds is deleted."""
+    max_lifetime: float = 86_400.0
+    """A container sandbox is deleted this many seconds after creation, used or not."""
+    warm_isolates: int = 10_000
+    """Isolates kept warm per host (least recently used leave first)."""
+    seccomp: bool = True
+    """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
+    uid_base: int = 200_000
+    """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+
+
+@dataclass
 class ModelsSettings:
     """The model gateway (``myriad.models``)."""
 
     config: str = ""
     """Path to the deployment file (TOML); empty serves the simulated models."""
+
+
+@dataclass
+class MeteringSettings:
+    """Usage metering, prices and budgets (``myriad.metering``)."""
+
+    enabled: bool = True
+    """Meter model calls and sandbox runs (budgets and limits are enforced only when on)."""
+    ledger_url: str = ""
+    """Ledger location; empty means ``sqlite:///<data_dir>/metering.db``."""
+    synchronous: str = "NORMAL"
+    """SQLite synchronous mode: NORMAL survives a killed process, FULL also power loss."""
+    reservation_ttl: float = 900.0
+    """Seconds before an unsettled reservation (its holder died) is released."""
+    price_file: str = ""
+    """JSON or TOML price book loaded at start-up (versions not yet in the ledger are appended)."""
+    default_max_output_tokens: int = 4096
+    """Output tokens reserved for a model call that sets no max_tokens."""
 
 
 @dataclass
@@ -60,6 +114,8 @@ class Settings:
     log_level: str = "info"
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    metering: MeteringSettings = field(default_factory=MeteringSettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     @classmethod
     def load(
@@ -156,4 +212,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "ModelsSettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings"]

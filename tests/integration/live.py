@@ -24,7 +24,7 @@ def free_port() -> int:
 class LiveServer:
     """Start, kill -9 and restart a server process over one data directory."""
 
-    def __init__(self, data_dir: Path, agents: str = "examples.counter,examples.reminders", env: dict[str, str] | None = None) -> None:
+    def __init__(self, data_dir: Path, agents: str = "examples.counter,examples.reminders,examples.assistant", env: dict[str, str] | None = None) -> None:
         self.data_dir = data_dir
         self.agents = agents
         self.port = free_port()

@@ -11,7 +11,7 @@ def test_health_and_auth(live_server: LiveServer):
     assert r.status_code == 401 and r.json()["error"]["message"] == "invalid API key"
     r = httpx.get(live_server.url + "/v1/agents", headers=live_server.headers())
     assert r.status_code == 200
-    assert {c["agent"] for c in r.json()["classes"]} == {"counter", "reminders"}
+    assert {c["agent"] for c in r.json()["classes"]} == {"counter", "reminders", "assistant"}
 
 
 def test_rpc_state_and_on_request(live_server: LiveServer):

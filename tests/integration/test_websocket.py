@@ -93,3 +93,28 @@ async def test_sub_agent_route(live_server: LiveServer):
     ws = await _open(live_server, "/agents/counter/parent")
     assert (await _recv(ws, 3))[1]["state"] == {"n": 0}
     await ws.close()
+
+
+async def test_assistant_streams_from_the_simulated_model(live_server: LiveServer):
+    ws = await _open(live_server, "/agents/assistant/u1")
+    await _recv(ws, 3)
+    await ws.send(json.dumps({"type": "rpc", "id": "q", "method": "ask", "args": ["What is Myriad?"]}))
+    chunks, final = [], None
+    while final is None:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        if msg.get("type") != "rpc":
+            continue
+        assert msg["success"], msg
+        if msg["done"]:
+            final = msg["result"]
+        else:
+            chunks.append(msg["result"])
+    assert len(chunks) > 1 and "".join(chunks) == final
+    await ws.send(json.dumps({"type": "rpc", "id": "h", "method": "history", "args": []}))
+    while True:
+        msg = json.loads(await asyncio.wait_for(ws.recv(), 5))
+        if msg.get("id") == "h":
+            break
+    assert [m["role"] for m in msg["result"]] == ["user", "assistant"]
+    assert msg["result"][1]["content"] == final
+    await ws.close()

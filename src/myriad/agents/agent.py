@@ -185,7 +185,10 @@ class Agent:
         if models is None:
             raise InvalidRequest("no model gateway is configured on this host")
         bind = getattr(models, "for_agent", None)
-        return bind(self._slot.ref) if bind else models
+        if bind is None:
+            return models
+        ref = self._slot.ref
+        return bind(ref.tenant, ref.path)
 
     def sandbox(self, **options: Any) -> Any:
         """Open a sandbox owned by this agent (see ``myriad.sandbox``)."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
     "density": "myriad.bench.density",
+    "metering": "myriad.bench.metering",
+    "sandbox": "myriad.bench.sandbox",
     "gateway": "myriad.bench.gateway",
 }
 

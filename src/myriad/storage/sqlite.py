@@ -8,6 +8,10 @@ Durability: WAL with ``synchronous=NORMAL``. A committed transaction is in the O
 page cache before the call returns, so it survives ``kill -9`` of the host (the
 guarantee the output gate needs); surviving power loss as well needs
 ``synchronous=FULL`` (``durable_fsync=True``), at roughly one fsync per write.
+
+Checkpoints (copying the WAL into the database, which fsyncs) run on a background
+thread with its own connection, never on the event loop: an fsync can take a
+hundred milliseconds on a busy disk, and every agent on the host would wait for it.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -86,22 +91,56 @@ class _AgentSQL:
 class SQLiteStorage:
     """The ``Storage`` protocol on SQLite files under ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, durable_fsync: bool = False) -> None:
+    def __init__(self, data_dir: Path, *, durable_fsync: bool = False, checkpoint_every: float = 1.0) -> None:
         self.data_dir = Path(data_dir)
         self._durable_fsync = durable_fsync
         self._db: sqlite3.Connection | None = None
+        self._checkpoint_every = checkpoint_every
+        self.wal_limit_bytes = 32 * 2**20
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
 
     # lifecycle
     async def open(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        path = self.data_dir / "myriad.db"
         try:
-            self._db = connect(self.data_dir / "myriad.db", durable_fsync=self._durable_fsync)
+            self._db = connect(path, durable_fsync=self._durable_fsync)
             self._db.executescript(_SCHEMA)
+            self._db.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as e:
-            raise StorageError(f"cannot open {self.data_dir / 'myriad.db'}: {e}") from None
+            raise StorageError(f"cannot open {path}: {e}") from None
+        self._stop.clear()
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(path,),
+                                              name="myriad-sqlite-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def _checkpoint_loop(self, path: Path) -> None:
+        # PASSIVE never blocks the writer, but under steady writes it never catches the
+        # WAL's end either, so the WAL would grow forever; past a size, TRUNCATE (the
+        # writer waits, briefly, in its busy handler) resets it.
+        conn = connect(path, durable_fsync=self._durable_fsync)
+        wal = Path(str(path) + "-wal")
+        try:
+            while not self._stop.wait(self._checkpoint_every):
+                try:
+                    big = wal.exists() and wal.stat().st_size > self.wal_limit_bytes
+                    conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})")
+                except (sqlite3.Error, OSError):
+                    pass  # busy: the next round catches up
+        finally:
+            conn.close()
 
     async def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join(10)
+            self._checkpointer = None
         if self._db is not None:
+            try:
+                self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            except sqlite3.Error:
+                pass
             self._db.close()
             self._db = None
 

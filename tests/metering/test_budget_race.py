@@ -1,0 +1,128 @@
+"""100 concurrent requests against a budget that covers 5 must never spend more than the budget.
+
+Exercised three ways against one SQLite file: asyncio tasks (each with its own
+connection), OS threads, and separate processes.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from myriad.errors import BudgetExceeded
+from myriad.metering import Budget, Meter, Scope, Subject, Usage
+from myriad.metering._sqlite import SQLiteLedger
+
+from .conftest import PRICES
+
+EST = Usage.tokens_of("gpt", input=1000, output=1000)  # 0.00075 USD at the test prices
+EST_NANOS = 750_000
+HARD_NANOS = 5 * EST_NANOS
+WORKER = Path(__file__).with_name("_worker.py")
+
+
+def setup_db(path) -> None:
+    store = SQLiteLedger(path)
+    store.add_price_version(dict(PRICES))
+    store.put_budget(Budget(Scope("acme"), "month", hard="0.00375", id="tenant-month"))
+    store.close()
+
+
+def final_state(path):
+    store = SQLiteLedger(path)
+    try:
+        (st,) = store.budget_status("acme")
+        return st, store.count_events("acme"), store.open_reservations("acme")
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("actual_fraction", [1.0, 0.4])
+async def test_asyncio_tasks_with_separate_connections(db_path, actual_fraction):
+    setup_db(db_path)
+    meters = [Meter(SQLiteLedger(db_path)) for _ in range(100)]
+    actual = Usage.tokens_of("gpt", input=1000, output=int(1000 * actual_fraction))
+    admitted, refused = [], []
+
+    async def one(i, m):
+        try:
+            async with m.reserve(Subject("acme", f"u{i % 7}"), EST) as r:
+                admitted.append(i)
+                await asyncio.sleep(0.01)  # the "upstream call"
+                r.commit(actual)
+        except BudgetExceeded as e:
+            refused.append(e)
+
+    await asyncio.gather(*(one(i, m) for i, m in enumerate(meters)))
+    for m in meters:
+        m.close()
+    st, n_events, open_res = final_state(db_path)
+    assert len(admitted) + len(refused) == 100
+    assert st.spent_nanos <= HARD_NANOS and st.reserved_nanos == 0 and open_res == 0
+    assert n_events == len(admitted)
+    assert st.spent_nanos == len(admitted) * (150_000 + int(1000 * actual_fraction) * 600)
+    if actual_fraction == 1.0:
+        assert len(admitted) == 5 and st.spent_nanos == HARD_NANOS
+    else:
+        assert len(admitted) >= 5  # released remainders let later requests in, never past the budget
+    assert all(e.details["budget"]["id"] == "tenant-month" for e in refused)
+
+
+def test_threads_each_with_their_own_connection(db_path):
+    setup_db(db_path)
+    barrier = threading.Barrier(100)
+    admitted, refused, errors = [], [], []
+
+    def one(i):
+        try:
+            m = Meter(SQLiteLedger(db_path))
+            barrier.wait()
+            try:
+                with m.reserve(Subject("acme", f"u{i}"), EST) as r:
+                    admitted.append(i)
+                    time.sleep(0.005)
+                    r.commit(EST)
+            except BudgetExceeded:
+                refused.append(i)
+            m.close()
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(100)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    st, n_events, _ = final_state(db_path)
+    assert (len(admitted), len(refused)) == (5, 95)
+    assert st.spent_nanos == HARD_NANOS and n_events == 5
+
+
+@pytest.mark.parametrize("actual_fraction", [1.0, 0.4])
+def test_processes_sharing_the_file(db_path, actual_fraction):
+    setup_db(db_path)
+    start_at = time.time() + 1.5  # let all four interpreters start before anyone reserves
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(["src", "."] + sys.path))
+    procs = [
+        subprocess.Popen([sys.executable, str(WORKER), "race", str(db_path), "25", str(start_at), str(actual_fraction)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        for _ in range(4)
+    ]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    admitted = sum(r["admitted"] for r in results)
+    assert admitted + sum(r["refused"] for r in results) == 100
+    st, n_events, open_res = final_state(db_path)
+    assert st.spent_nanos <= HARD_NANOS and st.reserved_nanos == 0 and open_res == 0 and n_events == admitted
+    if actual_fraction == 1.0:
+        assert admitted == 5 and st.spent_nanos == HARD_NANOS
