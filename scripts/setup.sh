@@ -13,7 +13,7 @@ SUDO=""
 
 apt_pkgs=(bubblewrap)
 if (( want_test )); then
-  apt_pkgs+=(nodejs npm)
+  apt_pkgs+=(nodejs npm chromium)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -16,6 +16,7 @@ from myriad.identity import KeyStore
 from myriad.models import Gateway
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
+from myriad.telemetry import setup_telemetry
 
 
 @dataclass
@@ -29,12 +30,15 @@ class Services:
     sandboxes: Any = None
     models: Any = None
     meter: Any = None
+    telemetry: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.storage.open()
         self.keys.open()
         await self.host.start()
+        if self.telemetry is not None:
+            await self.telemetry.start()
 
     async def close(self) -> None:
         await self.host.stop()
@@ -50,9 +54,14 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     """Build (but do not start) every room from settings."""
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     models = Gateway.from_settings(settings.models, env=os.environ)
-    host = AgentHost(storage, settings.agents, models=models)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    traced_models = telemetry.instrument_gateway(models)
+    host = AgentHost(storage, settings.agents, models=traced_models,
+                     instrumentation=telemetry.instrument_host())
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=traced_models,
+                        telemetry=telemetry)
+    services._closers.append(telemetry.aclose)
     services._closers.append(models.aclose)
     if settings.metering.enabled:
         from myriad.metering import Meter

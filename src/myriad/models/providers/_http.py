@@ -24,6 +24,7 @@ from myriad.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from myriad.telemetry import inject_headers
 
 
 class HTTPClient:
@@ -100,7 +101,8 @@ class HTTPClient:
 
 
 def _merge(a: Mapping[str, str], b: Mapping[str, str] | None) -> Mapping[str, str]:
-    return {**a, **b} if b else a
+    # the current W3C trace context (traceparent/baggage) rides along when there is one
+    return inject_headers({**a, **b} if b else a)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
