@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -238,12 +239,28 @@ class Telemetry:
             self._meter_provider.shutdown(timeout_millis=5000)
 
     async def aclose(self, timeout: float = 5.0) -> None:
-        """``shutdown`` off the event loop, giving up after ``timeout`` seconds."""
+        """``shutdown`` off the event loop, giving up after ``timeout`` seconds (a hung
+        collector then keeps a daemon thread, never the process or the loop)."""
         for t in self._tasks:
             t.cancel()
         self._tasks.clear()
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            try:
+                self.shutdown()
+            except Exception as e:  # pragma: no cover - reported, never raised at shutdown
+                log.warning("telemetry shutdown failed: %s", e)
+            finally:
+                try:
+                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                except RuntimeError:
+                    pass  # the loop is gone already
+
+        threading.Thread(target=run, name="myriad-telemetry-shutdown", daemon=True).start()
         try:
-            await asyncio.wait_for(asyncio.to_thread(self.shutdown), timeout)
+            await asyncio.wait_for(asyncio.shield(done), timeout)
         except (TimeoutError, asyncio.TimeoutError):
             log.warning("telemetry export did not finish within %.1fs at shutdown; dropped", timeout)
 
@@ -357,13 +374,14 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
     status: dict[str, Any] = {"enabled": True, "service": attrs["service.name"], "sampler": sampler_name,
                               "semconv": sc.SEMCONV_VERSION, "capture_content": False, "traces": [], "metrics": []}
 
-    tp = TracerProvider(resource=resource, sampler=sampler)
+    tp = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     store = TelemetryStore(settings.store_spans, settings.store_minutes)
     tp.add_span_processor(store)
+    queue = int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
     bsp_args = dict(
-        max_queue_size=int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048)),
+        max_queue_size=queue,
         schedule_delay_millis=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
-        max_export_batch_size=int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)),
+        max_export_batch_size=int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", min(512, queue))),
         export_timeout_millis=_number(env, "OTEL_BSP_EXPORT_TIMEOUT", 30000),
     )
     for name in _exporters_for(env, "traces"):
@@ -371,7 +389,11 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
             exporter, info = _otlp(env, "traces")
         else:
             exporter, info = ConsoleSpanExporter(), {"exporter": "console"}
-        tp.add_span_processor(BatchSpanProcessor(exporter, **bsp_args))
+        try:
+            bsp = BatchSpanProcessor(exporter, **bsp_args)
+        except ValueError as e:
+            raise ConfigError(f"OTEL_BSP_* settings are inconsistent: {e}") from None
+        tp.add_span_processor(bsp)
         status["traces"].append(info)
     for p in extra_span_processors or ():
         tp.add_span_processor(p)
@@ -389,7 +411,7 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
                                                      export_timeout_millis=_number(env, "OTEL_METRIC_EXPORT_TIMEOUT", 30000)))
         status["metrics"].append(info)
     readers += list(extra_metric_readers or ())
-    mp = MeterProvider(resource=resource, metric_readers=readers)
+    mp = MeterProvider(resource=resource, metric_readers=readers, shutdown_on_exit=False)
 
     capture = settings.capture_content or (
         env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT") or "").strip().lower() in _TRUE
