@@ -74,7 +74,8 @@ class Received:
                 if predicate(self):
                     return
             time.sleep(0.05)
-        raise AssertionError(f"timed out; received {len(self.spans)} spans: {[s['name'] for s in self.spans]}")
+        raise AssertionError(f"timed out; received {len(self.spans)} spans: {[s['name'] for s in self.spans]}, "
+                             f"metrics: {sorted({(m['name'], str(m.get('value'))) for m in self.metrics})}")
 
 
 class HTTPReceiver(Received):

@@ -30,7 +30,9 @@ def test_turn_trace_and_metrics_reach_the_collector(tmp_path: Path, protocol: st
                                 "baggage": "enduser.id=ann"}, timeout=30)
         assert r.status_code == 200, r.text
         receiver.wait_for(lambda rc: any(s["name"].startswith("chat ") for s in rc.spans))
-        receiver.wait_for(lambda rc: any(m["name"] == sc.GEN_AI_CLIENT_TOKEN_USAGE for m in rc.metrics))
+        wanted = {sc.GEN_AI_CLIENT_TOKEN_USAGE, sc.MYRIAD_TURN_DURATION, sc.MYRIAD_AGENTS_RESIDENT,
+                  sc.HTTP_SERVER_REQUEST_DURATION}
+        receiver.wait_for(lambda rc: wanted <= {m["name"] for m in rc.metrics})
     finally:
         server.stop()
         receiver.stop()
@@ -64,4 +66,4 @@ def test_turn_trace_and_metrics_reach_the_collector(tmp_path: Path, protocol: st
     durations = [m for m in receiver.metrics if m["name"] == sc.GEN_AI_CLIENT_OPERATION_DURATION]
     assert durations and all(m["bounds"] == list(sc.DURATION_BUCKETS) for m in durations)
     names = {m["name"] for m in receiver.metrics}
-    assert {sc.MYRIAD_TURN_DURATION, sc.MYRIAD_AGENTS_RESIDENT, sc.HTTP_SERVER_REQUEST_DURATION} <= names
+    assert {sc.MYRIAD_TURN_DURATION, sc.MYRIAD_AGENTS_RESIDENT, sc.HTTP_SERVER_REQUEST_DURATION} <= names, names

@@ -26,8 +26,11 @@ _USER_KEYS = ("myriad.user", "enduser.id", "user")
 
 def current_user() -> str | None:
     """The end user named in W3C baggage (``myriad.user`` or ``enduser.id``), if any."""
+    entries = baggage.get_all()
+    if not entries:
+        return None
     for key in _USER_KEYS:
-        v = baggage.get_baggage(key)
+        v = entries.get(key)
         if v:
             return str(v)
     return None
@@ -190,31 +193,43 @@ class InstrumentedGateway:
         capture = self._tel.capture_content
         error: BaseException | None = None
         try:
-            while True:
-                # the chat span is current only while the gateway works, never in the
-                # consumer's code between chunks
-                token = context.attach(ctx)
-                try:
-                    chunk = await agen.__anext__()
-                except StopAsyncIteration:
-                    break
-                finally:
-                    context.detach(token)
-                if first is None:
-                    first = time.perf_counter() - started
-                raw = chunk.raw
-                deployment = chunk.deployment or deployment
-                response_model = raw.get("model") or response_model
-                response_id = raw.get("id") or response_id
-                if raw.get("usage"):
-                    usage = raw["usage"]
-                for c in raw.get("choices") or ():
-                    if c.get("finish_reason"):
-                        reasons.append(c["finish_reason"])
-                    if capture:
-                        texts.append(((c.get("delta") or {}).get("content")) or "")
-                if want_usage or raw.get("choices"):
-                    yield chunk  # a usage-only chunk we asked for ourselves stays here
+            # The span is current while the gateway picks a deployment and opens the
+            # upstream request (all of which happens before the first chunk; no fallback
+            # after it), so the injected traceparent names it. It is never current in the
+            # consumer's code between chunks, and the per-chunk path stays a few dict reads.
+            token = context.attach(ctx)
+            try:
+                chunk = await agen.__anext__()
+            except StopAsyncIteration:
+                chunk = None
+            finally:
+                context.detach(token)
+            if chunk is not None:
+                first = time.perf_counter() - started
+                deployment = chunk.deployment
+                response_model = chunk.raw.get("model")
+                response_id = chunk.raw.get("id")
+                pending: Any = chunk
+                while pending is not None:
+                    raw = pending.raw
+                    u = raw.get("usage")
+                    if u:
+                        usage = u
+                    choices = raw.get("choices")
+                    if choices:
+                        for c in choices:
+                            fr = c.get("finish_reason")
+                            if fr:
+                                reasons.append(fr)
+                            if capture:
+                                texts.append(((c.get("delta") or {}).get("content")) or "")
+                        yield pending
+                    elif want_usage:
+                        yield pending  # a usage-only chunk we asked for ourselves stays here
+                    try:
+                        pending = await agen.__anext__()
+                    except StopAsyncIteration:
+                        pending = None
         except BaseException as e:
             error = e
             raise

@@ -43,6 +43,7 @@ from opentelemetry.trace import NoOpTracerProvider
 from myriad.errors import ConfigError
 from myriad.settings import TelemetrySettings
 from myriad.telemetry import semconv as sc
+from myriad.telemetry._metrics import FastMetrics, merge_into
 from myriad.telemetry._store import TelemetryStore
 
 log = logging.getLogger("myriad.telemetry")
@@ -125,22 +126,27 @@ class GenAIInstruments:
     budget_refusals: Any
 
     @classmethod
-    def create(cls, meter: Any) -> "GenAIInstruments":
-        h = meter.create_histogram
+    def create(cls, meter: Any, fast: Any = None) -> "GenAIInstruments":
+        """Instruments on ``meter``; the hot-path histograms on ``fast`` (a ``FastMetrics``)
+        when given, so recording them costs a dict update instead of an SDK measurement."""
+        def h(name: str, unit: str, description: str, bounds: tuple[float, ...]) -> Any:
+            if fast is not None:
+                return fast.histogram(name, unit, description, bounds)
+            return meter.create_histogram(name, unit=unit, description=description,
+                                          explicit_bucket_boundaries_advisory=bounds)
+
         return cls(
-            token_usage=h(sc.GEN_AI_CLIENT_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
-                          explicit_bucket_boundaries_advisory=sc.TOKEN_BUCKETS),
-            operation_duration=h(sc.GEN_AI_CLIENT_OPERATION_DURATION, unit="s", description="GenAI operation duration.",
-                                 explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS),
-            time_to_first_chunk=h(sc.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK, unit="s",
-                                  description="Time to receive the first chunk of a streamed response.",
-                                  explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS),
-            turn_duration=h(sc.MYRIAD_TURN_DURATION, unit="s", description="Agent turn duration (queue wait included).",
-                            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS),
-            tool_duration=h(sc.MYRIAD_TOOL_DURATION, unit="s", description="Tool execution duration.",
-                            explicit_bucket_boundaries_advisory=sc.DURATION_BUCKETS),
-            http_duration=h(sc.HTTP_SERVER_REQUEST_DURATION, unit="s", description="HTTP server request duration.",
-                            explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS),
+            token_usage=h(sc.GEN_AI_CLIENT_TOKEN_USAGE, "{token}", "Number of input and output tokens used.",
+                          sc.TOKEN_BUCKETS),
+            operation_duration=h(sc.GEN_AI_CLIENT_OPERATION_DURATION, "s", "GenAI operation duration.",
+                                 sc.DURATION_BUCKETS),
+            time_to_first_chunk=h(sc.GEN_AI_CLIENT_OPERATION_TIME_TO_FIRST_CHUNK, "s",
+                                  "Time to receive the first chunk of a streamed response.", sc.DURATION_BUCKETS),
+            turn_duration=h(sc.MYRIAD_TURN_DURATION, "s", "Agent turn duration (queue wait included).",
+                            sc.DURATION_BUCKETS),
+            tool_duration=h(sc.MYRIAD_TOOL_DURATION, "s", "Tool execution duration.", sc.DURATION_BUCKETS),
+            http_duration=h(sc.HTTP_SERVER_REQUEST_DURATION, "s", "HTTP server request duration.",
+                            sc.HTTP_DURATION_BUCKETS),
             budget_refusals=meter.create_counter(sc.MYRIAD_BUDGET_REFUSALS, unit="{request}",
                                                  description="Model calls refused by a budget."),
         )
@@ -161,6 +167,7 @@ class Telemetry:
     exclude_paths: tuple[str, ...] = ()
     status: dict[str, Any] = field(default_factory=dict)
     metric_reader: Any = None
+    fast_metrics: Any = None
     _tracer_provider: Any = None
     _meter_provider: Any = None
     _log_hooks: list[Callable[[], None]] = field(default_factory=list)
@@ -210,10 +217,11 @@ class Telemetry:
             self.store.live_sandboxes = lambda: dict(live())
 
     def metrics_snapshot(self) -> dict[str, Any]:
-        """Current values of every metric (collected now from the in-memory reader)."""
-        if self.metric_reader is None:
-            return {}
-        return metrics_snapshot(self.metric_reader)
+        """Current values of every metric (gauges collected now, histograms as aggregated)."""
+        out = metrics_snapshot(self.metric_reader) if self.metric_reader is not None else {}
+        if self.fast_metrics is not None:
+            out.update(self.fast_metrics.snapshot())
+        return out
 
     # -- lifecycle ---------------------------------------------------------------------
     async def start(self) -> None:
@@ -398,6 +406,15 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
     for p in extra_span_processors or ():
         tp.add_span_processor(p)
 
+    fast = FastMetrics()
+
+    class MergingReader(PeriodicExportingMetricReader):  # type: ignore[misc, valid-type]
+        """Ships the fast histograms in the same export as the SDK's own metrics."""
+
+        def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:
+            super()._receive_metrics(merge_into(metrics_data, fast, resource, "myriad", sc.SCHEMA_URL),
+                                     timeout_millis, **kwargs)
+
     readers: list[Any] = [InMemoryMetricReader()]
     interval = _number(env, "OTEL_METRIC_EXPORT_INTERVAL", 60000)
     for name in _exporters_for(env, "metrics"):
@@ -407,7 +424,7 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
             from opentelemetry.sdk.metrics.export import ConsoleMetricExporter
 
             mexp, info = ConsoleMetricExporter(), {"exporter": "console"}
-        readers.append(PeriodicExportingMetricReader(mexp, export_interval_millis=interval,
+        readers.append(MergingReader(mexp, export_interval_millis=interval,
                                                      export_timeout_millis=_number(env, "OTEL_METRIC_EXPORT_TIMEOUT", 30000)))
         status["metrics"].append(info)
     readers += list(extra_metric_readers or ())
@@ -418,9 +435,9 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
     status["capture_content"] = capture
     tracer = tp.get_tracer("myriad", schema_url=sc.SCHEMA_URL)
     meter = mp.get_meter("myriad", schema_url=sc.SCHEMA_URL)
-    tel = Telemetry(True, tracer, meter, GenAIInstruments.create(meter), store=store, capture_content=capture,
+    tel = Telemetry(True, tracer, meter, GenAIInstruments.create(meter, fast), store=store, capture_content=capture,
                     exclude_paths=tuple(settings.exclude_paths), status=status, metric_reader=readers[0],
-                    _tracer_provider=tp, _meter_provider=mp)
+                    fast_metrics=fast, _tracer_provider=tp, _meter_provider=mp)
 
     from myriad.telemetry._logs import install_log_correlation
 
