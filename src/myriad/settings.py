@@ -104,6 +104,25 @@ class MeteringSettings:
 
 
 @dataclass
+class TelemetrySettings:
+    """OpenTelemetry and the local dashboard (``myriad.telemetry``). Exporters, endpoints
+    and sampling come from the standard ``OTEL_*`` variables (see docs/telemetry.md)."""
+
+    enabled: bool = True
+    """Trace and measure (``OTEL_SDK_DISABLED=true`` turns it off as well)."""
+    service_name: str = "myriad"
+    """``service.name`` when ``OTEL_SERVICE_NAME`` is not set."""
+    capture_content: bool = False
+    """Record prompts and replies on spans (redacted); also ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``."""
+    store_spans: int = 20_000
+    """Finished spans kept in memory for the dashboard (oldest dropped first)."""
+    store_minutes: int = 1440
+    """Minutes of per-minute token and cost rollups kept for the dashboard charts."""
+    exclude_paths: list[str] = field(default_factory=lambda: ["/healthz", "/dashboard"])
+    """HTTP path prefixes that get no server span."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -116,6 +135,7 @@ class Settings:
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def load(
@@ -212,4 +232,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "TelemetrySettings"]

@@ -20,6 +20,7 @@ from myriad.errors import (
     UpstreamTimeout,
 )
 from myriad.models.providers._wire import Pool, WireError, encode_headers
+from myriad.telemetry import inject_headers
 
 
 class HTTPClient:
@@ -117,7 +118,8 @@ def _parse_event(raw: bytes) -> tuple[str | None, bytes] | None:
 
 
 def _merge(a: Mapping[str, str], b: Mapping[str, str] | None) -> Mapping[str, str]:
-    return {**a, **b} if b else a
+    # the current W3C trace context (traceparent/baggage) rides along when there is one
+    return inject_headers({**a, **b} if b else a)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:
