@@ -99,6 +99,10 @@ class Scopes:
                 return True
         return False
 
+    def has_family(self, family: str) -> bool:
+        """Whether any scope of ``family`` is held (the door check; handlers check the argument)."""
+        return "*" in self.items or any(s == family or s.startswith(family + ":") for s in self.items)
+
     def require(self, *wanted: str) -> None:
         """Raise ``PermissionDenied`` (403) naming the first scope that is not held."""
         for scope in wanted:

@@ -12,7 +12,7 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
-from myriad.identity import KeyStore
+from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
@@ -29,6 +29,7 @@ class Services:
     sandboxes: Any = None
     models: Any = None
     meter: Any = None
+    identity: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -53,6 +54,8 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     models = Gateway.from_settings(settings.models, env=os.environ)
     host = AgentHost(storage, settings.agents, models=models)
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    services.identity = Identity(settings.identity, keys, settings.data_dir)
+    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
     services._closers.append(models.aclose)
     if settings.metering.enabled:
         from myriad.metering import Meter
