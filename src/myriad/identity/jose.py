@@ -99,7 +99,8 @@ class _RS256:
             return False
 
 
-ALGORITHMS: dict[str, Algorithm] = {"EdDSA": _EdDSA(), "ES256": _ES256(), "RS256": _RS256()}
+ALGORITHMS: dict[str, Algorithm] = {"EdDSA": _EdDSA(), "Ed25519": _EdDSA(), "ES256": _ES256(), "RS256": _RS256()}
+"""``Ed25519`` is RFC 9864's name for what ``EdDSA`` meant with an Ed25519 key."""
 
 
 # -- JWK ---------------------------------------------------------------------------
@@ -205,7 +206,8 @@ def parse(token: str) -> Unverified:
 def verify_signature(token: Unverified, jwk: Mapping[str, Any]) -> None:
     """Check the signature with one JWK (whose type must fit the token's ``alg``)."""
     algorithm = ALGORITHMS[token.header["alg"]]
-    if jwk.get("kty") != algorithm.kty or jwk.get("alg", token.header["alg"]) != token.header["alg"]:
+    alg = token.header["alg"]
+    if jwk.get("kty") != algorithm.kty or jwk.get("alg", alg) not in (alg, *_SAME.get(alg, ())):
         raise AuthenticationError("token signature does not verify")
     try:
         key = load_public_jwk(jwk)
@@ -213,6 +215,9 @@ def verify_signature(token: Unverified, jwk: Mapping[str, Any]) -> None:
         raise AuthenticationError("token signature does not verify") from None
     if not algorithm.verify(key, token.signing_input, token.signature):
         raise AuthenticationError("token signature does not verify")
+
+
+_SAME = {"EdDSA": ("Ed25519",), "Ed25519": ("EdDSA",)}
 
 
 def check_times(claims: Mapping[str, Any], *, now: float | None = None, leeway: float = 30.0) -> None:
