@@ -42,6 +42,42 @@ class AgentSettings:
 
 
 @dataclass
+class SandboxSettings:
+    """Sandboxes (``myriad.sandbox``); per-sandbox limits may only tighten these."""
+
+    root: str = ""
+    """Directory for sandbox workspaces and snapshots; empty means ``<data_dir>/sandboxes``."""
+    base: str = "host"
+    """Read-only root of the container tier: ``host`` (the host's /usr) or a template directory."""
+    cgroup: str = "auto"
+    """Resource limits backend: ``auto``, ``v2``, ``v1`` or ``rlimit`` (no cgroups)."""
+    cgroup_parent: str = "myriad"
+    """Name of the cgroup under which each sandbox gets its own group."""
+    timeout: float = 30.0
+    """Default wall-clock limit of one run/exec, in seconds."""
+    memory_mb: int = 512
+    """Default memory limit of a container sandbox, in MiB."""
+    isolate_memory_mb: int = 64
+    """Default hard heap limit of an isolate, in MiB."""
+    cpu: float = 1.0
+    """Default CPU limit of a container sandbox, in cores."""
+    pids: int = 256
+    """Default maximum number of processes in a container sandbox."""
+    output_bytes: int = 1_048_576
+    """Largest output kept from one run (console / stdout / stderr each)."""
+    idle_timeout: float = 900.0
+    """A container sandbox unused this many seconds is deleted."""
+    max_lifetime: float = 86_400.0
+    """A container sandbox is deleted this many seconds after creation, used or not."""
+    warm_isolates: int = 10_000
+    """Isolates kept warm per host (least recently used leave first)."""
+    seccomp: bool = True
+    """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
+    uid_base: int = 200_000
+    """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+
+
+@dataclass
 class ModelsSettings:
     """The model gateway (``myriad.models``)."""
 
@@ -113,6 +149,7 @@ class Settings:
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
     identity: IdentitySettings = field(default_factory=IdentitySettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
 
     @classmethod
     def load(
@@ -209,4 +246,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings"]

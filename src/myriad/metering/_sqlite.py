@@ -133,6 +133,10 @@ def _path_of(url: str | Path) -> str:
     return url
 
 
+class WouldBlock(Exception):
+    """The ledger is busy right now; make the call from a worker thread instead."""
+
+
 class SQLiteLedger:
     """``LedgerStore`` on one SQLite file. Thread-safe; many processes may share the file."""
 
@@ -151,6 +155,8 @@ class SQLiteLedger:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._lock = threading.RLock()
+        self._nowait = False
+        self._busy_ms = int(busy_timeout_s * 1000)
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
@@ -181,11 +187,40 @@ class SQLiteLedger:
                     raise
                 time.sleep(0.02)
 
+    def call_nowait(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run a short store call now if the ledger is free, else raise ``WouldBlock``.
+
+        Lets an event loop skip the thread hop when nobody holds the write lock; a
+        busy ledger (another thread or process mid-transaction) is never waited on here.
+        """
+        if not self._lock.acquire(blocking=False):
+            raise WouldBlock()
+        try:
+            self._nowait = True
+            return fn(*args, **kwargs)
+        finally:
+            self._nowait = False
+            self._lock.release()
+
+    def _begin(self) -> None:
+        if not self._nowait:
+            self._db.execute("BEGIN IMMEDIATE")
+            return
+        self._db.execute("PRAGMA busy_timeout = 0")
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            if "locked" in str(e) or "busy" in str(e):
+                raise WouldBlock() from None
+            raise
+        finally:
+            self._db.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
+                self._begin()
             except sqlite3.Error as e:
                 raise StorageError(f"metering ledger is unavailable: {e}") from None
             try:
@@ -774,4 +809,4 @@ _CHECKS: dict[str, Callable[..., None]] = {
     "concurrent": _check_concurrent,
 }
 
-__all__ = ["SQLiteLedger"]
+__all__ = ["SQLiteLedger", "WouldBlock"]

@@ -51,17 +51,23 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     """Build (but do not start) every room from settings."""
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
-    models = Gateway.from_settings(settings.models, env=os.environ)
+    models: Any = Gateway.from_settings(settings.models, env=os.environ)
+    meter = None
+    if settings.metering.enabled:
+        from myriad.metering import Meter, MeteredGateway, gateway_price_version
+
+        meter = Meter.from_settings(settings)
+        prices = None if settings.metering.price_file else gateway_price_version(models)
+        if prices:
+            meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
+        models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
     host = AgentHost(storage, settings.agents, models=models)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models)
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter)
     services.identity = Identity(settings.identity, keys, settings.data_dir)
     host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
+    if meter is not None:
+        services._closers.append(meter.close)  # closers run in reverse: the gateway closes first
     services._closers.append(models.aclose)
-    if settings.metering.enabled:
-        from myriad.metering import Meter
-
-        services.meter = Meter.from_settings(settings)
-        services._closers.append(services.meter.close)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:

@@ -65,27 +65,28 @@ class HTTPClient:
             raise UpstreamError(f"{self.name}: upstream sent invalid JSON", details={"deployment": self.name}) from None
 
     async def post_sse(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-                       ) -> AsyncIterator[tuple[str | None, bytes]]:
-        """POST and yield ``(event, data)`` for each server-sent event."""
+                       ) -> AsyncIterator[list[tuple[str | None, bytes]]]:
+        """POST and yield the server-sent events ``(event, data)`` that arrived together,
+        one list per network read: what the upstream wrote at once stays together, so
+        the gateway can pass it on in one write too."""
         try:
             async with self.session().post(self.base_url + path, data=orjson.dumps(body),
                                            headers=_merge(self.headers, headers)) as r:
                 if r.status != 200:
                     raise translate_status(r.status, await r.read(), r.headers, self.name)
-                event: str | None = None
-                data: list[bytes] = []
-                async for line in r.content:
-                    line = line.rstrip(b"\r\n")
-                    if not line:
-                        if data:
-                            yield event, b"\n".join(data)
-                        event, data = None, []
-                    elif line.startswith(b"data:"):
-                        data.append(line[5:].lstrip(b" "))
-                    elif line.startswith(b"event:"):
-                        event = line[6:].strip().decode()
-                if data:
-                    yield event, b"\n".join(data)
+                buf = b""
+                async for data in r.content.iter_any():
+                    buf += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+                    if b"\n\n" not in buf:
+                        continue
+                    *events, buf = buf.split(b"\n\n")
+                    batch = [ev for ev in map(_parse_event, events) if ev is not None]
+                    if batch:
+                        yield batch
+                if buf.strip():
+                    ev = _parse_event(buf)
+                    if ev is not None:
+                        yield [ev]
         except aiohttp.ClientError as e:
             raise UpstreamError(f"{self.name}: stream from upstream broke: {e}",
                                 details={"deployment": self.name}) from None
@@ -97,6 +98,19 @@ class HTTPClient:
             except RuntimeError:  # its loop is gone; nothing left to close
                 pass
         self._session = None
+
+
+def _parse_event(raw: bytes) -> tuple[str | None, bytes] | None:
+    event: str | None = None
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+    if not data:
+        return None
+    return event, b"\n".join(data)
 
 
 def _merge(a: Mapping[str, str], b: Mapping[str, str] | None) -> Mapping[str, str]:
