@@ -55,10 +55,17 @@ def secret_key(configured: str, data_dir: Path) -> bytes:
         return b64url_decode(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    tmp = path.with_name(f".identity.key.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(b64url(key) + "\n")
-    return key
+    try:
+        os.link(tmp, path)  # atomic; if another process won the race, use its key
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    return b64url_decode(path.read_text().strip())
 
 
 __all__ = ["SecretBox", "secret_key"]
