@@ -6,7 +6,7 @@ May import: storage.
 """
 
 from myriad.identity.audit import AuditEntry, AuditLog
-from myriad.identity.capabilities import Scopes, parse_scopes, require
+from myriad.identity.capabilities import Scopes, parse_scopes, require, sandbox_scopes
 from myriad.identity.httpsig import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, NonceCache, RequestSigner, verify_request
 from myriad.identity.keys import KeyInfo, KeyStore, validate_tenant
 from myriad.identity.outbound import OutboundAuthorizer, SignedTransport
@@ -40,6 +40,7 @@ __all__ = [
     "act_chain",
     "parse_scopes",
     "require",
+    "sandbox_scopes",
     "resource",
     "spiffe_id",
     "validate_tenant",

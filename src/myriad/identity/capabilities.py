@@ -136,9 +136,15 @@ class Scopes:
         return " ".join(sorted(self.items))
 
 
+def sandbox_scopes(tier: str, allow_hosts: Iterable[str] = ()) -> list[str]:
+    """The scopes opening a sandbox of ``tier`` with egress to ``allow_hosts`` needs
+    (``sandbox:<tier>`` and one ``egress:<host>`` per allowed host pattern)."""
+    return [f"sandbox:{tier}", *(f"egress:{h}" for h in allow_hosts)]
+
+
 def require(scopes: "Scopes | frozenset[str] | Iterable[str]", *wanted: str) -> None:
     """``PermissionDenied`` (403, naming the scope) unless ``scopes`` covers every ``wanted``."""
     (scopes if isinstance(scopes, Scopes) else Scopes(frozenset(scopes))).require(*wanted)
 
 
-__all__ = ["MATCHERS", "Matcher", "Scopes", "parse_scopes", "require"]
+__all__ = ["MATCHERS", "Matcher", "Scopes", "parse_scopes", "require", "sandbox_scopes"]

@@ -38,6 +38,7 @@ class OutboundAuthorizer:
 
     def __init__(self, vault: CredentialVault, signer: RequestSigner, audit: AuditLog) -> None:
         self.vault, self.signer, self.audit = vault, signer, audit
+        self._bound: dict[tuple[str, str], Principal] = {}
 
     def prepare(self, principal: Principal, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         """Return the headers to send (lowercase names) or raise ``PermissionDenied``."""
@@ -91,6 +92,26 @@ class OutboundAuthorizer:
             req.headers[:] = [(k, v) for k, v in prepared.items()]
 
         return hook
+
+
+    # -- the sandbox egress proxy ------------------------------------------------------
+    def bind_sandbox(self, owner: Any, sandbox_id: str, principal: Principal) -> None:
+        """Requests leaving sandbox ``(owner, sandbox_id)`` act for ``principal`` from now on."""
+        self._bound[(str(owner), sandbox_id)] = principal
+
+    def unbind_sandbox(self, owner: Any, sandbox_id: str) -> None:
+        self._bound.pop((str(owner), sandbox_id), None)
+
+    async def proxy_hook(self, req: Any) -> None:
+        """The hook to install once on the host's egress proxy (``EgressProxy.add_hook``).
+        A sandbox bound to a principal gets its requests scope-checked, credentialed and
+        signed; an unbound sandbox acts for nobody: no credential, no signature, and any
+        signature headers it tried to send are removed."""
+        principal = self._bound.get((str(req.owner), req.sandbox_id))
+        if principal is not None:
+            await self.egress_hook(principal)(req)
+        elif req.scheme == "http":
+            req.headers[:] = [(k, v) for k, v in req.headers if k.lower() not in _STRIP]
 
 
 class SignedTransport(httpx.AsyncBaseTransport):

@@ -110,6 +110,13 @@ class Identity:
         """The identity of the agent instance at ``agent_path`` (``class/name[/sub/class/name]``)."""
         return AgentIdentity(self, tenant, agent_path)
 
+    def for_ref(self, ref: Any) -> "AgentIdentity":
+        """The identity of an agent by its ``AgentRef`` (whose ``path`` is ``tenant/class/name...``)."""
+        prefix = ref.tenant + "/"
+        if not ref.path.startswith(prefix):
+            raise ValueError(f"agent path {ref.path!r} does not start with its tenant")
+        return AgentIdentity(self, ref.tenant, ref.path[len(prefix):])
+
     # -- token exchange (RFC 8693) -------------------------------------------------------
     async def exchange(self, form: Mapping[str, Any]) -> dict[str, Any]:
         """Handle a token-endpoint request; returns the RFC 8693 response body."""
