@@ -23,7 +23,7 @@ def test_secret_is_encrypted_at_rest_and_only_lent_to_matching_hosts(identity, t
     assert identity.vault.injections_for("acme", "alice", "github.com.evil.net") == []
     assert identity.vault.injections_for("acme", "bob", "api.github.com") == []
     assert identity.vault.injections_for("other", "alice", "api.github.com") == []
-    assert [c.provider for c in identity.vault.list("acme", "alice")] == ["github"]
+    assert [c.provider for c in identity.vault.credentials("acme", "alice")] == ["github"]
 
 
 def test_ciphertext_is_bound_to_its_row_and_key(identity, keystore, tmp_path, settings):

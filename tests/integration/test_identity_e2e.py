@@ -32,7 +32,7 @@ import pytest
 from http_message_signatures import HTTPMessageVerifier, MappingKeyResolver, algorithms
 
 from myriad.agents import Agent, callable
-from myriad.identity import jose, sandbox_scopes
+from myriad.identity import jose
 from myriad.server import build_services, create_app
 from myriad.settings import Settings
 from tests.identity.conftest import IdP
@@ -118,7 +118,7 @@ class Courier(Agent):
             r = await client.get(base + path)
             return {"status": r.status_code, "body": r.json()}
 
-        box = await self.sandbox(tools=[list_repos])
+        box = await me.sandbox(delegated, self.sandbox, tools=[list_repos])
         try:
             res = await box.run("const r = await tools.list_repos({path: '/user/repos'}); console.log(JSON.stringify(r)); return r;")
         finally:
@@ -130,10 +130,8 @@ class Courier(Agent):
     async def from_container(self, user_token: str, base: str, scope: str) -> dict:
         me, delegated = await self._delegated(user_token, scope)
         identity = self._host.identity
-        principal = await identity.authenticate(delegated)
-        principal.require(*sandbox_scopes("container", ["127.0.0.1"]))
-        box = await self.sandbox(needs={"shell"}, network={"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]})
-        identity.outbound.bind_sandbox(box.owner, box.id, principal)
+        box = await me.sandbox(delegated, self.sandbox, needs={"shell"},
+                               network={"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]})
         try:
             res = await box.exec(
                 f"curl -sS -H 'Signature: sig1=:Zm9yZ2Vk:' -w '\\n%{{http_code}}' {base}/user/repos; echo; env; cat /proc/self/environ")
@@ -202,13 +200,13 @@ async def test_from_the_agents_tool_layer(world):
 
 
 async def test_from_an_isolate_through_a_host_tool(world):
-    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 vault:github")
+    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 vault:github sandbox:isolate")
     assert out["tier"] == "isolate"
     assert out["value"] == {"status": 200, "body": {"repos": ["myriad"], "path": "/user/repos"}}, out
     assert world["api"].seen[-1]["signature_ok"] and world["api"].seen[-1]["auth_ok"]
     _no_secret(out)
     # Without vault:github in the delegated scope the credential is not lent: the tool is refused.
-    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1")
+    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 sandbox:isolate")
     assert out["value"] is None and "vault:github" in (out["error"] or ""), out
     _no_secret(out)
 
@@ -223,9 +221,16 @@ async def test_from_a_container_through_the_egress_proxy(world):
     seen = world["api"].seen[-1]
     assert seen["auth_ok"] and seen["signature_ok"], seen  # the sandbox's forged Signature header was dropped
     _no_secret(out)  # not in the sandbox's output, environment or process
-    # A delegated token without sandbox:container cannot open one.
+    assert not world["services"].identity.outbound._bound  # unbound on close
+    # A delegated token without sandbox:container cannot open one (nor one whose egress it does not hold).
     r = await world["client"].post("/v1/agents/courier/alice/rpc",
                                    headers={"Authorization": f"Bearer {world['idp'].token('alice')}"},
                                    json={"method": "from_container",
                                          "args": [world["idp"].token("alice"), world["api"].url, "egress:127.0.0.1 vault:github"]})
-    assert "sandbox:container" in r.text
+    assert r.status_code == 403 and "sandbox:container" in r.text
+    r = await world["client"].post("/v1/agents/courier/alice/rpc",
+                                   headers={"Authorization": f"Bearer {world['idp'].token('alice')}"},
+                                   json={"method": "from_container",
+                                         "args": [world["idp"].token("alice"), world["api"].url, "egress:example.com vault:github sandbox"]})
+    assert r.status_code == 403 and "egress:127.0.0.1" in r.text
+    assert not world["sandboxes"]._live or all(b.closed for b in world["sandboxes"]._live.values())

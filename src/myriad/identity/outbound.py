@@ -31,6 +31,7 @@ from myriad.identity.principal import Principal
 from myriad.identity.vault import CredentialVault
 
 _STRIP = ("signature", "signature-input", "signature-agent")
+MAX_BINDINGS = 100_000
 
 
 class OutboundAuthorizer:
@@ -98,6 +99,8 @@ class OutboundAuthorizer:
     def bind_sandbox(self, owner: Any, sandbox_id: str, principal: Principal) -> None:
         """Requests leaving sandbox ``(owner, sandbox_id)`` act for ``principal`` from now on."""
         self._bound[(str(owner), sandbox_id)] = principal
+        while len(self._bound) > MAX_BINDINGS:  # closed sandboxes that were never unbound
+            self._bound.pop(next(iter(self._bound)))
 
     def unbind_sandbox(self, owner: Any, sandbox_id: str) -> None:
         self._bound.pop((str(owner), sandbox_id), None)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -20,6 +20,7 @@ from myriad.errors import AuthenticationError, InvalidRequest
 from myriad.identity import jose
 from myriad.identity._box import SecretBox, secret_key
 from myriad.identity.audit import AuditLog
+from myriad.identity.capabilities import sandbox_scopes
 from myriad.identity.httpsig import RequestSigner
 from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
@@ -206,10 +207,31 @@ class AgentIdentity:
     async def http(self, delegated_token: str, **kwargs: Any) -> httpx.AsyncClient:
         """An HTTP client for outside APIs acting under ``delegated_token``: each request is
         scope-checked, given the user's credential for its host, signed and audited."""
+        return self.identity.outbound.client(await self._own(delegated_token), **kwargs)
+
+    async def sandbox(self, delegated_token: str, open_sandbox: Callable[..., Awaitable[Any]], **options: Any) -> Any:
+        """Open a sandbox acting under ``delegated_token``: ``open_sandbox`` is the agent's
+        ``self.sandbox``. The token must hold ``sandbox:<tier>`` for the tier chosen and
+        ``egress:<host>`` for each host the network policy allows; the sandbox's egress is
+        then credentialed and signed for the token's user (container tier, via the proxy)."""
+        principal = await self._own(delegated_token)
+        box = await open_sandbox(**options)
+        try:
+            network = getattr(box, "network", None)
+            allow = list(getattr(network, "allow", []) or []) + list(getattr(network, "allow_private", []) or [])
+            principal.require(*sandbox_scopes(box.tier, allow))
+        except Exception:
+            await box.close()
+            raise
+        self.identity.outbound.bind_sandbox(box.owner, box.id, principal)
+        self.identity.audit.record(principal, "sandbox.open", f"{box.tier}:{box.id}", network=allow)
+        return box
+
+    async def _own(self, delegated_token: str) -> Principal:
         principal = await self.identity.authenticate(delegated_token)
         if principal.kind != "token" or not principal.actors or principal.actors[0] != self.spiffe_id:
             raise AuthenticationError("this delegated token was not issued to this agent")
-        return self.identity.outbound.client(principal, **kwargs)
+        return principal
 
 
 __all__ = ["AgentIdentity", "Identity"]

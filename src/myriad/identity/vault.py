@@ -136,7 +136,7 @@ class CredentialVault:
              json.dumps(domains), header.lower(), "", now))
         return CredentialInfo(tenant, user, provider, domains, header.lower(), _fingerprint(prefix + secret), now)
 
-    def list(self, tenant: str, user: str | None = None) -> list[CredentialInfo]:
+    def credentials(self, tenant: str, user: str | None = None) -> list[CredentialInfo]:
         q = "SELECT tenant, user, provider, sealed, domains, header, updated FROM credentials WHERE tenant=?"
         args: list[Any] = [tenant]
         if user is not None:

@@ -175,7 +175,7 @@ async def list_credentials(request: Request) -> Response:
     user = request.query_params.get("user")
     if principal.user is not None:
         user = await _vault_user(request, principal, user)
-    items = _identity(request).vault.list(principal.tenant, user)
+    items = _identity(request).vault.credentials(principal.tenant, user)
     return JSONResponse({"credentials": [c.to_json() for c in items]})
 
 
