@@ -9,6 +9,7 @@
     POST   /v1/admin/keys/{id}/rotate              {grace}: new key, old one ends after grace seconds
     DELETE /v1/admin/keys/{id}                     revoke
     GET    /v1/admin/audit                         the tenant's audit log (?action=&limit=)
+    POST   /v1/admin/user-tokens                   {user, scope, resource, ttl?}: a user token, for apps without an IdP
     GET    /v1/vault/credentials                   metadata of stored credentials (?user=)
     PUT    /v1/vault/credentials/{provider}        {user, secret, domains, header?, prefix?}
     DELETE /v1/vault/credentials/{provider}        ?user=
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -43,9 +45,12 @@ async def _body(request: Request) -> dict[str, Any]:
     if len(raw) > MAX_BODY:
         raise InvalidRequest(f"request body is larger than {MAX_BODY} bytes")
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
-        form = await request.form()
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("request body is not valid application/x-www-form-urlencoded") from None
         out: dict[str, Any] = {}
-        for k, v in form.multi_items():
+        for k, v in pairs:
             out.setdefault(k, []).append(v)
         return {k: v[0] if len(v) == 1 and k != "resource" else v for k, v in out.items()}
     try:
@@ -120,14 +125,15 @@ def _ttl(value: Any, name: str) -> float | None:
 async def create_key(request: Request) -> Response:
     identity, principal = await _admin(request)
     body = await _body(request)
-    scopes = body.get("scopes", "*")
+    scopes = body.get("scopes", " ".join(sorted(principal.scopes)))  # default: the caller's own
     if not isinstance(scopes, str):
         raise InvalidRequest("scopes must be a space-separated string", details={"param": "scopes"})
-    principal.capabilities.narrow(scopes.split())  # a key can only mint keys narrower than itself
     label = body.get("label", "")
     if not isinstance(label, str) or len(label) > 200:
         raise InvalidRequest("label must be a string of at most 200 characters", details={"param": "label"})
-    info, plaintext = identity.keys.create_key(principal.tenant, label=label, ttl=_ttl(body.get("ttl"), "ttl"), scopes=scopes)
+    ttl = _ttl(body.get("ttl"), "ttl")
+    principal.capabilities.narrow(scopes.split())  # a key can only mint keys narrower than itself
+    info, plaintext = identity.keys.create_key(principal.tenant, label=label, ttl=ttl, scopes=scopes)
     identity.audit.record(principal, "key.create", info.id, scopes=info.scopes)
     return JSONResponse({**_key_json(info), "key": plaintext}, status_code=201)
 
@@ -146,6 +152,30 @@ async def revoke_key(request: Request) -> Response:
     identity.keys.revoke_key(request.path_params["key_id"], principal.tenant)
     identity.audit.record(principal, "key.revoke", request.path_params["key_id"])
     return Response(status_code=204)
+
+
+async def user_token(request: Request) -> Response:
+    """For applications without their own identity provider: an admin key mints a
+    short-lived token for one of its users (scopes and lifetime only narrow)."""
+    identity, principal = await _admin(request)
+    body = await _body(request)
+    user, scopes, resources = body.get("user"), body.get("scope", ""), body.get("resource")
+    if not isinstance(user, str) or not 0 < len(user) <= 255:
+        raise InvalidRequest("user must be a non-empty string", details={"param": "user"})
+    if not isinstance(scopes, str) or not scopes.strip():
+        raise InvalidRequest("scope must be a non-empty space-separated string", details={"param": "scope"})
+    if isinstance(resources, str):
+        resources = [resources]
+    if not isinstance(resources, list):
+        raise InvalidRequest("resource must be a resource URI or a list of them", details={"param": "resource"})
+    principal.capabilities.narrow(scopes.split())
+    token = identity.tokens.user_token(principal.tenant, user, scopes=scopes, resources=resources,
+                                       ttl=_ttl(body.get("ttl"), "ttl"))
+    identity.audit.record(principal, "token.user", user, scope=scopes)
+    return JSONResponse({"access_token": token, "token_type": "Bearer", "scope": scopes,
+                         "expires_in": int(identity.tokens.delegated_ttl if body.get("ttl") is None
+                                           else min(float(body["ttl"]), identity.tokens.delegated_ttl))},
+                        headers={"cache-control": "no-store"})
 
 
 async def audit_log(request: Request) -> Response:
@@ -213,6 +243,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
         Route("/v1/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
         Route("/v1/admin/audit", audit_log, methods=["GET"]),
+        Route("/v1/admin/user-tokens", user_token, methods=["POST"]),
         Route("/v1/vault/credentials", list_credentials, methods=["GET"]),
         Route("/v1/vault/credentials/{provider}", put_credential, methods=["PUT"]),
         Route("/v1/vault/credentials/{provider}", delete_credential, methods=["DELETE"]),
