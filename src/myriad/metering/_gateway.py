@@ -117,39 +117,54 @@ class MeteredGateway:
             async for chunk in self.inner.chat_stream(body, tenant=tenant, agent=agent):  # it names the problem
                 yield chunk
             return
-        raw_opts = body.get("stream_options")
-        opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
-        want_usage = bool(opts.get("include_usage"))
-        req = dict(body)
-        req["stream_options"] = {**opts, "include_usage": True}
+        req, want_usage = self._with_usage(body)
         async with self.meter.reserve(self.subject(tenant, agent), self._chat_estimate(body),
                                       operation="model.stream") as r:
-            usage: Any = None
-            deployment = ""
-            upstream_id = None
-            seen_chars = 0
+            tally = _StreamTally()
             try:
                 async for chunk in self.inner.chat_stream(req, tenant=tenant, agent=agent):
-                    raw = chunk.raw
-                    deployment = chunk.deployment or deployment
-                    upstream_id = upstream_id or raw.get("id")
-                    if raw.get("usage"):
-                        usage = raw["usage"]
-                        if not want_usage and not raw.get("choices"):
-                            continue  # the caller did not ask for the usage chunk
-                    for choice in raw.get("choices") or ():
-                        delta = choice.get("delta") or {}
-                        seen_chars += len(delta.get("content") or "") + len(json.dumps(delta.get("tool_calls") or ""))
-                    yield chunk
+                    if tally.see(chunk.raw, chunk.deployment, want_usage):
+                        yield chunk
             finally:
-                asked = str(body.get("model") or self._default("chat") or "")
-                if usage is not None:
-                    r.commit(self._actual(usage, asked, deployment), attributes={"upstream_id": upstream_id})
-                elif seen_chars:
-                    est = self._chat_estimate(body).micro()
-                    r.commit(Usage.tokens_of(self._alias_of(deployment, asked), input=est[Resources.INPUT_TOKENS] // 10**6,
-                                             output=seen_chars, deployment=deployment or None),
-                             attributes={"upstream_id": upstream_id, "estimated": True})
+                self._commit_stream(r, body, tally)
+
+    async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
+                                  agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """``gateway.chat_stream_batches`` (the HTTP relay's path), reserved and metered."""
+        if not isinstance(body, Mapping):
+            async for item in self.inner.chat_stream_batches(body, tenant=tenant, agent=agent):
+                yield item
+            return
+        req, want_usage = self._with_usage(body)
+        async with self.meter.reserve(self.subject(tenant, agent), self._chat_estimate(body),
+                                      operation="model.stream") as r:
+            tally = _StreamTally()
+            try:
+                async for deployment, batch in self.inner.chat_stream_batches(req, tenant=tenant, agent=agent):
+                    kept = [raw for raw in batch if tally.see(raw, deployment, want_usage)]
+                    if kept:
+                        yield deployment, kept
+            finally:
+                self._commit_stream(r, body, tally)
+
+    @staticmethod
+    def _with_usage(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+        """The request with the upstream's usage chunk always asked for, and whether the caller asked."""
+        raw_opts = body.get("stream_options")
+        opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
+        req = dict(body)
+        req["stream_options"] = {**opts, "include_usage": True}
+        return req, bool(opts.get("include_usage"))
+
+    def _commit_stream(self, r: Any, body: Mapping[str, Any], tally: "_StreamTally") -> None:
+        asked = str(body.get("model") or self._default("chat") or "")
+        if tally.usage is not None:
+            r.commit(self._actual(tally.usage, asked, tally.deployment), attributes={"upstream_id": tally.upstream_id})
+        elif tally.seen_chars:
+            est = self._chat_estimate(body).micro()
+            r.commit(Usage.tokens_of(self._alias_of(tally.deployment, asked), input=est[Resources.INPUT_TOKENS] // 10**6,
+                                     output=tally.seen_chars, deployment=tally.deployment or None),
+                     attributes={"upstream_id": tally.upstream_id, "estimated": True})
 
     async def embed(self, texts: list[str], *, model: str | None = None, tenant: str | None = None,
                     agent: str | None = None, dimensions: int | None = None) -> Any:
@@ -169,6 +184,31 @@ class MeteredGateway:
         client = self.inner.for_agent(ref, agent, default_model)
         client.gateway = self
         return client
+
+
+class _StreamTally:
+    """What a metered stream has seen: the usage chunk, the deployment, the text so far."""
+
+    __slots__ = ("usage", "deployment", "upstream_id", "seen_chars")
+
+    def __init__(self) -> None:
+        self.usage: Any = None
+        self.deployment = ""
+        self.upstream_id: str | None = None
+        self.seen_chars = 0
+
+    def see(self, raw: Mapping[str, Any], deployment: str | None, want_usage: bool) -> bool:
+        """Record one raw chunk; False when it is a usage chunk the caller did not ask for."""
+        self.deployment = deployment or self.deployment
+        self.upstream_id = self.upstream_id or raw.get("id")
+        if raw.get("usage"):
+            self.usage = raw["usage"]
+            if not want_usage and not raw.get("choices"):
+                return False
+        for choice in raw.get("choices") or ():
+            delta = choice.get("delta") or {}
+            self.seen_chars += len(delta.get("content") or "") + len(json.dumps(delta.get("tool_calls") or ""))
+        return True
 
 
 def _positive_int(value: Any, default: int) -> int:
