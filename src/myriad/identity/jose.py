@@ -220,6 +220,16 @@ def verify_signature(token: Unverified, jwk: Mapping[str, Any]) -> None:
 _SAME = {"EdDSA": ("Ed25519",), "Ed25519": ("EdDSA",)}
 
 
+def verify_with_key(token: Unverified, jwk: Mapping[str, Any], key: Any) -> None:
+    """``verify_signature`` with the public key already loaded from ``jwk`` (hot path)."""
+    alg = token.header["alg"]
+    algorithm = ALGORITHMS[alg]
+    if jwk.get("kty") != algorithm.kty or jwk.get("alg", alg) not in (alg, *_SAME.get(alg, ())):
+        raise AuthenticationError("token signature does not verify")
+    if not algorithm.verify(key, token.signing_input, token.signature):
+        raise AuthenticationError("token signature does not verify")
+
+
 def check_times(claims: Mapping[str, Any], *, now: float | None = None, leeway: float = 30.0) -> None:
     """``exp`` is required and must be in the future; ``nbf``/``iat`` must not be."""
     now = time.time() if now is None else now
@@ -249,5 +259,5 @@ def _json(value: Any) -> bytes:
 
 __all__ = [
     "ALGORITHMS", "Algorithm", "Unverified", "audiences", "b64url", "b64url_decode", "check_times", "encode",
-    "jwk_thumbprint", "load_public_jwk", "parse", "public_jwk", "verify_signature",
+    "jwk_thumbprint", "load_public_jwk", "parse", "public_jwk", "verify_signature", "verify_with_key",
 ]

@@ -21,7 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from myriad.identity._box import SecretBox
-from myriad.identity.jose import jwk_thumbprint, public_jwk
+from myriad.identity.jose import jwk_thumbprint, load_public_jwk, public_jwk
+
+CACHE_TTL = 60.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS signing_keys (
@@ -54,6 +56,7 @@ class KeyRing:
         self.rotation, self.max_ttl, self._clock = rotation, max_ttl, clock
         self._lock = threading.Lock()
         self._cache: dict[str, SigningKey] = {}
+        self._public_cache: dict[str, tuple[dict[str, Any], Any, float, float]] = {}
         db.executescript(_SCHEMA)
 
     def current(self) -> SigningKey:
@@ -75,6 +78,7 @@ class KeyRing:
                 "UPDATE signing_keys SET sign_until=?, publish_until=? WHERE purpose=? AND sign_until>?",
                 (now, now + self.max_ttl, self.purpose, now))
             self._cache.clear()
+            self._public_cache.clear()
             return self._create(now)
 
     def published(self) -> list[dict[str, Any]]:
@@ -87,10 +91,28 @@ class KeyRing:
 
     def public(self, kid: str) -> dict[str, Any] | None:
         """The published JWK with this ``kid`` (``None`` once retired past its tokens' lives)."""
+        found = self.public_key(kid)
+        return found[0] if found else None
+
+    def public_key(self, kid: str) -> tuple[dict[str, Any], Any] | None:
+        """The published JWK with this ``kid`` and its loaded public key. Cached for at most
+        ``CACHE_TTL`` seconds (another process may retire a key early with ``rotate``)."""
+        now = self._clock()
+        hit = self._public_cache.get(kid)
+        if hit is not None and hit[2] > now and hit[3] > now:
+            return hit[0], hit[1]
         row = self._db.execute(
-            "SELECT jwk FROM signing_keys WHERE purpose=? AND kid=? AND publish_until>?",
-            (self.purpose, kid, self._clock())).fetchone()
-        return json.loads(row[0]) if row else None
+            "SELECT jwk, publish_until FROM signing_keys WHERE purpose=? AND kid=? AND publish_until>?",
+            (self.purpose, kid, now)).fetchone()
+        if row is None:
+            self._public_cache.pop(kid, None)
+            return None
+        jwk = json.loads(row[0])
+        entry = (jwk, load_public_jwk(jwk), row[1], now + CACHE_TTL)
+        if len(self._public_cache) > 1000:
+            self._public_cache.clear()
+        self._public_cache[kid] = entry
+        return entry[0], entry[1]
 
     def _create(self, now: float) -> SigningKey:
         private = ed25519.Ed25519PrivateKey.generate()

@@ -45,6 +45,7 @@ class Identity:
                  clock: Callable[[], float] = time.time, http: httpx.AsyncClient | None = None) -> None:
         self.settings, self.keys, self.data_dir = settings, keys, Path(data_dir)
         self._clock, self._http = clock, http
+        self._tenants: set[str] = set()
 
     # -- lazily built parts ------------------------------------------------------
     @cached_property
@@ -102,8 +103,10 @@ class Identity:
             principal, claims = await self.users.verify(token)
         else:
             raise AuthenticationError("token issuer is not trusted")
-        if not self.keys.tenant_exists(principal.tenant):
-            raise AuthenticationError("token names a tenant that does not exist")
+        if principal.tenant not in self._tenants:
+            if not self.keys.tenant_exists(principal.tenant):
+                raise AuthenticationError("token names a tenant that does not exist")
+            self._tenants.add(principal.tenant)  # tenants are never deleted
         return principal, claims
 
     # -- agents ----------------------------------------------------------------------

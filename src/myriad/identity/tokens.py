@@ -87,10 +87,10 @@ class TokenService:
         claims = token.claims
         if claims.get("iss") != self.issuer:
             raise AuthenticationError("token issuer is not trusted")
-        jwk = self.ring.public(token.kid or "")
-        if jwk is None:
+        found = self.ring.public_key(token.kid or "")
+        if found is None:
             raise AuthenticationError("token is signed with an unknown or retired key")
-        jose.verify_signature(token, jwk)
+        jose.verify_with_key(token, *found)
         jose.check_times(claims, now=self._clock(), leeway=5.0)
         if claims.get("typ") != typ:
             raise AuthenticationError(f"a {claims.get('typ')!s:.20} token cannot be used here")
