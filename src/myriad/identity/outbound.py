@@ -26,6 +26,7 @@ import httpx
 
 from myriad.errors import InvalidRequest, MyriadError, PermissionDenied
 from myriad.identity.audit import AuditLog
+from myriad.identity.capabilities import sandbox_scopes
 from myriad.identity.httpsig import RequestSigner
 from myriad.identity.principal import Principal
 from myriad.identity.vault import CredentialVault
@@ -101,6 +102,21 @@ class OutboundAuthorizer:
         self._bound[(str(owner), sandbox_id)] = principal
         while len(self._bound) > MAX_BINDINGS:  # closed sandboxes that were never unbound
             self._bound.pop(next(iter(self._bound)))
+
+    def admit_sandbox(self, principal: Principal, box: Any) -> None:
+        """Check that ``principal`` may have ``box`` (``sandbox:<tier>``, ``egress:<host>`` for
+        every host its network policy allows), then bind its egress to the principal.
+        Call right after opening (the sandbox API and ``AgentIdentity.sandbox`` do); on
+        ``PermissionDenied`` the caller closes the box."""
+        network = getattr(box, "network", None)
+        allow = list(getattr(network, "allow", None) or []) + list(getattr(network, "allow_private", None) or [])
+        try:
+            principal.require(*sandbox_scopes(box.tier, allow))
+        except PermissionDenied as e:
+            self.audit.record(principal, "sandbox.open", f"{box.tier}:{box.id}", "denied", reason=e.message)
+            raise
+        self.bind_sandbox(box.owner, box.id, principal)
+        self.audit.record(principal, "sandbox.open", f"{box.tier}:{box.id}", network=allow)
 
     def unbind_sandbox(self, owner: Any, sandbox_id: str) -> None:
         self._bound.pop((str(owner), sandbox_id), None)

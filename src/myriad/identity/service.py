@@ -20,7 +20,6 @@ from myriad.errors import AuthenticationError, InvalidRequest
 from myriad.identity import jose
 from myriad.identity._box import SecretBox, secret_key
 from myriad.identity.audit import AuditLog
-from myriad.identity.capabilities import sandbox_scopes
 from myriad.identity.httpsig import RequestSigner
 from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
@@ -220,14 +219,10 @@ class AgentIdentity:
         principal = await self._own(delegated_token)
         box = await open_sandbox(**options)
         try:
-            network = getattr(box, "network", None)
-            allow = list(getattr(network, "allow", []) or []) + list(getattr(network, "allow_private", []) or [])
-            principal.require(*sandbox_scopes(box.tier, allow))
+            self.identity.outbound.admit_sandbox(principal, box)
         except Exception:
             await box.close()
             raise
-        self.identity.outbound.bind_sandbox(box.owner, box.id, principal)
-        self.identity.audit.record(principal, "sandbox.open", f"{box.tier}:{box.id}", network=allow)
         return box
 
     async def _own(self, delegated_token: str) -> Principal:

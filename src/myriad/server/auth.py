@@ -10,11 +10,12 @@ from starlette.requests import HTTPConnection
 
 from myriad.identity import Principal
 
-# Longest prefix first; paths not listed (health, well-known, token endpoint) have no door.
+# (path prefix, door, scope family); paths not listed (health, well-known, token endpoint) have no door.
 _DOORS = (
-    ("/v1/chat/", "models"), ("/v1/embeddings", "models"), ("/v1/models", "models"),
-    ("/v1/agents", "agents"), ("/agents/", "agents"), ("/v1/usage", "usage"), ("/v1/admin", "admin"),
-    ("/v1/sandboxes", "sandboxes"), ("/v1/vault", "vault"),
+    ("/v1/chat/", "models", "models"), ("/v1/embeddings", "models", "models"), ("/v1/models", "models", "models"),
+    ("/v1/agents", "agents", "agents"), ("/agents/", "agents", "agents"), ("/v1/usage", "usage", "usage"),
+    ("/v1/admin", "admin", "admin"), ("/v1/sandboxes", "sandboxes", "sandbox"), ("/v1/snapshots", "sandboxes", "sandbox"),
+    ("/v1/vault", "vault", "vault"),
 )
 
 
@@ -29,11 +30,11 @@ def presented_key(conn: HTTPConnection) -> str | None:
     return conn.query_params.get("token")
 
 
-def door_of(path: str) -> str | None:
-    """The door (resource) a request path belongs to."""
-    for prefix, door in _DOORS:
+def door_of(path: str) -> tuple[str, str] | None:
+    """The door (resource) a request path belongs to and the scope family it needs."""
+    for prefix, door, family in _DOORS:
         if path.startswith(prefix):
-            return door
+            return door, family
     return None
 
 
@@ -50,12 +51,13 @@ async def require_principal(conn: HTTPConnection) -> Principal:
         principal = services.keys.verify(presented)
     else:
         principal = await identity.authenticate(presented)
-    door = door_of(conn.url.path)
-    if door is not None:
+    found = door_of(conn.url.path)
+    if found is not None:
+        door, family = found
         try:
             principal.admit(door)
-            if not principal.capabilities.has_family(door):
-                principal.require(door)
+            if not principal.capabilities.has_family(family):
+                principal.require(family)
         except Exception as e:
             if identity is not None:
                 identity.audit.record(principal, "door." + door, conn.url.path, "denied", reason=str(e))
