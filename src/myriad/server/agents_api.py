@@ -15,7 +15,7 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from myriad.agents import AgentHost, AgentRef, Connection, validate_name
-from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PermissionDenied
+from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PayloadTooLarge, PermissionDenied
 from myriad.server.auth import require_principal
 
 CLOSE_AUTH = 4001
@@ -163,8 +163,14 @@ async def agent_state(request: Request) -> JSONResponse:
 
 async def agent_rpc(request: Request) -> JSONResponse:
     ref = await _ref(request)
+    limit = request.app.state.services.settings.agents.max_frame_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
