@@ -148,7 +148,7 @@ async def world(tmp_path: Path):
     idp, api = IdP(), OutsideAPI()
     settings = Settings(data_dir=tmp_path / "data")
     settings.identity.user_issuer, settings.identity.user_jwks_url = idp.issuer, idp.jwks_url
-    settings.identity.user_scopes = "agents egress vault sandbox"
+    settings.identity.user_scopes = "agents egress vault sandbox tools"
     services = build_services(settings, [Courier])
     sandboxes = Sandboxes(make_settings(tmp_path))
     sandboxes.egress.add_hook(services.identity.outbound.proxy_hook)
@@ -200,15 +200,21 @@ async def test_from_the_agents_tool_layer(world):
 
 
 async def test_from_an_isolate_through_a_host_tool(world):
-    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 vault:github sandbox:isolate")
+    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 vault:github sandbox:isolate tools:list_repos")
     assert out["tier"] == "isolate"
     assert out["value"] == {"status": 200, "body": {"repos": ["myriad"], "path": "/user/repos"}}, out
     assert world["api"].seen[-1]["signature_ok"] and world["api"].seen[-1]["auth_ok"]
     _no_secret(out)
     # Without vault:github in the delegated scope the credential is not lent: the tool is refused.
-    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 sandbox:isolate")
+    out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 sandbox:isolate tools")
     assert out["value"] is None and "vault:github" in (out["error"] or ""), out
     _no_secret(out)
+    # Without tools:list_repos the tool cannot be bound into the isolate.
+    user_token = world["idp"].token("alice")
+    r = await world["client"].post("/v1/agents/courier/alice/rpc", headers={"Authorization": f"Bearer {user_token}"},
+                                   json={"method": "from_isolate", "args": [user_token, world["api"].url,
+                                                                             "egress:127.0.0.1 vault:github sandbox:isolate tools:other"]})
+    assert r.status_code == 403 and "tools:list_repos" in r.text
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None, reason="container egress needs root and bwrap")

@@ -213,10 +213,13 @@ class AgentIdentity:
 
     async def sandbox(self, delegated_token: str, open_sandbox: Callable[..., Awaitable[Any]], **options: Any) -> Any:
         """Open a sandbox acting under ``delegated_token``: ``open_sandbox`` is the agent's
-        ``self.sandbox``. The token must hold ``sandbox:<tier>`` for the tier chosen and
+        ``self.sandbox``. The token must hold ``tools:<name>`` for every bound tool,
+        ``sandbox:<tier>`` for the tier chosen and
         ``egress:<host>`` for each host the network policy allows; the sandbox's egress is
         then credentialed and signed for the token's user (container tier, via the proxy)."""
         principal = await self._own(delegated_token)
+        for t in options.get("tools") or ():
+            principal.require(f"tools:{getattr(t, 'name', None) or getattr(t, '__name__', '?')}")
         box = await open_sandbox(**options)
         try:
             self.identity.outbound.admit_sandbox(principal, box)
