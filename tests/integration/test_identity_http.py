@@ -95,3 +95,32 @@ def test_well_known(server):
     assert r.headers["content-type"].startswith("application/http-message-signatures-directory+json")
     assert 'tag="http-message-signatures-directory"' in r.headers["signature-input"]
     assert all("d" not in k for k in r.json()["keys"])
+
+
+def test_vault_api(server):
+    u, h = server.url, server.headers()
+    secret = "xoxb-" + "slackSecretValue" * 2
+    r = httpx.put(u + "/v1/vault/credentials/slack", headers=h,
+                  json={"user": "bob", "secret": secret, "domains": ["slack.com", "*.slack.com"], "header": "Authorization"})
+    assert r.status_code == 201 and secret not in r.text and r.json()["fingerprint"].startswith("sha256:")
+    for bad in ({"user": "bob", "domains": ["slack.com"]}, {"user": "bob", "secret": secret},
+                {"secret": secret, "domains": ["slack.com"]}, {"user": "bob", "secret": secret, "domains": ["*"]}):
+        r = httpx.put(u + "/v1/vault/credentials/slack", headers=h, json=bad)
+        assert r.status_code == 400 and secret not in r.text, (bad, r.text)
+    r = httpx.put(u + "/v1/vault/credentials/slack", headers=h, content=b"{nope")
+    assert r.status_code == 400
+    tok = httpx.post(u + "/v1/admin/user-tokens", headers=h,
+                     json={"user": "bob", "scope": "vault:slack", "resource": "urn:myriad:vault"}).json()["access_token"]
+    th = {"Authorization": f"Bearer {tok}"}
+    listed = httpx.get(u + "/v1/vault/credentials", headers=th).json()["credentials"]
+    assert [(c["user"], c["provider"]) for c in listed] == [("bob", "slack")] and secret not in str(listed)
+    r = httpx.put(u + "/v1/vault/credentials/slack", headers=th, json={"user": "carol", "secret": "x" * 10, "domains": ["slack.com"]})
+    assert r.status_code == 403
+    r = httpx.put(u + "/v1/vault/credentials/github", headers=th, json={"secret": "x" * 10, "domains": ["github.com"]})
+    assert r.status_code == 403 and "vault:github" in r.text
+    assert httpx.delete(u + "/v1/vault/credentials/slack", headers=th).status_code == 204
+    assert httpx.delete(u + "/v1/vault/credentials/slack", headers=th).status_code == 404
+    r = httpx.post(u + "/v1/admin/keys/000000000000/rotate", headers=h, json={})
+    assert r.status_code == 404
+    r = httpx.post(u + "/v1/admin/keys/000000000000/rotate", headers=h, json={"grace": "soon"})
+    assert r.status_code == 400
