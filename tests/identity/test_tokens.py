@@ -102,3 +102,26 @@ async def test_delegated_lifetime_is_bounded_by_subject_and_actor(identity, cloc
     clock.now += 30
     with pytest.raises(AuthenticationError, match="expired"):
         await identity.authenticate(d)
+
+
+async def test_revocation_cascades_to_tokens_exchanged_from_it(identity):
+    alice = user_token(identity)
+    agent = identity.for_agent("acme", "assistant/alice")
+    helper = identity.for_agent("acme", "assistant/alice/sub/helper/h1")
+    d1 = await agent.act_for(alice, resources=EGRESS)
+    d2 = await helper.act_for(d1, resources=EGRESS)
+    sibling = await agent.act_for(alice, resources=EGRESS)
+    identity.revoke(d1)
+    for token in (d1, d2):
+        with pytest.raises(AuthenticationError, match="revoked"):
+            await identity.authenticate(token)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await helper.act_for(d1, resources=EGRESS)  # no new tokens from a revoked one
+    assert (await identity.authenticate(sibling)).user == "alice"
+    identity.revoke(alice)  # the root: every descendant goes
+    with pytest.raises(AuthenticationError, match="revoked"):
+        await identity.authenticate(sibling)
+    # Foreign, malformed or forged tokens are quietly ignored (RFC 7009), and revoke nothing.
+    for junk in ("", "a.b.c", "not a token", alice[:-4] + "AAAA"):
+        identity.revoke(junk)
+    assert [e.action for e in identity.audit.entries("acme", action="token.revoke")] == ["token.revoke"] * 2

@@ -78,6 +78,12 @@ def test_token_exchange_over_http(server):
         assert user not in r.text
     r = httpx.post(u + "/v1/oauth/token", json={**form, "resource": ["urn:myriad:agents"]})
     assert r.status_code == 200
+    # RFC 7009: revoke the delegated token; it stops working at once, and junk is a quiet 200.
+    assert httpx.post(u + "/v1/oauth/revoke", data={"token": body["access_token"]}).status_code == 200
+    r = httpx.post(u + "/v1/agents/counter/alice/rpc", headers=dh, json={"method": "add", "args": [1, 2]})
+    assert r.status_code == 401 and "revoked" in r.text
+    assert httpx.post(u + "/v1/oauth/revoke", data={"token": "junk"}).status_code == 200
+    assert httpx.post(u + "/v1/oauth/revoke", data={}).status_code == 400
     for raw, ctype in [(b"a=%ZZ&&=", "application/x-www-form-urlencoded"), (b"\xff", "application/x-www-form-urlencoded"),
                        (b"[1]", "application/json"), (b"{", "application/json")]:
         r = httpx.post(u + "/v1/oauth/token", content=raw, headers={"content-type": ctype})

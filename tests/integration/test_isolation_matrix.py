@@ -113,7 +113,10 @@ def _tokens(world: Any) -> dict[str, tuple[str, int, str]]:
     now = int(time.time())
     expired = t._mint({"sub": "victim", "tenant": "default", "typ": "delegated", "scope": "*", "aud": all_doors,
                        "iat": now - 900, "exp": now - 600}, 0)
+    revoked = t.user_token("default", "victim", scopes="*", resources=all_doors)
+    ident.revoke(revoked)
     return {
+        "revoked_token": (revoked, 401, "revoked"),
         "tampered": (f"{head}.{tampered_body}.{sig}", 401, "signature"),
         "self_signed": (self_signed, 401, "signature"),
         "expired_token": (expired, 401, "expired"),

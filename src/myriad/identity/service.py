@@ -57,7 +57,7 @@ class Identity:
         ring = KeyRing(self.keys.db, self._box, purpose="jwt", rotation=s.key_rotation,
                        max_ttl=max(s.agent_token_ttl, s.delegated_token_ttl) + 60, clock=self._clock)
         return TokenService(ring, issuer=s.issuer, trust_domain=s.trust_domain, agent_ttl=s.agent_token_ttl,
-                            delegated_ttl=s.delegated_token_ttl, clock=self._clock)
+                            delegated_ttl=s.delegated_token_ttl, clock=self._clock, db=self.keys.db)
 
     @cached_property
     def vault(self) -> CredentialVault:
@@ -152,9 +152,12 @@ class Identity:
         principal_for_audit = Principal(subject.tenant, subject.key_id, subject.scopes, kind=subject.kind,
                                         user=subject.user, actors=subject.actors)
         try:
+            ours = claims.get("typ") == TYP_DELEGATED and claims.get("iss") == self.settings.issuer
+            ancestors = [*(claims.get("anc") or []), claims.get("jti")] if ours else None
             token, new = self.tokens.exchange(
-                subject, float(claims["exp"]), claims.get("act") if claims.get("typ") == TYP_DELEGATED else None,
-                actor_token, scope=one("scope"), resources=resources, may_act=claims.get("may_act"), requested_ttl=ttl)
+                subject, float(claims["exp"]), claims.get("act") if ours else None,
+                actor_token, scope=one("scope"), resources=resources, may_act=claims.get("may_act"), requested_ttl=ttl,
+                ancestors=[a for a in ancestors or [] if isinstance(a, str)])
         except Exception as e:
             self.audit.record(principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied",
                               reason=getattr(e, "message", type(e).__name__))
@@ -164,6 +167,21 @@ class Identity:
         self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed", scope=new["scope"])
         return {"access_token": token, "issued_token_type": TOKEN_TYPE_ACCESS, "token_type": "Bearer",
                 "expires_in": max(0, int(new["exp"] - self._clock())), "scope": new["scope"]}
+
+    def revoke(self, raw: str | None) -> None:
+        """RFC 7009: revoke a token Myriad minted (anything else is quietly ignored)."""
+        if not raw or raw.count(".") != 2:
+            return
+        try:
+            token = jose.parse(raw)
+        except AuthenticationError:
+            return
+        if self.tokens.revoke(token):
+            c = token.claims
+            who = Principal(str(c.get("tenant", "")), str(c.get("jti", "")), kind="token",
+                            user=c.get("sub") if isinstance(c.get("sub"), str) else None,
+                            actors=_actors(c.get("act")))
+            self.audit.record(who, "token.revoke", str(c.get("jti", "")))
 
     # -- published keys -------------------------------------------------------------
     def jwks(self) -> dict[str, Any]:

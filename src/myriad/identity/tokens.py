@@ -7,7 +7,8 @@ the ``actor_token`` of a token exchange, nowhere else.
 Delegated token (``typ: delegated``): ``sub`` is the user, ``act`` the agent acting
 for them, nested once per hop (``{"sub": sub-agent, "act": {"sub": agent}}``);
 ``scope`` only narrows, ``aud`` lists the resources (RFC 8707) it may be presented to,
-and it never outlives its subject or its actor.
+and it never outlives its subject or its actor. ``anc`` lists the ``jti`` of the
+Myriad tokens it was exchanged from, so revoking one (RFC 7009) revokes its descendants.
 
 All are EdDSA JWTs signed by the ``jwt`` key ring and verified against it.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import sqlite3
 import time
 from typing import Any, Callable
 from urllib.parse import quote
@@ -31,6 +33,7 @@ TOKEN_TYPE_JWT = "urn:ietf:params:oauth:token-type:jwt"
 TOKEN_TYPE_ACCESS = "urn:ietf:params:oauth:token-type:access_token"
 TYP_AGENT, TYP_DELEGATED = "agent", "delegated"
 MAX_CHAIN = 8
+_REVOKED_SCHEMA = "CREATE TABLE IF NOT EXISTS revoked_tokens (jti TEXT PRIMARY KEY, exp REAL NOT NULL);"
 _SPIFFE_RE = re.compile(r"^spiffe://([^/]+)/tenant/([^/]+)/agent/(.+)$")
 
 
@@ -56,9 +59,45 @@ class TokenService:
     """Mints and verifies Myriad's own tokens."""
 
     def __init__(self, ring: KeyRing, *, issuer: str, trust_domain: str, agent_ttl: float = 300.0,
-                 delegated_ttl: float = 300.0, clock: Callable[[], float] = time.time) -> None:
+                 delegated_ttl: float = 300.0, clock: Callable[[], float] = time.time,
+                 db: sqlite3.Connection | None = None) -> None:
         self.ring, self.issuer, self.trust_domain = ring, issuer, trust_domain
         self.agent_ttl, self.delegated_ttl, self._clock = agent_ttl, delegated_ttl, clock
+        self._db = db
+        if db is not None:
+            db.executescript(_REVOKED_SCHEMA)
+
+    # -- revocation (RFC 7009) ---------------------------------------------------
+    def revoke(self, token: jose.Unverified) -> bool:
+        """Revoke a token Myriad minted (and with it every token exchanged from it).
+        Returns whether it was one of ours; an expired token needs no revocation."""
+        if self._db is None or token.claims.get("iss") != self.issuer:
+            return False
+        found = self.ring.public_key(token.kid or "")
+        if found is None:
+            return False
+        try:
+            jose.verify_with_key(token, *found)
+        except AuthenticationError:
+            return False
+        jti, exp = token.claims.get("jti"), token.claims.get("exp")
+        if not isinstance(jti, str) or not isinstance(exp, (int, float)):
+            return False
+        now = self._clock()
+        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (jti, float(exp)))
+        self._db.execute("DELETE FROM revoked_tokens WHERE exp < ?", (now - 3600,))
+        return True
+
+    def _check_revoked(self, claims: dict[str, Any]) -> None:
+        if self._db is None:
+            return
+        ids = [claims.get("jti"), *(claims.get("anc") or [])]
+        ids = [i for i in ids if isinstance(i, str)][:MAX_CHAIN + 1]
+        if not ids:
+            return
+        marks = ",".join("?" * len(ids))
+        if self._db.execute(f"SELECT 1 FROM revoked_tokens WHERE jti IN ({marks}) LIMIT 1", ids).fetchone():
+            raise AuthenticationError("token has been revoked")
 
     # -- minting ---------------------------------------------------------------
     def _mint(self, claims: dict[str, Any], ttl: float) -> str:
@@ -101,6 +140,7 @@ class TokenService:
     def principal(self, token: jose.Unverified) -> Principal:
         """The principal a delegated token stands for (agent workload tokens are not admitted at doors)."""
         claims = self.verify(token, typ=TYP_DELEGATED)
+        self._check_revoked(claims)
         return Principal(tenant=claims["tenant"], key_id=str(claims.get("jti", ""))[:64],
                          scopes=parse_scopes(claims.get("scope") or ""), kind="token", user=claims["sub"],
                          actors=act_chain(claims.get("act")), audience=tuple(jose.audiences(claims)))
@@ -116,7 +156,7 @@ class TokenService:
     # -- exchange --------------------------------------------------------------
     def exchange(self, subject: Principal, subject_exp: float, subject_act: Any, actor_token: jose.Unverified,
                  *, scope: str | None, resources: list[str], may_act: Any = None,
-                 requested_ttl: float | None = None) -> tuple[str, dict[str, Any]]:
+                 requested_ttl: float | None = None, ancestors: list[str] | None = None) -> tuple[str, dict[str, Any]]:
         """A delegated token: ``sub`` = the subject's user, ``act`` = the actor (nesting
         the subject's own ``act``). Returns the token and its claims."""
         actor = self.agent_identity(actor_token)
@@ -143,6 +183,8 @@ class TokenService:
             act["act"] = subject_act
         claims = {"sub": subject.user, "tenant": subject.tenant, "typ": TYP_DELEGATED, "scope": str(granted),
                   "aud": aud, "act": act, "exp": exp}
+        if ancestors:
+            claims["anc"] = ancestors[-MAX_CHAIN:]  # revoking any of them revokes this token too
         token = self._mint(dict(claims), 0)
         return token, claims
 

@@ -1,6 +1,7 @@
 """The identity doors.
 
     POST   /v1/oauth/token                         RFC 8693 token exchange (form or JSON)
+    POST   /v1/oauth/revoke                        RFC 7009 revocation of a Myriad token (and its descendants)
     GET    /.well-known/jwks.json                  keys of the tokens Myriad mints
     GET    /.well-known/oauth-authorization-server metadata (RFC 8414)
     GET    /.well-known/http-message-signatures-directory   Web Bot Auth key directory (signed)
@@ -79,6 +80,20 @@ async def token(request: Request) -> Response:
     return JSONResponse(result, headers={"cache-control": "no-store", "pragma": "no-cache"})
 
 
+async def revoke(request: Request) -> Response:
+    """RFC 7009: 200 whether or not the token was valid (so it cannot be used as an oracle)."""
+    try:
+        body = await _body(request)
+    except MyriadError as e:
+        return JSONResponse({"error": "invalid_request", "error_description": e.message}, status_code=400)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        return JSONResponse({"error": "invalid_request", "error_description": "parameter 'token' is required"},
+                            status_code=400)
+    _identity(request).revoke(token)
+    return Response(status_code=200, headers={"cache-control": "no-store"})
+
+
 async def jwks(request: Request) -> Response:
     return JSONResponse(_identity(request).jwks(), headers={"cache-control": "max-age=60"})
 
@@ -87,6 +102,7 @@ async def metadata(request: Request) -> Response:
     issuer = _identity(request).settings.issuer
     return JSONResponse({"issuer": issuer, "token_endpoint": issuer + "/v1/oauth/token",
                          "jwks_uri": issuer + "/.well-known/jwks.json",
+                         "revocation_endpoint": issuer + "/v1/oauth/revoke",
                          "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
                          "token_endpoint_auth_methods_supported": ["none"]})
 
@@ -235,6 +251,7 @@ async def delete_credential(request: Request) -> Response:
 def routes() -> list[BaseRoute]:
     return [
         Route("/v1/oauth/token", token, methods=["POST"]),
+        Route("/v1/oauth/revoke", revoke, methods=["POST"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
         Route(DIRECTORY_PATH, signatures_directory, methods=["GET"]),
