@@ -130,3 +130,16 @@ def test_vault_api(server):
     assert r.status_code == 404
     r = httpx.post(u + "/v1/admin/keys/000000000000/rotate", headers=h, json={"grace": "soon"})
     assert r.status_code == 400
+
+
+def test_class_scoped_key_sees_and_drives_only_its_classes(server):
+    u, h = server.url, server.headers()
+    key = httpx.post(u + "/v1/admin/keys", headers=h, json={"scopes": "agents:counter"}).json()["key"]
+    kh = {"Authorization": f"Bearer {key}"}
+    assert [c["agent"] for c in httpx.get(u + "/v1/agents", headers=kh).json()["classes"]] == ["counter"]
+    assert len(httpx.get(u + "/v1/agents", headers=h).json()["classes"]) > 1
+    assert httpx.post(u + "/v1/agents/counter/k/rpc", headers=kh, json={"method": "add", "args": [1, 1]}).status_code == 200
+    r = httpx.get(u + "/v1/agents/reminders/k", headers=kh)
+    assert r.status_code == 403 and r.json()["error"]["missing_scope"] == "agents:reminders"
+    r = httpx.get(u + "/v1/usage", headers=kh)
+    assert r.status_code == 403 and r.json()["error"]["missing_scope"] == "usage"

@@ -137,6 +137,8 @@ async def list_agents(request: Request) -> JSONResponse:
     stored = await host.storage.count_agents(principal.tenant)
     classes = []
     for name, cls in sorted(host.classes.items()):
+        if not principal.capabilities.covers(f"agents:{name}"):
+            continue  # a key scoped to some classes sees only those
         methods = [
             {"name": m, "streaming": spec.streaming, "description": spec.description}
             for m in dir(cls)
