@@ -196,7 +196,7 @@ def parse(token: str) -> Unverified:
         raise AuthenticationError("malformed token: bad base64url or JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise AuthenticationError("malformed token: header and claims must be JSON objects")
-    if header.get("alg") not in ALGORITHMS:
+    if not isinstance(header.get("alg"), str) or header["alg"] not in ALGORITHMS:
         raise AuthenticationError(f"token algorithm {str(header.get('alg'))[:20]!r} is not accepted")
     if "crit" in header:
         raise AuthenticationError("token has critical header parameters this server does not understand")

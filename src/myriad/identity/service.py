@@ -140,12 +140,16 @@ class Identity:
                 raise InvalidRequest(f"{name} must be {TOKEN_TYPE_JWT} or {TOKEN_TYPE_ACCESS}", details={"param": name})
         subject_raw, actor_raw = one("subject_token", True), one("actor_token", True)
         raw_resources = form.get("resource") or form.get("audience") or []
-        resources = [raw_resources] if isinstance(raw_resources, str) else list(raw_resources)
+        resources = [raw_resources] if isinstance(raw_resources, str) else raw_resources
+        if not isinstance(resources, list) or not all(isinstance(r, str) for r in resources):
+            raise InvalidRequest("resource must be a URI or a list of URIs", details={"param": "resource"})
         ttl_raw = one("requested_lifetime")
         try:
             ttl = float(ttl_raw) if ttl_raw else None
+            if ttl is not None and not 0 < ttl < 1e9:
+                raise ValueError(ttl_raw)
         except ValueError:
-            raise InvalidRequest("requested_lifetime must be seconds", details={"param": "requested_lifetime"}) from None
+            raise InvalidRequest("requested_lifetime must be a positive number of seconds", details={"param": "requested_lifetime"}) from None
         subject_token = jose.parse(subject_raw or "")
         subject, claims = await self._verify_token(subject_token)
         actor_token = jose.parse(actor_raw or "")
