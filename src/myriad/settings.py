@@ -134,6 +134,9 @@ class IdentitySettings:
     """Scopes of a user arriving with a JWT that carries no ``scope`` claim."""
     signature_agent: str = ""
     """``Signature-Agent`` value of outbound signed requests; empty means ``issuer``."""
+    signature_agent_legacy: bool = False
+    """Send the older bare-string ``Signature-Agent`` form instead of the working-group
+    draft's dictionary form (``sig1="..."``), for verifiers that still expect it."""
 
 
 @dataclass

@@ -19,30 +19,45 @@ class Req:
     headers: dict
 
 
-def independent_verify(identity, method, url, headers):
+def independent_verify(identity, method, url, headers, agent_component='"signature-agent";key="sig1"'):
     directory, _ = identity.signer.directory("myriad.test")
     keys = {k["kid"]: load_public_jwk(k) for k in directory["keys"]}
     verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519,
                                    key_resolver=MappingKeyResolver(public_keys=keys, private_keys={}))
     return verifier.verify(Req(method, url, headers), expect_tag="web-bot-auth",
-                           require_components=("@authority", "signature-agent"))
+                           require_components=("@authority", agent_component))
 
 
 def test_signed_request_verifies_independently_and_tampering_fails(identity):
     url = "https://api.example.com:8443/v1/repos?x=1"
     headers = identity.signer.sign("POST", url, {"content-type": "application/json"})
-    assert headers["signature-agent"] == '"http://127.0.0.1:8787"'
+    assert headers["signature-agent"] == 'sig1="http://127.0.0.1:8787"'
+    assert '"signature-agent";key="sig1"' in headers["signature-input"]
     assert 'tag="web-bot-auth"' in headers["signature-input"] and 'alg="ed25519"' in headers["signature-input"]
     [result] = independent_verify(identity, "POST", url, headers)
     assert result.parameters["tag"] == "web-bot-auth"
     assert result.parameters["keyid"] == identity.signer.ring.current().kid
+    # Only the sig1 member is covered: another member may be added by someone else (RFC 9421 2.1.2).
+    both = {**headers, "signature-agent": 'sig0="https://other.example", sig1="http://127.0.0.1:8787"'}
+    assert independent_verify(identity, "POST", url, both)
+    keys = {k["kid"]: k for k in identity.signer.ring.published()}
+    verify_request("POST", url, both, keys)
     for method, u, h in [
         ("GET", url, headers),  # method changed
         ("POST", "https://evil.example.com:8443/v1/repos", headers),  # authority changed
-        ("POST", url, {**headers, "signature-agent": '"https://evil.example"'}),
+        ("POST", url, {**headers, "signature-agent": 'sig1="https://evil.example"'}),
     ]:
         with pytest.raises(InvalidSignature):
             independent_verify(identity, method, u, h)
+
+
+def test_legacy_bare_string_agent_also_verifies_independently(identity):
+    identity.signer.legacy_agent = True
+    url = "https://api.example.com/x"
+    headers = identity.signer.sign("GET", url, {})
+    assert headers["signature-agent"] == '"http://127.0.0.1:8787"'
+    [result] = independent_verify(identity, "GET", url, headers, agent_component="signature-agent")
+    assert result.parameters["tag"] == "web-bot-auth"
 
 
 def test_our_verifier_refuses_replays_expiry_and_unknown_keys(identity, clock):

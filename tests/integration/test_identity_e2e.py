@@ -65,7 +65,7 @@ class OutsideAPI:
                     verifier = HTTPMessageVerifier(signature_algorithm=algorithms.ED25519,
                                                    key_resolver=MappingKeyResolver(public_keys=api.keys, private_keys={}))
                     [result] = verifier.verify(_Req("GET", url, headers), expect_tag="web-bot-auth",
-                                               require_components=("@authority", "signature-agent"))
+                                               require_components=("@authority", '"signature-agent";key="sig1"'))
                     verdict["signature_ok"], verdict["keyid"] = True, result.parameters["keyid"]
                 except Exception as e:  # noqa: BLE001 - the verdict names it
                     verdict["signature_ok"], verdict["signature_error"] = False, str(e)
@@ -193,7 +193,7 @@ async def test_from_the_agents_tool_layer(world):
     assert out["status"] == 200 and out["body"]["repos"] == ["myriad"], (out, world["api"].seen)
     assert out["act"]["sub"] == "spiffe://myriad.local/tenant/acme/agent/courier/alice"
     seen = world["api"].seen[-1]
-    assert seen["auth_ok"] and seen["signature_ok"] and seen["signature_agent"] == '"http://127.0.0.1:8787"'
+    assert seen["auth_ok"] and seen["signature_ok"] and seen["signature_agent"] == 'sig1="http://127.0.0.1:8787"'
     audit = world["services"].identity.audit.entries("acme", action="egress")
     assert audit[0].chain == ["user:alice", out["act"]["sub"]] and audit[0].detail["credentials"] == ["github"]
     _no_secret([e.to_json() for e in world["services"].identity.audit.entries("acme", limit=1000)])

@@ -71,7 +71,8 @@ class Identity:
     def signer(self) -> RequestSigner:
         ring = KeyRing(self.keys.db, self._box, purpose="httpsig", rotation=self.settings.key_rotation,
                        max_ttl=3600, clock=self._clock)
-        return RequestSigner(ring, self.settings.signature_agent or self.settings.issuer, clock=self._clock)
+        return RequestSigner(ring, self.settings.signature_agent or self.settings.issuer, clock=self._clock,
+                             legacy_agent=self.settings.signature_agent_legacy)
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:
