@@ -12,7 +12,7 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
-from myriad.identity import KeyStore
+from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
 from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
@@ -32,6 +32,7 @@ class Services:
     models: Any = None
     meter: Any = None
     telemetry: Any = None
+    identity: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -78,6 +79,8 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
                      instrumentation=telemetry.instrument_host())
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
+    services.identity = Identity(settings.identity, keys, settings.data_dir)
+    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
         services._closers.append(meter.close)
