@@ -69,7 +69,10 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
         if prices:
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
+    identity = Identity(settings.identity, keys, settings.data_dir)
     sandboxes: Any = Sandboxes(settings.sandbox, data_dir=settings.data_dir)  # nothing starts until a sandbox opens
+    # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
+    sandboxes.egress.add_hook(identity.outbound.proxy_hook)
     if meter is not None:
         from myriad.metering import MeteredSandboxes, egress_hook
 
@@ -79,7 +82,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
                      instrumentation=telemetry.instrument_host())
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
-    services.identity = Identity(settings.identity, keys, settings.data_dir)
+    services.identity = identity
     host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
