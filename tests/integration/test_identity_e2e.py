@@ -115,7 +115,11 @@ class Courier(Agent):
         @tool
         async def list_repos(path: str) -> dict:
             """Call the outside API (the credential stays on the host)."""
-            r = await client.get(base + path)
+            # The tool acts one hop further down the chain, with only what it needs.
+            tool_id = me.tool("list_repos")
+            narrowed = await tool_id.act_for(delegated, scope="egress:127.0.0.1 vault:github", resources=["urn:myriad:egress"])
+            async with await tool_id.http(narrowed) as tool_client:
+                r = await tool_client.get(base + path)
             return {"status": r.status_code, "body": r.json()}
 
         box = await me.sandbox(delegated, self.sandbox, tools=[list_repos])
@@ -205,6 +209,9 @@ async def test_from_an_isolate_through_a_host_tool(world):
     assert out["value"] == {"status": 200, "body": {"repos": ["myriad"], "path": "/user/repos"}}, out
     assert world["api"].seen[-1]["signature_ok"] and world["api"].seen[-1]["auth_ok"]
     _no_secret(out)
+    agent = "spiffe://myriad.local/tenant/acme/agent/courier/alice"
+    egress = world["services"].identity.audit.entries("acme", action="egress")[0]
+    assert egress.chain == ["user:alice", agent, agent + "/tool/list_repos"]
     # Without vault:github in the delegated scope the credential is not lent: the tool is refused.
     out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 sandbox:isolate tools")
     assert out["value"] is None and "vault:github" in (out["error"] or ""), out
