@@ -256,8 +256,7 @@ def test_through_the_sandbox_api_of_a_real_server(tmp_path):
     from tests.integration.live import LiveServer
 
     api = OutsideAPI()
-    # Metering off: on main its sandbox wrapper hides the container type from the exec route.
-    server = LiveServer(tmp_path / "data", env={"MYRIAD_METERING__ENABLED": "false"}).start()
+    server = LiveServer(tmp_path / "data").start()
     try:
         u, h = server.url, server.headers()
         assert httpx.put(u + "/v1/vault/credentials/github", headers=h,
