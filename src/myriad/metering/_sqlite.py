@@ -567,20 +567,28 @@ class SQLiteLedger:
 
     def settle(self, reservation_id: str, events: Sequence[UsageEvent]) -> AppendResult:
         with self._write() as db:
+            return self._settle(db, reservation_id, events, self._now_us())
+
+    def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """Settle many reservations in one transaction (empty events = release)."""
+        with self._write() as db:
             now = self._now_us()
-            # an open reservation is a row; settled, released and expired ones are gone
-            row = db.execute(
-                "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-            periods = dict(json.loads(row[1])) if row is not None else None
-            appended, dups, cost, tokens = self._append(db, events, now, periods)
-            overrun = 0
-            if row is not None:
-                self._unhold(db, row, tokens)
-                overrun = max(0, cost - row[0])
-                db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            elif appended:
-                log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
+            return [self._settle(db, rid, events, now) for rid, events in items]
+
+    def _settle(self, db: sqlite3.Connection, reservation_id: str, events: Sequence[UsageEvent], now: int) -> AppendResult:
+        # an open reservation is a row; settled, released and expired ones are gone
+        row = db.execute(
+            "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+        ).fetchone()
+        periods = dict(json.loads(row[1])) if row is not None else None
+        appended, dups, cost, tokens = self._append(db, events, now, periods) if events else (0, 0, 0, 0)
+        overrun = 0
+        if row is not None:
+            self._unhold(db, row, tokens)
+            overrun = max(0, cost - row[0])
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        elif appended:
+            log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
         if overrun:
             log.warning("reservation %s cost %s more than it reserved", reservation_id, money_str(overrun))
         return AppendResult(appended, dups, cost, overrun)

@@ -156,6 +156,10 @@ class LedgerStore(Protocol):
         """Record the actual usage of a reservation and release what it held."""
         ...
 
+    def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """``settle`` for many reservations in one transaction (empty events = release)."""
+        ...
+
     def release(self, reservation_id: str) -> None:
         """Give back everything a reservation held, recording no usage."""
         ...

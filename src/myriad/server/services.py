@@ -72,7 +72,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes)
     if meter is not None:
-        services._closers.append(meter.close)  # closers run in reverse: the gateway and sandboxes close first
+        services._closers.append(meter.aclose)  # closers run in reverse: the gateway and sandboxes close first
     services._closers.append(models.aclose)
     services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
