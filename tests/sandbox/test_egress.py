@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -102,8 +103,10 @@ def test_policy_validation() -> None:
 # -- through a real sandbox ----------------------------------------------------------
 
 pytestmark = pytest.mark.integration
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="sandbox network egress needs Myriad to run as root")
 
 
+@needs_root
 async def test_allowed_request_goes_through_proxy_and_hook(sandboxes: Sandboxes, echo_server: int) -> None:
     seen: list[EgressRequest] = []
 
@@ -126,6 +129,7 @@ async def test_allowed_request_goes_through_proxy_and_hook(sandboxes: Sandboxes,
     assert "DIRECT-FAILED" in res.stdout
 
 
+@needs_root
 async def test_hook_can_refuse(sandboxes: Sandboxes, echo_server: int) -> None:
     async def refuse(req: EgressRequest) -> None:
         raise PermissionDenied("no credential for this host")
@@ -136,6 +140,7 @@ async def test_hook_can_refuse(sandboxes: Sandboxes, echo_server: int) -> None:
     assert res.stdout == "403"
 
 
+@needs_root
 async def test_loopback_blocked_without_allow_private(sandboxes: Sandboxes, echo_server: int) -> None:
     box = await sandboxes.open(needs={"shell"}, network={"allow": ["*"]})
     res = await box.exec(f"curl -s -w ' %{{http_code}}' http://localhost:{echo_server}/; "
@@ -145,6 +150,7 @@ async def test_loopback_blocked_without_allow_private(sandboxes: Sandboxes, echo
     assert not any(e.allowed for e in sandboxes.egress.events)
 
 
+@needs_root
 async def test_unlisted_and_denied_hosts(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"shell"}, network={"allow": ["*.example.com"], "deny": ["bad.example.com"]})
     res = await box.exec("curl -s http://not-listed.test/; echo; curl -s http://bad.example.com/")
@@ -155,6 +161,7 @@ async def test_unlisted_and_denied_hosts(sandboxes: Sandboxes) -> None:
     assert "403" in res.stdout
 
 
+@needs_root
 async def test_connect_tunnel(sandboxes: Sandboxes, tcp_echo: int) -> None:
     box = await sandboxes.open(needs={"shell"}, network={"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]})
     res = await box.run(
@@ -167,6 +174,7 @@ async def test_connect_tunnel(sandboxes: Sandboxes, tcp_echo: int) -> None:
     assert res.stdout.strip() == "HTTP/1.1 200 Connection Established echo:ping", res.stdout + res.stderr
 
 
+@needs_root
 async def test_git_clone_through_proxy(sandboxes: Sandboxes, tmp_path: Path) -> None:
     # a bare repository served over "dumb" HTTP on the host's loopback
     src = tmp_path / "src"

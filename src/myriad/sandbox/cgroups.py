@@ -109,7 +109,7 @@ def _floor_rlimits() -> list[str]:
 
 def _mounts(fstype: str) -> list[tuple[str, set[str]]]:
     """(mount point, super options) of every mount of ``fstype``."""
-    out = []
+    out: list[tuple[str, set[str]]] = []
     try:
         lines = Path("/proc/self/mountinfo").read_text().splitlines()
     except OSError:

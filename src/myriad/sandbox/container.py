@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import secrets
@@ -26,7 +27,7 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxError, SandboxTimeout, SandboxUnavailable
 from myriad.sandbox import bwrap as _bwrap
@@ -129,14 +130,14 @@ class ContainerSandbox:
                               "javascript", "snapshot", "pause"})
 
     def __init__(self, tier: "ContainerTier", *, id: str, owner: str, limits: Limits, group: cgroups.Group,
-                 network: EgressPolicy | None, uid: int | None = None) -> None:
+                 network: EgressPolicy | None, uid: int | None = None, dirname: str | None = None) -> None:
         self._tier = tier
         self.id = id
         self.owner = owner
         self.limits = limits
         self.group = group
         self.network = network
-        self.dir = tier.root / id
+        self.dir = tier.root / (dirname or id)
         self.workspace_dir = self.dir / "workspace"
         self.tmp_dir = self.dir / "tmp"
         self.uid = uid
@@ -149,6 +150,9 @@ class ContainerSandbox:
         self._attachments: set[Attachment] = set()
         self._processes: dict[str, _Process] = {}
         self._next_process = 0
+        self.on_run: Callable[[Any, float], None] | None = None
+        """Called with (sandbox, wall ms) after every exec and background process (metering)."""
+        self.cgroup_name = ""
 
     # -- state --------------------------------------------------------------------------
 
@@ -240,7 +244,24 @@ class ContainerSandbox:
                 err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
                 raise SandboxError(f"bubblewrap failed to start in sandbox {self.id}: {err or 'no detail'}")
             child = int(json.loads(raw)["child-pid"])
-            self.group.attach([proc.pid, child])
+            # Only the sandbox's pid 1: what it forks inherits the group. (Each cgroup
+            # migration costs an RCU grace period; bwrap's outer monitor stays outside,
+            # it is killed through ``proc`` and dies with pid 1 anyway.)
+            try:
+                try:
+                    self.group.attach([child])
+                except FileNotFoundError:  # the group was removed under us: make it again
+                    backend = self._tier.backend
+                    assert backend is not None
+                    self.group = await asyncio.to_thread(backend.create, self.cgroup_name, self.limits)
+                    self.group.attach([child])
+            except OSError as e:
+                detail = ""
+                if proc.stderr is not None:
+                    with contextlib.suppress(Exception):
+                        detail = (await asyncio.wait_for(proc.stderr.read(), 2)).decode(errors="replace").strip()
+                raise SandboxError(f"could not put sandbox {self.id}'s process into its cgroup ({e}); "
+                                   f"bubblewrap said: {detail or 'nothing'}") from None
             if self.network is not None:
                 attachment = await self._tier.egress.attach(child, self.network, sandbox_id=self.id, owner=self.owner)
                 self._attachments.add(attachment)
@@ -249,6 +270,8 @@ class ContainerSandbox:
             _kill(proc)
             if attachment is not None:
                 attachment.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(proc.communicate(), 5)
             raise
         finally:
             if info_r >= 0:
@@ -313,6 +336,8 @@ class ContainerSandbox:
                 attachment.close()
                 self._attachments.discard(attachment)
             self.touch()
+            if self.on_run is not None:
+                self.on_run(self, (time.perf_counter() - started) * 1000)
         code = proc.returncode if proc.returncode is not None else -1
         error = None
         if self.group.oom_kills() > ooms:
@@ -362,6 +387,8 @@ class ContainerSandbox:
                 await asyncio.gather(_pump(proc.stdout, bp.stdout, "stdout", None), _pump(proc.stderr, bp.stderr, "stderr", None), proc.wait())
             finally:
                 bp.ended_at = time.time()
+                if self.on_run is not None:
+                    self.on_run(self, (bp.ended_at - bp.started_at) * 1000)
                 self._live.discard(proc)
                 if attachment is not None:
                     attachment.close()
@@ -548,13 +575,15 @@ def _kill(proc: asyncio.subprocess.Process) -> None:
         proc.kill()
 
 
-def _check_traversable(path: Path) -> None:
+def _untraversable(path: Path) -> Path | None:
+    """The first ancestor of ``path`` that other users cannot walk through, if any."""
     for p in [path.resolve(), *path.resolve().parents]:
         if not os.stat(p).st_mode & 0o001:
-            raise SandboxUnavailable(
-                f"the sandbox root {path} is not reachable by the unprivileged sandbox users: {p} lacks o+x "
-                "(chmod o+x it, or set sandbox.root / MYRIAD_SANDBOX__ROOT to a directory whose parents are traversable)"
-            )
+            return p
+    return None
+
+
+FALLBACK_ROOT = Path("/var/lib/myriad/sandboxes")
 
 
 def _drop_to(uid: int) -> None:
@@ -588,9 +617,10 @@ class ContainerTier:
     weight = 100
     capabilities = ContainerSandbox.capabilities
 
-    def __init__(self, settings: Any, root: Path, egress: EgressProxy | None = None) -> None:
+    def __init__(self, settings: Any, root: Path, egress: EgressProxy | None = None, explicit_root: bool = True) -> None:
         self.settings = settings
         self.root = Path(root)
+        self.explicit_root = explicit_root
         self.egress = egress or EgressProxy()
         self.tag = _host_tag()
         self._checked = False
@@ -599,6 +629,7 @@ class ContainerTier:
         self.backend: cgroups.Backend | None = None
         self.seccomp_program: bytes | None = None
         self.privileged = False
+        self.cgroup_prefix = ""
 
     def check(self) -> None:
         """Verify bwrap works here (once); pick the cgroup backend; sweep leftovers."""
@@ -611,7 +642,22 @@ class ContainerTier:
             # bwrap runs as each sandbox's unprivileged uid and must walk to its
             # directories: traversable (0711), never listable.
             os.chmod(self.root, 0o711)
-            _check_traversable(self.root)
+            blocked = _untraversable(self.root)
+            if blocked is not None and not self.explicit_root:
+                # The default <data_dir>/sandboxes sits under a private directory (e.g.
+                # /root): keep this host's sandboxes under a traversable system path.
+                digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
+                self.root = FALLBACK_ROOT / digest
+                self.root.mkdir(parents=True, exist_ok=True)
+                for p in (FALLBACK_ROOT.parent, FALLBACK_ROOT, self.root):
+                    os.chmod(p, 0o711)
+                blocked = _untraversable(self.root)
+            if blocked is not None:
+                raise SandboxUnavailable(
+                    f"the sandbox root {self.root} is not reachable by the unprivileged sandbox users: {blocked} lacks "
+                    "o+x (chmod o+x it, or set sandbox.root / MYRIAD_SANDBOX__ROOT to a directory whose parents are "
+                    "traversable)"
+                )
         else:
             os.chmod(self.root, 0o700)
         self.layout = _bwrap.Layout(getattr(self.settings, "base", "host"), self.root)
@@ -624,6 +670,7 @@ class ContainerTier:
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), getattr(self.settings, "cgroup_parent", "myriad"))
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
+        self.cgroup_prefix = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
         self._checked = True
         self.sweep()
 
@@ -646,9 +693,13 @@ class ContainerTier:
                     self.backend.remove(meta["cgroup"])
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
+        # Cgroups are shared by every host on the machine (some may live in other pid
+        # namespaces, where our pids look dead): only ever touch those named after
+        # this root.
         for name in self.backend.orphans():
-            tag = name.rsplit(".", 1)[0]
-            if tag != self.tag and not _alive(tag):
+            prefix, _, rest = name.partition(".")
+            tag = rest.split(".", 1)[0]
+            if prefix == self.cgroup_prefix and tag != self.tag and not _alive(tag):
                 with contextlib.suppress(OSError):
                     self.backend.remove(name)
         return removed
@@ -657,10 +708,13 @@ class ContainerTier:
                      from_dir: Path | None = None, **options: Any) -> ContainerSandbox:
         self.check()
         assert self.backend is not None
-        d = self.root / id
-        if d.exists():
-            raise Conflict(f"sandbox {id} already exists")
-        cgroup_name = f"{self.tag}.{id}"
+        if network is not None and not self.privileged:
+            raise SandboxUnavailable("sandbox network egress needs Myriad to run as root "
+                                     "(the proxy enters each sandbox's network namespace)")
+        # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
+        dirname = f"{id}.{secrets.token_hex(6)}"
+        d = self.root / dirname
+        cgroup_name = f"{self.cgroup_prefix}.{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
         def setup() -> cgroups.Group:
@@ -683,7 +737,10 @@ class ContainerTier:
         except OSError as e:
             shutil.rmtree(d, ignore_errors=True)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
-        return ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid)
+        sandbox = ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
+                                   dirname=dirname)
+        sandbox.cgroup_name = cgroup_name
+        return sandbox
 
     async def aclose(self) -> None:
         await self.egress.aclose()

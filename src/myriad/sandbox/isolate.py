@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from myriad.errors import (
     InvalidRequest,
@@ -136,6 +136,8 @@ class IsolateSandbox:
         self.last_used_at = self.created_at
         self.runs = 0
         self._racer: Any = None
+        self.on_run: Callable[[Any, float], None] | None = None
+        """Called with (sandbox, wall ms) after every run (metering)."""
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead_reason: str | None = None
@@ -202,13 +204,18 @@ class IsolateSandbox:
                 await self.start()
             self.last_used_at = time.time()
             self.runs += 1
-            return await self._run_locked(code, timeout)
+            started = time.perf_counter()
+            try:
+                return await self._run_locked(code, timeout)
+            finally:
+                if self.on_run is not None:
+                    self.on_run(self, (time.perf_counter() - started) * 1000)
 
     async def _run_locked(self, code: str, timeout: float) -> RunResult:
         mr_mod = _mini_racer()
         started = time.perf_counter()
         deadline = started + timeout
-        calls: dict[asyncio.Task[str], int] = {}
+        calls: dict[asyncio.Task[tuple[bool, str]], int] = {}
         try:
             status = await self._eval(f"__myriad_start({json.dumps(code)})", deadline)
             raw = await self._pump(status, calls, deadline)
@@ -256,9 +263,9 @@ class IsolateSandbox:
             raise _mini_racer().JSOOMException("memory limit")
         return result
 
-    async def _pump(self, status: Any, calls: dict[asyncio.Task[str], int], deadline: float) -> dict[str, Any]:
+    async def _pump(self, status: Any, calls: dict[asyncio.Task[tuple[bool, str]], int], deadline: float) -> dict[str, Any]:
         """Run queued tool calls and feed their results back until the snippet finishes."""
-        idle = 0.001
+        idle = 0.0  # poll once at once: microtasks ran at the end of the last eval
         while True:
             state = json.loads(status)
             for call_id, name, args_json in state["calls"]:
@@ -274,11 +281,12 @@ class IsolateSandbox:
                     call_id = calls.pop(task)
                     ok, payload = task.result()
                     await self._eval(f"__myriad_settle({call_id}, {'true' if ok else 'false'}, {json.dumps(payload)})", deadline)
-                idle = 0.001
+                idle = 0.0
             else:
                 # Waiting on the snippet's own timers: poll, backing off to 20 ms.
-                await asyncio.sleep(min(idle, remaining))
-                idle = min(idle * 2, 0.02)
+                if idle:
+                    await asyncio.sleep(min(idle, remaining))
+                idle = min(max(idle * 2, 0.001), 0.02)
             status = await self._eval("__myriad_poll()", deadline)
 
     async def _call_tool(self, name: str, args_json: str) -> tuple[bool, str]:

@@ -16,6 +16,7 @@ is found across owners.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import re
@@ -33,10 +34,15 @@ from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
 from myriad.sandbox.isolate import IsolateTier
 
-TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {
-    "isolate": lambda s: IsolateTier(s.settings),
-    "container": lambda s: ContainerTier(s.settings, s.root, s.egress),
-}
+def _isolate_tier(s: "Sandboxes") -> Tier:
+    return IsolateTier(s.settings)
+
+
+def _container_tier(s: "Sandboxes") -> Tier:
+    return ContainerTier(s.settings, s.root, s.egress, explicit_root=bool(getattr(s.settings, "root", "")))
+
+
+TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
 """Tier factories by name; add one here to plug in a new tier."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -70,7 +76,7 @@ class Sandboxes:
     """Opens, finds and closes sandboxes of every tier for one host."""
 
     def __init__(self, settings: Any = None, *, data_dir: str | Path = ".myriad", egress: EgressProxy | None = None,
-                 tiers: Iterable[str] | None = None, reap_interval: float = 5.0) -> None:
+                 tiers: Iterable[str] | None = None, reap_interval: float = 5.0, meter: Any = None) -> None:
         if settings is None:
             from myriad.settings import SandboxSettings
 
@@ -87,6 +93,10 @@ class Sandboxes:
         self._open_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reap_interval = reap_interval
+        self.meter = meter
+        """A ``myriad.metering.Meter``: each run is recorded as ``sandbox.<tier>.*`` usage."""
+        self._subjects: dict[str, tuple[str, str | None]] = {}
+        self._recording: set[asyncio.Task[Any]] = set()
 
     # -- tiers --------------------------------------------------------------------------
 
@@ -123,13 +133,20 @@ class Sandboxes:
     # -- open / get / close -------------------------------------------------------------
 
     async def open(self, *, needs: Iterable[str] = (), tier: str | None = None, limits: Limits | None = None,
-                   owner: str = "default", id: str | None = None, tools: Any = None,
+                   owner: Any = "default", id: str | None = None, tools: Any = None,
                    network: EgressPolicy | bool | dict[str, Any] | None = None) -> Sandbox:
         """Open (or, for a known ``(owner, id)``, return) a sandbox.
 
         ``needs`` are capability names (``CAPABILITIES``); granting ``network``
         implies the ``network`` need. ``limits`` may only tighten the host's.
+        ``owner`` is a string (the server passes the tenant) or anything with a
+        ``path`` (an agent's ``AgentRef``: each agent owns its own sandboxes).
         """
+        if self.meter is not None:
+            ref_tenant = getattr(owner, "tenant", None)
+            name = owner_key(owner)
+            self._subjects.setdefault(name, (ref_tenant, name) if isinstance(ref_tenant, str) else (name, None))
+        owner = owner_key(owner)
         needs = set(needs or ())
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
         if policy is not None:
@@ -166,6 +183,8 @@ class Sandboxes:
         if from_dir is not None:
             options["from_dir"] = from_dir
         sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
+        if self.meter is not None:
+            sandbox.on_run = self._record  # type: ignore[attr-defined]
         self._live[key] = sandbox
         self._touch(key, sandbox)
         if t.name == "isolate":
@@ -287,6 +306,21 @@ class Sandboxes:
         self._snapshots.pop(snap.id, None)
         await asyncio.to_thread(shutil.rmtree, self.root / "_snapshots" / snap.id, True)
 
+    # -- metering -----------------------------------------------------------------------
+
+    def _record(self, sandbox: Any, wall_ms: float) -> None:
+        """Record one run as usage, off the caller's path (a ledger write must not slow a run)."""
+        from myriad.metering import Subject, Usage
+
+        tenant, agent = self._subjects.get(sandbox.owner, (sandbox.owner, None))
+        try:
+            subject = Subject(tenant, agent=agent)
+        except Exception:
+            return
+        task = asyncio.ensure_future(self.meter.record(subject, Usage.sandbox_run(sandbox.tier, wall_ms=round(wall_ms, 3))))
+        self._recording.add(task)
+        task.add_done_callback(self._recording.discard)
+
     # -- expiry -------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
@@ -299,7 +333,7 @@ class Sandboxes:
             with contextlib.suppress(Exception):
                 await self.reap()
 
-    async def reap(self, now: float | None = None) -> list[str]:
+    async def reap(self, now: float | None = None) -> builtins.list[str]:
         """Delete container sandboxes past their idle timeout or lifetime; return their ids."""
         now = time.time() if now is None else now
         gone = []
@@ -313,7 +347,9 @@ class Sandboxes:
         return gone
 
     async def aclose(self) -> None:
-        """Close every sandbox and stop the reaper and the tiers."""
+        """Close every sandbox and stop the reaper and the tiers (pending usage records are flushed)."""
+        if self._recording:
+            await asyncio.gather(*self._recording, return_exceptions=True)
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -336,6 +372,16 @@ class Sandboxes:
             except (SandboxUnavailable, SandboxError) as e:
                 out[name] = e.message
         return out
+
+
+def owner_key(owner: Any) -> str:
+    """The string sandboxes are keyed by: a tenant name, or an agent's unique path."""
+    if isinstance(owner, str):
+        return owner
+    path = getattr(owner, "path", None)
+    if isinstance(path, str):
+        return path
+    raise InvalidRequest(f"sandbox owner must be a string or have a path, got {type(owner).__name__}")
 
 
 def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bool:
