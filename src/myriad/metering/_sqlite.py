@@ -629,9 +629,9 @@ class SQLiteLedger:
 
     def open_reservations(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute(
+            return int(db.execute(
                 "SELECT COUNT(*) FROM reservations WHERE ? IS NULL OR tenant = ?", (tenant, tenant)
-            ).fetchone()[0]
+            ).fetchone()[0])
 
     # -- reading -----------------------------------------------------------------
 
@@ -674,7 +674,7 @@ class SQLiteLedger:
                 args.append(v)
         return where, args
 
-    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         # the tenant-level table is far smaller; use it when no user/agent is asked about
         subject_level = bool({"user", "agent"} & set(q.group_by)) or q.user is not None or q.agent is not None
         table = "rollups" if subject_level else "rollups_tenant"
@@ -701,7 +701,7 @@ class SQLiteLedger:
             key = tuple(_none_if_blank(d, v) for d, v in zip(list(q.group_by) + ["bucket"], row[:n]))
             _add(acc, key, row[n], row[n + 1], row[n + 2])
 
-    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         raw_cols = {"tenant": "e.tenant", "user": "e.user", "agent": "e.agent", "resource": "j.key", "model": "e.model",
                     "deployment": "e.deployment", "price_version": "e.price_version"}
         where, args = self._filters(q, raw_cols, None)
@@ -751,7 +751,7 @@ class SQLiteLedger:
 
     def count_events(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0])
 
 
 def _check_manager(row: Sequence[Any] | None, actor: str, what: str, id_: str) -> None:
@@ -766,7 +766,7 @@ def _none_if_blank(dim: str, v: Any) -> Any:
     return None if v == "" else v
 
 
-def _add(acc: dict, key: tuple, q: int, c: int, n: int) -> None:
+def _add(acc: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], q: int, c: int, n: int) -> None:
     cur = acc.get(key)
     if cur is None:
         acc[key] = [q, c, n]

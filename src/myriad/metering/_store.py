@@ -114,7 +114,7 @@ class StoredEvent:
 
     @property
     def time(self) -> str:
-        return self.cloudevent["time"]
+        return str(self.cloudevent["time"])
 
 
 @dataclass(frozen=True)
