@@ -86,7 +86,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
-        services._closers.append(meter.close)
+        services._closers.append(meter.aclose)  # writes pending settles; runs after the gateway and sandboxes close
     services._closers.append(gateway.aclose)
     services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
