@@ -190,6 +190,17 @@ class Agent:
         ref = self._slot.ref
         return bind(ref.tenant, ref.path)
 
+    async def usage(self) -> Any:
+        """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),
+        so an agent can plan around what it may still spend. Empty without metering."""
+        meter = self._host.meter
+        if meter is None:
+            return []
+        from myriad.metering import Subject
+
+        ref = self._slot.ref
+        return await meter.spend(Subject(ref.tenant, agent=ref.path))
+
     def sandbox(self, **options: Any) -> Any:
         """Open a sandbox owned by this agent (see ``myriad.sandbox``)."""
         sandboxes = self._host.sandboxes
