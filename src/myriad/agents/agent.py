@@ -190,6 +190,14 @@ class Agent:
         ref = self._slot.ref
         return bind(ref.tenant, ref.path)
 
+    @property
+    def identity(self) -> Any:
+        """The host's identity service (``myriad.identity``): this agent's workload
+        token, token exchange on a user's behalf, signed outbound requests."""
+        if self._host.identity is None:
+            raise InvalidRequest("no identity service is configured on this host")
+        return self._host.identity
+
     async def usage(self) -> Any:
         """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),
         so an agent can plan around what it may still spend. Empty without metering."""

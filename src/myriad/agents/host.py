@@ -51,6 +51,7 @@ class AgentHost:
         models: Any = None,
         sandboxes: Any = None,
         meter: Any = None,
+        identity: Any = None,
         instrumentation: Any = None,
     ) -> None:
         self.storage = storage
@@ -58,6 +59,7 @@ class AgentHost:
         self.models = models
         self.sandboxes = sandboxes
         self.meter = meter
+        self.identity = identity
         self.classes: dict[str, type[Agent]] = {}
         self.scheduler = Scheduler(self, storage, self.settings)
         self._slots: dict[str, _Slot] = {}

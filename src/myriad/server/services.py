@@ -93,7 +93,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
-    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
+    host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
         services._closers.append(meter.aclose)  # writes pending settles; runs after the gateway and sandboxes close
