@@ -28,6 +28,7 @@ from myriad.errors import InvalidRequest
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from myriad.agents.handle import AgentHandle
     from myriad.agents.host import AgentHost, _Slot
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL
@@ -59,7 +60,7 @@ def callable(*, streaming: bool = False, description: str = "") -> Callable[[F],
             description=description or (inspect.getdoc(fn) or ""),
             signature=inspect.signature(fn),
         )
-        return fn
+        return fn  # type: ignore[return-value]  # mypy loses F through iscoroutinefunction
 
     return mark
 
@@ -128,8 +129,9 @@ class Agent:
         then broadcast to every connection."""
         self._slot.set_state(state, source=None)
 
-    def validate_state_change(self, state: Any, source: Connection | None) -> None:
-        """Raise to reject a state change (a client's rejection gets ``cf_agent_state_error``)."""
+    def validate_state_change(self, state: Any, source: Connection | None) -> Any:
+        """Raise to reject a state change (a client's rejection gets ``cf_agent_state_error``).
+        May be ``async``."""
 
     async def on_state_changed(self, state: Any, source: Connection | None) -> None:
         """Called after a state change is accepted (``source`` is None for server-side changes)."""

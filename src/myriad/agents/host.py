@@ -184,7 +184,7 @@ class AgentHost:
             state = None if record.state is None else json.loads(record.state)
         agent = cls.__new__(cls)
         agent._slot, agent._host, agent._state, agent._sql = slot, self, state, None
-        agent.__init__()
+        agent.__init__()  # type: ignore[misc]  # attributes first, so __init__ may read state
         slot.agent = agent
         self._resident[ref.path] = slot
         self.stats["wakes"] += 1
@@ -210,7 +210,7 @@ class AgentHost:
         return True
 
     def _evict_lru(self, n: int) -> None:
-        victims = []
+        victims: list[_Slot] = []
         for slot in self._resident.values():
             if len(victims) >= n:
                 break
@@ -223,7 +223,7 @@ class AgentHost:
         """Hibernate every resident instance idle for ``idle_for`` seconds (default:
         the configured ``hibernate_after``). Returns how many left memory."""
         cutoff = time.monotonic() - (self.settings.hibernate_after if idle_for is None else idle_for)
-        victims = []
+        victims: list[_Slot] = []
         for slot in self._resident.values():  # least recently used first
             if slot.last_active > cutoff:
                 break
@@ -324,7 +324,8 @@ class AgentHost:
     async def _rpc(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         rpc_id = msg.get("id")
         try:
-            method, args = msg.get("method"), msg.get("args", [])
+            method: str = msg.get("method")  # type: ignore[assignment]  # _resolve checks it
+            args = msg.get("args", [])
             if args is None:
                 args = []
             if not isinstance(args, list):

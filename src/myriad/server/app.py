@@ -9,7 +9,7 @@ from typing import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
 from myriad.server import agents_api, gateway_api, identity_api, sandbox_api, telemetry_api, usage_api
@@ -48,7 +48,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
             if manage_services:
                 await services.close()
 
-    routes = [Route("/healthz", health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
     routes += agents_api.routes()
     routes += usage_api.routes()
     routes += gateway_api.routes()
