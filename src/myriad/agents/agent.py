@@ -21,7 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from myriad.agents.connection import Connection
+from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
 from myriad.errors import InvalidRequest
 
@@ -114,6 +114,12 @@ class Agent:
     @property
     def ref(self) -> AgentRef:
         return self._slot.ref
+
+    @property
+    def caller(self) -> Any:
+        """Who started this turn: the server's authenticated principal (tenant, key,
+        scopes, and for delegated tokens the whole chain), or None for schedules."""
+        return current_caller.get()
 
     @classmethod
     def kebab_name(cls) -> str:

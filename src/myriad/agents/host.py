@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
 from myriad.agents.agent import Agent, CallableSpec, StreamingResponse, initial_state_of
-from myriad.agents.connection import Connection
+from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef
 from myriad.agents.schedules import Scheduler
 from myriad.agents.slot import _Slot
@@ -267,7 +267,11 @@ class AgentHost:
             await slot.release(_MCP_FRAME, only=conn)
             await agent.on_connect(conn)
 
-        await self._turn(slot, body)
+        token = current_caller.set(conn.principal)
+        try:
+            await self._turn(slot, body)
+        finally:
+            current_caller.reset(token)
 
     async def disconnect(self, ref: AgentRef, conn: Connection, code: int = 1000, reason: str = "") -> None:
         slot = self._slots.get(ref.path)
@@ -294,6 +298,7 @@ class AgentHost:
             except ValueError:
                 msg = None
         kind = msg.get("type") if isinstance(msg, dict) else None
+        token = current_caller.set(conn.principal)
         try:
             if kind == "rpc":
                 await self._turn(slot, lambda agent: self._rpc(agent, slot, conn, msg))
@@ -303,6 +308,8 @@ class AgentHost:
                 await self._turn(slot, lambda agent: agent.on_message(conn, text))
         except Exception:
             pass  # already answered to the client and reported through on_error
+        finally:
+            current_caller.reset(token)
 
     async def _client_state(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         if conn.readonly:
@@ -370,9 +377,10 @@ class AgentHost:
             raise RpcError(f"Wrong arguments for {method}: {e}") from None
 
     # -- calls from the server and from other agents ------------------------------
-    async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None) -> Any:
+    async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None, *, caller: Any = None) -> Any:
         """Call a ``@callable`` method as one turn. A streaming method's chunks are
-        collected: the result is ``{"chunks": [...], "result": final}``."""
+        collected: the result is ``{"chunks": [...], "result": final}``. ``caller``
+        (default: the current turn's) is what the agent sees as ``self.caller``."""
         slot = self._slot(ref)
 
         async def body(agent: Agent) -> Any:
@@ -386,11 +394,21 @@ class AgentHost:
             self._check_args(method, spec, call_args)
             return await fn(*call_args)
 
-        return await self._turn(slot, body)
+        return await self._as(caller, self._turn(slot, body))
 
-    async def request(self, ref: AgentRef, request: Any) -> Any:
+    async def request(self, ref: AgentRef, request: Any, *, caller: Any = None) -> Any:
         """Plain HTTP to the agent: ``on_request`` as one turn."""
-        return await self._turn(self._slot(ref), lambda agent: agent.on_request(request))
+        return await self._as(caller, self._turn(self._slot(ref), lambda agent: agent.on_request(request)))
+
+    @staticmethod
+    async def _as(caller: Any, turn: Awaitable[T]) -> T:
+        if caller is None:
+            return await turn
+        token = current_caller.set(caller)
+        try:
+            return await turn
+        finally:
+            current_caller.reset(token)
 
     async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
         """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""

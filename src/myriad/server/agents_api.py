@@ -86,7 +86,7 @@ async def agent_websocket(ws: WebSocket) -> None:
     await ws.accept()
     query = dict(ws.query_params)
     query.pop("token", "")
-    conn = Connection(query.pop("_pk", "") or uuid.uuid4().hex, _WebSocketTransport(ws), query)
+    conn = Connection(query.pop("_pk", "") or uuid.uuid4().hex, _WebSocketTransport(ws), query, principal=principal)
     max_bytes = services.settings.agents.max_frame_bytes
     code, reason = 1000, ""
     try:
@@ -123,7 +123,7 @@ async def agent_http(request: Request) -> Response:
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
     principal.require(f"agents:{ref.agent_class}")
-    result = await host.request(ref, request)
+    result = await host.request(ref, request, caller=principal)
     if isinstance(result, Response):
         return result
     return JSONResponse(result)
@@ -180,7 +180,8 @@ async def agent_rpc(request: Request) -> JSONResponse:
     args = body.get("args", [])
     if not isinstance(args, list):
         raise InvalidRequest("args must be a list")
-    result = await request.app.state.services.host.call(ref, body["method"], args)
+    result = await request.app.state.services.host.call(ref, body["method"], args,
+                                                        caller=await require_principal(request))
     return JSONResponse({"result": result})
 
 
