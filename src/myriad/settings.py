@@ -51,8 +51,8 @@ class SandboxSettings:
     """Read-only root of the container tier: ``host`` (the host's /usr) or a template directory."""
     cgroup: str = "auto"
     """Resource limits backend: ``auto``, ``v2``, ``v1`` or ``rlimit`` (no cgroups)."""
-    cgroup_parent: str = "myriad"
-    """Name of the cgroup under which each sandbox gets its own group."""
+    cgroup_parent: str = "myriad-sandboxes"
+    """Cgroup under which each sandbox root gets a subtree (``<parent>/<hash of root>/``) and each sandbox a group."""
     timeout: float = 30.0
     """Default wall-clock limit of one run/exec, in seconds."""
     memory_mb: int = 512

@@ -196,6 +196,8 @@ class IsolateSandbox:
             raise InvalidRequest(f"code is larger than {MAX_CODE_BYTES} bytes")
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         timeout = float(timeout or self.limits.timeout or 30.0)
         if self.limits.timeout:
             timeout = min(timeout, self.limits.timeout)
