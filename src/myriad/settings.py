@@ -69,6 +69,8 @@ class SandboxSettings:
     """A container sandbox unused this many seconds is deleted."""
     max_lifetime: float = 86_400.0
     """A container sandbox is deleted this many seconds after creation, used or not."""
+    max_containers_per_owner: int = 32
+    """Live container sandboxes one owner (tenant or agent) may hold at once."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
     seccomp: bool = True

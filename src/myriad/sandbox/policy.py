@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from myriad.errors import InvalidRequest, NotFound, SandboxError, SandboxUnavailable, TierUnavailable
+from myriad.errors import InvalidRequest, NotFound, RateLimited, SandboxError, SandboxUnavailable, TierUnavailable
 from myriad.sandbox.container import ContainerSandbox, ContainerTier
 from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
@@ -177,6 +177,11 @@ class Sandboxes:
         sid = key[1] if key else f"sb_{secrets.token_hex(8)}"
         if key is None:
             key = (owner, sid)
+        if t.name != "isolate":
+            cap = int(getattr(self.settings, "max_containers_per_owner", 32))
+            held = sum(1 for (o, _), sb in self._live.items() if o == owner and sb.tier == t.name and not sb.closed)
+            if held >= cap:
+                raise RateLimited(f"{owner} already holds {held} {t.name} sandboxes (limit {cap}); delete one first")
         defaults = self._isolate_defaults if t.name == "isolate" else self._container_defaults
         merged = (limits or Limits()).capped(defaults).merged(defaults)
         options: dict[str, Any] = {"tools": tools, "network": policy}
