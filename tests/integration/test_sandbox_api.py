@@ -90,6 +90,11 @@ def test_container_over_http(server: LiveServer) -> None:
         assert r.status_code == 404, (method, path, r.text)
     assert httpx.get(f"{server.url}/v1/snapshots/{snap['id']}", headers=oh).status_code == 404
     assert httpx.get(u, headers=oh).json() == {"sandboxes": []}
+    # an anonymous sandbox belongs to its creator's tenant too
+    theirs = httpx.post(u, json={"tier": "isolate"}, headers=oh).json()["id"]
+    assert httpx.post(f"{u}/{theirs}/run", json={"code": "1"}, headers=oh).json()["value"] == 1
+    assert httpx.post(f"{u}/{theirs}/run", json={"code": "1"}, headers=h).status_code == 404
+    assert [b["id"] for b in httpx.get(u, headers=oh).json()["sandboxes"]] == [theirs]
     assert {b["id"] for b in httpx.get(u, headers=h).json()["sandboxes"]} == {"dev", "dev2"}
 
     # bad input: 4xx JSON errors, never a 500

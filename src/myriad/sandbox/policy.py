@@ -167,16 +167,13 @@ class Sandboxes:
                     self._touch(key, existing)
                     return existing
                 return await self._create(key, needs, tier, limits, tools, policy)
-        return await self._create(None, needs, tier, limits, tools, policy)
+        return await self._create((owner, f"sb_{secrets.token_hex(8)}"), needs, tier, limits, tools, policy)
 
-    async def _create(self, key: tuple[str, str] | None, needs: set[str], tier: str | None, limits: Limits | None,
+    async def _create(self, key: tuple[str, str], needs: set[str], tier: str | None, limits: Limits | None,
                       tools: Any, policy: EgressPolicy | None, from_dir: Path | None = None) -> Sandbox:
         t = self.choose(needs, tier)
         t.check()
-        owner = key[0] if key else "default"
-        sid = key[1] if key else f"sb_{secrets.token_hex(8)}"
-        if key is None:
-            key = (owner, sid)
+        owner, sid = key
         if t.name != "isolate":
             cap = int(getattr(self.settings, "max_containers_per_owner", 32))
             held = sum(1 for (o, _), sb in self._live.items() if o == owner and sb.tier == t.name and not sb.closed)
