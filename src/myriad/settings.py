@@ -106,6 +106,61 @@ class MeteringSettings:
 
 
 @dataclass
+class TelemetrySettings:
+    """OpenTelemetry and the local dashboard (``myriad.telemetry``). Exporters, endpoints
+    and sampling come from the standard ``OTEL_*`` variables (see docs/telemetry.md)."""
+
+    enabled: bool = True
+    """Trace and measure (``OTEL_SDK_DISABLED=true`` turns it off as well)."""
+    service_name: str = "myriad"
+    """``service.name`` when ``OTEL_SERVICE_NAME`` is not set."""
+    capture_content: bool = False
+    """Record prompts and replies on spans (redacted); also ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``."""
+    store_spans: int = 20_000
+    """Finished spans kept in memory for the dashboard (oldest dropped first)."""
+    store_minutes: int = 1440
+    """Minutes of per-minute token and cost rollups kept for the dashboard charts."""
+    exclude_paths: list[str] = field(default_factory=lambda: ["/healthz", "/dashboard"])
+    """HTTP path prefixes that get no server span."""
+
+
+@dataclass
+class IdentitySettings:
+    """Tokens, workload identities, the credential vault and signed requests (``myriad.identity``)."""
+
+    trust_domain: str = "myriad.local"
+    """SPIFFE trust domain of agent identities (``spiffe://{trust_domain}/tenant/...``)."""
+    issuer: str = "http://127.0.0.1:8787"
+    """``iss`` of the tokens Myriad mints; also the base of its well-known URLs."""
+    secret_key: str = ""
+    """Base64url 32-byte key that encrypts the vault and private signing keys at rest.
+    Empty: one is generated once into ``<data_dir>/identity.key`` (mode 0600)."""
+    agent_token_ttl: float = 300.0
+    """Lifetime in seconds of an agent's workload token."""
+    delegated_token_ttl: float = 300.0
+    """Upper bound in seconds on a token from the token endpoint (never beyond its subject's)."""
+    key_rotation: float = 86_400.0
+    """Seconds a signing key signs before a new one takes over (old ones stay published until their tokens expire)."""
+    user_issuer: str = ""
+    """``iss`` of users' JWTs from the application's identity provider; empty accepts none."""
+    user_jwks_url: str = ""
+    """JWKS URL of that issuer (fetched, cached, refetched on an unknown ``kid``)."""
+    user_audience: str = ""
+    """Required ``aud`` of users' JWTs (empty: not checked)."""
+    user_tenant_claim: str = "tenant"
+    """Claim naming the user's tenant; when absent, ``user_default_tenant`` applies."""
+    user_default_tenant: str = ""
+    """Tenant of users whose JWT has no tenant claim (empty: such tokens are refused)."""
+    user_scopes: str = "agents models"
+    """Scopes of a user arriving with a JWT that carries no ``scope`` claim."""
+    signature_agent: str = ""
+    """``Signature-Agent`` value of outbound signed requests; empty means ``issuer``."""
+    signature_agent_legacy: bool = False
+    """Send the older bare-string ``Signature-Agent`` form instead of the working-group
+    draft's dictionary form (``sig1="..."``), for verifiers that still expect it."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -117,7 +172,9 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def load(
@@ -214,4 +271,5 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings",
+           "TelemetrySettings"]

@@ -161,3 +161,21 @@ async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, db_path)
     assert r.grant.amount_nanos == EST_NANOS
     await r.__aexit__(None, None, None)
     assert ledger.open_reservations() == 0
+
+
+async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, db_path):
+    import asyncio
+    import sqlite3
+
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # force the worker-thread path
+    task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.sleep(0)
+    meter._pool.submit(lambda: None).result()  # the worker drained: reserve, then release
+    assert ledger.open_reservations() == 0
+    assert task.cancelled()

@@ -50,6 +50,7 @@ class AgentHost:
         *,
         models: Any = None,
         sandboxes: Any = None,
+        instrumentation: Any = None,
     ) -> None:
         self.storage = storage
         self.settings = settings or AgentSettings()
@@ -61,6 +62,9 @@ class AgentHost:
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
+        if instrumentation is not None:
+            # telemetry wraps the turn (an invoke_agent span); without it nothing changes
+            self._turn = instrumentation.wrap_turn(self._turn, self)  # type: ignore[method-assign]
 
     # -- registry ----------------------------------------------------------------
     def register(self, cls: type[Agent]) -> type[Agent]:
@@ -106,6 +110,14 @@ class AgentHost:
     @property
     def resident_count(self) -> int:
         return len(self._resident)
+
+    def resident_by_class(self, tenant: str | None = None) -> dict[str, int]:
+        """Instances in memory per agent class (of one tenant, or all)."""
+        out: dict[str, int] = {}
+        for slot in list(self._resident.values()):
+            if tenant is None or slot.ref.tenant == tenant:
+                out[slot.ref.agent_class] = out.get(slot.ref.agent_class, 0) + 1
+        return out
 
     @property
     def connection_count(self) -> int:

@@ -14,6 +14,7 @@ BENCHES: dict[str, str] = {
     "metering": "myriad.bench.metering",
     "sandbox": "myriad.bench.sandbox",
     "gateway": "myriad.bench.gateway",
+    "identity": "myriad.bench.identity",
 }
 
 __all__ = ["BENCHES"]

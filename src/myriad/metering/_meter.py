@@ -93,7 +93,14 @@ class Reservation:
 
     # async
     async def __aenter__(self) -> "Reservation":
-        self.grant = await self._meter._quick(self._meter.store.reserve, self.request)
+        try:
+            self.grant = await self._meter._quick(self._meter.store.reserve, self.request)
+        except asyncio.CancelledError:
+            # the reservation may still be made by the worker thread: release it right after
+            # (one worker, first in first out; releasing an unknown id is a no-op)
+            if self.request.id and self._meter._pool is not None:
+                self._meter._pool.submit(self._meter.store.release, self.request.id)
+            raise
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

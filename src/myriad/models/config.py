@@ -146,7 +146,8 @@ class GatewayConfig:
     groups: Mapping[str, GroupConfig] = field(default_factory=dict)
     router: RouterConfig = RouterConfig()
     routes: tuple[RouteConfig, ...] = ()
-    route_threshold: float = 0.5
+    route_threshold: float | None = None
+    """Similarity a prompt needs to take a route; None ("auto") calibrates it from the utterances."""
     route_default: str | None = None
     route_model: str = "auto"
     """The model name that asks the semantic router to choose."""
@@ -378,12 +379,19 @@ class _Parser:
             out[alias] = GroupConfig(strategy, tuple(fallbacks), cf, self.get(g, "cache", bool, None, t, None, t))
         return out
 
-    def parse_routes(self, aliases: set[str]) -> tuple[tuple[RouteConfig, ...], float, str | None]:
+    def parse_routes(self, aliases: set[str]) -> tuple[tuple[RouteConfig, ...], float | None, str | None]:
         opts = self.data.get("routes", {})
         for k in opts:
             if k not in ("threshold", "default", "model", "embedding_model"):
                 raise self.fail(f"unknown key {k!r} in [routes]", "routes", None, k)
-        threshold = float(self.get(opts, "threshold", (int, float), 0.5, "routes", None, "routes"))
+        raw_thr = opts.get("threshold", "auto")
+        if raw_thr == "auto":
+            threshold: float | None = None
+        elif isinstance(raw_thr, (int, float)) and not isinstance(raw_thr, bool) and -1 <= raw_thr <= 1:
+            threshold = float(raw_thr)
+        else:
+            raise self.fail(f"routes.threshold must be \"auto\" or a cosine similarity in [-1, 1], got {raw_thr!r}",
+                            "routes", None, "threshold")
         default = self.get(opts, "default", str, None, "routes", None, "routes")
         if default is not None and default not in aliases:
             raise self.fail(f"routes.default {default!r} is not a deployed model", "routes", None, "default")

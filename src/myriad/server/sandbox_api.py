@@ -67,9 +67,9 @@ async def _sandbox(request: Request) -> tuple[Sandboxes, str, Sandbox]:
 
 async def _container(request: Request, what: str) -> ContainerSandbox:
     _, _, sandbox = await _sandbox(request)
-    if not isinstance(sandbox, ContainerSandbox):
+    if sandbox.tier != "container":  # by tier, not class: metering and tracing wrap sandboxes
         raise TierUnavailable(f"sandbox {sandbox.id} is an {sandbox.tier} sandbox; {what} needs the container tier")
-    return sandbox
+    return sandbox  # type: ignore[return-value]
 
 
 async def _json(request: Request, required: bool = True) -> dict[str, Any]:

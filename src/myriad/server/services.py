@@ -12,11 +12,12 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
-from myriad.identity import KeyStore
+from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
 from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
+from myriad.telemetry import setup_telemetry
 
 
 @dataclass
@@ -30,12 +31,16 @@ class Services:
     sandboxes: Any = None
     models: Any = None
     meter: Any = None
+    telemetry: Any = None
+    identity: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.storage.open()
         self.keys.open()
         await self.host.start()
+        if self.telemetry is not None:
+            await self.telemetry.start()
 
     async def close(self) -> None:
         await self.host.stop()
@@ -51,24 +56,36 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     """Build (but do not start) every room from settings."""
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
-    models: Any = Gateway.from_settings(settings.models, env=os.environ)
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
+    gateway = Gateway.from_settings(settings.models, env=os.environ)
+    # Wrapping order: metering (admission, budgets) outside tracing outside the gateway.
+    models: Any = telemetry.instrument_gateway(gateway)
     meter = None
     if settings.metering.enabled:
         from myriad.metering import Meter, MeteredGateway, gateway_price_version
 
         meter = Meter.from_settings(settings)
-        prices = None if settings.metering.price_file else gateway_price_version(models)
+        prices = None if settings.metering.price_file else gateway_price_version(gateway)
         if prices:
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
-    sandboxes = Sandboxes(settings.sandbox, data_dir=settings.data_dir, meter=meter)
-    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
-                        sandboxes=sandboxes)
+    sandboxes: Any = Sandboxes(settings.sandbox, data_dir=settings.data_dir)  # nothing starts until a sandbox opens
     if meter is not None:
-        services._closers.append(meter.close)  # closers run in reverse: the gateway closes first
-    services._closers.append(models.aclose)
-    services._closers.append(sandboxes.aclose)  # closed before the meter: it flushes usage records
+        from myriad.metering import MeteredSandboxes, egress_hook
+
+        sandboxes.egress.add_hook(egress_hook(meter))
+        sandboxes = MeteredSandboxes(sandboxes, meter)
+    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes,
+                     instrumentation=telemetry.instrument_host())
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
+                        sandboxes=sandboxes, telemetry=telemetry)
+    services.identity = Identity(settings.identity, keys, settings.data_dir)
+    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
+    services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
+    if meter is not None:
+        services._closers.append(meter.close)
+    services._closers.append(gateway.aclose)
+    services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
