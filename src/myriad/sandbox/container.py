@@ -73,8 +73,6 @@ class ContainerSandbox:
         self._attachments: set[Attachment] = set()
         self._processes: dict[str, BackgroundProcess] = {}
         self._next_process = 0
-        self.on_run: Callable[[Any, float], None] | None = None
-        """Called with (sandbox, wall ms) after every exec and background process (metering)."""
         self.cgroup_name = ""
 
     # -- state --------------------------------------------------------------------------
@@ -263,8 +261,6 @@ class ContainerSandbox:
                 attachment.close()
                 self._attachments.discard(attachment)
             self.touch()
-            if self.on_run is not None:
-                self.on_run(self, (time.perf_counter() - started) * 1000)
         code = proc.returncode if proc.returncode is not None else -1
         error = None
         if self.group.oom_kills() > ooms:
@@ -314,8 +310,6 @@ class ContainerSandbox:
                 await asyncio.gather(pump(proc.stdout, bp.stdout, "stdout", None), pump(proc.stderr, bp.stderr, "stderr", None), proc.wait())
             finally:
                 bp.ended_at = time.time()
-                if self.on_run is not None:
-                    self.on_run(self, (bp.ended_at - bp.started_at) * 1000)
                 self._live.discard(proc)
                 if attachment is not None:
                     attachment.close()
