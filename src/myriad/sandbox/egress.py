@@ -39,6 +39,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 from myriad.errors import InvalidRequest, PermissionDenied, SandboxUnavailable
 
 PROXY_PORT = 3128
+MAX_CONNECTIONS = 256
+"""Concurrent proxied connections per sandboxed process (each costs the host two descriptors)."""
 _CLONE_NEWNET = 0x40000000
 _MAX_HEAD = 64 * 1024
 
@@ -176,6 +178,11 @@ class EgressProxy:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
+            if len(attachment.tasks) >= MAX_CONNECTIONS:
+                self._record(sandbox_id, "", 0, "", False, f"more than {MAX_CONNECTIONS} concurrent connections")
+                await _reply(writer, 429, f"more than {MAX_CONNECTIONS} concurrent connections from this process")
+                writer.close()
+                return
             attachment.tasks.add(task)
             try:
                 await self._serve(reader, writer, policy, sandbox_id, owner)
@@ -331,7 +338,7 @@ def _split_hostport(value: str, default: int) -> tuple[str, int | None]:
 
 
 async def _reply(writer: asyncio.StreamWriter, status: int, message: str) -> None:
-    reasons = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}
+    reasons = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests", 502: "Bad Gateway"}
     body = f"myriad egress: {message}\n".encode()
     writer.write(
         f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"
