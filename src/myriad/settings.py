@@ -103,6 +103,9 @@ class MeteringSettings:
     """JSON or TOML price book loaded at start-up (versions not yet in the ledger are appended)."""
     default_max_output_tokens: int = 4096
     """Output tokens reserved for a model call that sets no max_tokens."""
+    settle_in_background: bool = False
+    """Write actual usage after the call returns, batched (~0.3-0.6 ms less per model call);
+    a crash can then lose the last moments' usage records (holds still expire safely)."""
 
 
 @dataclass

@@ -78,3 +78,8 @@ def test_kebab_matches_the_npm_client():
 def test_bad_names(bad):
     with pytest.raises(InvalidName):
         validate_name(bad)
+
+
+async def test_usage_without_metering_is_empty(host: AgentHost):
+    host.register(Child)
+    assert await host.run(AgentRef("t", "child", "u"), lambda a: a.usage()) == []

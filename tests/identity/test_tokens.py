@@ -125,3 +125,18 @@ async def test_revocation_cascades_to_tokens_exchanged_from_it(identity):
     for junk in ("", "a.b.c", "not a token", alice[:-4] + "AAAA"):
         identity.revoke(junk)
     assert [e.action for e in identity.audit.entries("acme", action="token.revoke")] == ["token.revoke"] * 2
+
+
+async def test_a_tool_adds_its_own_hop(identity):
+    agent = identity.for_agent("acme", "assistant/alice")
+    tool = agent.tool("search_web")
+    assert tool.spiffe_id == agent.spiffe_id + "/tool/search_web"
+    d1 = await agent.act_for(user_token(identity), resources=EGRESS)
+    d2 = await tool.act_for(d1, scope="egress:api.example.com", resources=EGRESS)
+    p = await identity.authenticate(d2)
+    assert p.chain == ["user:alice", agent.spiffe_id, tool.spiffe_id] and p.scopes == {"egress:api.example.com"}
+    with pytest.raises(AuthenticationError, match="not issued to this agent"):
+        await agent.http(d2)  # the tool's token is the tool's, not the agent's
+    for bad in ("", "a/b", "x" * 100, "../up"):
+        with pytest.raises(InvalidRequest):
+            agent.tool(bad)

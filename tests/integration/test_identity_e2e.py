@@ -115,7 +115,11 @@ class Courier(Agent):
         @tool
         async def list_repos(path: str) -> dict:
             """Call the outside API (the credential stays on the host)."""
-            r = await client.get(base + path)
+            # The tool acts one hop further down the chain, with only what it needs.
+            tool_id = me.tool("list_repos")
+            narrowed = await tool_id.act_for(delegated, scope="egress:127.0.0.1 vault:github", resources=["urn:myriad:egress"])
+            async with await tool_id.http(narrowed) as tool_client:
+                r = await tool_client.get(base + path)
             return {"status": r.status_code, "body": r.json()}
 
         box = await me.sandbox(delegated, self.sandbox, tools=[list_repos])
@@ -205,6 +209,9 @@ async def test_from_an_isolate_through_a_host_tool(world):
     assert out["value"] == {"status": 200, "body": {"repos": ["myriad"], "path": "/user/repos"}}, out
     assert world["api"].seen[-1]["signature_ok"] and world["api"].seen[-1]["auth_ok"]
     _no_secret(out)
+    agent = "spiffe://myriad.local/tenant/acme/agent/courier/alice"
+    egress = world["services"].identity.audit.entries("acme", action="egress")[0]
+    assert egress.chain == ["user:alice", agent, agent + "/tool/list_repos"]
     # Without vault:github in the delegated scope the credential is not lent: the tool is refused.
     out = await _rpc(world, "from_isolate", world["api"].url, "egress:127.0.0.1 sandbox:isolate tools")
     assert out["value"] is None and "vault:github" in (out["error"] or ""), out
@@ -240,3 +247,55 @@ async def test_from_a_container_through_the_egress_proxy(world):
                                          "args": [world["idp"].token("alice"), world["api"].url, "egress:example.com vault:github sandbox"]})
     assert r.status_code == 403 and "egress:127.0.0.1" in r.text
     assert not world["sandboxes"]._live or all(b.closed for b in world["sandboxes"]._live.values())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("bwrap") is None, reason="container egress needs root and bwrap")
+def test_through_the_sandbox_api_of_a_real_server(tmp_path):
+    """A user's token opens a container over ``/v1/sandboxes``; its curl to the outside API
+    leaves through the egress proxy with the user's credential and a Myriad signature."""
+    from tests.integration.live import LiveServer
+
+    api = OutsideAPI()
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        u, h = server.url, server.headers()
+        assert httpx.put(u + "/v1/vault/credentials/github", headers=h,
+                         json={"user": "alice", "secret": SECRET, "domains": ["127.0.0.1"]}).status_code == 201
+        directory = httpx.get(u + "/.well-known/http-message-signatures-directory").json()
+        api.keys.update({k["kid"]: jose.load_public_jwk(k) for k in directory["keys"]})
+
+        def token(scope: str) -> dict[str, str]:
+            r = httpx.post(u + "/v1/admin/user-tokens", headers=h, json={
+                "user": "alice", "scope": scope, "resource": ["urn:myriad:sandboxes", "urn:myriad:egress"]})
+            assert r.status_code == 200, r.text
+            return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+        net = {"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]}
+        alice = token("sandbox:container egress:127.0.0.1 vault:github")
+        r = httpx.post(u + "/v1/sandboxes", headers=alice, json={"needs": ["shell"], "network": net, "id": "web"})
+        assert r.status_code == 201, r.text
+        r = httpx.post(u + "/v1/sandboxes/web/exec", headers=alice, timeout=30,
+                       json={"cmd": f"curl -sS -w '\\n%{{http_code}}' {api.url}/user/repos; env"})
+        assert r.status_code == 200, r.text
+        out = r.json()["stdout"]
+        assert json.loads(out.splitlines()[0]) == {"repos": ["myriad"], "path": "/user/repos"}, out
+        assert api.seen[-1]["auth_ok"] and api.seen[-1]["signature_ok"]
+        _no_secret(r.json())
+        # Scopes are checked when the sandbox opens; a refused sandbox does not survive.
+        for scope, missing in [("sandbox:isolate egress:127.0.0.1", "sandbox:container"),
+                               ("sandbox:container", "egress:127.0.0.1")]:
+            r = httpx.post(u + "/v1/sandboxes", headers=token(scope), json={"needs": ["shell"], "network": net, "id": "x"})
+            assert r.status_code == 403 and r.json()["error"]["missing_scope"] == missing, r.text
+        assert [b["id"] for b in httpx.get(u + "/v1/sandboxes", headers=h).json()["sandboxes"]] == ["web"]
+        # Without vault:github the proxy refuses to lend the credential (403 from the proxy).
+        r = httpx.post(u + "/v1/sandboxes", headers=token("sandbox egress:127.0.0.1"), json={"needs": ["shell"], "network": net, "id": "y"})
+        assert r.status_code == 201
+        r = httpx.post(u + "/v1/sandboxes/y/exec", headers=h, timeout=30,
+                       json={"cmd": f"curl -s -o /dev/null -w '%{{http_code}}' {api.url}/user/repos"})
+        assert r.json()["stdout"] == "403", r.text
+        entries = httpx.get(u + "/v1/admin/audit", headers=h, params={"action": "egress"}).json()["entries"]
+        assert entries[0]["outcome"] == "denied" and entries[1]["outcome"] == "allowed"
+        assert entries[1]["chain"] == ["user:alice"] and entries[1]["detail"]["credentials"] == ["github"]
+    finally:
+        server.stop()
+        api.close()

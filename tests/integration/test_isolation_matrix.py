@@ -1,6 +1,6 @@
 """Tenant isolation on every door of a real ``myriad serve`` process.
 
-Each door is driven with: another tenant's key, an expired key, a revoked key, a
+Each door (agents, models, usage, admin, vault, sandboxes) is driven with: another tenant's key, an expired key, a revoked key, a
 forged token (tampered, and self-signed under Myriad's kid), replayed tokens (an
 expired delegated token, an agent workload token, a token minted for another door),
 and credentials whose scopes or audience do not cover the call. Every attempt must be
@@ -46,7 +46,13 @@ DOORS: list[tuple[str, str, str, Any]] = [
     ("admin", "GET", "/v1/admin/keys", None),
     ("admin", "GET", "/v1/admin/audit", None),
     ("vault", "GET", "/v1/vault/credentials", None),
+    ("sandboxes", "GET", "/v1/sandboxes", None),
+    ("sandboxes", "POST", "/v1/sandboxes", {"tier": "isolate"}),
+    ("sandboxes", "GET", "/v1/sandboxes/shared-box", None),
+    ("sandboxes", "POST", "/v1/sandboxes/shared-box/run", {"code": "return 1"}),
+    ("sandboxes", "DELETE", "/v1/sandboxes/shared-box", None),
 ]
+FAMILY = {"sandboxes": "sandbox"}
 VAULT_SECRET = "gho_" + "victimTokenValue" * 2
 
 
@@ -67,6 +73,8 @@ def world(tmp_path_factory) -> Any:
         assert r.status_code == 200, r.text
         r = httpx.put(u + "/v1/vault/credentials/github", headers=h,
                       json={"user": "victim", "secret": VAULT_SECRET, "domains": ["api.github.com"]})
+        assert r.status_code == 201, r.text
+        r = httpx.post(u + "/v1/sandboxes", json={"tier": "isolate", "id": "shared-box"}, headers=h)
         assert r.status_code == 201, r.text
         models = [m["id"] for m in httpx.get(u + "/v1/models", headers=h).json()["data"]]
         cli(server, "tenants", "create", "intruder")
@@ -104,7 +112,7 @@ def _tokens(world: Any) -> dict[str, tuple[str, int, str]]:
     """name -> (token, expected status, expected words in the message)"""
     ident: Identity = world["identity"]
     t = ident.tokens
-    all_doors = [f"urn:myriad:{d}" for d in ("agents", "models", "usage", "admin", "vault")]
+    all_doors = [f"urn:myriad:{d}" for d in ("agents", "models", "usage", "admin", "vault", "sandboxes")]
     good = t.user_token("default", "victim", scopes="*", resources=all_doors)
     head, body, sig = good.split(".")
     tampered_body = jose.b64url(json.dumps({**jose.parse(good).claims, "tenant": "intruder"}).encode())
@@ -139,7 +147,7 @@ def test_every_http_door_refuses_bad_credentials(world, door, method, path, body
         **_tokens(world),
     }
     if door != "usage":
-        cases["usage_only_key"] = (keys["usage_only"], 403, door)
+        cases["usage_only_key"] = (keys["usage_only"], 403, FAMILY.get(door, door))
     for name, (token, status, words) in cases.items():
         r = _call(server, method, path, body, token, models)
         _assert_no_leak(r.text, token)
@@ -164,6 +172,10 @@ def _assert_isolated(door: str, method: str, path: str, r: httpx.Response) -> No
         assert r.status_code == 200 and {k["tenant"] for k in r.json()["keys"]} <= {"intruder"}
     if path == "/v1/vault/credentials":
         assert r.status_code == 200 and r.json()["credentials"] == []
+    if path.startswith("/v1/sandboxes/shared-box"):
+        assert r.status_code == 404, r.text  # another tenant's sandbox id is as good as unknown
+    if path == "/v1/sandboxes" and method == "GET":
+        assert r.status_code == 200 and "shared-box" not in r.text
     assert r.status_code < 500, r.text
 
 
@@ -180,6 +192,8 @@ def test_cross_tenant_handles_are_refused(world):
     r = httpx.delete(server.url + "/v1/vault/credentials/github", params={"user": "victim"}, headers=h)
     assert r.status_code == 404
     # The victim still has everything.
+    r = httpx.get(server.url + "/v1/sandboxes/shared-box", headers=server.headers())
+    assert r.status_code == 200 and r.json()["owner"] == "default"
     assert httpx.get(server.url + "/v1/agents/counter/secret-room", headers=server.headers()).json()["state"] == {"n": 42}
     creds = httpx.get(server.url + "/v1/vault/credentials", headers=server.headers()).json()["credentials"]
     assert [c["provider"] for c in creds] == ["github"] and VAULT_SECRET not in json.dumps(creds)

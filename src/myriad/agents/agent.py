@@ -190,6 +190,25 @@ class Agent:
         ref = self._slot.ref
         return bind(ref.tenant, ref.path)
 
+    @property
+    def identity(self) -> Any:
+        """The host's identity service (``myriad.identity``): this agent's workload
+        token, token exchange on a user's behalf, signed outbound requests."""
+        if self._host.identity is None:
+            raise InvalidRequest("no identity service is configured on this host")
+        return self._host.identity
+
+    async def usage(self) -> Any:
+        """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),
+        so an agent can plan around what it may still spend. Empty without metering."""
+        meter = self._host.meter
+        if meter is None:
+            return []
+        from myriad.metering import Subject
+
+        ref = self._slot.ref
+        return await meter.spend(Subject(ref.tenant, agent=ref.path))
+
     def sandbox(self, **options: Any) -> Any:
         """Open a sandbox owned by this agent (see ``myriad.sandbox``)."""
         sandboxes = self._host.sandboxes

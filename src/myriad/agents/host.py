@@ -50,21 +50,28 @@ class AgentHost:
         *,
         models: Any = None,
         sandboxes: Any = None,
+        meter: Any = None,
+        identity: Any = None,
         instrumentation: Any = None,
     ) -> None:
         self.storage = storage
         self.settings = settings or AgentSettings()
         self.models = models
         self.sandboxes = sandboxes
+        self.meter = meter
+        self.identity = identity
         self.classes: dict[str, type[Agent]] = {}
         self.scheduler = Scheduler(self, storage, self.settings)
         self._slots: dict[str, _Slot] = {}
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
-        if instrumentation is not None:
-            # telemetry wraps the turn (an invoke_agent span); without it nothing changes
-            self._turn = instrumentation.wrap_turn(self._turn, self)  # type: ignore[method-assign]
+        # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
+        # count) wraps the turn; without any, nothing changes.
+        wrappers = instrumentation if isinstance(instrumentation, (list, tuple)) else [instrumentation]
+        for wrapper in wrappers:
+            if wrapper is not None:
+                self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
 
     # -- registry ----------------------------------------------------------------
     def register(self, cls: type[Agent]) -> type[Agent]:

@@ -8,6 +8,7 @@ signing key rings and the outbound path. Everything opens lazily on first use.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from functools import cached_property
@@ -194,6 +195,9 @@ class Identity:
         return {"keys": self.tokens.ring.published()}
 
 
+_TOOL_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+
 def _actors(act: Any) -> tuple[str, ...]:
     from myriad.identity.tokens import act_chain
 
@@ -212,6 +216,14 @@ class AgentIdentity:
     @property
     def spiffe_id(self) -> str:
         return spiffe_id(self.identity.settings.trust_domain, self.tenant, self.agent_path)
+
+    def tool(self, name: str) -> "AgentIdentity":
+        """The identity of one of this agent's tools (``.../agent/{class}/{name}/tool/{tool}``):
+        a tool that exchanges the agent's delegated token adds a nested ``act`` hop, so the
+        audit log names the tool too, and its scope can be narrowed to what the tool needs."""
+        if not isinstance(name, str) or not _TOOL_RE.match(name):
+            raise InvalidRequest(f"invalid tool name {str(name)[:60]!r}")
+        return AgentIdentity(self.identity, self.tenant, f"{self.agent_path}/tool/{name}")
 
     def token(self, scopes: str = "*") -> str:
         """A short-lived workload token (the ``actor_token`` of an exchange)."""

@@ -137,10 +137,24 @@ def _flag(request: Request, name: str) -> bool:
 # -- sandboxes --------------------------------------------------------------------------
 
 
+async def _admit(request: Request, sandboxes: Sandboxes, tenant: str, sandbox: Sandbox) -> None:
+    """The caller must hold ``sandbox:<tier>`` and ``egress:<host>`` for each allowed host;
+    the sandbox's egress then acts for the caller (credentials of its user, signatures)."""
+    identity = getattr(request.app.state.services, "identity", None)
+    if identity is None:
+        return
+    try:
+        identity.outbound.admit_sandbox(await require_principal(request), sandbox)
+    except MyriadError:
+        await sandboxes.close(tenant, sandbox.id)
+        raise
+
+
 async def create(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
     body = await _json(request, required=False)
     sandbox = await sandboxes.open_for(tenant, body)
+    await _admit(request, sandboxes, tenant, sandbox)
     return JSONResponse(sandbox.info().to_json(), status_code=201)
 
 
@@ -324,6 +338,7 @@ async def fork(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
     body = await _json(request, required=False)
     child = await sandboxes.fork(tenant, request.path_params["id"], new_id=_field(body, "id", str))
+    await _admit(request, sandboxes, tenant, child)
     return JSONResponse(child.info().to_json(), status_code=201)
 
 
