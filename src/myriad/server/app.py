@@ -49,9 +49,9 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
                 await services.close()
 
     routes = [Route("/healthz", health, methods=["GET"])]
+    routes += gateway_api.routes()  # first: exact paths, and the hottest (routes are matched in order)
     routes += agents_api.routes()
     routes += usage_api.routes()
-    routes += gateway_api.routes()
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     app.state.services = services
     return app
