@@ -49,9 +49,9 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
                 await services.close()
 
     routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
+    routes += gateway_api.routes()  # first: exact paths, and the hottest (routes are matched in order)
     routes += agents_api.routes()
     routes += usage_api.routes()
-    routes += gateway_api.routes()
     routes += sandbox_api.routes()
     routes += telemetry_api.routes()
     routes += identity_api.routes()
