@@ -12,6 +12,7 @@ BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
     "density": "myriad.bench.density",
     "metering": "myriad.bench.metering",
+    "telemetry": "myriad.bench.telemetry",
 }
 
 __all__ = ["BENCHES"]
