@@ -22,6 +22,7 @@ from myriad.telemetry import semconv as sc
 from myriad.telemetry._redact import redact_text
 
 _USER_KEYS = ("myriad.user", "enduser.id", "user")
+_START_KEYS = frozenset((sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_REQUEST_MODEL))
 
 
 def current_user() -> str | None:
@@ -162,7 +163,8 @@ class InstrumentedGateway:
             if metric_attrs[sc.GEN_AI_OPERATION_NAME] != sc.OP_EMBEDDINGS:
                 record(tout, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
         if recording:
-            attrs: dict[str, Any] = dict(metric_attrs)
+            # the start already set operation and request model
+            attrs: dict[str, Any] = {k: v for k, v in metric_attrs.items() if k not in _START_KEYS}
             if deployment:
                 attrs[sc.MYRIAD_DEPLOYMENT] = deployment
             if usage:
