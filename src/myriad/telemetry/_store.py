@@ -67,6 +67,9 @@ def _record(span: Any) -> SpanRecord:
     )
 
 
+_GROUP_KEYS = {"tenant": 0, "user": 1, "agent": 2, "model": 3}
+
+
 def _hex_trace(tid: int) -> str:
     return format(tid, "032x")
 
