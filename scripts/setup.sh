@@ -13,7 +13,7 @@ SUDO=""
 
 apt_pkgs=(bubblewrap)
 if (( want_test )); then
-  apt_pkgs+=(nodejs npm chromium)
+  apt_pkgs+=(nodejs npm git curl python3 chromium)  # git/curl/python3: used inside sandboxes by tests/sandbox; chromium: dashboard tests
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do
@@ -36,7 +36,10 @@ fi
 
 echo "==> pip install -e ."
 if (( want_test )); then
-  python3 -m pip install -q --disable-pip-version-check -e ".[test]"
+  # the local embedder's tests need torch: the CPU wheel by exact version (a bare
+  # `torch` would resolve to a multi-GB CUDA build); ~40 s on a fresh machine
+  python3 -m pip install -q --disable-pip-version-check torch==2.13.0
+  python3 -m pip install -q --disable-pip-version-check -e ".[test,embeddings]"
 else
   python3 -m pip install -q --disable-pip-version-check -e .
 fi

@@ -42,6 +42,42 @@ class AgentSettings:
 
 
 @dataclass
+class SandboxSettings:
+    """Sandboxes (``myriad.sandbox``); per-sandbox limits may only tighten these."""
+
+    root: str = ""
+    """Directory for sandbox workspaces and snapshots; empty means ``<data_dir>/sandboxes``."""
+    base: str = "host"
+    """Read-only root of the container tier: ``host`` (the host's /usr) or a template directory."""
+    cgroup: str = "auto"
+    """Resource limits backend: ``auto``, ``v2``, ``v1`` or ``rlimit`` (no cgroups)."""
+    cgroup_parent: str = "myriad"
+    """Name of the cgroup under which each sandbox gets its own group."""
+    timeout: float = 30.0
+    """Default wall-clock limit of one run/exec, in seconds."""
+    memory_mb: int = 512
+    """Default memory limit of a container sandbox, in MiB."""
+    isolate_memory_mb: int = 64
+    """Default hard heap limit of an isolate, in MiB."""
+    cpu: float = 1.0
+    """Default CPU limit of a container sandbox, in cores."""
+    pids: int = 256
+    """Default maximum number of processes in a container sandbox."""
+    output_bytes: int = 1_048_576
+    """Largest output kept from one run (console / stdout / stderr each)."""
+    idle_timeout: float = 900.0
+    """A container sandbox unused this many seconds is deleted."""
+    max_lifetime: float = 86_400.0
+    """A container sandbox is deleted this many seconds after creation, used or not."""
+    warm_isolates: int = 10_000
+    """Isolates kept warm per host (least recently used leave first)."""
+    seccomp: bool = True
+    """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
+    uid_base: int = 200_000
+    """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+
+
+@dataclass
 class ModelsSettings:
     """The model gateway (``myriad.models``)."""
 
@@ -87,6 +123,42 @@ class TelemetrySettings:
 
 
 @dataclass
+class IdentitySettings:
+    """Tokens, workload identities, the credential vault and signed requests (``myriad.identity``)."""
+
+    trust_domain: str = "myriad.local"
+    """SPIFFE trust domain of agent identities (``spiffe://{trust_domain}/tenant/...``)."""
+    issuer: str = "http://127.0.0.1:8787"
+    """``iss`` of the tokens Myriad mints; also the base of its well-known URLs."""
+    secret_key: str = ""
+    """Base64url 32-byte key that encrypts the vault and private signing keys at rest.
+    Empty: one is generated once into ``<data_dir>/identity.key`` (mode 0600)."""
+    agent_token_ttl: float = 300.0
+    """Lifetime in seconds of an agent's workload token."""
+    delegated_token_ttl: float = 300.0
+    """Upper bound in seconds on a token from the token endpoint (never beyond its subject's)."""
+    key_rotation: float = 86_400.0
+    """Seconds a signing key signs before a new one takes over (old ones stay published until their tokens expire)."""
+    user_issuer: str = ""
+    """``iss`` of users' JWTs from the application's identity provider; empty accepts none."""
+    user_jwks_url: str = ""
+    """JWKS URL of that issuer (fetched, cached, refetched on an unknown ``kid``)."""
+    user_audience: str = ""
+    """Required ``aud`` of users' JWTs (empty: not checked)."""
+    user_tenant_claim: str = "tenant"
+    """Claim naming the user's tenant; when absent, ``user_default_tenant`` applies."""
+    user_default_tenant: str = ""
+    """Tenant of users whose JWT has no tenant claim (empty: such tokens are refused)."""
+    user_scopes: str = "agents models"
+    """Scopes of a user arriving with a JWT that carries no ``scope`` claim."""
+    signature_agent: str = ""
+    """``Signature-Agent`` value of outbound signed requests; empty means ``issuer``."""
+    signature_agent_legacy: bool = False
+    """Send the older bare-string ``Signature-Agent`` form instead of the working-group
+    draft's dictionary form (``sig1="..."``), for verifiers that still expect it."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -98,6 +170,8 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
+    sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
@@ -195,4 +269,5 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "ModelsSettings", "MeteringSettings", "TelemetrySettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings",
+           "TelemetrySettings"]

@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from examples.counter import Counter as ExampleCounter
 from myriad.agents import Agent, AgentHost, AgentRef, callable
 from myriad.errors import UnknownAgent
 from myriad.settings import AgentSettings
@@ -10,19 +11,8 @@ from myriad.storage import SQLiteStorage
 from tests.conftest import make_conn
 
 
-class Counter(Agent):
-    initial_state = {"n": 0}
-
-    @callable()
-    async def add(self, a: int, b: int) -> int:
-        self.set_state({"n": self.state["n"] + a + b})
-        return self.state["n"]
-
-    @callable(streaming=True)
-    async def count(self, stream, upto: int):
-        for i in range(upto):
-            await stream.send(i)
-        await stream.end("done")
+class Counter(ExampleCounter):
+    """The README's counter, plus methods that exercise the error paths."""
 
     async def not_exposed(self):
         return 1
@@ -37,10 +27,6 @@ class Counter(Agent):
         await asyncio.sleep(0.01)
         self.set_state({"n": n + a})
         return n + a
-
-    def validate_state_change(self, state, source):
-        if not isinstance(state, dict) or not isinstance(state.get("n"), int):
-            raise ValueError("n must be an int")
 
 
 REF = AgentRef("t1", "counter", "u1")

@@ -69,6 +69,11 @@ kind = "embedding"
 
 [groups.fast]
 fallbacks = ["smart"]
+
+[knn]
+strong = "smart"
+weak = "fast"
+min_outcomes = 4
 """)
     live = LiveServer(tmp / "data", env={"MYRIAD_MODELS__CONFIG": str(cfg), "UPSTREAM_KEY": "k"}).start()
     yield live
@@ -125,7 +130,7 @@ def test_embeddings(client):
 
 
 def test_models(client):
-    assert {m.id for m in client.models.list()} == {"fast", "smart", "limited", "embed"}
+    assert {m.id for m in client.models.list()} == {"fast", "smart", "limited", "embed", "router-knn-0.2", "router-knn-0.5"}
 
 
 def test_errors_in_openai_shape(server, client):
@@ -176,3 +181,46 @@ def test_mid_stream_failure_is_an_error_event(client, upstream):
         for _ in client.chat.completions.create(model="fast", messages=MSG, stream=True):
             pass
     assert "broke after it started" in str(e.value)
+
+
+def test_semantic_cache_over_http(server, client):
+    q = [{"role": "user", "content": "Cache me if you can"}]
+    first = client.chat.completions.with_raw_response.create(model="fast", messages=q, extra_body={"cache": True})
+    assert first.headers.get("x-myriad-cache") is None
+    again = client.chat.completions.with_raw_response.create(model="fast", messages=q,
+                                                             extra_headers={"x-myriad-cache": "on"})
+    assert again.headers["x-myriad-cache"] == "hit"
+    assert again.parse().choices[0].message.content == first.parse().choices[0].message.content
+    other = openai.OpenAI(base_url=server.url + "/v1", api_key=_second_tenant_key(server), max_retries=0)
+    r = other.chat.completions.with_raw_response.create(model="fast", messages=q, extra_body={"cache": True})
+    assert r.headers.get("x-myriad-cache") is None  # never across tenants
+
+
+def test_router_outcomes_over_http(server, client):
+    url = server.url + "/v1/router/outcomes"
+    h = server.headers()
+    hard = [f"prove a deep theorem about number {i}" for i in range(4)]
+    easy = [f"say hi to person {i}" for i in range(4)]
+    r = httpx.post(url, json={"outcomes": [{"prompt": p, "weak_ok": False} for p in hard]
+                              + [{"prompt": p, "preferred": "weak"} for p in easy]}, headers=h)
+    assert r.status_code == 200 and r.json() == {"recorded": 8, "total": 8}
+    r = client.chat.completions.create(model="router-knn-0.5", messages=[
+        {"role": "user", "content": "prove a deep theorem about number 9"}])
+    assert "up-backup" in r.choices[0].message.content  # strong
+    r = client.chat.completions.create(model="router-knn-0.5", messages=[{"role": "user", "content": "say hi to person 9"}])
+    assert "up-primary" in r.choices[0].message.content  # weak
+    bad = httpx.post(url, json={"prompt": "x"}, headers=h)
+    assert bad.status_code == 400 and "weak_ok" in bad.json()["error"]["message"]
+    assert httpx.post(url, json={"prompt": "x", "weak_ok": True}).status_code == 401
+
+
+def _second_tenant_key(server) -> str:
+    from myriad.identity import KeyStore
+
+    keys = KeyStore(server.data_dir)
+    keys.open()
+    try:
+        keys.create_tenant("other")
+        return keys.create_key("other")[1]
+    finally:
+        keys.close()

@@ -55,8 +55,8 @@ def ledger(db_path, clock):
 
 
 @pytest.fixture
-def meter(ledger):
-    m = Meter(ledger)
+def meter(ledger, clock):
+    m = Meter(ledger, clock=clock)
     yield m
     if m._pool is not None:
         m._pool.shutdown(wait=True)

@@ -139,3 +139,43 @@ def test_meter_context_works_from_threads(meter, ledger):
     assert r.result.cost_nanos == 3_000_000  # 1500 ms * 0.000002
     (e,) = ledger.events("acme")
     assert e.cloudevent["type"] == "dev.myriad.usage.sandbox" and e.cloudevent["id"] == r.id
+
+
+async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, db_path):
+    import asyncio
+    import sqlite3
+
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
+        ticks = 0
+        for _ in range(20):  # the loop keeps running while the reservation waits in the worker thread
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert ticks == 20 and not task.done()
+    finally:
+        other.execute("COMMIT")
+        other.close()
+    r = await asyncio.wait_for(task, 10)
+    assert r.grant.amount_nanos == EST_NANOS
+    await r.__aexit__(None, None, None)
+    assert ledger.open_reservations() == 0
+
+
+async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, db_path):
+    import asyncio
+    import sqlite3
+
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # force the worker-thread path
+    task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.sleep(0)
+    meter._pool.submit(lambda: None).result()  # the worker drained: reserve, then release
+    assert ledger.open_reservations() == 0
+    assert task.cancelled()

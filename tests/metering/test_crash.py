@@ -68,8 +68,10 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(db_path):
             assert line, p.stderr.read()
             acked.append(line.strip())
         os.kill(p.pid, signal.SIGKILL)
-        rest, _ = p.communicate()
-        acked += rest.split()  # printed before death: committed too
+        # read through the same buffered reader (communicate() would skip what readline already buffered)
+        acked += p.stdout.read().split()  # printed before death: committed too
+        p.wait()
+        p.stderr.close()
         assert p.returncode == -signal.SIGKILL
         present, _ = check_consistent(db_path)
         assert set(acked) <= present  # no acknowledged event lost

@@ -81,3 +81,16 @@ def test_limit_validation():
         Limit(Scope("a"), "per_fortnight", 1)
     with pytest.raises(InvalidRequest, match="positive"):
         Limit(Scope("a"), "concurrent", 0)
+
+
+async def test_holds_for_live_things(meter, ledger):
+    ledger.put_limit(Limit(Scope("acme"), "concurrent", 1, operation="sandbox.live"))
+    h = await meter.hold(ANN, "sandbox.live", ttl_s=60).start()
+    with pytest.raises(ConcurrencyLimited):
+        await meter.hold(Subject("acme", "bob"), "sandbox.live").start()
+    await h.renew(120)
+    await h.finish()
+    await h.finish()
+    h2 = await meter.hold(Subject("acme", "bob"), "sandbox.live").start()
+    await h2.finish()
+    assert ledger.count_events() == 0  # holds record no usage

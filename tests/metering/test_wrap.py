@@ -1,14 +1,11 @@
 """Metering by wrapping: providers and sandboxes, with the subject taken from context."""
 
-from dataclasses import dataclass
-
 import pytest
 
 from myriad.errors import BudgetExceeded, ConfigError
 from myriad.metering import (
     Budget,
     MeteredProvider,
-    MeteredSandbox,
     Resources,
     Scope,
     Subject,
@@ -121,48 +118,3 @@ async def test_embed(meter, ledger):
         vectors, usage = await p.embed("emb", ["a b", "c"])
     assert len(vectors) == 2
     assert quantities(ledger) == {"model.requests": 1, "model.embedding_tokens": 3}
-
-
-@dataclass
-class Limits:
-    timeout: float = 2.0
-    memory_mb: int = 512
-    cpu: float = 1.0
-
-
-@dataclass
-class Result:
-    duration_ms: float
-    value: object = None
-
-
-class FakeBox:
-    tier = "container"
-    id = "sbx1"
-    limits = Limits()
-
-    async def run(self, code, *, timeout=None):
-        return Result(duration_ms=250.0, value=code)
-
-    def info(self):
-        return {"id": self.id}
-
-
-async def test_sandbox_runs_are_charged_from_the_result(meter, ledger):
-    box = MeteredSandbox(FakeBox(), meter, ANN)
-    res = await box.run("echo hi")
-    assert res.value == "echo hi" and box.info() == {"id": "sbx1"}  # other attributes pass through
-    q = {r.keys["resource"]: r.quantity_micro for r in ledger.totals(UsageQuery("acme", group_by=("resource",)))}
-    assert q == {"sandbox.container.runs": 10**6, "sandbox.container.cpu_ms": 250 * 10**6,
-                 "sandbox.container.wall_ms": 250 * 10**6, "sandbox.container.memory_gb_s": 125_000}
-    # 0.125 GB-s at 0.0000166667 per GB-s
-    (row,) = ledger.totals(UsageQuery("acme", resource="sandbox.container.memory_gb_s", group_by=()))
-    assert row.cost_nanos == 2083
-
-
-async def test_sandbox_admission_uses_the_limits_as_worst_case(meter, ledger):
-    ledger.put_budget(Budget(Scope("acme"), "day", hard="0.00001"))  # 10,000 nanos
-    box = MeteredSandbox(FakeBox(), meter, ANN)  # worst case: 1 GB-s = 16,667 nanos
-    with pytest.raises(BudgetExceeded):
-        await box.run("x")
-    await box.run("x", timeout=1.0)  # 0.5 GB-s = 8,334 nanos fits

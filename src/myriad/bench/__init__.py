@@ -12,6 +12,9 @@ BENCHES: dict[str, str] = {
     "hibernation": "myriad.bench.hibernation",
     "density": "myriad.bench.density",
     "metering": "myriad.bench.metering",
+    "sandbox": "myriad.bench.sandbox",
+    "gateway": "myriad.bench.gateway",
+    "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
 }
 

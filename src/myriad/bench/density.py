@@ -3,7 +3,8 @@
 Workload (DESIGN.md): each session is a WebSocket to its own agent and sends a
 message every ~10 s (exponential think time). Each turn makes 2 streamed calls to
 the simulated OpenAI-compatible upstream over HTTP (labelled simulated), persists
-state and replies. The host is pinned to CPU 0; the upstream and the load
+state and replies. Model calls go through Myriad's gateway (``self.models``), as
+an agent's would (metering off: this measures the runtime and gateway). The host is pinned to CPU 0; the upstream and the load
 generator share CPU 1. Host-added latency = round trip minus the time the agent
 spent awaiting the model. Levels ramp up until p99 passes the limit.
 
@@ -57,10 +58,10 @@ def _agent_class() -> type:
         @callable()
         async def turn(self, text: str) -> dict[str, Any]:
             t0 = _time.perf_counter()
-            plan = await self.models.stream_text([{"role": "user", "content": text}])
-            answer = await self.models.stream_text(
+            plan = await _collect(self.models.stream(text))
+            answer = await _collect(self.models.stream(
                 [{"role": "user", "content": text}, {"role": "assistant", "content": plan},
-                 {"role": "user", "content": "and so?"}])
+                 {"role": "user", "content": "and so?"}]))
             model_ms = (_time.perf_counter() - t0) * 1000
             self.set_state({"turns": self.state["turns"] + 1, "last": answer[:40]})
             return {"reply": answer[:60], "model_ms": model_ms}
@@ -68,34 +69,21 @@ def _agent_class() -> type:
     return DensityAgent
 
 
-class _StreamingModelClient:
-    """A minimal OpenAI-compatible streaming client (aiohttp) for the benchmark agent."""
+async def _collect(chunks: Any) -> str:
+    return "".join([c.text async for c in chunks if c.text])
 
-    def __init__(self, base_url: str) -> None:
-        self.base_url = base_url
-        self._http: Any = None
 
-    def for_agent(self, tenant: str, agent: str) -> "_StreamingModelClient":
-        return self
+_GATEWAY_TOML = """\
+# The density host's gateway: one OpenAI-compatible deployment, the SIMULATED upstream.
+[[deployment]]
+model = "sim"
+provider = "openai"
+upstream_model = "sim-small"
+base_url = "{base_url}"
 
-    async def stream_text(self, messages: list[dict[str, str]]) -> str:
-        import json
-
-        import aiohttp
-
-        if self._http is None:
-            self._http = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        parts: list[str] = []
-        body = {"model": "sim-small", "messages": messages, "stream": True}
-        async with self._http.post(self.base_url + "/chat/completions", json=body) as r:
-            r.raise_for_status()
-            async for line in r.content:
-                if not line.startswith(b"data: ") or line.startswith(b"data: [DONE]"):
-                    continue
-                delta = json.loads(line[6:])["choices"][0]["delta"]
-                if delta.get("content"):
-                    parts.append(delta["content"])
-        return "".join(parts)
+[router]
+default_model = "sim"
+"""
 
 
 # -- processes ---------------------------------------------------------------------
@@ -126,8 +114,12 @@ def _serve(data_dir: Path, port: int, upstream: str) -> None:
     from myriad.settings import Settings
 
     settings = Settings(data_dir=data_dir, port=port)
+    gateway_file = data_dir / "gateway.toml"
+    gateway_file.parent.mkdir(parents=True, exist_ok=True)
+    gateway_file.write_text(_GATEWAY_TOML.format(base_url=upstream))
+    settings.models.config = str(gateway_file)
+    settings.metering.enabled = False
     services = build_services(settings, [_agent_class()])
-    services.host.models = _StreamingModelClient(upstream)
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning",
                             ws_ping_interval=None, backlog=16384, access_log=False, lifespan="on")
     asyncio.run(uvicorn.Server(config).serve())

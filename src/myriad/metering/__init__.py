@@ -15,6 +15,7 @@ See README.md in this directory for what the gateway and the sandboxes call.
 """
 
 from myriad.metering._cli import add_usage_arguments, cli_usage
+from myriad.metering._counter import UsageCounter
 from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str, parse_when
 from myriad.metering._export import (
     InvoiceLine,
@@ -26,18 +27,19 @@ from myriad.metering._export import (
     usage_report,
     write_jsonl,
 )
+from myriad.metering._gateway import MeteredGateway, gateway_price_version
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
 from myriad.metering._wrap import (
     MeteredProvider,
-    MeteredSandbox,
     charging,
     current_subject,
     estimate_chat,
     metered,
     usage_of_openai,
 )
+from myriad.metering._sandbox import MeteredSandbox, MeteredSandboxes, egress_hook, subject_of_owner
 from myriad.metering._store import (
     STORES,
     AppendResult,
@@ -55,8 +57,10 @@ __all__ = [
     "BudgetStatus",
     "InvoiceLine",
     "LedgerStore",
+    "MeteredGateway",
     "MeteredProvider",
     "MeteredSandbox",
+    "MeteredSandboxes",
     "Limit",
     "Meter",
     "Notice",
@@ -70,6 +74,7 @@ __all__ = [
     "StoredEvent",
     "Subject",
     "Usage",
+    "UsageCounter",
     "UsageEvent",
     "UsageQuery",
     "UsageRow",
@@ -78,6 +83,7 @@ __all__ = [
     "charging",
     "cli_usage",
     "current_subject",
+    "egress_hook",
     "estimate_chat",
     "export_cloudevents",
     "invoice_lines",
@@ -85,10 +91,12 @@ __all__ = [
     "metered",
     "usage_of_openai",
     "from_nanos",
+    "gateway_price_version",
     "money_str",
     "open_store",
     "parse_when",
     "rows_to_csv",
+    "subject_of_owner",
     "usage_report",
     "write_jsonl",
 ]

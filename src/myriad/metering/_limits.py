@@ -79,8 +79,9 @@ class Budget:
 
     scope: Scope
     period: str = "month"
-    hard: Decimal | None = None
-    soft: Decimal | None = None
+    hard: Decimal | str | int | None = None
+    """Refuse admission past this amount (a number or decimal string; kept as ``Decimal``)."""
+    soft: Decimal | str | int | None = None
     id: str = field(default_factory=lambda: "bud_" + uuid.uuid4().hex[:16])
 
     def __post_init__(self) -> None:

@@ -4,7 +4,8 @@ Nothing in the gateway or the sandbox room needs a metering flag. The compositio
 root wraps the object it hands out::
 
     provider = MeteredProvider(provider, meter, model="gpt-x", deployment="openai-east")
-    sandbox = MeteredSandbox(sandbox, meter, subject)
+    gateway = MeteredGateway(gateway, meter)          # _gateway.py
+    sandboxes = MeteredSandboxes(sandboxes, meter)    # _sandbox.py
 
 Who is charged comes from the call's context: ``with charging(subject): ...`` (the
 agent host sets it around a turn, the HTTP gateway around a request). Each wrapped
@@ -209,78 +210,8 @@ class MeteredProvider:
             return vectors, usage
 
 
-# -- sandboxes -----------------------------------------------------------------------
-
-
-class MeteredSandbox:
-    """A sandbox whose ``run`` (and ``exec``) calls are reserved from its limits and charged after.
-
-    Worst case per call: ``timeout`` seconds of wall time, ``timeout x cpu`` cores of
-    CPU, ``memory_mb`` for ``timeout``. Actual: ``duration_ms`` of the result as
-    wall time; ``cpu_ms`` if the result reports it, else wall time x cores as a
-    bound; memory at its limit for the wall time (GB-s the way serverless bills).
-    """
-
-    METERED = ("run", "exec")
-
-    def __init__(
-        self,
-        inner: Any,
-        meter: Meter,
-        subject: Subject | None = None,
-        *,
-        default_timeout_s: float = 30.0,
-        default_memory_mb: int = 128,
-        subject_of: Callable[[], Subject | None] = current_subject,
-    ) -> None:
-        self.inner = inner
-        self.meter = meter
-        self.subject = subject
-        self.default_timeout_s = default_timeout_s
-        self.default_memory_mb = default_memory_mb
-        self.subject_of = subject_of
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self.inner, name)
-        if name in self.METERED and callable(attr):
-            return self._wrap(attr)
-        return attr
-
-    def _limits(self, timeout: float | None) -> tuple[str, float, float, int]:
-        limits = getattr(self.inner, "limits", None)
-        tier = str(getattr(self.inner, "tier", "sandbox"))
-        t = timeout or getattr(limits, "timeout", None) or self.default_timeout_s
-        cpu = getattr(limits, "cpu", None) or 1.0
-        mem = getattr(limits, "memory_mb", None) or self.default_memory_mb
-        return tier, float(t), float(cpu), int(mem)
-
-    def _wrap(self, fn: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            subject = self.subject or _require_subject(self.subject_of)
-            tier, timeout, cpu, mem = self._limits(kwargs.get("timeout"))
-            from decimal import Decimal
-
-            gb = Decimal(mem) / 1024
-            est = Usage.sandbox_run(tier, cpu_ms=timeout * 1000 * cpu, wall_ms=timeout * 1000,
-                                    memory_gb_s=gb * Decimal(str(timeout)))
-            async with self.meter.reserve(subject, est, operation=f"sandbox.{getattr(fn, '__name__', 'run')}") as r:
-                result = await fn(*args, **kwargs)
-                wall = float(getattr(result, "duration_ms", 0) or 0)
-                cpu_ms = getattr(result, "cpu_ms", None)
-                r.commit(Usage.sandbox_run(
-                    tier,
-                    cpu_ms=float(cpu_ms) if cpu_ms is not None else wall * cpu,
-                    wall_ms=wall,
-                    memory_gb_s=gb * Decimal(str(wall)) / 1000,
-                ), attributes={"sandbox": getattr(self.inner, "id", None)})
-                return result
-
-        return call
-
-
 __all__ = [
     "MeteredProvider",
-    "MeteredSandbox",
     "charging",
     "current_subject",
     "estimate_chat",

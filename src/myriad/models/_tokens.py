@@ -40,6 +40,14 @@ def content_text(content: Any) -> str:
     return str(content)
 
 
+def last_user_text(messages: Iterable[Mapping[str, Any]]) -> str:
+    """The text of the last ``user`` message ("" when there is none)."""
+    for m in reversed(list(messages)):
+        if m.get("role") == "user":
+            return content_text(m.get("content"))
+    return ""
+
+
 def estimate_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     """Approximate prompt tokens for a list of OpenAI chat messages."""
     total = 0
@@ -55,4 +63,4 @@ def estimate_message_tokens(messages: Iterable[Mapping[str, Any]]) -> int:
     return total
 
 
-__all__ = ["estimate_text_tokens", "estimate_message_tokens", "content_text"]
+__all__ = ["estimate_text_tokens", "estimate_message_tokens", "content_text", "last_user_text"]

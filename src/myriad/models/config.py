@@ -88,6 +88,8 @@ class GroupConfig:
     """Empty: the router's default strategy."""
     fallbacks: tuple[str, ...] = ()
     context_fallback: str | None = None
+    cache: bool | None = None
+    """Semantic cache for this alias: True opts in, False opts out, None follows ``[cache]``."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class KnnConfig:
     weak: str
     k: int = 10
     embedding_model: str | None = None
+    min_outcomes: int = 20
+    """Below this many recorded outcomes a tenant's router explores (strong at the target share, by hash)."""
 
 
 @dataclass(frozen=True)
@@ -142,8 +146,12 @@ class GatewayConfig:
     groups: Mapping[str, GroupConfig] = field(default_factory=dict)
     router: RouterConfig = RouterConfig()
     routes: tuple[RouteConfig, ...] = ()
-    route_threshold: float = 0.5
+    route_threshold: float | None = None
+    """Similarity a prompt needs to take a route; None ("auto") calibrates it from the utterances."""
     route_default: str | None = None
+    route_model: str = "auto"
+    """The model name that asks the semantic router to choose."""
+    route_embedding_model: str | None = None
     knn: KnnConfig | None = None
     cache: CacheConfig = CacheConfig()
 
@@ -243,7 +251,20 @@ class _Parser:
                              ("default_embedding_model", router.default_embedding_model)):
             if target is not None and target not in aliases:
                 raise self.fail(f"router.{name} {target!r} is not a deployed model", "router", None, name)
-        return GatewayConfig(tuple(deps), groups, router, routes, threshold, default, knn, cache)
+        embedding = {d.model for d in deps if d.kind == "embedding"}
+        for table, key, value in (("routes", "embedding_model", self.route_embedding_model),
+                                  ("knn", "embedding_model", knn.embedding_model if knn else None),
+                                  ("cache", "embedding_model", cache.embedding_model),
+                                  ("router", "default_embedding_model", router.default_embedding_model)):
+            if value is not None and value not in embedding:
+                raise self.fail(f"{table}.{key} {value!r} is not a deployed embedding model", table, None, key)
+        needs_embedding = routes or knn or cache.enabled or any(g.cache for g in groups.values())
+        if needs_embedding and not embedding:
+            raise self.fail("semantic routes, the knn router and the cache need an embedding model: add a "
+                            "[[deployment]] with kind = \"embedding\" (provider \"local\" runs MiniLM here)",
+                            "route" if routes else "knn" if knn else "cache")
+        return GatewayConfig(tuple(deps), groups, router, routes, threshold, default, self.route_model,
+                             self.route_embedding_model, knn, cache)
 
     def parse_router(self) -> RouterConfig:
         raw = self.data.get("router", {})
@@ -342,7 +363,7 @@ class _Parser:
             if alias not in aliases:
                 raise self.fail(f"[groups.{alias}] names no deployed model", t)
             for k in g:
-                if k not in ("strategy", "fallbacks", "context_fallback"):
+                if k not in ("strategy", "fallbacks", "context_fallback", "cache"):
                     raise self.fail(f"unknown key {k!r} in [groups.{alias}]", t, None, k)
             strategy = self.get(g, "strategy", str, "", t, None, t)
             if strategy and strategy not in STRATEGIES:
@@ -355,12 +376,22 @@ class _Parser:
             cf = self.get(g, "context_fallback", str, None, t, None, t)
             if cf is not None and cf not in aliases:
                 raise self.fail(f"context_fallback {cf!r} is not a deployed model", t, None, "context_fallback")
-            out[alias] = GroupConfig(strategy, tuple(fallbacks), cf)
+            out[alias] = GroupConfig(strategy, tuple(fallbacks), cf, self.get(g, "cache", bool, None, t, None, t))
         return out
 
-    def parse_routes(self, aliases: set[str]) -> tuple[tuple[RouteConfig, ...], float, str | None]:
+    def parse_routes(self, aliases: set[str]) -> tuple[tuple[RouteConfig, ...], float | None, str | None]:
         opts = self.data.get("routes", {})
-        threshold = float(self.get(opts, "threshold", (int, float), 0.5, "routes", None, "routes"))
+        for k in opts:
+            if k not in ("threshold", "default", "model", "embedding_model"):
+                raise self.fail(f"unknown key {k!r} in [routes]", "routes", None, k)
+        raw_thr = opts.get("threshold", "auto")
+        if raw_thr == "auto":
+            threshold: float | None = None
+        elif isinstance(raw_thr, (int, float)) and not isinstance(raw_thr, bool) and -1 <= raw_thr <= 1:
+            threshold = float(raw_thr)
+        else:
+            raise self.fail(f"routes.threshold must be \"auto\" or a cosine similarity in [-1, 1], got {raw_thr!r}",
+                            "routes", None, "threshold")
         default = self.get(opts, "default", str, None, "routes", None, "routes")
         if default is not None and default not in aliases:
             raise self.fail(f"routes.default {default!r} is not a deployed model", "routes", None, "default")
@@ -377,18 +408,24 @@ class _Parser:
             if not utt or not all(isinstance(u, str) and u.strip() for u in utt):
                 raise self.fail(f"{lab}: utterances must be a non-empty list of strings", "route", i, "utterances")
             out.append(RouteConfig(self.get(r, "name", str, None, "route", i, lab), model, tuple(utt)))
+        self.route_model = self.get(opts, "model", str, "auto", "routes", None, "routes")
+        self.route_embedding_model = self.get(opts, "embedding_model", str, None, "routes", None, "routes")
         return tuple(out), threshold, default
 
     def parse_knn(self, aliases: set[str]) -> KnnConfig | None:
         raw = self.data.get("knn")
         if raw is None:
             return None
+        for k in raw:
+            if k not in KnnConfig.__dataclass_fields__:
+                raise self.fail(f"unknown key {k!r} in [knn]", "knn", None, k)
         for req in ("strong", "weak"):
             v = self.get(raw, req, str, None, "knn", None, "knn")
             if v is None or v not in aliases:
                 raise self.fail(f"knn.{req} must name a deployed model, got {v!r}", "knn", None, req)
         return KnnConfig(raw["strong"], raw["weak"], int(self.get(raw, "k", int, 10, "knn", None, "knn")),
-                         self.get(raw, "embedding_model", str, None, "knn", None, "knn"))
+                         self.get(raw, "embedding_model", str, None, "knn", None, "knn"),
+                         int(self.get(raw, "min_outcomes", int, 20, "knn", None, "knn")))
 
     def parse_cache(self) -> CacheConfig:
         raw = self.data.get("cache", {})

@@ -25,7 +25,7 @@ import inspect
 import random
 import time
 from collections.abc import Mapping as MappingABC
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, TypeVar
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol, TypeVar
 
 from myriad.errors import (
     ConfigError,
@@ -40,6 +40,10 @@ from myriad.errors import (
     UpstreamTimeout,
 )
 from myriad.models._tokens import estimate_message_tokens, estimate_text_tokens
+from myriad.models.cache import SemanticCache
+from myriad.models.knn import KnnRouter
+from myriad.models.semantic import SemanticRouter
+from myriad.models._streams import CACHE, StreamAccumulator, replay_chunks
 from myriad.models.config import Deployment, GatewayConfig, GroupConfig
 from myriad.models.providers import Provider, create_provider
 from myriad.models.routing import STRATEGIES, DeploymentState, RouteContext
@@ -50,18 +54,16 @@ SecretResolver = Callable[[str], "str | None"]
 UsageHook = Callable[[UsageRecord], "Awaitable[None] | None"]
 
 
-class VirtualModel:
+class VirtualModel(Protocol):
     """A model name that is not deployed but picks one that is (quality routers)."""
 
-    def matches(self, name: str) -> bool:
-        raise NotImplementedError
+    def matches(self, name: str) -> bool: ...
 
-    async def pick(self, name: str, body: Mapping[str, Any], tenant: str | None) -> str:
-        raise NotImplementedError
+    async def pick(self, name: str, body: Mapping[str, Any], tenant: str | None) -> str: ...
 
     def names(self) -> list[str]:
         """Names to list in ``/v1/models``."""
-        return []
+        ...
 
 
 class Gateway:
@@ -85,12 +87,31 @@ class Gateway:
         self._groups: dict[str, list[DeploymentState]] = {}
         self._keys: dict[str, str | None] = {}
         self._providers: dict[str, Provider] = {}
-        self.virtual: list[VirtualModel] = []
+        self.virtual: list[Any] = []
+        """Virtual models (quality routers), consulted for names that are not deployed."""
         for d in config.deployments:
             st = DeploymentState(d)
             self._states[d.name] = st
             self._groups.setdefault(d.model, []).append(st)
             self._keys[d.name] = self._resolve_key(d)
+        self.semantic: SemanticRouter | None = None
+        if config.routes:
+            self.semantic = SemanticRouter(self, config.routes, name=config.route_model,
+                                           threshold=config.route_threshold, default=config.route_default,
+                                           embedding_model=config.route_embedding_model)
+            self.virtual.append(self.semantic)
+        self.knn: KnnRouter | None = None
+        if config.knn is not None:
+            self.knn = KnnRouter(self, config.knn)
+            self.virtual.append(self.knn)
+        self.cache: SemanticCache | None = None
+        if any(d.kind == "embedding" for d in config.deployments):
+            cache_model = config.cache.embedding_model
+
+            async def embed_for_cache(texts: list[str], tenant: str | None) -> list[list[float]]:
+                return (await self.embed(texts, model=cache_model, tenant=tenant)).vectors
+
+            self.cache = SemanticCache(config.cache, embed_for_cache, clock)
 
     @classmethod
     def simulated(cls, *, on_usage: UsageHook | None = None, **profile: Any) -> "Gateway":
@@ -176,7 +197,14 @@ class Gateway:
     async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None,
                    agent: str | None = None) -> ChatResult:
         """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored)."""
-        req, asked, alias = await self._prepare(body, tenant)
+        req, asked, cache_text = self._prepare(body)
+        probe = None
+        if cache_text is not None and self.cache is not None:
+            hit, probe = await self.cache.lookup(tenant, asked, req, cache_text)
+            if hit is not None:
+                await self._record_hit(tenant, agent, asked)
+                return ChatResult(raw=hit.raw, model=asked, deployment=CACHE, attempts=0, cached=True)
+        alias = await self._route(asked, req, tenant)
         prompt_tokens = estimate_message_tokens(req["messages"])
         started = self._clock()
 
@@ -187,6 +215,8 @@ class Gateway:
         raw["model"] = asked
         result = ChatResult(raw=raw, model=asked, deployment=state.deployment.name, attempts=attempts)
         await self._record(tenant, agent, asked, state.deployment, result.usage, self._clock() - started, "chat")
+        if probe is not None and self.cache is not None:
+            self.cache.store(probe, raw)
         return result
 
     async def chat_stream(self, body: Mapping[str, Any], *, tenant: str | None = None,
@@ -194,19 +224,48 @@ class Gateway:
         """Stream a chat completion as OpenAI chunks. Falls back between deployments
         only until the first content chunk has been yielded; after that an upstream
         failure raises ``UpstreamError`` to the caller."""
-        req, asked, alias = await self._prepare(body, tenant)
+        async for deployment, batch in self.chat_stream_batches(body, tenant=tenant, agent=agent):
+            for raw in batch:
+                yield ChatChunk(raw, deployment)
+
+    async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
+                                  agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
+        that arrived from upstream together, so a relay can forward them in one write."""
+        req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
+        if cache_text is None or self.cache is None:
+            async for item in self._stream(req, asked, want_usage, tenant, agent):
+                yield item
+            return
+        hit, probe = await self.cache.lookup(tenant, asked, req, cache_text)
+        if hit is not None:
+            await self._record_hit(tenant, agent, asked)
+            yield CACHE, list(replay_chunks(hit.raw, want_usage))
+            return
+        acc = StreamAccumulator()
+        async for deployment, batch in self._stream(req, asked, want_usage, tenant, agent):
+            for raw in batch:
+                acc.add(raw)
+            yield deployment, batch
+        completed = acc.completion(asked)
+        if completed is not None:
+            self.cache.store(probe, completed)
+
+    async def _stream(self, req: dict[str, Any], asked: str, want_usage: bool, tenant: str | None,
+                      agent: str | None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        alias = await self._route(asked, req, tenant)
         req["stream"] = True
         req["stream_options"] = {**(req.get("stream_options") or {}), "include_usage": True}
         prompt_tokens = estimate_message_tokens(req["messages"])
         cfg = self.config.router
         started = self._clock()
         deadline = started + cfg.total_timeout
-        floor = _Need(prompt_tokens)
+        need = _Need(prompt_tokens)
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
-            for state in self._candidates(alias, floor, stream=True):
+            for state in self._candidates(alias, need, stream=True):
                 d = state.deployment
                 now = self._clock()
                 if now >= deadline:
@@ -218,9 +277,9 @@ class Gateway:
                 head: list[dict[str, Any]] = []
                 try:
                     async with asyncio.timeout(attempt_timeout):
-                        async for chunk in agen:
-                            head.append(chunk)
-                            if _committing(chunk):
+                        async for batch in agen:
+                            head += batch
+                            if any(map(_committing, batch)):
                                 break
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
                     err = _as_model_error(e, d, attempt_timeout)
@@ -228,7 +287,7 @@ class Gateway:
                     state.failed(self._clock(), err, cfg)
                     last = err
                     if isinstance(err, ContextWindowExceeded):
-                        floor.overflowed.add(d.model)
+                        need.overflowed.add(d.model)
                     elif isinstance(err, UpstreamRejected):
                         raise err
                     continue
@@ -238,28 +297,23 @@ class Gateway:
                     raise
                 # committed: from here on no fallback
                 ttft = self._clock() - now
-                usage: Usage | None = None
+                usage: list[Usage] = []
                 try:
-                    for chunk in head:
-                        if chunk.get("usage"):
-                            usage = Usage.from_openai(chunk["usage"])
-                        if _deliverable(chunk, want_usage):
-                            chunk["model"] = asked
-                            yield ChatChunk(chunk, d.name)
+                    out = _deliver(head, asked, want_usage, usage)
+                    if out:
+                        yield d.name, out
                     idle = d.timeout or cfg.attempt_timeout
                     while True:
-                        # the timeout wraps only the wait for upstream, never our yield:
-                        # a slow consumer must not be cancelled by our idle timer
+                        # the timer covers only the wait for upstream, never our yield:
+                        # a slow consumer must not be cancelled by our idle timeout
                         async with asyncio.timeout(idle):
                             try:
-                                chunk = await agen.__anext__()
+                                batch = await agen.__anext__()
                             except StopAsyncIteration:
                                 break
-                        if chunk.get("usage"):
-                            usage = Usage.from_openai(chunk["usage"])
-                        if _deliverable(chunk, want_usage):
-                            chunk["model"] = asked
-                            yield ChatChunk(chunk, d.name)
+                        out = _deliver(batch, asked, want_usage, usage)
+                        if out:
+                            yield d.name, out
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
                     err = _as_model_error(e, d, d.timeout or cfg.attempt_timeout)
                     state.failed(self._clock(), err, cfg)
@@ -270,13 +324,23 @@ class Gateway:
                     raise
                 finally:
                     await _close(agen)
-                state.succeeded(self._clock() - now, ttft=ttft,
-                                extra_tokens=usage.completion_tokens if usage else 0)
-                await self._record(tenant, agent, asked, d, usage or Usage(), self._clock() - started, "chat")
+                final = usage[-1] if usage else Usage()
+                state.succeeded(self._clock() - now, ttft=ttft, extra_tokens=final.completion_tokens)
+                await self._record(tenant, agent, asked, d, final, self._clock() - started, "chat")
                 return
-            if not await self._wait_before_retry(alias, floor, pass_no, deadline, last):
+            if not await self._wait_before_retry(alias, need, pass_no, deadline, last):
                 break
         raise self._exhausted(alias, last, attempts)
+
+    async def record_outcome(self, prompt: str | list[str], *, weak_ok: bool | list[bool],
+                             tenant: str | None = None) -> int:
+        """Teach the strong/weak router: was the weak model good enough for ``prompt``?
+        Returns how many outcomes the tenant has recorded."""
+        if self.knn is None:
+            raise InvalidRequest("no strong/weak router is configured (add a [knn] table)")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        oks = [weak_ok] * len(prompts) if isinstance(weak_ok, bool) else list(weak_ok)
+        return await self.knn.record(prompts, oks, tenant)
 
     # ------------------------------------------------------------------ embeddings
 
@@ -307,7 +371,9 @@ class Gateway:
 
     # ------------------------------------------------------------------ the walk
 
-    async def _prepare(self, body: Mapping[str, Any], tenant: str | None) -> tuple[dict[str, Any], str, str]:
+    def _prepare(self, body: Mapping[str, Any]) -> tuple[dict[str, Any], str, str | None]:
+        """Validate; returns the request to send, the model asked for, and the prompt
+        to consult the semantic cache with (None: no caching)."""
         if not isinstance(body, MappingABC):
             raise InvalidRequest("the request body must be a JSON object")
         messages = body.get("messages")
@@ -321,6 +387,19 @@ class Gateway:
             raise InvalidRequest("'model' must be a string")
         req = dict(body)
         req.pop("stream", None)
+        opted = req.pop("cache", None)
+        if opted is not None and not isinstance(opted, bool):
+            raise InvalidRequest("'cache' must be true or false")
+        if self.cache is None:
+            if opted:
+                raise InvalidRequest("the semantic cache needs an embedding model, and none is deployed")
+            return req, asked, None
+        if opted is None and asked in self._groups:
+            opted = self._group(asked).cache
+        return req, asked, self.cache.prompt_of(req, opted)
+
+    async def _route(self, asked: str, req: dict[str, Any], tenant: str | None) -> str:
+        """The deployed alias serving ``asked`` (virtual models choose one)."""
         alias = asked
         if alias not in self._groups:
             v = next((v for v in self.virtual if v.matches(asked)), None)
@@ -329,7 +408,7 @@ class Gateway:
             alias = await v.pick(asked, req, tenant)
         if self._groups[alias][0].deployment.kind != "chat":
             raise InvalidRequest(f"model {asked!r} is an embedding model, not a chat model")
-        return req, asked, alias
+        return alias
 
     async def _call(self, alias: str, prompt_tokens: int,
                     fn: Callable[[DeploymentState, Provider], Awaitable[T]], *, stream: bool
@@ -450,6 +529,13 @@ class Gateway:
     def _group(self, alias: str) -> GroupConfig:
         return self.config.groups.get(alias) or _NO_GROUP
 
+    async def _record_hit(self, tenant: str | None, agent: str | None, model: str) -> None:
+        if self.on_usage is None:
+            return
+        out = self.on_usage(UsageRecord(tenant, agent, model, CACHE, Usage(), 0.0, 0.0, "chat", cached=True))
+        if inspect.isawaitable(out):
+            await out
+
     async def _record(self, tenant: str | None, agent: str | None, model: str, d: Deployment, usage: Usage,
                       latency: float, operation: str) -> None:
         if self.on_usage is None:
@@ -485,8 +571,17 @@ def _committing(chunk: Mapping[str, Any]) -> bool:
     return bool(chunk.get("usage"))
 
 
-def _deliverable(chunk: Mapping[str, Any], want_usage: bool) -> bool:
-    return bool(chunk.get("choices")) or (want_usage and bool(chunk.get("usage")))
+def _deliver(batch: list[dict[str, Any]], asked: str, want_usage: bool, usage: list[Usage]) -> list[dict[str, Any]]:
+    """The chunks of ``batch`` the caller should see, relabelled with the model asked
+    for; usage is collected (into ``usage``) even when the caller did not ask for it."""
+    out = []
+    for chunk in batch:
+        if chunk.get("usage"):
+            usage.append(Usage.from_openai(chunk["usage"]))
+        if chunk.get("choices") or (want_usage and chunk.get("usage")):
+            chunk["model"] = asked
+            out.append(chunk)
+    return out
 
 
 def _as_model_error(e: BaseException, d: Deployment, timeout: float) -> ModelError:

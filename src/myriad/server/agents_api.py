@@ -15,10 +15,11 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from myriad.agents import AgentHost, AgentRef, Connection, validate_name
-from myriad.errors import AuthenticationError, InvalidRequest, MyriadError
+from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PayloadTooLarge, PermissionDenied
 from myriad.server.auth import require_principal
 
 CLOSE_AUTH = 4001
+CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_ADDRESS = 4004
 CLOSE_TOO_BIG = 1009
 
@@ -72,12 +73,12 @@ async def agent_websocket(ws: WebSocket) -> None:
     host: AgentHost = services.host
     try:
         principal = await require_principal(ws)
-    except AuthenticationError as e:
-        await ws.accept()
-        await ws.close(CLOSE_AUTH, e.message[:120])
-        return
-    try:
         ref, _ = parse_agent_path(principal.tenant, _raw_path(ws.scope), host)
+        principal.require(f"agents:{ref.agent_class}")
+    except (AuthenticationError, PermissionDenied) as e:
+        await ws.accept()
+        await ws.close(CLOSE_AUTH if e.status == 401 else CLOSE_FORBIDDEN, e.message[:120])
+        return
     except MyriadError as e:
         await ws.accept()
         await ws.close(CLOSE_BAD_ADDRESS, e.message[:120])
@@ -121,6 +122,7 @@ async def agent_http(request: Request) -> Response:
     principal = await require_principal(request)
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
+    principal.require(f"agents:{ref.agent_class}")
     result = await host.request(ref, request)
     if isinstance(result, Response):
         return result
@@ -135,6 +137,8 @@ async def list_agents(request: Request) -> JSONResponse:
     stored = await host.storage.count_agents(principal.tenant)
     classes = []
     for name, cls in sorted(host.classes.items()):
+        if not principal.capabilities.covers(f"agents:{name}"):
+            continue  # a key scoped to some classes sees only those
         methods = [
             {"name": m, "streaming": spec.streaming, "description": spec.description}
             for m in dir(cls)
@@ -149,6 +153,7 @@ async def _ref(request: Request) -> AgentRef:
     host: AgentHost = request.app.state.services.host
     cls_name = request.path_params["agent"]
     host.agent_class(cls_name)
+    principal.require(f"agents:{cls_name}")
     return AgentRef(principal.tenant, cls_name, validate_name(request.path_params["name"]))
 
 
@@ -160,8 +165,14 @@ async def agent_state(request: Request) -> JSONResponse:
 
 async def agent_rpc(request: Request) -> JSONResponse:
     ref = await _ref(request)
+    limit = request.app.state.services.settings.agents.max_frame_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):

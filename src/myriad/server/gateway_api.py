@@ -1,5 +1,6 @@
 """The OpenAI-compatible doors of the model gateway: ``/v1/chat/completions`` (with
-SSE streaming and tool calls passed through), ``/v1/embeddings``, ``/v1/models``.
+SSE streaming and tool calls passed through), ``/v1/embeddings``, ``/v1/models``, and ``/v1/router/outcomes`` (feedback for the
+strong/weak router).
 
 Authenticated with tenant API keys (``Authorization: Bearer``), so the official
 ``openai`` client works with ``base_url=http://host:port/v1, api_key=<tenant key>``.
@@ -9,11 +10,12 @@ status codes, with ``Retry-After`` on 429 and 503 when the wait is known.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from myriad.errors import InvalidRequest, MyriadError, PayloadTooLarge, UpstreamRateLimited
@@ -24,7 +26,8 @@ _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insuf
           403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
           429: "rate_limit_error"}
 _DONE = b"data: [DONE]\n\n"
-_SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
 
 
 def openai_error(e: MyriadError) -> Response:
@@ -60,6 +63,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _require_model(principal: Any, model: Any) -> None:
+    """The capability check at the gateway door: ``models:<name>`` (403 names the scope)."""
+    principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
+
+
 def _gateway(request: Request) -> Any:
     models = request.app.state.services.models
     if models is None:
@@ -72,34 +80,69 @@ async def chat_completions(request: Request) -> Response:
         principal = await require_principal(request)
         gateway = _gateway(request)
         body = await _json_body(request)
+        _require_model(principal, body.get("model"))
         if body.get("n") not in (None, 1):
             raise InvalidRequest("only n=1 is supported", details={"param": "n"})
+        flag = request.headers.get("x-myriad-cache")
+        if flag is not None and "cache" not in body:
+            body["cache"] = flag.lower() in ("1", "true", "on", "yes")
         if not body.get("stream"):
             result = await gateway.chat(body, tenant=principal.tenant)
-            return Response(orjson.dumps(result.raw), media_type="application/json")
-        stream = gateway.chat_stream(body, tenant=principal.tenant)
+            headers = {"x-myriad-deployment": result.deployment}
+            if result.cached:
+                headers["x-myriad-cache"] = "hit"
+            return Response(orjson.dumps(result.raw), media_type="application/json", headers=headers)
+        stream = gateway.chat_stream_batches(body, tenant=principal.tenant)
         try:
             first = await stream.__anext__()
         except StopAsyncIteration:
             first = None
     except MyriadError as e:
         return openai_error(e)
-    return StreamingResponse(_sse(first, stream), media_type="text/event-stream", headers=_SSE_HEADERS)
+    return _SSEResponse(first, stream)
 
 
-async def _sse(first: Any, stream: AsyncIterator[Any]) -> AsyncIterator[bytes]:
-    """The rest of a stream as SSE. Headers are already sent, so a failure after the
-    first chunk is reported the way OpenAI does: an ``error`` event, then the end."""
-    try:
-        if first is not None:
-            yield b"data: " + orjson.dumps(first.raw) + b"\n\n"
-        async for chunk in stream:
-            yield b"data: " + orjson.dumps(chunk.raw) + b"\n\n"
-        yield _DONE
-    except MyriadError as e:
-        yield b"data: " + orjson.dumps(_error_body(e)) + b"\n\n"
-    finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+def _sse_bytes(batch: list[dict[str, Any]]) -> bytes:
+    return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in batch)
+
+
+class _SSEResponse:
+    """Relays a gateway stream as server-sent events, one write per upstream batch.
+
+    Raw ASGI rather than Starlette's StreamingResponse: this is the gateway's hottest
+    path and needs neither a task group nor a write per chunk. Headers are already
+    sent when later chunks fail, so a failure after the first chunk is reported the
+    way OpenAI does: an ``error`` event, then the end. A client that goes away stops
+    the relay at the next batch (and so the upstream call)."""
+
+    def __init__(self, first: Any, stream: AsyncIterator[Any]) -> None:
+        self.first = first
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        try:
+            if self.first is not None:
+                await send({"type": "http.response.body", "body": _sse_bytes(self.first[1]), "more_body": True})
+            async for _deployment, batch in self.stream:
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": _sse_bytes(batch), "more_body": True})
+            tail = _DONE
+        except MyriadError as e:
+            tail = b"data: " + orjson.dumps(_error_body(e)) + b"\n\n"
+        finally:
+            watcher.cancel()
+            await self.stream.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
 async def embeddings(request: Request) -> Response:
@@ -121,6 +164,7 @@ async def embeddings(request: Request) -> Response:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidRequest("'model' must be a string", details={"param": "model"})
+        _require_model(principal, model)
         result = await gateway.embed(texts, model=model or None, tenant=principal.tenant, dimensions=dims)
         return Response(orjson.dumps(result.to_openai(fmt)), media_type="application/json")
     except MyriadError as e:
@@ -129,12 +173,42 @@ async def embeddings(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     try:
-        await require_principal(request)
+        principal = await require_principal(request)
         gateway = _gateway(request)
     except MyriadError as e:
         return openai_error(e)
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()
+            if principal.capabilities.covers(f"models:{name}")]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def router_outcomes(request: Request) -> Response:
+    """``POST /v1/router/outcomes``: teach the strong/weak router from this tenant's
+    traffic. Body: ``{"prompt": str, "weak_ok": bool}``, or ``{"prompt", "preferred":
+    "strong" | "weak" | "tie"}``, or ``{"outcomes": [...those...]}``."""
+    try:
+        principal = await require_principal(request)
+        gateway = _gateway(request)
+        body = await _json_body(request)
+        items = body.get("outcomes", [body])
+        if not isinstance(items, list) or not items:
+            raise InvalidRequest("'outcomes' must be a non-empty array", details={"param": "outcomes"})
+        prompts, oks = [], []
+        for i, item in enumerate(items):
+            if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"]:
+                raise InvalidRequest(f"outcome {i}: 'prompt' must be a non-empty string", details={"param": "prompt"})
+            if isinstance(item.get("weak_ok"), bool):
+                oks.append(item["weak_ok"])
+            elif item.get("preferred") in ("strong", "weak", "tie"):
+                oks.append(item["preferred"] != "strong")
+            else:
+                raise InvalidRequest(f"outcome {i}: give 'weak_ok' (true/false) or 'preferred' "
+                                     "('strong', 'weak' or 'tie')", details={"param": "weak_ok"})
+            prompts.append(item["prompt"])
+        total = await gateway.record_outcome(prompts, weak_ok=oks, tenant=principal.tenant)
+    except MyriadError as e:
+        return openai_error(e)
+    return Response(orjson.dumps({"recorded": len(prompts), "total": total}), media_type="application/json")
 
 
 def routes() -> list[BaseRoute]:
@@ -142,6 +216,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/router/outcomes", router_outcomes, methods=["POST"]),
     ]
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
-from myriad.identity import KeyStore
+from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
+from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
 from myriad.telemetry import setup_telemetry
@@ -31,6 +32,7 @@ class Services:
     models: Any = None
     meter: Any = None
     telemetry: Any = None
+    identity: Any = None
     _closers: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
@@ -55,19 +57,38 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
-    models = Gateway.from_settings(settings.models, env=os.environ)
-    traced_models = telemetry.instrument_gateway(models)
-    host = AgentHost(storage, settings.agents, models=traced_models,
-                     instrumentation=telemetry.instrument_host())
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=traced_models,
-                        telemetry=telemetry)
-    services._closers.append(telemetry.aclose)
-    services._closers.append(models.aclose)
+    gateway = Gateway.from_settings(settings.models, env=os.environ)
+    # Wrapping order: metering (admission, budgets) outside tracing outside the gateway.
+    models: Any = telemetry.instrument_gateway(gateway)
+    meter = None
     if settings.metering.enabled:
-        from myriad.metering import Meter
+        from myriad.metering import Meter, MeteredGateway, gateway_price_version
 
-        services.meter = Meter.from_settings(settings)
-        services._closers.append(services.meter.close)
+        meter = Meter.from_settings(settings)
+        prices = None if settings.metering.price_file else gateway_price_version(gateway)
+        if prices:
+            meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
+        models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
+    identity = Identity(settings.identity, keys, settings.data_dir)
+    sandboxes: Any = Sandboxes(settings.sandbox, data_dir=settings.data_dir)  # nothing starts until a sandbox opens
+    # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
+    sandboxes.egress.add_hook(identity.outbound.proxy_hook)
+    if meter is not None:
+        from myriad.metering import MeteredSandboxes, egress_hook
+
+        sandboxes.egress.add_hook(egress_hook(meter))
+        sandboxes = MeteredSandboxes(sandboxes, meter)
+    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes,
+                     instrumentation=telemetry.instrument_host())
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
+                        sandboxes=sandboxes, telemetry=telemetry)
+    services.identity = identity
+    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
+    services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
+    if meter is not None:
+        services._closers.append(meter.close)
+    services._closers.append(gateway.aclose)
+    services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:

@@ -124,8 +124,9 @@ async def limits(request: Request) -> Response:
         if unknown:
             raise InvalidRequest(f"unknown limit field(s): {', '.join(sorted(unknown))}")
         kw = {"id": str(body["id"])} if body.get("id") else {}
-        lim = Limit(Scope(p.tenant, body.get("user"), body.get("agent")), body.get("kind"), body.get("limit"),
-                    str(body.get("operation", "*")), **kw)
+        kind: Any = body.get("kind")  # Limit validates kind and limit
+        value: Any = body.get("limit")
+        lim = Limit(Scope(p.tenant, body.get("user"), body.get("agent")), kind, value, str(body.get("operation", "*")), **kw)
         await meter.run(meter.store.put_limit, lim)
         return JSONResponse(lim.to_json(), status_code=201)
     return JSONResponse({"limits": [x.to_json() for x in await meter.run(meter.store.limits, p.tenant)]})

@@ -96,6 +96,7 @@ class SQLiteStorage:
         self._durable_fsync = durable_fsync
         self._db: sqlite3.Connection | None = None
         self._checkpoint_every = checkpoint_every
+        self.wal_limit_bytes = 32 * 2**20
         self._checkpointer: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -115,12 +116,17 @@ class SQLiteStorage:
         self._checkpointer.start()
 
     def _checkpoint_loop(self, path: Path) -> None:
+        # PASSIVE never blocks the writer, but under steady writes it never catches the
+        # WAL's end either, so the WAL would grow forever; past a size, TRUNCATE (the
+        # writer waits, briefly, in its busy handler) resets it.
         conn = connect(path, durable_fsync=self._durable_fsync)
+        wal = Path(str(path) + "-wal")
         try:
             while not self._stop.wait(self._checkpoint_every):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
+                    big = wal.exists() and wal.stat().st_size > self.wal_limit_bytes
+                    conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})")
+                except (sqlite3.Error, OSError):
                     pass  # busy: the next round catches up
         finally:
             conn.close()

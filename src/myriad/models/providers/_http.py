@@ -1,9 +1,5 @@
-"""What HTTP providers share: one aiohttp session per event loop, SSE line reading,
-and the translation of upstream HTTP failures into ``myriad.errors``.
-
-aiohttp rather than httpx on this path because its per-request overhead is a
-fraction of httpx's, and the gateway's whole promise is to add well under a
-millisecond.
+"""What HTTP providers share: a keep-alive pool per event loop (``_wire``), SSE
+event parsing, and the translation of upstream HTTP failures into ``myriad.errors``.
 """
 
 from __future__ import annotations
@@ -13,7 +9,6 @@ import email.utils
 import time
 from typing import Any, AsyncIterator, Mapping
 
-import aiohttp
 import orjson
 
 from myriad.errors import (
@@ -24,85 +19,104 @@ from myriad.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from myriad.models.providers._wire import Pool, WireError, encode_headers
 from myriad.telemetry import inject_headers
 
 
 class HTTPClient:
-    """A lazily created aiohttp session, remade if the event loop changed."""
+    """POSTs JSON to one upstream over a keep-alive pool (remade if the loop changed)."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], name: str) -> None:
         self.base_url = base_url.rstrip("/")
-        self.headers = {"content-type": "application/json", **headers}
+        self.headers = {"content-type": "application/json", "user-agent": "myriad-gateway", **headers}
+        self._encoded = encode_headers(self.headers)
         self.name = name
-        self._session: aiohttp.ClientSession | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: Pool | None = None
 
-    def session(self) -> aiohttp.ClientSession:
+    def pool(self) -> Pool:
         loop = asyncio.get_running_loop()
-        if self._session is None or self._session.closed or self._loop is not loop:
-            self._loop = loop
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        if self._pool is None or self._pool.loop is not loop:
+            try:
+                self._pool = Pool(self.base_url)
+            except ValueError as e:
+                raise UpstreamError(f"{self.name}: {e}", details={"deployment": self.name}) from None
+        return self._pool
+
+    def _headers(self, extra: Mapping[str, str] | None) -> bytes:
+        # the current W3C trace context (traceparent/baggage) rides along when there is one
+        extra = inject_headers(extra or {})
+        return self._encoded + encode_headers(dict(extra)) if extra else self._encoded
 
     async def post_json(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
                         ) -> dict[str, Any]:
         """POST and return the parsed JSON body, or raise a translated error."""
         try:
-            async with self.session().post(self.base_url + path, data=orjson.dumps(body),
-                                           headers=_merge(self.headers, headers)) as r:
-                raw = await r.read()
-                if r.status != 200:
-                    raise translate_status(r.status, raw, r.headers, self.name)
-        except aiohttp.ClientError as e:
+            r = await self.pool().request(path, orjson.dumps(body), self._headers(headers))
+            raw = await r.read()
+        except WireError as e:
             raise UpstreamError(f"{self.name}: cannot reach upstream: {e}",
                                 details={"deployment": self.name}) from None
+        if r.status != 200:
+            raise translate_status(r.status, raw, r.headers, self.name)
         try:
-            return orjson.loads(raw)
+            return orjson.loads(raw)  # type: ignore[no-any-return]
         except orjson.JSONDecodeError:
             raise UpstreamError(f"{self.name}: upstream sent invalid JSON", details={"deployment": self.name}) from None
 
     async def post_sse(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
-                       ) -> AsyncIterator[tuple[str | None, bytes]]:
-        """POST and yield ``(event, data)`` for each server-sent event."""
+                       ) -> AsyncIterator[list[tuple[str | None, bytes]]]:
+        """POST and yield the server-sent events ``(event, data)`` that arrived together,
+        one list per network read: what the upstream wrote at once stays together, so
+        the gateway can pass it on in one write too."""
         try:
-            async with self.session().post(self.base_url + path, data=orjson.dumps(body),
-                                           headers=_merge(self.headers, headers)) as r:
-                if r.status != 200:
-                    raise translate_status(r.status, await r.read(), r.headers, self.name)
-                event: str | None = None
-                data: list[bytes] = []
-                async for line in r.content:
-                    line = line.rstrip(b"\r\n")
-                    if not line:
-                        if data:
-                            yield event, b"\n".join(data)
-                        event, data = None, []
-                    elif line.startswith(b"data:"):
-                        data.append(line[5:].lstrip(b" "))
-                    elif line.startswith(b"event:"):
-                        event = line[6:].strip().decode()
-                if data:
-                    yield event, b"\n".join(data)
-        except aiohttp.ClientError as e:
+            r = await self.pool().request(path, orjson.dumps(body), self._headers(headers))
+        except WireError as e:
+            raise UpstreamError(f"{self.name}: cannot reach upstream: {e}",
+                                details={"deployment": self.name}) from None
+        if r.status != 200:
+            try:
+                raw = await r.read()
+            except WireError:
+                raw = b""
+            raise translate_status(r.status, raw, r.headers, self.name)
+        buf = b""
+        body_iter = r.iter()
+        try:
+            async for data in body_iter:
+                buf += data.replace(b"\r\n", b"\n") if b"\r" in data else data
+                if b"\n\n" not in buf:
+                    continue
+                *events, buf = buf.split(b"\n\n")
+                batch = [ev for ev in map(_parse_event, events) if ev is not None]
+                if batch:
+                    yield batch
+        except WireError as e:
             raise UpstreamError(f"{self.name}: stream from upstream broke: {e}",
                                 details={"deployment": self.name}) from None
+        finally:
+            await body_iter.aclose()  # type: ignore[attr-defined]
+        if buf.strip():
+            ev = _parse_event(buf)
+            if ev is not None:
+                yield [ev]
 
     async def aclose(self) -> None:
-        if self._session is not None and not self._session.closed:
-            try:
-                await self._session.close()
-            except RuntimeError:  # its loop is gone; nothing left to close
-                pass
-        self._session = None
+        if self._pool is not None:
+            self._pool.close()
+        self._pool = None
 
 
-def _merge(a: Mapping[str, str], b: Mapping[str, str] | None) -> Mapping[str, str]:
-    # the current W3C trace context (traceparent/baggage) rides along when there is one
-    return inject_headers({**a, **b} if b else a)
+def _parse_event(raw: bytes) -> tuple[str | None, bytes] | None:
+    event: str | None = None
+    data: list[bytes] = []
+    for line in raw.split(b"\n"):
+        if line.startswith(b"data:"):
+            data.append(line[5:].lstrip(b" "))
+        elif line.startswith(b"event:"):
+            event = line[6:].strip().decode()
+    if not data:
+        return None
+    return event, b"\n".join(data)
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

@@ -48,17 +48,22 @@ class AnthropicProvider:
         resp = await self.http.post_json("/messages", to_anthropic(body, self.max_tokens))
         return from_anthropic(resp, body["model"])
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         req = to_anthropic(body, self.max_tokens)
         req["stream"] = True
         tr = StreamTranslator(body["model"])
-        async for event, data in self.http.post_sse("/messages", req):
-            try:
-                payload = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{self.name}: malformed event from Anthropic") from None
-            for chunk in tr.feed(event or payload.get("type", ""), payload):
-                yield chunk
+        async for events in self.http.post_sse("/messages", req):
+            batch: list[dict[str, Any]] = []
+            for event, data in events:
+                try:
+                    payload = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(f"{self.name}: malformed event from Anthropic") from None
+                batch += tr.feed(event or payload.get("type", ""), payload)
+                if tr.done:
+                    break
+            if batch:
+                yield batch
             if tr.done:
                 return
 

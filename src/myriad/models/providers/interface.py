@@ -22,9 +22,10 @@ class Provider(Protocol):
         """A non-streamed chat completion (``body["model"]`` is the upstream name)."""
         ...
 
-    def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """OpenAI ``chat.completion.chunk`` dicts, ending with a usage chunk when the
-        provider reports usage."""
+    def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        """OpenAI ``chat.completion.chunk`` dicts, in lists of those that arrived
+        together (so a relay can write them at once), ending with a usage chunk when
+        the provider reports usage."""
         ...
 
     async def embed(self, model: str, texts: list[str], dimensions: int | None = None

@@ -27,19 +27,25 @@ class OpenAIProvider:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self.http.post_json("/chat/completions", body)
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        async for _event, data in self.http.post_sse("/chat/completions", body):
-            if data == b"[DONE]":
-                return
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise UpstreamError(f"{self.name}: upstream sent a malformed stream chunk") from None
-            if "error" in chunk:
-                err = chunk["error"]
-                msg = err.get("message") if isinstance(err, dict) else err
-                raise UpstreamError(f"{self.name}: upstream failed mid-stream: {msg}")
-            yield chunk
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        async for events in self.http.post_sse("/chat/completions", body):
+            batch = []
+            for _event, data in events:
+                if data == b"[DONE]":
+                    if batch:
+                        yield batch
+                    return
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    raise UpstreamError(f"{self.name}: upstream sent a malformed stream chunk") from None
+                if "error" in chunk:
+                    err = chunk["error"]
+                    msg = err.get("message") if isinstance(err, dict) else err
+                    raise UpstreamError(f"{self.name}: upstream failed mid-stream: {msg}")
+                batch.append(chunk)
+            if batch:
+                yield batch
 
     async def embed(self, model: str, texts: list[str], dimensions: int | None = None
                     ) -> tuple[list[list[float]], Usage]:

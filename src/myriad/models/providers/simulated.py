@@ -60,7 +60,7 @@ class SimulatedProvider:
             "usage": _usage(reply),
         }
 
-    async def stream(self, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         _base, profile, reply = self._reply(body)
         cid, created, model = f"chatcmpl-simp-{next(_ids)}", int(time.time()), body["model"]
 
@@ -72,19 +72,23 @@ class SimulatedProvider:
         if profile.ttft > 0:
             await asyncio.sleep(profile.ttft)
         if reply.tool_call is not None:
-            yield chunk({"role": "assistant", "content": None, "tool_calls": [dict(reply.tool_call, index=0)]})
+            yield [chunk({"role": "assistant", "content": None, "tool_calls": [dict(reply.tool_call, index=0)]})]
+            batch: list[dict[str, Any]] = []
         else:
             toks = reply.tokens or ("",)
-            yield chunk({"role": "assistant", "content": toks[0]})
+            batch = [chunk({"role": "assistant", "content": toks[0]})]
             gap = 1 / profile.tps if profile.tps > 0 else 0.0
             for t in toks[1:]:
                 if gap:
+                    yield batch
+                    batch = []
                     await asyncio.sleep(gap)
-                yield chunk({"content": t})
-        yield chunk({}, reply.finish_reason)
+                batch.append(chunk({"content": t}))
+        batch.append(chunk({}, reply.finish_reason))
         if (body.get("stream_options") or {}).get("include_usage"):
-            yield {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "system_fingerprint": FINGERPRINT, "choices": [], "usage": _usage(reply)}
+            batch.append({"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+                          "system_fingerprint": FINGERPRINT, "choices": [], "usage": _usage(reply)})
+        yield batch
 
     async def embed(self, model: str, texts: list[str], dimensions: int | None = None
                     ) -> tuple[list[list[float]], Usage]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
-from myriad.models._tokens import content_text, estimate_message_tokens, estimate_text_tokens
+from myriad.models._tokens import content_text, estimate_message_tokens, estimate_text_tokens, last_user_text
 
 FINGERPRINT = "fp_simulated"
 """``system_fingerprint`` of every simulated reply: nobody mistakes it for a real model."""
@@ -183,13 +183,6 @@ class Reply:
         if self.tool_call is not None:
             return estimate_text_tokens(self.tool_call["function"]["arguments"]) + 3
         return len(self.tokens)
-
-
-def last_user_text(messages: Sequence[Mapping[str, Any]]) -> str:
-    for m in reversed(messages):
-        if m.get("role") == "user":
-            return content_text(m.get("content"))
-    return ""
 
 
 @lru_cache(maxsize=4096)

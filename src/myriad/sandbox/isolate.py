@@ -1,0 +1,360 @@
+"""The isolate tier: one V8 isolate per sandbox (via ``mini-racer``), for Code Mode.
+
+The model writes JavaScript against ``tools`` (see ``myriad.sandbox.tools``); the
+snippet runs in an isolate with no network, no filesystem, no timers beyond
+mini-racer's ``setTimeout`` and no host objects except the bound tools, which call
+back into Python through one dispatcher. ``console`` output is captured (capped).
+
+Limits: a wall-clock timeout over the whole run (synchronous part and every
+``await``), a hard V8 heap limit, and a cap on captured output and on the result's
+size. A run that hits the timeout or the heap limit is terminated and its isolate
+disposed (the next run on the same id starts a fresh one); the host and other
+isolates go on. mini-racer runs each isolate on its own native thread, so a
+runaway loop never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from typing import Any, Callable
+
+from myriad.errors import (
+    InvalidRequest,
+    MyriadError,
+    SandboxError,
+    SandboxLimitExceeded,
+    SandboxTimeout,
+    SandboxUnavailable,
+    TierUnavailable,
+)
+from myriad.sandbox.interface import Limits, RunResult, SandboxInfo
+from myriad.sandbox.tools import Tool, as_tools, render_typescript
+
+LANGUAGES = {None, "javascript", "js"}
+MAX_CODE_BYTES = 1_048_576
+
+# Runs once per isolate. Python never calls into a running isolate synchronously
+# (mini-racer would block the event loop while user code spins); instead the host
+# *pumps*: ``__myriad_start`` / ``__myriad_poll`` return a JSON string of queued tool
+# calls and, once finished, the result; ``__myriad_settle`` resolves one call. Every
+# call is an ``eval_cancelable`` with the run's deadline, so a spinning snippet only
+# ever makes a cancelable wait time out.
+_BOOTSTRAP = r"""
+(() => {
+  const LIMIT = %(limit)d;
+  let out = [], size = 0, truncated = false, queue = [], done = null, nextId = 0;
+  const pending = new Map();
+  const fmt = (a) => {
+    if (typeof a === 'string') return a;
+    if (a instanceof Error) return String(a.stack || a);
+    try { const s = JSON.stringify(a); return s === undefined ? String(a) : s; } catch (e) { return String(a); }
+  };
+  const log = (level) => (...args) => {
+    const line = args.map(fmt).join(' ');
+    if (size + line.length > LIMIT) { truncated = true; return; }
+    size += line.length + 1;
+    out.push({level, message: line});
+  };
+  globalThis.console = Object.freeze({log: log('log'), info: log('info'), debug: log('debug'),
+                                      warn: log('warn'), error: log('error')});
+  const t = {};
+  for (const name of %(names)s) {
+    t[name] = (args) => new Promise((resolve, reject) => {
+      let encoded;
+      try { encoded = JSON.stringify(args === undefined ? {} : args); }
+      catch (e) { reject(new TypeError('tools.' + name + ': arguments are not JSON-serialisable')); return; }
+      const id = ++nextId;
+      pending.set(id, {resolve, reject});
+      queue.push([id, name, encoded]);
+    });
+  }
+  Object.defineProperty(globalThis, 'tools', {value: Object.freeze(t), writable: false, configurable: false});
+  const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+  const compile = (src) => {
+    try { return new AsyncFunction('return (' + src + '\n);'); } catch (e) { return new AsyncFunction(src); }
+  };
+  const poll = () => {
+    const r = JSON.stringify({calls: queue, done});
+    queue = [];
+    if (done !== null) { done = null; out = []; size = 0; truncated = false; pending.clear(); }
+    return r;
+  };
+  const hidden = (name, value) => Object.defineProperty(globalThis, name, {value, writable: false, configurable: false, enumerable: false});
+  hidden('__myriad_poll', poll);
+  hidden('__myriad_settle', (id, ok, payload) => {
+    const p = pending.get(id);
+    if (p === undefined) return 0;
+    pending.delete(id);
+    if (ok) p.resolve(JSON.parse(payload)); else p.reject(new Error(payload));
+    return 1;
+  });
+  hidden('__myriad_start', (src) => {
+    (async () => {
+      let value, error = null;
+      try {
+        value = await compile(src)();
+        if (typeof value === 'function') value = await value();
+      } catch (e) {
+        error = (e && e.stack) ? String(e.stack) : String(e);
+      }
+      let encoded;
+      try { encoded = JSON.stringify(value === undefined ? null : value); }
+      catch (e) { encoded = 'null'; error = error || ('result is not JSON-serialisable: ' + e); }
+      done = {value: encoded === undefined ? 'null' : encoded, error, logs: out, truncated};
+    })();
+    return poll();
+  });
+})();
+"""
+
+
+def _mini_racer() -> Any:
+    try:
+        import py_mini_racer
+    except ImportError:
+        raise SandboxUnavailable(
+            "the isolate tier needs mini-racer: pip install mini-racer (it is a dependency of myriad)"
+        ) from None
+    return py_mini_racer
+
+
+class IsolateSandbox:
+    """A V8 isolate running Code-Mode snippets against bound Python tools."""
+
+    tier = "isolate"
+    capabilities = frozenset({"javascript", "tools"})
+
+    def __init__(self, *, id: str, owner: str, limits: Limits, tools: dict[str, Tool]) -> None:
+        self.id = id
+        self.owner = owner
+        self.limits = limits
+        self.tools = tools
+        self.created_at = time.time()
+        self.last_used_at = self.created_at
+        self.runs = 0
+        self._racer: Any = None
+        self.on_run: Callable[[Any, float], None] | None = None
+        """Called with (sandbox, wall ms) after every run (metering)."""
+        self._lock = asyncio.Lock()
+        self._closed = False
+        self._dead_reason: str | None = None
+
+    # -- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> "IsolateSandbox":
+        """Create the isolate and install console capture and the tools object."""
+        mr_mod = _mini_racer()
+        # Created inside the running loop, mini-racer reuses it instead of starting a
+        # Python thread per isolate.
+        self._racer = mr = mr_mod.MiniRacer()
+        try:
+            mr.set_hard_memory_limit(int(self.limits.memory_mb or 64) * 1024 * 1024)
+            mr.eval(_BOOTSTRAP % {"limit": int(self.limits.output_bytes or 1_048_576), "names": json.dumps(sorted(self.tools))})
+        except BaseException:
+            await self._dispose()
+            raise
+        return self
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        """Dispose of the isolate and release its memory; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._dispose()
+
+    async def _dispose(self) -> None:
+        racer, self._racer = self._racer, None
+        if racer is not None:
+            racer.close()
+
+    # -- running ----------------------------------------------------------------------
+
+    def declaration(self) -> str:
+        """The TypeScript declaration of this sandbox's ``tools`` for a model's prompt."""
+        return render_typescript(self.tools)
+
+    async def run(self, code: str, *, language: str | None = None, timeout: float | None = None) -> RunResult:
+        """Run a JavaScript snippet; its awaited value comes back as ``RunResult.value``.
+
+        ``code`` may be an expression (``1 + 1``, ``tools.get({id: 3})``), a function
+        (``async () => {...}``, which is called) or a function body using ``await`` and
+        ``return``. A thrown error is returned in ``RunResult.error``; hitting the
+        timeout raises ``SandboxTimeout`` and the heap limit ``SandboxLimitExceeded``.
+        """
+        if language not in LANGUAGES:
+            raise TierUnavailable(f"the isolate tier runs JavaScript only, not {language!r}; open a container sandbox for it")
+        if not isinstance(code, str):
+            raise InvalidRequest("code must be a string")
+        if len(code.encode()) > MAX_CODE_BYTES:
+            raise InvalidRequest(f"code is larger than {MAX_CODE_BYTES} bytes")
+        if self._closed:
+            raise SandboxError(f"sandbox {self.id} is closed")
+        timeout = float(timeout or self.limits.timeout or 30.0)
+        if self.limits.timeout:
+            timeout = min(timeout, self.limits.timeout)
+        async with self._lock:
+            if self._racer is None:  # the previous run hit a limit: start afresh
+                await self.start()
+            self.last_used_at = time.time()
+            self.runs += 1
+            started = time.perf_counter()
+            try:
+                return await self._run_locked(code, timeout)
+            finally:
+                if self.on_run is not None:
+                    self.on_run(self, (time.perf_counter() - started) * 1000)
+
+    async def _run_locked(self, code: str, timeout: float) -> RunResult:
+        mr_mod = _mini_racer()
+        started = time.perf_counter()
+        deadline = started + timeout
+        calls: dict[asyncio.Task[tuple[bool, str]], int] = {}
+        try:
+            status = await self._eval(f"__myriad_start({json.dumps(code)})", deadline)
+            raw = await self._pump(status, calls, deadline)
+        except (asyncio.TimeoutError, mr_mod.JSTimeoutException):
+            await self._kill(f"timed out after {timeout:g} s")
+            raise SandboxTimeout(f"code ran longer than the {timeout:g} s limit; the isolate was terminated") from None
+        except mr_mod.JSOOMException:
+            await self._kill("memory limit")
+            raise self._oom() from None
+        except mr_mod.JSEvalException as e:
+            if self._racer is not None and self._racer.was_hard_memory_limit_reached():
+                await self._kill("memory limit")
+                raise self._oom() from None
+            await self._kill(f"failed: {e}")
+            return RunResult(error=str(e), exit_code=1, duration_ms=_ms(started))
+        finally:
+            for task in calls:
+                task.cancel()
+        limit = int(self.limits.output_bytes or 1_048_576)
+        if len(raw["value"]) > limit:
+            raise SandboxLimitExceeded(f"the result is {len(raw['value'])} bytes, limit {limit}")
+        logs = raw["logs"]
+        stdout = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("log", "info", "debug"))
+        stderr = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("warn", "error"))
+        return RunResult(
+            value=json.loads(raw["value"]),
+            stdout=stdout,
+            stderr=stderr,
+            logs=logs,
+            error=raw["error"],
+            exit_code=1 if raw["error"] else 0,
+            truncated=bool(raw["truncated"]),
+            duration_ms=_ms(started),
+        )
+
+    async def _eval(self, js: str, deadline: float) -> Any:
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise asyncio.TimeoutError
+        racer = self._racer
+        if racer is None:
+            raise asyncio.TimeoutError
+        result = await asyncio.wait_for(racer.eval_cancelable(js), remaining)
+        if racer.was_hard_memory_limit_reached():
+            raise _mini_racer().JSOOMException("memory limit")
+        return result
+
+    async def _pump(self, status: Any, calls: dict[asyncio.Task[tuple[bool, str]], int], deadline: float) -> dict[str, Any]:
+        """Run queued tool calls and feed their results back until the snippet finishes."""
+        idle = 0.0  # poll once at once: microtasks ran at the end of the last eval
+        while True:
+            state = json.loads(status)
+            for call_id, name, args_json in state["calls"]:
+                calls[asyncio.ensure_future(self._call_tool(name, args_json))] = call_id
+            if state["done"] is not None:
+                return state["done"]
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise asyncio.TimeoutError
+            if calls:
+                done, _ = await asyncio.wait(calls, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    call_id = calls.pop(task)
+                    ok, payload = task.result()
+                    await self._eval(f"__myriad_settle({call_id}, {'true' if ok else 'false'}, {json.dumps(payload)})", deadline)
+                idle = 0.0
+            else:
+                # Waiting on the snippet's own timers: poll, backing off to 20 ms.
+                if idle:
+                    await asyncio.sleep(min(idle, remaining))
+                idle = min(max(idle * 2, 0.001), 0.02)
+            status = await self._eval("__myriad_poll()", deadline)
+
+    async def _call_tool(self, name: str, args_json: str) -> tuple[bool, str]:
+        tool = self.tools.get(name)
+        if tool is None:
+            return False, f"no tool named {name!r}"
+        try:
+            value = await tool.invoke(json.loads(args_json))
+            return True, json.dumps(value, default=_jsonable)
+        except MyriadError as e:
+            return False, e.message
+        except Exception as e:  # a tool's failure is the snippet's error, not the host's
+            return False, f"{type(e).__name__}: {e}"
+
+    async def _kill(self, reason: str) -> None:
+        self._dead_reason = reason
+        await self._dispose()
+
+    def _oom(self) -> SandboxLimitExceeded:
+        mb = self.limits.memory_mb or 64
+        return SandboxLimitExceeded(f"code exceeded the {mb} MiB memory limit; the isolate was terminated")
+
+    # -- introspection ----------------------------------------------------------------
+
+    def info(self) -> SandboxInfo:
+        return SandboxInfo(
+            id=self.id,
+            tier=self.tier,
+            owner=self.owner,
+            status="closed" if self._closed else "running",
+            created_at=self.created_at,
+            last_used_at=self.last_used_at,
+            limits=self.limits.to_json(),
+            capabilities=sorted(self.capabilities),
+        )
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return str(value)
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 3)
+
+
+class IsolateTier:
+    """Makes ``IsolateSandbox``es."""
+
+    name = "isolate"
+    weight = 10
+    capabilities = IsolateSandbox.capabilities
+
+    def __init__(self, settings: Any = None) -> None:
+        self.settings = settings
+
+    def check(self) -> None:
+        _mini_racer()
+
+    async def create(self, *, id: str, owner: str, limits: Limits, tools: Any = None, **options: Any) -> IsolateSandbox:
+        if options.get("network"):
+            raise TierUnavailable("the isolate tier has no network; bind a tool that makes the request instead")
+        sandbox = IsolateSandbox(id=id, owner=owner, limits=limits, tools=as_tools(tools))
+        return await sandbox.start()
+
+    async def aclose(self) -> None:
+        return None
+
+
+__all__ = ["IsolateSandbox", "IsolateTier"]

@@ -1,0 +1,40 @@
+"""The benchmarks run end to end (tiny sizes: these check they work, not how fast)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench(*args: str) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "myriad", "bench", *args], cwd=REPO, capture_output=True,
+                          text=True, env={"PYTHONPATH": str(REPO / "src"), "PATH": "/usr/bin:/bin"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_hibernation_bench():
+    r = bench("hibernation", "--agents", "300", "--samples", "50")
+    assert r["agents"] == 300 and r["wake_p50_ms"] > 0 and r["disk_bytes_per_agent"] > 0
+
+
+@pytest.mark.integration
+def test_density_bench_smoke():
+    r = bench("density", "--levels", "20", "--baseline-levels", "3", "--think", "0.5", "--duration", "2",
+              "--ttft", "0.05", "--tps", "200", "--tokens", "5")
+    assert r["myriad"][0]["sessions"] == 20 and r["myriad"][0]["turns"] > 0
+    assert r["baseline"][0]["turns"] > 0 and r["baseline_rss_mb_per_session"] > 0
+
+
+@pytest.mark.integration
+def test_sandbox_bench_smoke():
+    r = bench("sandbox", "--isolates", "5", "--live-isolates", "5", "--containers", "3", "--live-containers", "2",
+              "--baseline", "3")
+    assert r["isolate"]["n"] == 5 and r["isolate"]["p50_ms"] > 0 and r["isolate"]["bytes_per_sandbox"] > 0
+    assert r["baseline_node"]["p50_ms"] > 0
+    assert r["container"]["n"] == 3 and r["container"]["p50_ms"] > 0 and r["bwrap_alone"]["p50_ms"] > 0
+    assert r["baseline_fork_exec"]["p50_ms"] > 0

@@ -1,0 +1,93 @@
+"""Agents reach sandboxes as ``self.sandbox(...)``; each agent owns its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from myriad.agents import Agent, AgentHost, AgentRef, callable
+from myriad.sandbox import Sandboxes
+from myriad.settings import AgentSettings
+from myriad.storage import SQLiteStorage
+from tests.sandbox.conftest import make_settings
+
+
+async def price_of(sku: str) -> float:
+    """Price of a product."""
+    return {"apple": 0.5, "pear": 0.75}[sku]
+
+
+class Shopper(Agent):
+    @callable()
+    async def total(self, skus: list[str]) -> Any:
+        box = await self.sandbox(needs={"tools"}, tools=[price_of], id="code")
+        res = await box.run(
+            f"const prices = await Promise.all({skus!r}.map(sku => tools.price_of({{sku}})));"
+            "globalThis.calls = (globalThis.calls || 0) + 1;"
+            "return {total: prices.reduce((a, b) => a + b, 0), calls}"
+        )
+        return res.value
+
+    @callable()
+    async def shell(self, cmd: str) -> Any:
+        box = await self.sandbox(needs={"filesystem", "binaries"}, id="dev")
+        return (await box.exec(cmd)).stdout
+
+
+@pytest.fixture
+async def agent_host(tmp_path: Path):
+    storage = SQLiteStorage(tmp_path / "data")
+    await storage.open()
+    sandboxes = Sandboxes(make_settings(tmp_path))
+    host = AgentHost(storage, AgentSettings(hibernate_after=3600), sandboxes=sandboxes)
+    host.register(Shopper)
+    await host.start()
+    yield host, sandboxes
+    await host.stop()
+    await sandboxes.aclose()
+    await storage.close()
+
+
+async def test_agent_code_mode_and_warm_isolate(agent_host) -> None:
+    host, sandboxes = agent_host
+    ann = AgentRef("acme", "shopper", "ann")
+    assert await host.call(ann, "total", [["apple", "pear", "apple"]]) == {"total": 1.75, "calls": 1}
+    assert await host.call(ann, "total", [["pear"]]) == {"total": 0.75, "calls": 2}  # same warm isolate
+    bob = AgentRef("acme", "shopper", "bob")
+    assert await host.call(bob, "total", [["pear"]]) == {"total": 0.75, "calls": 1}  # bob's own isolate
+    assert {s.owner for s in sandboxes.list("acme/shopper/ann")} == {"acme/shopper/ann"}
+
+
+@pytest.mark.integration
+async def test_agent_container_is_private(agent_host) -> None:
+    host, _ = agent_host
+    ann, bob = AgentRef("acme", "shopper", "ann"), AgentRef("acme", "shopper", "bob")
+    await host.call(ann, "shell", ["echo ann-was-here > note"])
+    assert await host.call(ann, "shell", ["cat note"]) == "ann-was-here\n"
+    assert await host.call(bob, "shell", ["cat note 2>&1 || true"]) != "ann-was-here\n"
+
+
+async def test_runs_are_metered(tmp_path: Path) -> None:
+    from myriad.metering import Meter
+    from myriad.settings import Settings
+
+    meter = Meter.from_settings(Settings(data_dir=tmp_path / "data"))
+    sandboxes = Sandboxes(make_settings(tmp_path), meter=meter)
+    try:
+        box = await sandboxes.open(needs={"javascript"}, owner=AgentRef("acme", "shopper", "ann"), id="m")
+        await box.run("1")
+        await box.run("2")
+        api_box = await sandboxes.open(needs={"javascript"}, owner="acme", id="api")
+        await api_box.run("3")
+    finally:
+        await sandboxes.aclose()  # flushes pending usage records
+    try:
+        rows = await meter.totals(meter.query("acme", group_by=("agent", "resource")))
+        runs = {r.keys["agent"]: r.quantity_micro // 1_000_000 for r in rows if r.keys["resource"] == "sandbox.isolate.runs"}
+        assert runs == {"acme/shopper/ann": 2, None: 1}
+        wall = [r for r in rows if r.keys["resource"] == "sandbox.isolate.wall_ms"]
+        assert wall and all(r.quantity_micro > 0 for r in wall)
+    finally:
+        meter.close()

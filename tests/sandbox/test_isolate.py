@@ -1,0 +1,229 @@
+"""The isolate tier: Code Mode runs against bound tools, with console capture and limits."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from myriad.errors import InvalidRequest, SandboxLimitExceeded, SandboxTimeout, TierUnavailable
+from myriad.sandbox import Limits, Sandboxes, tool
+
+calls: list[dict] = []
+
+
+async def lookup_order(order_id: int, include_items: bool = False) -> dict:
+    """Look an order up by id."""
+    calls.append({"order_id": order_id, "include_items": include_items})
+    await asyncio.sleep(0.001)
+    return {"id": order_id, "total": order_id * 10, "items": ["a", "b"] if include_items else []}
+
+
+async def failing(reason: str) -> None:
+    raise RuntimeError(f"tool failed: {reason}")
+
+
+async def test_code_mode_calls_python_tools(sandboxes: Sandboxes) -> None:
+    calls.clear()
+    box = await sandboxes.open(needs={"tools"}, tools=[lookup_order])
+    assert box.tier == "isolate"
+    res = await box.run(
+        """
+        const orders = await Promise.all([1, 2, 3].map((id) => tools.lookup_order({order_id: id})));
+        console.log('fetched', orders.length);
+        const big = await tools.lookup_order({order_id: 7, include_items: true});
+        return {sum: orders.reduce((s, o) => s + o.total, 0), items: big.items};
+        """
+    )
+    assert res.error is None, res.error
+    assert res.value == {"sum": 60, "items": ["a", "b"]}
+    assert res.stdout == "fetched 3\n"
+    assert sorted(c["order_id"] for c in calls) == [1, 2, 3, 7]
+    assert "lookup_order(args: {" in box.declaration()
+
+
+async def test_snippet_forms_and_console_levels(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"})
+    assert (await box.run("6 * 7")).value == 42
+    assert (await box.run("async () => { return 'fn' }")).value == "fn"
+    res = await box.run("console.warn('careful'); console.error({a: 1}); console.info('i'); return null")
+    assert res.stderr == 'careful\n{"a":1}\n' and res.stdout == "i\n"
+    assert [entry["level"] for entry in res.logs] == ["warn", "error", "info"]
+    # logs from one run do not appear in the next
+    assert (await box.run("1")).logs == []
+
+
+async def test_errors_come_back_as_results(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"tools"}, tools=[failing, lookup_order])
+    res = await box.run("throw new TypeError('nope')")
+    assert res.exit_code == 1 and res.error.startswith("TypeError: nope")
+    res = await box.run("await tools.failing({reason: 'db down'})")
+    assert "RuntimeError: tool failed: db down" in res.error
+    res = await box.run("await tools.lookup_order({order_id: 'seven'})")
+    assert "tools.lookup_order.order_id must be integer" in res.error
+    res = await box.run("this is not javascript")
+    assert res.error.startswith("SyntaxError")
+    assert (await box.run("1 + 1")).value == 2  # still usable
+
+
+async def test_output_limits(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"}, limits=Limits(output_bytes=1000))
+    res = await box.run("for (let i = 0; i < 1000; i++) console.log('0123456789'); return 'done'")
+    assert res.truncated and res.value == "done"
+    assert 900 <= len(res.stdout) <= 1100
+    with pytest.raises(SandboxLimitExceeded, match="result is"):
+        await box.run("'x'.repeat(5000)")
+
+
+async def test_warm_isolate_cache_per_owner_and_id(sandboxes: Sandboxes) -> None:
+    a = await sandboxes.open(needs={"javascript"}, owner="agent-a", id="calc")
+    await a.run("globalThis.counter = 41")
+    again = await sandboxes.open(needs={"javascript"}, owner="agent-a", id="calc")
+    assert again is a
+    assert (await again.run("++counter")).value == 42
+    other = await sandboxes.open(needs={"javascript"}, owner="agent-b", id="calc")
+    assert other is not a
+    assert (await other.run("typeof counter")).value == "undefined"
+    await sandboxes.close("agent-a", "calc")
+    assert a.closed
+    fresh = await sandboxes.open(needs={"javascript"}, owner="agent-a", id="calc")
+    assert (await fresh.run("typeof counter")).value == "undefined"
+
+
+async def test_lru_eviction_disposes_isolates(tmp_path) -> None:
+    from tests.sandbox.conftest import make_settings
+
+    sbs = Sandboxes(make_settings(tmp_path, warm_isolates=2))
+    try:
+        boxes = [await sbs.open(needs={"javascript"}, owner="o", id=f"i{n}") for n in range(3)]
+        assert boxes[0].closed and not boxes[1].closed and not boxes[2].closed
+    finally:
+        await sbs.aclose()
+    assert all(b.closed for b in boxes)
+
+
+async def test_isolate_refuses_other_languages_and_network(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"})
+    with pytest.raises(TierUnavailable, match="JavaScript only"):
+        await box.run("print(1)", language="python")
+    with pytest.raises(InvalidRequest):
+        await box.run(123)  # type: ignore[arg-type]
+
+
+# -- the isolate half of the escape suite ------------------------------------------------
+
+
+async def test_runaway_loop_is_stopped_and_host_unaffected(sandboxes: Sandboxes) -> None:
+    loop_box = await sandboxes.open(needs={"javascript"}, limits=Limits(timeout=0.5))
+    other = await sandboxes.open(needs={"javascript"})
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.ensure_future(ticker())
+    started = time.monotonic()
+    runaway = asyncio.ensure_future(loop_box.run("while (true) {}"))
+    await asyncio.sleep(0.1)
+    # another isolate runs while the first spins
+    assert (await other.run("[1,2,3].map(x => x * 2)")).value == [2, 4, 6]
+    with pytest.raises(SandboxTimeout, match="0.5 s"):
+        await runaway
+    elapsed = time.monotonic() - started
+    t.cancel()
+    assert elapsed < 3
+    assert ticks >= 10, "the event loop was blocked by the runaway isolate"
+    # after an await too
+    with pytest.raises(SandboxTimeout):
+        await loop_box.run("await Promise.resolve(); while (true) {}")
+    # the sandbox id still works: a fresh isolate replaced the terminated one
+    assert (await loop_box.run("'alive'")).value == "alive"
+
+
+async def test_allocation_bomb_is_stopped(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"}, limits=Limits(memory_mb=32, timeout=10))
+    with pytest.raises(SandboxLimitExceeded, match="32 MiB"):
+        await box.run("const a = []; while (true) a.push(new Array(100000).fill(1.5));")
+    with pytest.raises(SandboxLimitExceeded):
+        await box.run("await null; let s = 'x'; const keep = []; while (true) { keep.push(s.repeat(1e6) + Math.random()); }")
+    assert (await box.run("1 + 1")).value == 2
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [
+        "typeof fetch", "typeof require", "typeof process", "typeof XMLHttpRequest", "typeof WebSocket",
+        "typeof Deno", "typeof Bun", "typeof __myriad_call", "typeof globalThis.__myriad_call", "typeof module",
+        "typeof importScripts", "typeof navigator",
+    ],
+)
+async def test_nothing_unbound_is_reachable(sandboxes: Sandboxes, probe: str) -> None:
+    box = await sandboxes.open(needs={"javascript"})
+    assert (await box.run(probe)).value == "undefined"
+
+
+async def test_dynamic_import_and_tool_tampering_fail(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"tools"}, tools=[lookup_order])
+    res = await box.run("await import('fs')")
+    assert res.error is not None
+    res = await box.run("await import('https://example.com/x.js')")
+    assert res.error is not None
+    # the tools object cannot be replaced or extended to reach other host functions
+    res = await box.run("tools.evil = 1; tools.lookup_order = null; return [typeof tools.evil, typeof tools.lookup_order]")
+    assert res.value == ["undefined", "function"]
+    res = await box.run("globalThis.tools = {}; return Object.keys(tools)")
+    assert res.value == ["lookup_order"]
+
+
+async def test_tools_do_not_leak_between_isolates(sandboxes: Sandboxes) -> None:
+    with_tool = await sandboxes.open(needs={"tools"}, tools=[lookup_order], owner="a")
+    without = await sandboxes.open(needs={"javascript"}, owner="b")
+    assert (await with_tool.run("Object.keys(tools)")).value == ["lookup_order"]
+    assert (await without.run("Object.keys(tools)")).value == []
+    await with_tool.run("globalThis.secret = 'tenant-a'; Object.prototype.polluted = 1")
+    assert (await without.run("[typeof secret, ({}).polluted]")).value == ["undefined", None]
+
+
+async def slow_tool(ms: int) -> str:
+    await asyncio.sleep(ms / 1000)
+    return "late"
+
+
+async def test_tool_finishing_while_isolate_spins_does_not_block_host(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"tools"}, tools=[slow_tool], limits=Limits(timeout=0.6))
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    t = asyncio.ensure_future(ticker())
+    try:
+        with pytest.raises(SandboxTimeout):
+            await box.run("tools.slow_tool({ms: 50}).then(() => { while (true) {} }); while (true) {}")
+        with pytest.raises(SandboxTimeout):
+            await box.run("await tools.slow_tool({ms: 10}); while (true) {}")
+    finally:
+        t.cancel()
+    assert ticks >= 60, f"event loop starved: {ticks} ticks in ~1.2 s"
+
+
+async def test_stray_timer_cannot_hang_the_next_run(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"}, limits=Limits(timeout=0.5))
+    assert (await box.run("setTimeout(() => { while (true) {} }, 100); return 'first'")).value == "first"
+    await asyncio.sleep(0.2)
+    with pytest.raises(SandboxTimeout):
+        await box.run("'second'")
+    assert (await box.run("'third'")).value == "third"
+
+
+async def test_timers_work_within_a_run(sandboxes: Sandboxes) -> None:
+    box = await sandboxes.open(needs={"javascript"})
+    res = await box.run("await new Promise(r => setTimeout(r, 30)); return 'waited'")
+    assert res.value == "waited" and res.duration_ms >= 25
