@@ -118,3 +118,26 @@ async def test_traceparent_reaches_the_upstream(tel):
     assert chat.attributes[sc.SERVER_ADDRESS] == "127.0.0.1" and chat.attributes[sc.SERVER_PORT] == port
     assert chat.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
     assert chat.attributes[sc.GEN_AI_RESPONSE_MODEL] == "up"
+
+
+async def test_an_outer_wrapper_still_sees_agent_streams(tel):
+    """Metering wraps tracing; an agent's stream must go through the outermost wrapper."""
+
+    class Outer:
+        def __init__(self, inner):
+            self.inner, self.streams = inner, 0
+
+        def for_agent(self, *a, **kw):
+            client = self.inner.for_agent(*a, **kw)
+            client.gateway = self
+            return client
+
+        async def chat_stream(self, body, **kw):
+            self.streams += 1
+            async for c in self.inner.chat_stream(body, **kw):
+                yield c
+
+    outer = Outer(tel.instrument_gateway(Gateway.simulated()))
+    text = await outer.for_agent("acme", "a").stream_text("hello")
+    assert "simulated" in text and outer.streams == 1
+    assert len(_spans(tel, "chat ")) == 1

@@ -96,8 +96,11 @@ class InstrumentedGateway:
         if body is not None:
             # hand the agent our stream directly instead of the client's pass-through
             # generator around it: one generator hop per chunk instead of two
+            # (through ``client.gateway`` as it is at call time: an outer wrapper such as
+            # metering re-binds it after us and must still see every stream)
             def stream(messages: Any, model: str | None = None, **params: Any) -> AsyncIterator[Any]:
-                return self.chat_stream(body(messages, model, params), tenant=client.tenant, agent=client.agent)
+                return client.gateway.chat_stream(body(messages, model, params), tenant=client.tenant,
+                                                  agent=client.agent)
 
             client.stream = stream
         return client
