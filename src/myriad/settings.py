@@ -119,7 +119,7 @@ class TelemetrySettings:
     """``service.name`` when ``OTEL_SERVICE_NAME`` is not set."""
     capture_content: bool = False
     """Record prompts and replies on spans (redacted); also ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``."""
-    store_spans: int = 20_000
+    store_spans: int = 5_000
     """Finished spans kept in memory for the dashboard (oldest dropped first)."""
     store_minutes: int = 1440
     """Minutes of per-minute token and cost rollups kept for the dashboard charts."""

@@ -31,6 +31,12 @@ def _activity(server: LiveServer) -> None:
     r = httpx.post(server.url + "/v1/agents/assistant/ann/rpc", json={"method": "ask", "args": [1, 2, 3]},
                    headers=h, timeout=30)
     assert r.status_code == 400  # a failed turn, for the errors panel
+    r = httpx.post(server.url + "/v1/sandboxes", json={"tier": "isolate"}, headers=h, timeout=30)
+    assert r.status_code in (200, 201), r.text
+    sid = r.json()["id"]
+    for code in ("return 6 * 7", "return [1, 2, 3].map(x => x * 2)"):
+        r = httpx.post(server.url + f"/v1/sandboxes/{sid}/run", json={"code": code}, headers=h, timeout=30)
+        assert r.status_code == 200, r.text
     r = httpx.post(server.url + "/v1/chat/completions", headers=h, timeout=30,
                    json={"model": "sim-large", "messages": [{"role": "user", "content": "hello"}]})
     assert r.status_code == 200
@@ -68,6 +74,8 @@ def test_dashboard_in_chromium(live_server: LiveServer, tmp_path: Path):
             assert "bob" in page.inner_text("#usage-legend")
             page.select_option("#usage-by", "model")
             page.wait_for_function("document.querySelector('#usage-legend').innerText.includes('sim-small')")
+            sandboxes = page.inner_text("#sandboxes")
+            assert "isolate" in sandboxes
             page.wait_for_selector("#errors li .lvl")
             assert "invalid_request" in page.inner_text("#errors") or "Wrong arguments" in page.inner_text("#errors")
             page.screenshot(path=str(shots / "dashboard.png"), full_page=True)

@@ -6,7 +6,6 @@ import json
 
 import pytest
 from aiohttp import web
-from opentelemetry.trace import SpanKind
 
 from myriad.errors import UnknownModel
 from myriad.models import Deployment, Gateway, GatewayConfig
@@ -26,7 +25,7 @@ async def test_chat_stream_and_embeddings_spans(tel):
     await models.embed(["a", "b"])
     chat, stream = _spans(tel, "chat ")
     (emb,) = _spans(tel, "embeddings ")
-    assert chat.name == "chat sim-small" and chat.kind == SpanKind.CLIENT
+    assert chat.name == "chat sim-small" and chat.kind == "CLIENT"
     a = chat.attributes
     assert a[sc.GEN_AI_OPERATION_NAME] == "chat" and a[sc.GEN_AI_PROVIDER_NAME] == "myriad.simulated"
     assert a[sc.GEN_AI_REQUEST_MODEL] == "sim-small" and a[sc.GEN_AI_RESPONSE_MODEL] == "sim-small"
@@ -54,7 +53,7 @@ async def test_errors_are_recorded_with_error_type(tel):
     with pytest.raises(UnknownModel):
         await gw.chat({"model": "nope", "messages": [{"role": "user", "content": "x"}]}, tenant="acme")
     (span,) = _spans(tel, "chat ")
-    assert not span.status.is_ok and span.attributes[sc.ERROR_TYPE] == "model_not_found"
+    assert not span.ok and span.attributes[sc.ERROR_TYPE] == "model_not_found"
     points = tel.metrics_snapshot()[sc.GEN_AI_CLIENT_OPERATION_DURATION]["points"]
     assert points[0]["attributes"][sc.ERROR_TYPE] == "model_not_found"
 
@@ -66,7 +65,7 @@ async def test_stream_abandoned_by_consumer_is_not_an_error(tel):
         break
     await agen.aclose()
     (span,) = _spans(tel, "chat ")
-    assert span.status.is_ok and span.end_time is not None
+    assert span.ok and span.end > span.start
 
 
 async def test_content_capture_is_redacted(tel_content):
@@ -114,9 +113,31 @@ async def test_traceparent_reaches_the_upstream(tel):
     finally:
         await runner.cleanup()
     (chat,) = _spans(tel, "chat ")
-    ctx = chat.get_span_context()
-    assert seen[0]["traceparent"][:-3] == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}"
+    assert seen[0]["traceparent"][:-3] == f"00-{chat.trace_id:032x}-{chat.span_id:016x}"
     assert "traceparent" not in seen[1]
     assert chat.attributes[sc.SERVER_ADDRESS] == "127.0.0.1" and chat.attributes[sc.SERVER_PORT] == port
     assert chat.attributes[sc.GEN_AI_PROVIDER_NAME] == "openai"
     assert chat.attributes[sc.GEN_AI_RESPONSE_MODEL] == "up"
+
+
+async def test_an_outer_wrapper_still_sees_agent_streams(tel):
+    """Metering wraps tracing; an agent's stream must go through the outermost wrapper."""
+
+    class Outer:
+        def __init__(self, inner):
+            self.inner, self.streams = inner, 0
+
+        def for_agent(self, *a, **kw):
+            client = self.inner.for_agent(*a, **kw)
+            client.gateway = self
+            return client
+
+        async def chat_stream(self, body, **kw):
+            self.streams += 1
+            async for c in self.inner.chat_stream(body, **kw):
+                yield c
+
+    outer = Outer(tel.instrument_gateway(Gateway.simulated()))
+    text = await outer.for_agent("acme", "a").stream_text("hello")
+    assert "simulated" in text and outer.streams == 1
+    assert len(_spans(tel, "chat ")) == 1

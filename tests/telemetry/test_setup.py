@@ -58,9 +58,9 @@ async def test_sampler_and_resource():
                                                 "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test,team=a%20b"})
     with tel.tracer.start_as_current_span("x"):
         pass
-    (span,) = tel.store._snapshot()
-    assert span.resource.attributes["service.name"] == "svc"
-    assert span.resource.attributes["team"] == "a b" and span.resource.schema_url == sc.SCHEMA_URL
+    resource = tel.store.resource
+    assert resource.attributes["service.name"] == "svc"
+    assert resource.attributes["team"] == "a b" and resource.schema_url == sc.SCHEMA_URL
     await tel.aclose()
 
 

@@ -33,10 +33,10 @@ def test_execute_tool_and_sandbox_spans(tel):
     assert t[sc.GEN_AI_OPERATION_NAME] == "execute_tool" and t[sc.GEN_AI_TOOL_CALL_ID] == "call_1"
     assert t[sc.MYRIAD_SANDBOX_TIER] == "isolate" and t[sc.MYRIAD_TENANT] == "acme"
     ex = spans["sandbox.exec"]
-    assert ex.parent.span_id == tool.get_span_context().span_id
-    assert env["TRACEPARENT"].split("-")[2] == f"{ex.context.span_id:016x}"
+    assert ex.parent_id == tool.get_span_context().span_id
+    assert env["TRACEPARENT"].split("-")[2] == f"{ex.span_id:016x}"
     bad = spans["execute_tool bad"]
-    assert not bad.status.is_ok and "abcdef123456" not in bad.status.description
+    assert not bad.ok and "abcdef123456" not in bad.error
     assert tel.store.sandboxes("acme")["isolate"]["runs"] == 2
 
 

@@ -15,6 +15,7 @@ BENCHES: dict[str, str] = {
     "sandbox": "myriad.bench.sandbox",
     "gateway": "myriad.bench.gateway",
     "identity": "myriad.bench.identity",
+    "telemetry": "myriad.bench.telemetry",
 }
 
 __all__ = ["BENCHES"]

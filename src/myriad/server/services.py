@@ -73,7 +73,8 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
     identity = Identity(settings.identity, keys, settings.data_dir)
-    sandboxes: Any = Sandboxes(settings.sandbox, data_dir=settings.data_dir)  # nothing starts until a sandbox opens
+    # nothing starts until a sandbox opens; tracing inside metering, as for the gateway
+    sandboxes: Any = telemetry.instrument_sandboxes(Sandboxes(settings.sandbox, data_dir=settings.data_dir))
     # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
     sandboxes.egress.add_hook(identity.outbound.proxy_hook)
     if meter is not None:

@@ -22,6 +22,7 @@ from myriad.telemetry import semconv as sc
 from myriad.telemetry._redact import redact_text
 
 _USER_KEYS = ("myriad.user", "enduser.id", "user")
+_START_KEYS = frozenset((sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_REQUEST_MODEL))
 
 
 def current_user() -> str | None:
@@ -71,6 +72,7 @@ class InstrumentedGateway:
         self._tracer = telemetry.tracer
         self._m = telemetry.instruments
         self._infos: dict[str, _DeploymentInfo] = {}
+        self._defaults: dict[str, str] = {}
 
     @property
     def wrapped(self) -> Any:
@@ -90,9 +92,34 @@ class InstrumentedGateway:
         client = self._inner.for_agent(*args, **kwargs)
         if hasattr(client, "gateway"):
             client.gateway = self  # the agent's calls come back through this wrapper
+        body = getattr(client, "_body", None)
+        if body is not None:
+            # hand the agent our stream directly instead of the client's pass-through
+            # generator around it: one generator hop per chunk instead of two
+            # (through ``client.gateway`` as it is at call time: an outer wrapper such as
+            # metering re-binds it after us and must still see every stream)
+            def stream(messages: Any, model: str | None = None, **params: Any) -> AsyncIterator[Any]:
+                return client.gateway.chat_stream(body(messages, model, params), tenant=client.tenant,
+                                                  agent=client.agent)
+
+            client.stream = stream
         return client
 
     # -- helpers --------------------------------------------------------------------------
+    def _default(self, kind: str) -> str:
+        name = self._defaults.get(kind)
+        if name is None:
+            try:
+                name = str(self._inner.default_model(kind))
+            except Exception:
+                name = "unknown"
+            self._defaults[kind] = name
+        return name
+
+    def _model_of(self, body: Any) -> str:
+        m = body.get("model") if _is_mapping(body) else None
+        return m if type(m) is str and m else self._default("chat")
+
     def _info(self, deployment: str) -> _DeploymentInfo | None:
         info = self._infos.get(deployment)
         if info is None:
@@ -121,45 +148,52 @@ class InstrumentedGateway:
 
     def _finish(self, span: Any, metric_attrs: dict[str, Any], deployment: str, response_model: str | None,
                 usage: Mapping[str, Any] | None, started: float, error: BaseException | None = None) -> None:
+        elapsed = time.perf_counter() - started
         info = self._info(deployment) if deployment else None
-        attrs: dict[str, Any] = {}
-        if deployment:
-            attrs[sc.MYRIAD_DEPLOYMENT] = deployment
         if info is not None:
-            attrs[sc.GEN_AI_PROVIDER_NAME] = metric_attrs[sc.GEN_AI_PROVIDER_NAME] = info.provider
+            metric_attrs[sc.GEN_AI_PROVIDER_NAME] = info.provider
             if info.address:
-                attrs[sc.SERVER_ADDRESS] = metric_attrs[sc.SERVER_ADDRESS] = info.address
-                attrs[sc.SERVER_PORT] = metric_attrs[sc.SERVER_PORT] = info.port
+                metric_attrs[sc.SERVER_ADDRESS] = info.address
+                metric_attrs[sc.SERVER_PORT] = info.port
         if response_model:
-            attrs[sc.GEN_AI_RESPONSE_MODEL] = metric_attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+            metric_attrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+        recording = span.is_recording()  # an unsampled span gets no attributes: only the metrics
         if usage:
-            u = genai.usage_attributes(usage)
-            attrs.update(u)
-            if info is not None and info.price is not None:
-                try:
-                    attrs[sc.MYRIAD_COST_USD] = float(info.price.cost(
-                        u.get(sc.GEN_AI_USAGE_INPUT_TOKENS, 0), u.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
-                        u.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0)))
-                except Exception:
-                    pass
+            tin = int(usage.get("prompt_tokens") or 0)
+            tout = int(usage.get("completion_tokens") or 0)
             record = self._m.token_usage.record
-            record(u.get(sc.GEN_AI_USAGE_INPUT_TOKENS, 0), {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
+            record(tin, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "input"})
             if metric_attrs[sc.GEN_AI_OPERATION_NAME] != sc.OP_EMBEDDINGS:
-                record(u.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, 0), {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
-            else:
-                attrs.pop(sc.GEN_AI_USAGE_OUTPUT_TOKENS, None)
-        span.set_attributes(attrs)
+                record(tout, {**metric_attrs, sc.GEN_AI_TOKEN_TYPE: "output"})
+        if recording:
+            # the start already set operation and request model
+            attrs: dict[str, Any] = {k: v for k, v in metric_attrs.items() if k not in _START_KEYS}
+            if deployment:
+                attrs[sc.MYRIAD_DEPLOYMENT] = deployment
+            if usage:
+                u = genai.usage_attributes(usage)
+                if metric_attrs[sc.GEN_AI_OPERATION_NAME] == sc.OP_EMBEDDINGS:
+                    u.pop(sc.GEN_AI_USAGE_OUTPUT_TOKENS, None)
+                attrs.update(u)
+                if info is not None and info.price is not None:
+                    try:
+                        attrs[sc.MYRIAD_COST_USD] = float(info.price.cost(
+                            u.get(sc.GEN_AI_USAGE_INPUT_TOKENS, 0), u.get(sc.GEN_AI_USAGE_OUTPUT_TOKENS, 0),
+                            u.get(sc.GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS, 0)))
+                    except Exception:
+                        pass
+            span.set_attributes(attrs)
         if error is not None:
             metric_attrs[sc.ERROR_TYPE] = fail(span, error)
             if metric_attrs[sc.ERROR_TYPE] == "budget_exceeded":
                 self._m.budget_refusals.add(1, {sc.GEN_AI_REQUEST_MODEL: metric_attrs[sc.GEN_AI_REQUEST_MODEL]})
-        self._m.operation_duration.record(time.perf_counter() - started, metric_attrs)
+        self._m.operation_duration.record(elapsed, metric_attrs)
         span.end()
 
     # -- the wrapped calls ------------------------------------------------------------------
     async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None, agent: str | None = None) -> Any:
-        model = _model_of(body, self._inner)
-        span, mattrs = self._start(sc.OP_CHAT, model, body if isinstance(body, Mapping) else None, tenant, agent)
+        model = self._model_of(body)
+        span, mattrs = self._start(sc.OP_CHAT, model, body if _is_mapping(body) else None, tenant, agent)
         started = time.perf_counter()
         token = context.attach(trace.set_span_in_context(span))
         try:
@@ -178,8 +212,8 @@ class InstrumentedGateway:
 
     async def chat_stream(self, body: Mapping[str, Any], *, tenant: str | None = None,
                           agent: str | None = None) -> AsyncIterator[Any]:
-        model = _model_of(body, self._inner)
-        span, mattrs = self._start(sc.OP_CHAT, model, body if isinstance(body, Mapping) else None, tenant, agent,
+        model = self._model_of(body)
+        span, mattrs = self._start(sc.OP_CHAT, model, body if _is_mapping(body) else None, tenant, agent,
                                    stream=True)
         started = time.perf_counter()
         ctx = trace.set_span_in_context(span)
@@ -210,24 +244,24 @@ class InstrumentedGateway:
                 response_model = chunk.raw.get("model")
                 response_id = chunk.raw.get("id")
                 pending: Any = chunk
+                anext = agen.__anext__
                 while pending is not None:
                     raw = pending.raw
-                    u = raw.get("usage")
-                    if u:
-                        usage = u
                     choices = raw.get("choices")
                     if choices:
-                        for c in choices:
-                            fr = c.get("finish_reason")
-                            if fr:
-                                reasons.append(fr)
-                            if capture:
-                                texts.append(((c.get("delta") or {}).get("content")) or "")
+                        if choices[0].get("finish_reason") or len(choices) > 1:
+                            reasons += [c["finish_reason"] for c in choices if c.get("finish_reason")]
+                        if capture:
+                            texts += [((c.get("delta") or {}).get("content")) or "" for c in choices]
+                        if "usage" in raw and raw["usage"]:
+                            usage = raw["usage"]
                         yield pending
-                    elif want_usage:
-                        yield pending  # a usage-only chunk we asked for ourselves stays here
+                    else:
+                        usage = raw.get("usage") or usage
+                        if want_usage:
+                            yield pending  # a usage-only chunk we asked for ourselves stays here
                     try:
-                        pending = await agen.__anext__()
+                        pending = await anext()
                     except StopAsyncIteration:
                         pending = None
         except BaseException as e:
@@ -235,13 +269,15 @@ class InstrumentedGateway:
             raise
         finally:
             await _aclose(agen)
-            if first is not None:
-                span.set_attribute(sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK, first)
-                self._m.time_to_first_chunk.record(first, mattrs)
-            if response_id:
-                span.set_attribute(sc.GEN_AI_RESPONSE_ID, str(response_id))
-            if reasons:
-                span.set_attribute(sc.GEN_AI_RESPONSE_FINISH_REASONS, reasons)
+            if span.is_recording():
+                end_attrs: dict[str, Any] = {}
+                if first is not None:
+                    end_attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = first
+                if response_id:
+                    end_attrs[sc.GEN_AI_RESPONSE_ID] = str(response_id)
+                if reasons:
+                    end_attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = reasons
+                span.set_attributes(end_attrs)
             if capture:
                 span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, genai.output_messages(
                     [{"message": {"role": "assistant", "content": "".join(texts)},
@@ -249,10 +285,12 @@ class InstrumentedGateway:
             if isinstance(error, GeneratorExit):
                 error = None  # the consumer stopped early: not a failure
             self._finish(span, mattrs, deployment, response_model, usage, started, error)
+            if first is not None:  # after _finish: it adds the provider and server to mattrs
+                self._m.time_to_first_chunk.record(first, mattrs)
 
     async def embed(self, texts: list[str], *, model: str | None = None, tenant: str | None = None,
                     agent: str | None = None, dimensions: int | None = None) -> Any:
-        name = model or _default(self._inner, "embedding")
+        name = model or self._default("embedding")
         body = {"dimensions": dimensions} if dimensions else None
         span, mattrs = self._start(sc.OP_EMBEDDINGS, name, None, tenant, agent)
         if body:
@@ -275,7 +313,7 @@ class InstrumentedGateway:
 def _with_usage(body: Any) -> tuple[bool, Any]:
     """Ask the gateway for the usage chunk even when the caller did not (the span needs
     it); returns whether the caller wanted it, and the body to send."""
-    if not isinstance(body, Mapping):
+    if not _is_mapping(body):
         return True, body
     opts = body.get("stream_options")
     if isinstance(opts, Mapping) and opts.get("include_usage"):
@@ -283,16 +321,8 @@ def _with_usage(body: Any) -> tuple[bool, Any]:
     return False, {**body, "stream_options": {**(opts if isinstance(opts, Mapping) else {}), "include_usage": True}}
 
 
-def _default(gateway: Any, kind: str) -> str:
-    try:
-        return str(gateway.default_model(kind))
-    except Exception:
-        return "unknown"
-
-
-def _model_of(body: Any, gateway: Any) -> str:
-    m = body.get("model") if isinstance(body, Mapping) else None
-    return m if isinstance(m, str) and m else _default(gateway, "chat")
+def _is_mapping(body: Any) -> bool:
+    return type(body) is dict or isinstance(body, Mapping)  # the exact-type check skips the ABC machinery
 
 
 async def _aclose(agen: Any) -> None:

@@ -30,11 +30,11 @@ class FastHistogram:
         self.description = description
         self.bounds = tuple(float(b) for b in bounds)
         # attribute key -> [count, sum, bucket_counts, min, max, attributes]
-        self._points: dict[tuple[Any, ...], list[Any]] = {}
+        self._points: dict[frozenset[Any], list[Any]] = {}
         self._lock = threading.Lock()
 
     def record(self, amount: float, attributes: Mapping[str, Any] | None = None, context: Any = None) -> None:
-        key = tuple(sorted(attributes.items())) if attributes else ()
+        key = frozenset(attributes.items()) if attributes else frozenset()
         with self._lock:
             p = self._points.get(key)
             if p is None:

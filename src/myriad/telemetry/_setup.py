@@ -202,6 +202,15 @@ class Telemetry:
             self._host_instr = AgentInstrumentation(self)
         return self._host_instr
 
+    def instrument_sandboxes(self, sandboxes: Any) -> Any:
+        """``sandboxes`` wrapped so lifecycle, runs and tool calls are spans and the live
+        sandboxes per tier are observed; ``sandboxes`` itself when disabled."""
+        if not self.enabled or sandboxes is None:
+            return sandboxes
+        from myriad.telemetry._sandbox import InstrumentedSandboxes
+
+        return InstrumentedSandboxes(sandboxes, self)
+
     def asgi_middleware(self, app: Any) -> Any:
         """``app`` behind HTTP server spans and W3C context extraction; ``app`` when disabled."""
         if not self.enabled:

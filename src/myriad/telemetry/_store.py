@@ -19,12 +19,54 @@ import logging
 import threading
 import time
 from collections import deque
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, NamedTuple
 
 from myriad.telemetry import semconv as sc
 from myriad.telemetry._redact import redact_text
 
 _USAGE_OPS = {sc.OP_CHAT, sc.OP_EMBEDDINGS}
+_KINDS = {0: "INTERNAL", 1: "SERVER", 2: "CLIENT", 3: "PRODUCER", 4: "CONSUMER"}
+
+
+class SpanRecord(NamedTuple):
+    """A finished span as the store keeps it: atomic values only, so the garbage
+    collector untracks it (thousands of retained SDK span objects made every full
+    collection walk a large graph, which cost each turn)."""
+
+    name: str
+    trace_id: int
+    span_id: int
+    parent_id: int
+    """0 for a root span."""
+    kind: str
+    start: int
+    end: int
+    ok: bool
+    """False when the span's status is ERROR."""
+    error: str | None
+    attributes: dict[str, Any]
+    events: tuple[tuple[str, int, dict[str, Any]], ...]
+
+
+def _record(span: Any) -> SpanRecord:
+    ctx = span.context
+    parent = span.parent
+    status = span.status
+    # the SDK's own attribute dict when reachable: a C-speed copy instead of a walk through
+    # the read-only proxy and the locked BoundedAttributes (4x faster); public API otherwise
+    raw = getattr(getattr(span, "_attributes", None), "_dict", None)
+    attrs = dict(raw) if raw is not None else dict(span.attributes or {})
+    events = getattr(span, "_events", None)
+    if events is None:
+        events = span.events
+    return SpanRecord(
+        span.name, ctx.trace_id, ctx.span_id, parent.span_id if parent is not None else 0,
+        _KINDS.get(span.kind.value, "INTERNAL") if span.kind is not None else "INTERNAL",
+        span.start_time or 0, span.end_time or 0, status.is_ok, status.description, attrs,
+        tuple((e.name, e.timestamp, dict(e.attributes or {})) for e in events) if events else (),
+    )
+
+
 _GROUP_KEYS = {"tenant": 0, "user": 1, "agent": 2, "model": 3}
 
 
@@ -53,6 +95,8 @@ class TelemetryStore:
         self._rollups: dict[int, dict[tuple[str, str, str, str], list[float]]] = {}
         self.seen = 0
         self.evicted = 0
+        self.resource: Any = None
+        """The resource of the spans seen (one per process)."""
         self.live_sandboxes: Callable[[], dict[str, int]] | None = None
         """Set by the sandbox room: live sandboxes per tier, for the dashboard and gauges."""
 
@@ -64,27 +108,29 @@ class TelemetryStore:
         pass
 
     def on_end(self, span: Any) -> None:
-        tid = span.context.trace_id
+        rec = _record(span)
+        if self.resource is None:
+            self.resource = span.resource
+        tid = rec.trace_id
         with self._lock:
             self.seen += 1
             if len(self._spans) >= self.max_spans:
                 old = self._spans.popleft()
                 self.evicted += 1
-                lst = self._by_trace.get(old.context.trace_id)
+                lst = self._by_trace.get(old.trace_id)
                 if lst:
                     lst.remove(old) if lst[0] is not old else lst.pop(0)
                     if not lst:
-                        del self._by_trace[old.context.trace_id]
-            self._spans.append(span)
-            self._by_trace.setdefault(tid, []).append(span)
-            attrs = span.attributes
-            if not span.status.is_ok:
-                self._errors.append(span)
-            if attrs and attrs.get(sc.GEN_AI_OPERATION_NAME) in _USAGE_OPS:
-                self._roll(span, attrs)
+                        del self._by_trace[old.trace_id]
+            self._spans.append(rec)
+            self._by_trace.setdefault(tid, []).append(rec)
+            if not rec.ok:
+                self._errors.append(rec)
+            if rec.attributes.get(sc.GEN_AI_OPERATION_NAME) in _USAGE_OPS:
+                self._roll(rec, rec.attributes)
 
     def _roll(self, span: Any, attrs: Any) -> None:
-        minute = int((span.end_time or time.time_ns()) // 60_000_000_000)
+        minute = int((span.end or time.time_ns()) // 60_000_000_000)
         bucket = self._rollups.get(minute)
         if bucket is None:
             bucket = self._rollups[minute] = {}
@@ -138,20 +184,20 @@ class TelemetryStore:
     def _tenant_ok(span: Any, tenant: str | None) -> bool:
         if tenant is None:
             return True
-        t = (span.attributes or {}).get(sc.MYRIAD_TENANT)
+        t = span.attributes.get(sc.MYRIAD_TENANT)
         return t is None or t == tenant
 
     def _visible_trace(self, spans: list[Any], tenant: str | None) -> bool:
         if tenant is None:
             return True
-        return any((s.attributes or {}).get(sc.MYRIAD_TENANT) == tenant for s in spans)
+        return any(s.attributes.get(sc.MYRIAD_TENANT) == tenant for s in spans)
 
     def spans(self, name_prefix: str = "", tenant: str | None = None, limit: int = 1000) -> list[dict[str, Any]]:
         """Recent finished spans (newest first) whose name starts with ``name_prefix``."""
         out = []
         for s in reversed(self._snapshot()):
             if s.name.startswith(name_prefix) and (tenant is None or
-                                                   (s.attributes or {}).get(sc.MYRIAD_TENANT) == tenant):
+                                                   s.attributes.get(sc.MYRIAD_TENANT) == tenant):
                 out.append(span_dict(s))
                 if len(out) >= limit:
                     break
@@ -169,7 +215,7 @@ class TelemetryStore:
             d = span_dict(s)
             calls = inp = outp = 0
             cost = 0.0
-            in_trace = self._trace_spans(s.context.trace_id)
+            in_trace = self._trace_spans(s.trace_id)
             for c in in_trace:
                 ca = c.attributes or {}
                 if ca.get(sc.GEN_AI_OPERATION_NAME) in _USAGE_OPS and _descends(c, s, in_trace):
@@ -193,7 +239,7 @@ class TelemetryStore:
         spans = self._trace_spans(tid)
         if not spans or not self._visible_trace(spans, tenant):
             return None
-        return [span_dict(s) for s in sorted(spans, key=lambda s: s.start_time or 0) if self._tenant_ok(s, tenant)]
+        return [span_dict(s) for s in sorted(spans, key=lambda s: s.start) if self._tenant_ok(s, tenant)]
 
     def usage_series(self, tenant: str | None = None, by: str = "model", bucket_minutes: int = 1,
                      since_minutes: int = 60) -> dict[str, Any]:
@@ -233,8 +279,8 @@ class TelemetryStore:
         """Recent failed spans and warnings/errors logged inside this tenant's traces."""
         spans = []
         for s in reversed(list(self._errors)):
-            if tenant is None or (s.attributes or {}).get(sc.MYRIAD_TENANT) == tenant or self._visible_trace(
-                    self._trace_spans(s.context.trace_id), tenant):
+            if tenant is None or s.attributes.get(sc.MYRIAD_TENANT) == tenant or self._visible_trace(
+                    self._trace_spans(s.trace_id), tenant):
                 spans.append(span_dict(s))
                 if len(spans) >= limit:
                     break
@@ -267,8 +313,8 @@ class TelemetryStore:
         out = {}
         for tier in sorted(set(tiers) | set(live)):
             spans = tiers.get(tier, [])
-            durs = sorted(((s.end_time or 0) - (s.start_time or 0)) / 1e6 for s in spans)
-            out[tier] = {"runs": len(spans), "errors": sum(not s.status.is_ok for s in spans),
+            durs = sorted((s.end - s.start) / 1e6 for s in spans)
+            out[tier] = {"runs": len(spans), "errors": sum(not s.ok for s in spans),
                          "p50_ms": _pct(durs, 50), "p95_ms": _pct(durs, 95), "live": live.get(tier, 0)}
         return out
 
@@ -287,16 +333,16 @@ class _StoreLogHandler(logging.Handler):
         self.store.add_log(record)
 
 
-def _descends(child: Any, ancestor: Any, spans: Iterable[Any]) -> bool:
-    by_id = {s.context.span_id: s for s in spans}
-    seen = 0
-    p = child.parent
-    while p is not None and seen < 64:
-        if p.span_id == ancestor.context.span_id:
+def _descends(child: SpanRecord, ancestor: SpanRecord, spans: Iterable[SpanRecord]) -> bool:
+    by_id = {s.span_id: s for s in spans}
+    p = child.parent_id
+    for _ in range(64):
+        if not p:
+            return False
+        if p == ancestor.span_id:
             return True
-        nxt = by_id.get(p.span_id)
-        p = nxt.parent if nxt is not None else None
-        seen += 1
+        nxt = by_id.get(p)
+        p = nxt.parent_id if nxt is not None else 0
     return False
 
 
@@ -307,27 +353,25 @@ def _pct(sorted_values: list[float], q: float) -> float | None:
     return round(sorted_values[i], 3)
 
 
-def span_dict(span: Any) -> dict[str, Any]:
-    """A finished SDK span as plain JSON-able data (what the dashboard reads)."""
-    status = span.status
-    attrs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in (span.attributes or {}).items()}
-    events = [{"name": e.name, "time": e.timestamp, "attributes": {k: (list(v) if isinstance(v, tuple) else v)
-                                                                   for k, v in (e.attributes or {}).items()}}
-              for e in (span.events or ())]
+def span_dict(span: SpanRecord) -> dict[str, Any]:
+    """A stored span as plain JSON-able data (what the dashboard reads)."""
+    def plain(attrs: dict[str, Any]) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in attrs.items()}
+
     return {
-        "trace_id": _hex_trace(span.context.trace_id),
-        "span_id": _hex_span(span.context.span_id),
-        "parent_id": _hex_span(span.parent.span_id) if span.parent is not None else None,
+        "trace_id": _hex_trace(span.trace_id),
+        "span_id": _hex_span(span.span_id),
+        "parent_id": _hex_span(span.parent_id) if span.parent_id else None,
         "name": span.name,
-        "kind": span.kind.name if span.kind is not None else "INTERNAL",
-        "start": span.start_time,
-        "end": span.end_time,
-        "duration_ms": round(((span.end_time or 0) - (span.start_time or 0)) / 1e6, 3),
-        "status": status.status_code.name.lower(),
-        "error": status.description,
-        "attributes": attrs,
-        "events": events,
+        "kind": span.kind,
+        "start": span.start,
+        "end": span.end,
+        "duration_ms": round((span.end - span.start) / 1e6, 3),
+        "status": "ok" if span.ok else "error",
+        "error": span.error,
+        "attributes": plain(span.attributes),
+        "events": [{"name": n, "time": t, "attributes": plain(a)} for n, t, a in span.events],
     }
 
 
-__all__ = ["TelemetryStore", "span_dict"]
+__all__ = ["TelemetryStore", "SpanRecord", "span_dict"]

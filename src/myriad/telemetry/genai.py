@@ -26,13 +26,13 @@ def request_attributes(operation: str, model: str, body: Mapping[str, Any] | Non
                        stream: bool = False) -> dict[str, Any]:
     """Attributes known before the call: operation, requested model, sampling parameters."""
     attrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: operation, sc.GEN_AI_REQUEST_MODEL: model}
-    if body:
+    if body and len(body) > 1:  # only messages (and model): nothing more to read
         for key, name in _REQUEST_PARAMS:
             v = body.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool):
+            if v is not None and type(v) in (int, float):
                 attrs[name] = v
         n = body.get("n")
-        if isinstance(n, int) and n != 1:
+        if type(n) is int and n != 1:
             attrs[sc.GEN_AI_REQUEST_CHOICE_COUNT] = n
         fmt = body.get("response_format")
         if isinstance(fmt, Mapping) and fmt.get("type") in ("json_object", "json_schema"):
