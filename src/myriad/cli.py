@@ -114,7 +114,8 @@ def cmd_tenants_list(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_create(args: argparse.Namespace) -> int:
-    info, plaintext = _keystore(args).create_key(args.tenant, label=args.label or "", ttl=args.ttl)
+    info, plaintext = _keystore(args).create_key(args.tenant, label=args.label or "", ttl=args.ttl,
+                                                 scopes=args.scopes or "*")
     print(f"created key {info.id} for tenant {info.tenant}" + (f" (expires in {args.ttl:g}s)" if args.ttl else ""))
     print("store it now: it is not shown again", file=sys.stderr)
     print(plaintext)
@@ -126,13 +127,22 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
     for k in _keystore(args).list_keys(args.tenant):
         status = "revoked" if k.revoked else ("expired" if k.expires and k.expires < time.time() else "active")
-        print(f"{k.id}  {k.tenant:<20} {status:<8} {k.label}")
+        print(f"{k.id}  {k.tenant:<20} {status:<8} {k.scopes:<24} {k.label}")
     return 0
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     _keystore(args).revoke_key(args.key_id)
     print(f"revoked key {args.key_id}")
+    return 0
+
+
+def cmd_keys_rotate(args: argparse.Namespace) -> int:
+    info, plaintext = _keystore(args).rotate_key(args.key_id, grace=args.grace)
+    ends = f"in {args.grace:g}s" if args.grace else "now"
+    print(f"rotated key {args.key_id} -> {info.id} (the old key stops working {ends})")
+    print("store it now: it is not shown again", file=sys.stderr)
+    print(plaintext)
     return 0
 
 
@@ -194,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--tenant", required=True)
     k.add_argument("--label")
     k.add_argument("--ttl", type=float, help="seconds until the key expires")
+    k.add_argument("--scopes", help="space-separated scopes, e.g. 'agents models:gpt-4o-mini usage' (default *)")
     k.set_defaults(func=cmd_keys_create)
     kl = keys.add_parser("list", parents=[common], help="list keys (never the secrets)")
     kl.add_argument("--tenant")
@@ -201,6 +212,18 @@ def build_parser() -> argparse.ArgumentParser:
     kr = keys.add_parser("revoke", parents=[common], help="revoke a key by id")
     kr.add_argument("key_id")
     kr.set_defaults(func=cmd_keys_revoke)
+    kx = keys.add_parser("rotate", parents=[common], help="replace a key by a new one (printed last)")
+    kx.add_argument("key_id")
+    kx.add_argument("--grace", type=float, default=0.0, help="seconds the old key keeps working (default 0)")
+    kx.set_defaults(func=cmd_keys_rotate)
+
+    from myriad.metering import add_usage_arguments, cli_usage
+
+    usage = sub.add_parser("usage", parents=[common], help="usage, spend and budgets; exports and invoices",
+                           description="Read the usage ledger: totals, time series, budgets, CloudEvents and "
+                                       "billing exports, invoice lines; set budgets and limits.")
+    add_usage_arguments(usage)
+    usage.set_defaults(func=lambda a: cli_usage(a, _settings(a)))
 
     _add_bench(sub)
     return parser

@@ -51,8 +51,8 @@ class SandboxSettings:
     """Read-only root of the container tier: ``host`` (the host's /usr) or a template directory."""
     cgroup: str = "auto"
     """Resource limits backend: ``auto``, ``v2``, ``v1`` or ``rlimit`` (no cgroups)."""
-    cgroup_parent: str = "myriad"
-    """Name of the cgroup under which each sandbox gets its own group."""
+    cgroup_parent: str = "myriad-sandboxes"
+    """Cgroup under which each sandbox root gets a subtree (``<parent>/<hash of root>/``) and each sandbox a group."""
     timeout: float = 30.0
     """Default wall-clock limit of one run/exec, in seconds."""
     memory_mb: int = 512
@@ -69,6 +69,8 @@ class SandboxSettings:
     """A container sandbox unused this many seconds is deleted."""
     max_lifetime: float = 86_400.0
     """A container sandbox is deleted this many seconds after creation, used or not."""
+    max_containers_per_owner: int = 32
+    """Live container sandboxes one owner (tenant or agent) may hold at once."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
     seccomp: bool = True
@@ -101,6 +103,64 @@ class MeteringSettings:
     """JSON or TOML price book loaded at start-up (versions not yet in the ledger are appended)."""
     default_max_output_tokens: int = 4096
     """Output tokens reserved for a model call that sets no max_tokens."""
+    settle_in_background: bool = False
+    """Write actual usage after the call returns, batched (~0.3-0.6 ms less per model call);
+    a crash can then lose the last moments' usage records (holds still expire safely)."""
+
+
+@dataclass
+class TelemetrySettings:
+    """OpenTelemetry and the local dashboard (``myriad.telemetry``). Exporters, endpoints
+    and sampling come from the standard ``OTEL_*`` variables (see docs/telemetry.md)."""
+
+    enabled: bool = True
+    """Trace and measure (``OTEL_SDK_DISABLED=true`` turns it off as well)."""
+    service_name: str = "myriad"
+    """``service.name`` when ``OTEL_SERVICE_NAME`` is not set."""
+    capture_content: bool = False
+    """Record prompts and replies on spans (redacted); also ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``."""
+    store_spans: int = 5_000
+    """Finished spans kept in memory for the dashboard (oldest dropped first)."""
+    store_minutes: int = 1440
+    """Minutes of per-minute token and cost rollups kept for the dashboard charts."""
+    exclude_paths: list[str] = field(default_factory=lambda: ["/healthz", "/dashboard"])
+    """HTTP path prefixes that get no server span."""
+
+
+@dataclass
+class IdentitySettings:
+    """Tokens, workload identities, the credential vault and signed requests (``myriad.identity``)."""
+
+    trust_domain: str = "myriad.local"
+    """SPIFFE trust domain of agent identities (``spiffe://{trust_domain}/tenant/...``)."""
+    issuer: str = "http://127.0.0.1:8787"
+    """``iss`` of the tokens Myriad mints; also the base of its well-known URLs."""
+    secret_key: str = ""
+    """Base64url 32-byte key that encrypts the vault and private signing keys at rest.
+    Empty: one is generated once into ``<data_dir>/identity.key`` (mode 0600)."""
+    agent_token_ttl: float = 300.0
+    """Lifetime in seconds of an agent's workload token."""
+    delegated_token_ttl: float = 300.0
+    """Upper bound in seconds on a token from the token endpoint (never beyond its subject's)."""
+    key_rotation: float = 86_400.0
+    """Seconds a signing key signs before a new one takes over (old ones stay published until their tokens expire)."""
+    user_issuer: str = ""
+    """``iss`` of users' JWTs from the application's identity provider; empty accepts none."""
+    user_jwks_url: str = ""
+    """JWKS URL of that issuer (fetched, cached, refetched on an unknown ``kid``)."""
+    user_audience: str = ""
+    """Required ``aud`` of users' JWTs (empty: not checked)."""
+    user_tenant_claim: str = "tenant"
+    """Claim naming the user's tenant; when absent, ``user_default_tenant`` applies."""
+    user_default_tenant: str = ""
+    """Tenant of users whose JWT has no tenant claim (empty: such tokens are refused)."""
+    user_scopes: str = "agents models"
+    """Scopes of a user arriving with a JWT that carries no ``scope`` claim."""
+    signature_agent: str = ""
+    """``Signature-Agent`` value of outbound signed requests; empty means ``issuer``."""
+    signature_agent_legacy: bool = False
+    """Send the older bare-string ``Signature-Agent`` form instead of the working-group
+    draft's dictionary form (``sig1="..."``), for verifiers that still expect it."""
 
 
 @dataclass
@@ -115,7 +175,9 @@ class Settings:
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
+    identity: IdentitySettings = field(default_factory=IdentitySettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @classmethod
     def load(
@@ -212,4 +274,5 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     return value
 
 
-__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings"]
+__all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings",
+           "TelemetrySettings"]

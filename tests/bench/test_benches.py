@@ -28,3 +28,13 @@ def test_density_bench_smoke():
               "--ttft", "0.05", "--tps", "200", "--tokens", "5")
     assert r["myriad"][0]["sessions"] == 20 and r["myriad"][0]["turns"] > 0
     assert r["baseline"][0]["turns"] > 0 and r["baseline_rss_mb_per_session"] > 0
+
+
+@pytest.mark.integration
+def test_sandbox_bench_smoke():
+    r = bench("sandbox", "--isolates", "5", "--live-isolates", "5", "--containers", "3", "--live-containers", "2",
+              "--baseline", "3")
+    assert r["isolate"]["n"] == 5 and r["isolate"]["p50_ms"] > 0 and r["isolate"]["bytes_per_sandbox"] > 0
+    assert r["baseline_node"]["p50_ms"] > 0
+    assert r["container"]["n"] == 3 and r["container"]["p50_ms"] > 0 and r["bwrap_alone"]["p50_ms"] > 0
+    assert r["baseline_fork_exec"]["p50_ms"] > 0

@@ -36,6 +36,7 @@ def test_bad_input_gets_json_4xx(live_server: LiveServer):
         (httpx.post(u + "/v1/agents/counter/a/rpc", json={"method": "add", "args": [1]}, headers=h), 400, "invalid_request"),
         (httpx.get(u + "/v1/agents/counter/never-made", headers=h), 404, "not_found"),
         (httpx.get(u + "/no/such/route", headers=h), 404, "not_found"),
+        (httpx.post(u + "/v1/agents/counter/a/rpc", content=b"x" * 2_000_000, headers=h), 413, "payload_too_large"),
     ]
     for r, status, code in cases:
         assert r.status_code == status, r.text

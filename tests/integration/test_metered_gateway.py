@@ -100,6 +100,7 @@ def test_usage_reconciles_exactly_with_what_the_upstream_reported(server: LiveSe
 
     events = ledger_events(server)
     for cid, (prompt, completion) in seen.items():
+        assert cid in events, (cid, sorted(events), seen)
         ev = events[cid]
         lines = ev.lines
         got_prompt = (lines.get("model.input_tokens", (0, 0))[0] + lines.get("model.cached_tokens", (0, 0))[0]) // 10**6
@@ -142,6 +143,10 @@ def test_budget_and_rate_limit_refuse_before_the_upstream(server: LiveServer, up
             c.chat.completions.create(model="fast", messages=[{"role": "user", "content": "too dear"}])
         assert e.value.status_code == 402 and e.value.body["code"] == "budget_exceeded"
         assert "tiny" in e.value.body["message"]
+        # an agent's own model call is refused the same way, and the client sees why
+        r = httpx.post(server.url + "/v1/agents/assistant/carol/rpc", json={"method": "ask", "args": ["hi"]},
+                       headers=h, timeout=30)
+        assert r.status_code == 402 and r.json()["error"]["code"] == "budget_exceeded", r.text
     finally:
         assert httpx.delete(server.url + "/v1/usage/budgets/tiny", headers=h).status_code == 204
     r = httpx.post(server.url + "/v1/usage/limits", json={"id": "rpm", "kind": "requests_per_minute", "limit": 1,

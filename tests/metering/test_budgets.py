@@ -161,3 +161,47 @@ async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, db_path)
     assert r.grant.amount_nanos == EST_NANOS
     await r.__aexit__(None, None, None)
     assert ledger.open_reservations() == 0
+
+
+async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, db_path):
+    import asyncio
+    import sqlite3
+
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # force the worker-thread path
+    task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.sleep(0.05)
+    other.execute("COMMIT")
+    other.close()
+    await asyncio.sleep(0)
+    meter._pool.submit(lambda: None).result()  # the worker drained: reserve, then release
+    assert ledger.open_reservations() == 0
+    assert task.cancelled()
+
+
+async def test_background_settle_batches_and_keeps_budgets_exact(ledger, clock):
+    import asyncio
+
+    from myriad.metering import Meter
+
+    ledger.put_budget(Budget(Scope("acme"), "day", hard=str(EST_NANOS * 5 / 1e9)))
+    meter = Meter(ledger, clock=clock, settle_in_background=True)
+    admitted, refused = [], []
+
+    async def one(i):
+        try:
+            async with meter.reserve(ANN, EST) as r:
+                admitted.append(i)
+                await asyncio.sleep(0.01)
+                r.commit(EST)
+        except BudgetExceeded:
+            refused.append(i)
+
+    await asyncio.gather(*(one(i) for i in range(50)))
+    await meter.drain()
+    (st,) = ledger.budget_status("acme")
+    assert len(admitted) == 5 and st.spent_nanos == 5 * EST_NANOS and st.reserved_nanos == 0
+    assert ledger.count_events() == 5 and ledger.open_reservations() == 0
+    await meter.aclose()

@@ -74,3 +74,35 @@ async def test_bad_bodies_get_the_gateways_own_errors(gw):
     with pytest.raises(InvalidRequest):
         await gw.chat({"messages": "nope", "max_tokens": "many"}, tenant="acme")
     assert gw.meter.store.open_reservations() == 0 and gw.meter.store.count_events() == 0
+
+
+def test_every_gateway_call_that_takes_a_tenant_is_metered():
+    import inspect
+
+    calls = {name for name, fn in inspect.getmembers(Gateway, inspect.isfunction)
+             if not name.startswith("_") and "tenant" in inspect.signature(fn).parameters}
+    not_model_calls = {"record_outcome"}  # teaches the router; no upstream model call
+    assert calls - not_model_calls <= set(vars(MeteredGateway)), calls - set(vars(MeteredGateway))
+
+
+async def test_cache_hits_cost_no_tokens(tmp_path):
+    from myriad.models import ChatResult
+
+    class CachedInner:
+        config = None
+
+        async def chat(self, body, *, tenant=None, agent=None):
+            return ChatResult(raw={"usage": {"prompt_tokens": 900, "completion_tokens": 90}}, model="m",
+                              deployment="cache", attempts=0, cached=True)
+
+        def default_model(self, kind):
+            return "m"
+
+    meter = Meter.open(f"sqlite:///{tmp_path}/m.db")
+    try:
+        await MeteredGateway(CachedInner(), meter).chat({"model": "m", "messages": [{"role": "user", "content": "x"}]},
+                                                         tenant="acme")
+        rows = {r.keys["resource"]: r.quantity_micro for r in meter.store.totals(UsageQuery("acme", group_by=("resource",)))}
+        assert rows == {"model.requests": 10**6, "model.cache_hits": 10**6}
+    finally:
+        meter.close()

@@ -93,3 +93,49 @@ async def test_open_for_api_bodies(sandboxes: Sandboxes) -> None:
                       ({"bogus": 1}, "unknown field"), ({"network": "yes"}, "network must be")):
         with pytest.raises(InvalidRequest, match=msg):
             await sandboxes.open_for("t", body)
+
+
+async def test_default_root_under_a_private_directory_falls_back(tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from myriad.settings import SandboxSettings
+
+    if os.geteuid() != 0:
+        pytest.skip("only root runs sandboxes as other uids")
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    sbs = Sandboxes(SandboxSettings(), data_dir=private / "data")  # no explicit root: <data_dir>/sandboxes
+    try:
+        box = await sbs.open(needs={"shell"})
+        assert str(box.dir).startswith("/var/lib/myriad/sandboxes/")
+        assert (await box.exec("echo ok")).stdout == "ok\n"
+        fallback = box.dir.parent
+    finally:
+        await sbs.aclose()
+    shutil.rmtree(fallback, ignore_errors=True)
+    # an explicit root that cannot be reached is a clear error instead
+    sbs = Sandboxes(SandboxSettings(root=str(private / "explicit")))
+    try:
+        with pytest.raises(SandboxUnavailable, match="lacks o\\+x"):
+            await sbs.open(needs={"shell"})
+    finally:
+        await sbs.aclose()
+
+
+async def test_containers_per_owner_are_capped(tmp_path: Path) -> None:
+    from myriad.errors import RateLimited
+
+    sbs = Sandboxes(make_settings(tmp_path, max_containers_per_owner=2))
+    try:
+        a = await sbs.open(needs={"shell"}, owner="t")
+        await sbs.open(needs={"shell"}, owner="t")
+        with pytest.raises(RateLimited, match="limit 2") as e:
+            await sbs.open(needs={"shell"}, owner="t")
+        assert e.value.status == 429
+        await sbs.open(needs={"shell"}, owner="other")  # per owner
+        await sbs.open(needs={"javascript"}, owner="t")  # isolates are bounded by the warm LRU instead
+        await sbs.close("t", a.id)
+        await sbs.open(needs={"shell"}, owner="t")
+    finally:
+        await sbs.aclose()

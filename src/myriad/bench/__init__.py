@@ -14,6 +14,8 @@ BENCHES: dict[str, str] = {
     "metering": "myriad.bench.metering",
     "sandbox": "myriad.bench.sandbox",
     "gateway": "myriad.bench.gateway",
+    "identity": "myriad.bench.identity",
+    "telemetry": "myriad.bench.telemetry",
 }
 
 __all__ = ["BENCHES"]

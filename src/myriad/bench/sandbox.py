@@ -45,12 +45,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
     from myriad.bench.report import print_table, progress, summary_ms
-    from myriad.sandbox import Sandboxes
+    from myriad.sandbox import ContainerSandbox, Sandboxes
     from myriad.settings import SandboxSettings
 
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-sandbox-"))
     tmp.chmod(0o711)
-    settings = SandboxSettings(root=str(tmp / "sandboxes"), warm_isolates=10**9, memory_mb=256, pids=64)
+    settings = SandboxSettings(root=str(tmp / "sandboxes"), warm_isolates=10**9, memory_mb=256, pids=64,
+                               max_containers_per_owner=10**9)
     sbs = Sandboxes(settings)
     result: dict[str, Any] = {"bench": "sandbox"}
     rows: list[list[Any]] = []
@@ -79,11 +80,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
 
         # -- containers ------------------------------------------------------------------
         if not args.skip_containers:
-            await (await sbs.open(tier="container")).exec(["true"])  # check + sweep, off the clock
+            first = await sbs.open(tier="container")
+            assert isinstance(first, ContainerSandbox)
+            await first.exec(["true"])  # check + sweep, off the clock
             samples = []
             for i in range(args.containers):
                 t0 = time.perf_counter()
                 box = await sbs.open(tier="container", owner="bench", id=f"c{i}")
+                assert isinstance(box, ContainerSandbox)
                 res = await box.exec(["/bin/true"])
                 samples.append(time.perf_counter() - t0)
                 assert res.exit_code == 0, res.stderr
@@ -94,11 +98,13 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             ctr = summary_ms(samples)
             warm = []
             box = await sbs.open(tier="container", owner="bench", id="warm")
+            assert isinstance(box, ContainerSandbox)
             for _ in range(args.baseline):
                 t0 = time.perf_counter()
                 await box.exec(["/bin/true"])
                 warm.append(time.perf_counter() - t0)
             warm_s = summary_ms(warm)
+            raw = await _raw_bwrap(box, args.baseline)
             await sbs.close("bench", "warm")
             bare = await _process_baseline(["/bin/true"], args.baseline, "fork/exec true")
             ctr_mem = await _container_memory(sbs, args.live_containers)
@@ -109,6 +115,8 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
             rows.append(["container (bwrap+cgroup)", ctr["p50_ms"], ctr["p99_ms"], _mb(ctr_mem["bytes_per_sandbox"]),
                          result["container"]["fit_in_8gb"]])
             rows.append(["  exec in a live container", warm_s["p50_ms"], warm_s["p99_ms"], "-", "-"])
+            rows.append(["  bwrap alone, same flags", raw["p50_ms"], raw["p99_ms"], "-", "-"])
+            result["bwrap_alone"] = raw
             rows.append(["baseline: fork/exec", bare["p50_ms"], bare["p99_ms"], _mb(sleep_mem), result["baseline_fork_exec"]["fit_in_8gb"]])
             result["container"]["cgroup_backend"] = ctr_mem.get("cgroup_backend")
     finally:
@@ -164,7 +172,8 @@ async def _container_memory(sbs: Any, n: int) -> dict[str, Any]:
     await asyncio.sleep(0.5)
     uss, cgroup_bytes, procs = [], [], []
     for box in boxes:
-        pids = box.group.pids()
+        # every process in the cgroup, plus bwrap's outer monitor (kept outside the group)
+        pids = set(box.group.pids()) | {p.proc.pid for p in box._processes.values() if p.proc.returncode is None}
         total = 0
         for pid in pids:
             try:
@@ -181,6 +190,31 @@ async def _container_memory(sbs: Any, n: int) -> dict[str, Any]:
     per = statistics.median(uss) if uss else 0
     return {"live": n, "bytes_per_sandbox": per, "cgroup_bytes_median": statistics.median(cgroup_bytes) if cgroup_bytes else 0,
             "processes_per_sandbox": statistics.median(procs) if procs else 0, "cgroup_backend": backend}
+
+
+async def _raw_bwrap(box: Any, n: int) -> dict[str, Any]:
+    """bubblewrap with the sandbox's own namespaces and mounts, without Myriad's wrappers,
+    cgroup, seccomp or proxy plumbing: how much of the cold start is bwrap itself."""
+    import os
+
+    from myriad.bench.report import summary_ms
+
+    tier = box._tier
+    ws = os.open(box.workspace_dir, os.O_PATH | os.O_DIRECTORY)
+    tmp = os.open(box.tmp_dir, os.O_PATH | os.O_DIRECTORY)
+    try:
+        argv = tier.layout.argv(workspace_fd=ws, tmp_fd=tmp, cwd="/workspace", env={"PATH": "/usr/bin:/bin"})
+        samples = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(tier.bwrap, *argv, "--", "/bin/true", pass_fds=[ws, tmp, *tier.layout.fds],
+                                                        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            await proc.communicate()
+            samples.append(time.perf_counter() - t0)
+    finally:
+        os.close(ws)
+        os.close(tmp)
+    return summary_ms(samples)
 
 
 async def _process_baseline(argv: list[str], n: int, label: str) -> dict[str, Any]:

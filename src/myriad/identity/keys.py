@@ -15,10 +15,12 @@ import re
 import secrets
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from myriad.errors import AuthenticationError, Conflict, InvalidName, NotFound
+from myriad.errors import AuthenticationError, Conflict, InvalidName, InvalidRequest, NotFound
+from myriad.identity.capabilities import parse_scopes
+from myriad.identity.principal import Principal
 from myriad.storage import connect
 
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -37,15 +39,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked REAL
 );
 """
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling: a tenant, through one of its keys."""
-
-    tenant: str
-    key_id: str
-    scopes: frozenset[str] = field(default_factory=lambda: frozenset({"*"}))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +107,9 @@ class KeyStore:
         """Create a key; returns its info and the plaintext (shown once, never stored)."""
         if not self.tenant_exists(tenant):
             raise NotFound(f"tenant {tenant!r} does not exist: create it with `myriad tenants create {tenant}`")
+        scopes = " ".join(sorted(parse_scopes(scopes))) or "*"
+        if ttl is not None and ttl <= 0:
+            raise InvalidRequest("ttl must be a positive number of seconds")
         key_id = secrets.token_hex(6)
         secret = secrets.token_urlsafe(20)
         plaintext = f"myr_{key_id}_{secret}"
@@ -132,6 +128,38 @@ class KeyStore:
             args.append(tenant)
         if self.db.execute(q, args).rowcount == 0:
             raise NotFound(f"no active key {key_id!r}")
+
+    def get_key(self, key_id: str, tenant: str | None = None) -> KeyInfo:
+        """One key's info; ``NotFound`` if it does not exist (or belongs to another tenant)."""
+        row = self.db.execute(
+            "SELECT id, tenant, label, scopes, created, expires, revoked FROM api_keys WHERE id=?", (key_id,)
+        ).fetchone()
+        if row is None or (tenant is not None and row[1] != tenant):
+            raise NotFound(f"no key {key_id!r}")
+        return KeyInfo(*row)
+
+    def rotate_key(self, key_id: str, tenant: str | None = None, *, grace: float = 0.0,
+                   ttl: float | None = None) -> tuple[KeyInfo, str]:
+        """Replace a key by a new one with the same tenant, label and scopes.
+
+        The old key stops working after ``grace`` seconds (at once when 0), so
+        deployments can roll over without downtime. Returns the new key's info and
+        plaintext."""
+        if grace < 0:
+            raise InvalidRequest("grace must be >= 0 seconds")
+        old = self.get_key(key_id, tenant)
+        now = time.time()
+        if old.revoked is not None or (old.expires is not None and old.expires <= now):
+            raise Conflict(f"key {key_id!r} is no longer active and cannot be rotated")
+        if ttl is None and old.expires is not None:
+            ttl = max(old.expires - old.created, 1.0)
+        info, plaintext = self.create_key(old.tenant, label=old.label, ttl=ttl, scopes=old.scopes)
+        if grace > 0:
+            until = now + grace if old.expires is None else min(old.expires, now + grace)
+            self.db.execute("UPDATE api_keys SET expires=? WHERE id=?", (until, key_id))
+        else:
+            self.db.execute("UPDATE api_keys SET revoked=? WHERE id=?", (now, key_id))
+        return info, plaintext
 
     def list_keys(self, tenant: str | None = None) -> list[KeyInfo]:
         q = "SELECT id, tenant, label, scopes, created, expires, revoked FROM api_keys"

@@ -19,6 +19,7 @@ Duck-typed on purpose: metering does not import the models room.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, AsyncIterator, Mapping
 
@@ -26,6 +27,9 @@ from myriad.metering._events import Resources, Subject, Usage
 from myriad.metering._meter import Meter
 from myriad.metering._wrap import current_subject, prompt_tokens_bound
 
+CACHE = "cache"
+"""The deployment name the gateway gives answers from its semantic cache."""
+CACHE_HITS = "model.cache_hits"
 UNATTRIBUTED = "unattributed"
 """Tenant charged for gateway calls made with no tenant and no ``charging`` subject."""
 
@@ -100,71 +104,73 @@ class MeteredGateway:
 
     # -- the calls ---------------------------------------------------------------------
 
+    def _cache_hit(self, asked: str) -> Usage:
+        # a semantic-cache hit cost no upstream tokens: one request, one hit, priced like any resource
+        return Usage({Resources.MODEL_REQUESTS: 1, CACHE_HITS: 1}, model=asked or None, deployment=CACHE)
+
     async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None, agent: str | None = None) -> Any:
         """``gateway.chat``, reserved and metered."""
         if not isinstance(body, Mapping):
             return await self.inner.chat(body, tenant=tenant, agent=agent)  # it names the problem
         async with self.meter.reserve(self.subject(tenant, agent), self._chat_estimate(body), operation="model.chat") as r:
             result = await self.inner.chat(body, tenant=tenant, agent=agent)
-            r.commit(self._actual(result.raw.get("usage"), result.model, result.deployment),
-                     attributes={"upstream_id": result.raw.get("id"), "attempts": getattr(result, "attempts", 1)})
+            if getattr(result, "cached", False) or result.deployment == CACHE:
+                r.commit(self._cache_hit(result.model))
+            else:
+                r.commit(self._actual(result.raw.get("usage"), result.model, result.deployment),
+                         attributes={"upstream_id": result.raw.get("id"), "attempts": getattr(result, "attempts", 1)})
             return result
 
     async def chat_stream(self, body: Mapping[str, Any], *, tenant: str | None = None,
                           agent: str | None = None) -> AsyncIterator[Any]:
-        """``gateway.chat_stream``, reserved and metered; commits the upstream's final usage chunk."""
+        """``gateway.chat_stream`` (chunk objects with ``.raw`` and ``.deployment``), reserved and metered."""
         if not isinstance(body, Mapping):
             async for chunk in self.inner.chat_stream(body, tenant=tenant, agent=agent):  # it names the problem
                 yield chunk
             return
-        req, want_usage = self._with_usage(body)
-        async with self.meter.reserve(self.subject(tenant, agent), self._chat_estimate(body),
-                                      operation="model.stream") as r:
-            tally = _StreamTally()
-            try:
-                async for chunk in self.inner.chat_stream(req, tenant=tenant, agent=agent):
-                    if tally.see(chunk.raw, chunk.deployment, want_usage):
-                        yield chunk
-            finally:
-                self._commit_stream(r, body, tally)
+        async with self._stream_meter(body, tenant, agent) as (req, sm):
+            async for chunk in self.inner.chat_stream(req, tenant=tenant, agent=agent):
+                if sm.see(chunk.raw, chunk.deployment):
+                    yield chunk
 
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
                                   agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
-        """``gateway.chat_stream_batches`` (the HTTP relay's path), reserved and metered."""
+        """``gateway.chat_stream_batches`` (``(deployment, [raw chunk, ...])``), reserved and metered."""
         if not isinstance(body, Mapping):
             async for item in self.inner.chat_stream_batches(body, tenant=tenant, agent=agent):
                 yield item
             return
-        req, want_usage = self._with_usage(body)
-        async with self.meter.reserve(self.subject(tenant, agent), self._chat_estimate(body),
-                                      operation="model.stream") as r:
-            tally = _StreamTally()
-            try:
-                async for deployment, batch in self.inner.chat_stream_batches(req, tenant=tenant, agent=agent):
-                    kept = [raw for raw in batch if tally.see(raw, deployment, want_usage)]
-                    if kept:
-                        yield deployment, kept
-            finally:
-                self._commit_stream(r, body, tally)
+        async with self._stream_meter(body, tenant, agent) as (req, sm):
+            async for deployment, batch in self.inner.chat_stream_batches(req, tenant=tenant, agent=agent):
+                kept = [raw for raw in batch if sm.see(raw, deployment)]
+                if kept:
+                    yield deployment, kept
 
-    @staticmethod
-    def _with_usage(body: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
-        """The request with the upstream's usage chunk always asked for, and whether the caller asked."""
+    @contextlib.asynccontextmanager
+    async def _stream_meter(self, body: Mapping[str, Any], tenant: str | None,
+                            agent: str | None) -> AsyncIterator[tuple[dict[str, Any], "_StreamMeter"]]:
         raw_opts = body.get("stream_options")
         opts: Mapping[str, Any] = raw_opts if isinstance(raw_opts, Mapping) else {}
         req = dict(body)
-        req["stream_options"] = {**opts, "include_usage": True}
-        return req, bool(opts.get("include_usage"))
-
-    def _commit_stream(self, r: Any, body: Mapping[str, Any], tally: "_StreamTally") -> None:
+        req["stream_options"] = {**opts, "include_usage": True}  # we need the usage chunk even if the caller does not
         asked = str(body.get("model") or self._default("chat") or "")
-        if tally.usage is not None:
-            r.commit(self._actual(tally.usage, asked, tally.deployment), attributes={"upstream_id": tally.upstream_id})
-        elif tally.seen_chars:
-            est = self._chat_estimate(body).micro()
-            r.commit(Usage.tokens_of(self._alias_of(tally.deployment, asked), input=est[Resources.INPUT_TOKENS] // 10**6,
-                                     output=tally.seen_chars, deployment=tally.deployment or None),
-                     attributes={"upstream_id": tally.upstream_id, "estimated": True})
+        estimate = self._chat_estimate(body)
+        async with self.meter.reserve(self.subject(tenant, agent), estimate, operation="model.stream") as r:
+            sm = _StreamMeter(want_usage=bool(opts.get("include_usage")))
+            try:
+                yield req, sm
+            finally:
+                if sm.deployment == CACHE:
+                    r.commit(self._cache_hit(asked))
+                elif sm.usage is not None:
+                    r.commit(self._actual(sm.usage, asked, sm.deployment), attributes={"upstream_id": sm.upstream_id})
+                elif sm.chars:
+                    # the stream broke before its usage chunk: the prompt bound and what we saw stream
+                    est = estimate.micro()
+                    r.commit(Usage.tokens_of(self._alias_of(sm.deployment, asked),
+                                             input=est[Resources.INPUT_TOKENS] // 10**6, output=sm.chars,
+                                             deployment=sm.deployment or None),
+                             attributes={"upstream_id": sm.upstream_id, "estimated": True})
 
     async def embed(self, texts: list[str], *, model: str | None = None, tenant: str | None = None,
                     agent: str | None = None, dimensions: int | None = None) -> Any:
@@ -186,28 +192,31 @@ class MeteredGateway:
         return client
 
 
-class _StreamTally:
-    """What a metered stream has seen: the usage chunk, the deployment, the text so far."""
+class _StreamMeter:
+    """Watches a stream's raw chunks: keeps the usage chunk, hides it from callers that did not ask."""
 
-    __slots__ = ("usage", "deployment", "upstream_id", "seen_chars")
+    __slots__ = ("want_usage", "usage", "deployment", "upstream_id", "chars")
 
-    def __init__(self) -> None:
+    def __init__(self, want_usage: bool) -> None:
+        self.want_usage = want_usage
         self.usage: Any = None
         self.deployment = ""
-        self.upstream_id: str | None = None
-        self.seen_chars = 0
+        self.upstream_id: Any = None
+        self.chars = 0
 
-    def see(self, raw: Mapping[str, Any], deployment: str | None, want_usage: bool) -> bool:
-        """Record one raw chunk; False when it is a usage chunk the caller did not ask for."""
+    def see(self, raw: Mapping[str, Any], deployment: str) -> bool:
+        """Note a chunk; True if the caller should get it."""
         self.deployment = deployment or self.deployment
-        self.upstream_id = self.upstream_id or raw.get("id")
+        if self.upstream_id is None:
+            self.upstream_id = raw.get("id")
+        choices = raw.get("choices") or ()
         if raw.get("usage"):
             self.usage = raw["usage"]
-            if not want_usage and not raw.get("choices"):
+            if not self.want_usage and not choices:
                 return False
-        for choice in raw.get("choices") or ():
+        for choice in choices:
             delta = choice.get("delta") or {}
-            self.seen_chars += len(delta.get("content") or "") + len(json.dumps(delta.get("tool_calls") or ""))
+            self.chars += len(delta.get("content") or "") + len(json.dumps(delta.get("tool_calls") or ""))
         return True
 
 

@@ -24,11 +24,16 @@ from myriad.metering._meter import Meter, Reservation
 from myriad.metering._wrap import _require_subject, current_subject
 
 
-def subject_of_owner(owner: str) -> Subject:
-    """``tenant/class/name`` (an agent path) -> that agent; anything else -> the tenant."""
+def subject_of_owner(owner: Any) -> Subject:
+    """An agent ref (``.tenant``, ``.path``) or an agent path ``tenant/class/name`` -> that agent;
+    any other string -> that tenant. An enclosing ``charging(subject)`` wins."""
     ctx = current_subject()
     if ctx is not None:
         return ctx
+    tenant, path = getattr(owner, "tenant", None), getattr(owner, "path", None)
+    if isinstance(tenant, str) and isinstance(path, str):
+        return Subject(tenant, agent=path)
+    owner = str(owner)
     if "/" in owner:
         return Subject(owner.split("/", 1)[0], agent=owner)
     return Subject(owner or "default")
@@ -61,6 +66,10 @@ class MeteredSandbox:
         self.default_timeout_s = default_timeout_s
         self.default_memory_mb = default_memory_mb
         self.subject_of = subject_of
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105 - isinstance(box, ContainerSandbox) keeps working through the wrapper
+        return type(self.inner)
 
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
@@ -106,7 +115,7 @@ class MeteredSandboxes:
         inner: Any,
         meter: Meter,
         *,
-        subject_of: Callable[[str], Subject] = subject_of_owner,
+        subject_of: Callable[[Any], Subject] = subject_of_owner,
         live_operation: str = "sandbox.live",
     ) -> None:
         self.inner = inner
@@ -114,16 +123,20 @@ class MeteredSandboxes:
         self.subject_of = subject_of
         self.live_operation = live_operation
         self._holds: dict[tuple[str, str], Reservation] = {}
+        self._owners: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
-    def _wrap(self, box: Any) -> Any:
+    def _wrap(self, box: Any, owner: Any) -> Any:
+        # charge the owner the caller named (a sandbox opened without an id may report another)
         if box is None or isinstance(box, MeteredSandbox):
             return box
-        return MeteredSandbox(box, self.meter, self.subject_of(str(getattr(box, "owner", "default"))))
+        return MeteredSandbox(box, self.meter, self.subject_of(owner))
 
-    async def _hold(self, owner: str, make: Callable[[], Awaitable[Any]]) -> Any:
+    async def _hold(self, owner: Any, make: Callable[[], Awaitable[Any]], id: Any = None) -> Any:
+        if id is not None and (_key(owner), str(id)) in self._holds:
+            return self._wrap(await make(), owner)  # reopening a live sandbox takes no second slot
         hold = await self.meter.hold(self.subject_of(owner), self.live_operation,
                                      ttl_s=float(getattr(getattr(self.inner, "settings", None), "max_lifetime", 0) or 86_400)
                                      ).start()
@@ -132,32 +145,34 @@ class MeteredSandboxes:
         except BaseException:
             await hold.finish()
             raise
-        key = (str(getattr(box, "owner", owner)), str(getattr(box, "id", "")))
+        key = (_key(owner), str(getattr(box, "id", "")))
         if key in self._holds:  # an existing sandbox was returned: it already holds a slot
             await hold.finish()
         else:
             self._holds[key] = hold
-        return self._wrap(box)
+            self._owners[key[0]] = owner
+        return self._wrap(box, owner)
 
     async def open(self, **kwargs: Any) -> Any:
         """``Sandboxes.open``: takes a live-sandbox slot (``ConcurrencyLimited`` when full)."""
-        owner = str(kwargs.get("owner", "default"))
-        return await self._hold(owner, lambda: self.inner.open(**kwargs))
+        owner = kwargs.get("owner", "default")
+        return await self._hold(owner, lambda: self.inner.open(**kwargs), kwargs.get("id"))
 
-    async def open_for(self, owner: str, request: Any) -> Any:
-        return await self._hold(owner, lambda: self.inner.open_for(owner, request))
+    async def open_for(self, owner: Any, request: Any) -> Any:
+        rid = request.get("id") if isinstance(request, dict) else None
+        return await self._hold(owner, lambda: self.inner.open_for(owner, request), rid)
 
-    def get(self, owner: str, id: str) -> Any:
-        return self._wrap(self.inner.get(owner, id))
+    def get(self, owner: Any, id: str) -> Any:
+        return self._wrap(self.inner.get(owner, id), owner)
 
-    def list(self, owner: str) -> list[Any]:
-        return [self._wrap(b) for b in self.inner.list(owner)]
+    def list(self, owner: Any) -> list[Any]:
+        return [self._wrap(b, owner) for b in self.inner.list(owner)]
 
-    async def close(self, owner: str, id: str) -> None:
+    async def close(self, owner: Any, id: str) -> None:
         try:
             await self.inner.close(owner, id)
         finally:
-            hold = self._holds.pop((owner, id), None)
+            hold = self._holds.pop((_key(owner), id), None)
             if hold is not None:
                 await hold.finish()
 
@@ -165,20 +180,26 @@ class MeteredSandboxes:
         """Give back the slots of sandboxes that ended on their own (reaped, evicted); returns how many."""
         freed = 0
         for key, hold in list(self._holds.items()):
-            live = {(str(getattr(b, "owner", "")), str(getattr(b, "id", ""))) for b in self.inner.list(key[0])}
-            if key not in live:
+            owner = self._owners.get(key[0], key[0])
+            live = {str(getattr(b, "id", "")) for b in self.inner.list(owner)}
+            if key[1] not in live:
                 del self._holds[key]
                 await hold.finish()
                 freed += 1
         return freed
 
 
-def egress_hook(meter: Meter, subject_of: Callable[[str], Subject] = subject_of_owner) -> Callable[[Any], Awaitable[None]]:
+def _key(owner: Any) -> str:
+    path = getattr(owner, "path", None)
+    return path if isinstance(path, str) else str(owner)
+
+
+def egress_hook(meter: Meter, subject_of: Callable[[Any], Subject] = subject_of_owner) -> Callable[[Any], Awaitable[None]]:
     """An egress-proxy hook recording one ``egress.requests`` per outbound request (with host and scheme)."""
 
     async def hook(request: Any) -> None:
         await meter.record(
-            subject_of(str(getattr(request, "owner", "default"))),
+            subject_of(getattr(request, "owner", "default")),
             Usage({Resources.EGRESS_REQUESTS: 1}),
             type="egress",
             source=f"{meter.source}/sandbox/egress",

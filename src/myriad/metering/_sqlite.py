@@ -29,10 +29,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from myriad.errors import BudgetExceeded, ConcurrencyLimited, Conflict, InvalidRequest, NotFound, RateLimited, StorageError
+from myriad.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, StorageError
 from myriad.metering._events import Subject, UsageEvent, from_us, iso, money_str, to_us
+from myriad.metering._admission import CHECKS, budget_exceeded
 from myriad.metering._limits import MINUTE_US, Budget, BudgetStatus, Limit, Scope, period_start
 from myriad.metering._prices import PriceBook, PriceVersion
+from myriad.metering._sqlite_schema import SCHEMA as _SCHEMA
+from myriad.metering._sqlite_schema import migrate
 from myriad.metering._store import (
     BUCKETS,
     DIMENSIONS,
@@ -48,70 +51,12 @@ from myriad.metering._store import (
 log = logging.getLogger("myriad.metering")
 
 HOUR_US = 3_600_000_000
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 SWEEP_BATCH = 256
+SWEEP_EVERY_US = 1_000_000
+CHECKPOINT_EVERY_S = 0.25
+WAL_LIMIT_BYTES = 32 * 2**20
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS events(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT,
-  id TEXT NOT NULL UNIQUE,
-  tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  time_us INTEGER NOT NULL, recorded_us INTEGER NOT NULL,
-  source TEXT NOT NULL, type TEXT NOT NULL,
-  model TEXT, deployment TEXT,
-  price_version INTEGER, cost_nanos INTEGER NOT NULL,
-  body TEXT NOT NULL, lines TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_tenant_time ON events(tenant, time_us);
-CREATE TABLE IF NOT EXISTS rollups(
-  tenant TEXT NOT NULL, hour INTEGER NOT NULL,
-  user TEXT NOT NULL, agent TEXT NOT NULL, resource TEXT NOT NULL,
-  model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
-  quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
-  PRIMARY KEY(tenant, hour, user, agent, resource, model, deployment, price_version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS rollups_tenant(
-  tenant TEXT NOT NULL, hour INTEGER NOT NULL, resource TEXT NOT NULL,
-  model TEXT NOT NULL, deployment TEXT NOT NULL, price_version INTEGER NOT NULL,
-  quantity_micro INTEGER NOT NULL, cost_nanos INTEGER NOT NULL, lines INTEGER NOT NULL,
-  PRIMARY KEY(tenant, hour, resource, model, deployment, price_version)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS price_versions(
-  version INTEGER PRIMARY KEY, effective_us INTEGER NOT NULL, created_us INTEGER NOT NULL,
-  currency TEXT NOT NULL, body TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS budgets(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  period TEXT NOT NULL, hard_nanos INTEGER, soft_nanos INTEGER, created_us INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant);
-CREATE TABLE IF NOT EXISTS budget_usage(
-  budget_id TEXT NOT NULL, period_start INTEGER NOT NULL,
-  spent_nanos INTEGER NOT NULL DEFAULT 0, reserved_nanos INTEGER NOT NULL DEFAULT 0,
-  flags INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY(budget_id, period_start)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS limits(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  operation TEXT NOT NULL, kind TEXT NOT NULL, limit_value INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS limits_tenant ON limits(tenant);
-CREATE TABLE IF NOT EXISTS limit_state(
-  limit_id TEXT PRIMARY KEY, tat_us INTEGER NOT NULL DEFAULT 0, in_use INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS reservations(
-  id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT, operation TEXT NOT NULL,
-  created_us INTEGER NOT NULL, expires_us INTEGER NOT NULL,
-  amount_nanos INTEGER NOT NULL, tokens INTEGER NOT NULL,
-  holds TEXT NOT NULL, rates TEXT NOT NULL, leases TEXT NOT NULL,
-  state TEXT NOT NULL, actual_nanos INTEGER
-);
-CREATE INDEX IF NOT EXISTS reservations_open ON reservations(expires_us) WHERE state = 'open';
-CREATE TABLE IF NOT EXISTS notices(
-  seq INTEGER PRIMARY KEY AUTOINCREMENT, time_us INTEGER NOT NULL, tenant TEXT NOT NULL,
-  type TEXT NOT NULL, body TEXT NOT NULL
-);
-"""
 
 _FLAG_SOFT = 1
 _FLAG_HARD = 2
@@ -147,6 +92,7 @@ class SQLiteLedger:
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
+        background_checkpoint: bool = True,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidRequest(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
@@ -157,20 +103,31 @@ class SQLiteLedger:
         self._lock = threading.RLock()
         self._nowait = False
         self._busy_ms = int(busy_timeout_s * 1000)
+        self._last_sweep = -SWEEP_EVERY_US
+        self._checkpointer: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._dirty = False
+        self._background_checkpoint = background_checkpoint and self.path != ":memory:"
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            self._db.execute("PRAGMA page_size = 1024")  # only takes effect on a new file: fewer WAL bytes per commit
             self._retry(lambda: self._db.execute("PRAGMA journal_mode = WAL"))
             self._db.execute(f"PRAGMA synchronous = {synchronous.upper()}")
+            if background_checkpoint:
+                # checkpoints (which fsync) run on a thread of ours, never inside a caller's commit
+                self._db.execute("PRAGMA wal_autocheckpoint = 0")
             with self._write() as db:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                migrate(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open metering ledger {self.path}: {e}") from None
         self._book = PriceBook()
         self._book_version = -1
+        self._book_read_at = -1.0
 
     # -- plumbing ----------------------------------------------------------------
 
@@ -233,6 +190,32 @@ class SQLiteLedger:
             except sqlite3.Error as e:
                 self._db.execute("ROLLBACK")
                 raise StorageError(f"metering ledger commit failed: {e}") from None
+            self._dirty = True
+            if self._checkpointer is None and self._background_checkpoint:
+                self._start_checkpointer()
+
+    def _start_checkpointer(self) -> None:
+        wal = Path(self.path + "-wal")
+
+        def loop() -> None:
+            conn = sqlite3.connect(self.path, timeout=self._busy_ms / 1000, isolation_level=None)
+            try:
+                while not self._stop.wait(CHECKPOINT_EVERY_S):
+                    if self._dirty:
+                        self._dirty = False
+                        try:
+                            # PASSIVE never blocks writers but never catches a steady writer either;
+                            # past WAL_LIMIT_BYTES, TRUNCATE resets the WAL (writers wait briefly)
+                            big = wal.exists() and wal.stat().st_size > WAL_LIMIT_BYTES
+                            conn.execute(f"PRAGMA wal_checkpoint({'TRUNCATE' if big else 'PASSIVE'})")
+                        except (sqlite3.Error, OSError) as e:  # never break the host; the next round retries
+                            log.warning("metering ledger checkpoint failed: %s", e)
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            finally:
+                conn.close()
+
+        self._checkpointer = threading.Thread(target=loop, name="myriad-ledger-checkpoint", daemon=True)
+        self._checkpointer.start()
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -244,6 +227,9 @@ class SQLiteLedger:
                 self._db.execute("COMMIT")
 
     def close(self) -> None:
+        self._stop.set()
+        if self._checkpointer is not None:
+            self._checkpointer.join()
         with self._lock:
             self._db.close()
 
@@ -258,8 +244,14 @@ class SQLiteLedger:
         return self._book
 
     def price_book(self) -> PriceBook:
+        """The price book, re-read at most once a second (pricing inside a write always re-checks)."""
+        now = time.monotonic()
+        if now - self._book_read_at < 1.0:
+            return self._book
         with self._read() as db:
-            return self._current_book(db)
+            book = self._current_book(db)
+        self._book_read_at = now
+        return book
 
     def add_price_version(self, version: Mapping[str, Any]) -> PriceVersion:
         if not isinstance(version, Mapping):
@@ -288,6 +280,7 @@ class SQLiteLedger:
                 "INSERT INTO price_versions(version, effective_us, created_us, currency, body) VALUES (?,?,?,?,?)",
                 (pv.version, eff, now, pv.currency, json.dumps(pv.to_json())),
             )
+            self._book_read_at = -1.0
             return pv
 
     # -- appending ---------------------------------------------------------------
@@ -378,15 +371,16 @@ class SQLiteLedger:
 
     @staticmethod
     def _budget_of(row: Sequence[Any]) -> Budget:
-        id_, tenant, user, agent, period, hard, soft = row
+        id_, tenant, user, agent, period, hard, soft, managed_by = row
         return Budget(
             Scope(tenant, user, agent), period,
-            None if hard is None else money_str(hard), None if soft is None else money_str(soft), id=id_,  # type: ignore[arg-type]
+            None if hard is None else money_str(hard), None if soft is None else money_str(soft), id=id_,
+            managed_by=managed_by,
         )
 
     def _matching_budgets(self, db: sqlite3.Connection, s: Subject) -> list[Budget]:
         rows = db.execute(
-            "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets"
+            "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets"
             " WHERE tenant = ? AND (user IS NULL OR user = ?) AND (agent IS NULL OR agent = ?) ORDER BY id",
             (s.tenant, s.user, s.agent),
         ).fetchall()
@@ -395,19 +389,26 @@ class SQLiteLedger:
     def put_budget(self, budget: Budget) -> Budget:
         sc = budget.scope
         with self._write() as db:
-            row = db.execute("SELECT tenant FROM budgets WHERE id = ?", (budget.id,)).fetchone()
+            row = db.execute("SELECT tenant, managed_by FROM budgets WHERE id = ?", (budget.id,)).fetchone()
             if row is not None and row[0] != sc.tenant:
                 raise Conflict(f"budget id {budget.id} is taken")
+            _check_manager(row, budget.managed_by, "budget", budget.id)
             db.execute(
-                "INSERT INTO budgets(id, tenant, user, agent, period, hard_nanos, soft_nanos, created_us) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent, period=excluded.period,"
-                " hard_nanos=excluded.hard_nanos, soft_nanos=excluded.soft_nanos",
-                (budget.id, sc.tenant, sc.user, sc.agent, budget.period, budget.hard_nanos, budget.soft_nanos, self._now_us()),
+                "INSERT INTO budgets(id, tenant, user, agent, period, hard_nanos, soft_nanos, created_us, managed_by)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent,"
+                " period=excluded.period, hard_nanos=excluded.hard_nanos, soft_nanos=excluded.soft_nanos,"
+                " managed_by=excluded.managed_by",
+                (budget.id, sc.tenant, sc.user, sc.agent, budget.period, budget.hard_nanos, budget.soft_nanos, self._now_us(),
+                 budget.managed_by),
             )
         return budget
 
-    def delete_budget(self, budget_id: str, tenant: str | None = None) -> None:
+    def delete_budget(self, budget_id: str, tenant: str | None = None, managed_by: str | None = None) -> None:
         with self._write() as db:
+            if managed_by is not None:
+                row = db.execute("SELECT tenant, managed_by FROM budgets WHERE id = ? AND (? IS NULL OR tenant = ?)",
+                                 (budget_id, tenant, tenant)).fetchone()
+                _check_manager(row, managed_by, "budget", budget_id)
             cur = db.execute("DELETE FROM budgets WHERE id = ? AND (? IS NULL OR tenant = ?)", (budget_id, tenant, tenant))
             if cur.rowcount == 0:
                 raise NotFound(f"no budget {budget_id!r}")
@@ -416,7 +417,7 @@ class SQLiteLedger:
     def budgets(self, tenant: str | None) -> list[Budget]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets WHERE ? IS NULL OR tenant = ? ORDER BY id",
+                "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets WHERE ? IS NULL OR tenant = ? ORDER BY id",
                 (tenant, tenant),
             ).fetchall()
         return [self._budget_of(r) for r in rows]
@@ -426,7 +427,7 @@ class SQLiteLedger:
         with self._read() as db:
             budgets = self._matching_budgets(db, subject) if subject else [
                 self._budget_of(r) for r in db.execute(
-                    "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets WHERE tenant = ? ORDER BY id", (tenant,)
+                    "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets WHERE tenant = ? ORDER BY id", (tenant,)
                 ).fetchall()
             ]
             out = []
@@ -440,12 +441,12 @@ class SQLiteLedger:
 
     @staticmethod
     def _limit_of(row: Sequence[Any]) -> Limit:
-        id_, tenant, user, agent, operation, kind, value = row
-        return Limit(Scope(tenant, user, agent), kind, value, operation, id=id_)
+        id_, tenant, user, agent, operation, kind, value, managed_by = row
+        return Limit(Scope(tenant, user, agent), kind, value, operation, id=id_, managed_by=managed_by)
 
     def _matching_limits(self, db: sqlite3.Connection, s: Subject, operation: str) -> list[Limit]:
         rows = db.execute(
-            "SELECT id, tenant, user, agent, operation, kind, limit_value FROM limits"
+            "SELECT id, tenant, user, agent, operation, kind, limit_value, managed_by FROM limits"
             " WHERE tenant = ? AND (user IS NULL OR user = ?) AND (agent IS NULL OR agent = ?) ORDER BY id",
             (s.tenant, s.user, s.agent),
         ).fetchall()
@@ -454,19 +455,24 @@ class SQLiteLedger:
     def put_limit(self, limit: Limit) -> Limit:
         sc = limit.scope
         with self._write() as db:
-            row = db.execute("SELECT tenant FROM limits WHERE id = ?", (limit.id,)).fetchone()
+            row = db.execute("SELECT tenant, managed_by FROM limits WHERE id = ?", (limit.id,)).fetchone()
             if row is not None and row[0] != sc.tenant:
                 raise Conflict(f"limit id {limit.id} is taken")
+            _check_manager(row, limit.managed_by, "limit", limit.id)
             db.execute(
-                "INSERT INTO limits(id, tenant, user, agent, operation, kind, limit_value) VALUES (?,?,?,?,?,?,?)"
+                "INSERT INTO limits(id, tenant, user, agent, operation, kind, limit_value, managed_by) VALUES (?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent, operation=excluded.operation,"
-                " kind=excluded.kind, limit_value=excluded.limit_value",
-                (limit.id, sc.tenant, sc.user, sc.agent, limit.operation, limit.kind, limit.limit),
+                " kind=excluded.kind, limit_value=excluded.limit_value, managed_by=excluded.managed_by",
+                (limit.id, sc.tenant, sc.user, sc.agent, limit.operation, limit.kind, limit.limit, limit.managed_by),
             )
         return limit
 
-    def delete_limit(self, limit_id: str, tenant: str | None = None) -> None:
+    def delete_limit(self, limit_id: str, tenant: str | None = None, managed_by: str | None = None) -> None:
         with self._write() as db:
+            if managed_by is not None:
+                row = db.execute("SELECT tenant, managed_by FROM limits WHERE id = ? AND (? IS NULL OR tenant = ?)",
+                                 (limit_id, tenant, tenant)).fetchone()
+                _check_manager(row, managed_by, "limit", limit_id)
             cur = db.execute("DELETE FROM limits WHERE id = ? AND (? IS NULL OR tenant = ?)", (limit_id, tenant, tenant))
             if cur.rowcount == 0:
                 raise NotFound(f"no limit {limit_id!r}")
@@ -475,7 +481,7 @@ class SQLiteLedger:
     def limits(self, tenant: str | None) -> list[Limit]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, tenant, user, agent, operation, kind, limit_value FROM limits WHERE ? IS NULL OR tenant = ? ORDER BY id",
+                "SELECT id, tenant, user, agent, operation, kind, limit_value, managed_by FROM limits WHERE ? IS NULL OR tenant = ? ORDER BY id",
                 (tenant, tenant),
             ).fetchall()
         return [self._limit_of(r) for r in rows]
@@ -504,13 +510,13 @@ class SQLiteLedger:
                 ).fetchone() or (0, 0)
                 hard = b.hard_nanos
                 if hard is not None and spent + reserved + amount > hard:
-                    raise _budget_exceeded(b, ps, spent, reserved, amount)
+                    raise budget_exceeded(b, ps, spent, reserved, amount)
                 holds.append((b.id, ps))
             rates: list[tuple[str, int, int]] = []  # (limit id, new tat, tokens reserved)
             leases: list[str] = []
             for lim in self._matching_limits(db, s, request.operation):
                 state = db.execute("SELECT tat_us, in_use FROM limit_state WHERE limit_id = ?", (lim.id,)).fetchone() or (0, 0)
-                _CHECKS[lim.kind](lim, state, now, tokens, rates, leases)
+                CHECKS[lim.kind](lim, state, now, tokens, rates, leases)
             # 2. hold
             if amount:
                 db.executemany(
@@ -530,7 +536,7 @@ class SQLiteLedger:
             try:
                 db.execute(
                     "INSERT INTO reservations(id, tenant, user, agent, operation, created_us, expires_us, amount_nanos, tokens,"
-                    " holds, rates, leases, state) VALUES (?,?,?,?,?,?,?,?,?,?,?,?, 'open')",
+                    " holds, rates, leases) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                     (rid, s.tenant, s.user, s.agent, request.operation, now, expires, amount, tokens,
                      json.dumps(holds), json.dumps(rates), json.dumps(leases)),
                 )
@@ -560,31 +566,44 @@ class SQLiteLedger:
                 db.execute("UPDATE limit_state SET tat_us = tat_us + ? WHERE limit_id = ?", (delta, lid))
 
     def _sweep(self, db: sqlite3.Connection, now: int) -> None:
+        """Release reservations whose holder died (at most once a second per store)."""
+        if now - self._last_sweep < SWEEP_EVERY_US:
+            return
+        self._last_sweep = now
         rows = db.execute(
-            "SELECT id, amount_nanos, holds, rates, leases FROM reservations WHERE state = 'open' AND expires_us < ? LIMIT ?",
+            "SELECT id, amount_nanos, holds, rates, leases FROM reservations WHERE expires_us < ? LIMIT ?",
             (now, SWEEP_BATCH),
         ).fetchall()
         for rid, *rest in rows:
             self._unhold(db, rest, None)
-            db.execute("UPDATE reservations SET state = 'expired' WHERE id = ?", (rid,))
+            db.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        if rows:
+            log.warning("released %d reservation(s) whose holders never settled them", len(rows))
 
     def settle(self, reservation_id: str, events: Sequence[UsageEvent]) -> AppendResult:
         with self._write() as db:
+            return self._settle(db, reservation_id, events, self._now_us())
+
+    def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """Settle many reservations in one transaction (empty events = release)."""
+        with self._write() as db:
             now = self._now_us()
-            row = db.execute(
-                "SELECT state, amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-            periods = dict(json.loads(row[2])) if row is not None and row[0] == "open" else None
-            appended, dups, cost, tokens = self._append(db, events, now, periods)
-            overrun = 0
-            if row is None:
-                log.warning("settling unknown reservation %s; usage recorded without a hold", reservation_id)
-            elif row[0] == "open":
-                self._unhold(db, row[1:], tokens)
-                overrun = max(0, cost - row[1])
-                db.execute(
-                    "UPDATE reservations SET state = 'committed', actual_nanos = ? WHERE id = ?", (cost, reservation_id)
-                )
+            return [self._settle(db, rid, events, now) for rid, events in items]
+
+    def _settle(self, db: sqlite3.Connection, reservation_id: str, events: Sequence[UsageEvent], now: int) -> AppendResult:
+        # an open reservation is a row; settled, released and expired ones are gone
+        row = db.execute(
+            "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+        ).fetchone()
+        periods = dict(json.loads(row[1])) if row is not None else None
+        appended, dups, cost, tokens = self._append(db, events, now, periods) if events else (0, 0, 0, 0)
+        overrun = 0
+        if row is not None:
+            self._unhold(db, row, tokens)
+            overrun = max(0, cost - row[0])
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        elif appended:
+            log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
         if overrun:
             log.warning("reservation %s cost %s more than it reserved", reservation_id, money_str(overrun))
         return AppendResult(appended, dups, cost, overrun)
@@ -592,17 +611,17 @@ class SQLiteLedger:
     def release(self, reservation_id: str) -> None:
         with self._write() as db:
             row = db.execute(
-                "SELECT state, amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+                "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
             ).fetchone()
-            if row is None or row[0] != "open":
+            if row is None:
                 return
-            self._unhold(db, row[1:], 0)
-            db.execute("UPDATE reservations SET state = 'released', actual_nanos = 0 WHERE id = ?", (reservation_id,))
+            self._unhold(db, row, 0)
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
 
     def renew(self, reservation_id: str, ttl_s: float) -> None:
         with self._write() as db:
             cur = db.execute(
-                "UPDATE reservations SET expires_us = ? WHERE id = ? AND state = 'open'",
+                "UPDATE reservations SET expires_us = ? WHERE id = ?",
                 (self._now_us() + int(ttl_s * 1_000_000), reservation_id),
             )
             if cur.rowcount == 0:
@@ -610,9 +629,9 @@ class SQLiteLedger:
 
     def open_reservations(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute(
-                "SELECT COUNT(*) FROM reservations WHERE state = 'open' AND (? IS NULL OR tenant = ?)", (tenant, tenant)
-            ).fetchone()[0]
+            return int(db.execute(
+                "SELECT COUNT(*) FROM reservations WHERE ? IS NULL OR tenant = ?", (tenant, tenant)
+            ).fetchone()[0])
 
     # -- reading -----------------------------------------------------------------
 
@@ -655,7 +674,7 @@ class SQLiteLedger:
                 args.append(v)
         return where, args
 
-    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         # the tenant-level table is far smaller; use it when no user/agent is asked about
         subject_level = bool({"user", "agent"} & set(q.group_by)) or q.user is not None or q.agent is not None
         table = "rollups" if subject_level else "rollups_tenant"
@@ -682,7 +701,7 @@ class SQLiteLedger:
             key = tuple(_none_if_blank(d, v) for d, v in zip(list(q.group_by) + ["bucket"], row[:n]))
             _add(acc, key, row[n], row[n + 1], row[n + 2])
 
-    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         raw_cols = {"tenant": "e.tenant", "user": "e.user", "agent": "e.agent", "resource": "j.key", "model": "e.model",
                     "deployment": "e.deployment", "price_version": "e.price_version"}
         where, args = self._filters(q, raw_cols, None)
@@ -732,7 +751,13 @@ class SQLiteLedger:
 
     def count_events(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0])
+
+
+def _check_manager(row: Sequence[Any] | None, actor: str, what: str, id_: str) -> None:
+    """A tenant may change only what a tenant set; operators may change anything."""
+    if row is not None and actor == "tenant" and row[1] != "tenant":
+        raise PermissionDenied(f"{what} {id_} was set by the operator; a tenant API key cannot change or remove it")
 
 
 def _none_if_blank(dim: str, v: Any) -> Any:
@@ -741,7 +766,7 @@ def _none_if_blank(dim: str, v: Any) -> Any:
     return None if v == "" else v
 
 
-def _add(acc: dict, key: tuple, q: int, c: int, n: int) -> None:
+def _add(acc: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], q: int, c: int, n: int) -> None:
     cur = acc.get(key)
     if cur is None:
         acc[key] = [q, c, n]
@@ -750,63 +775,5 @@ def _add(acc: dict, key: tuple, q: int, c: int, n: int) -> None:
         cur[1] += c
         cur[2] += n
 
-
-def _budget_exceeded(b: Budget, ps: int, spent: int, reserved: int, amount: int) -> BudgetExceeded:
-    status = BudgetStatus(b, ps, spent, reserved)
-    info = status.to_json()
-    info["requested"] = money_str(amount)
-    resets = f"; it resets at {info['resets_at']}" if info["resets_at"] else "; it does not reset"
-    return BudgetExceeded(
-        f"{b.scope.kind} budget {b.id} ({b.period}) would be exceeded: spent {info['spent']} + reserved {info['reserved']}"
-        f" + this request {info['requested']} > hard limit {info['hard']}{resets}",
-        details={"budget": info},
-    )
-
-
-def _check_rate(lim: Limit, state: Sequence[int], now: int, n: int, rates: list, label: str) -> None:
-    if n == 0:
-        rates.append((lim.id, state[0], 0))
-        return
-    if n > lim.limit:
-        raise RateLimited(
-            f"this request needs {n} {label} but the {lim.scope.kind} limit {lim.id} allows {lim.limit} per minute",
-            details={"limit": {**lim.to_json(), "requested": n}, "retry_after": None, "resets_at": None},
-        )
-    tat = max(state[0], now)
-    new_tat = tat + n * MINUTE_US // lim.limit
-    if new_tat - now > MINUTE_US:
-        wait = new_tat - MINUTE_US - now
-        resets = iso(from_us(now + wait))
-        raise RateLimited(
-            f"{lim.scope.kind} limit {lim.id}: {lim.limit} {label} per minute for {lim.operation!r} reached;"
-            f" retry after {wait / 1e6:.3f}s ({resets})",
-            details={"limit": {**lim.to_json(), "requested": n}, "retry_after": round(wait / 1e6, 3), "resets_at": resets},
-        )
-    rates.append((lim.id, new_tat, n if label == "tokens" else 0))
-
-
-def _check_requests(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    _check_rate(lim, state, now, 1, rates, "requests")
-
-
-def _check_tokens(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    _check_rate(lim, state, now, tokens, rates, "tokens")
-
-
-def _check_concurrent(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
-    if state[1] + 1 > lim.limit:
-        raise ConcurrencyLimited(
-            f"{lim.scope.kind} limit {lim.id}: {lim.limit} concurrent {lim.operation!r} operations already in use;"
-            " retry when one finishes",
-            details={"limit": {**lim.to_json(), "in_use": state[1]}, "retry_after": None, "resets_at": None},
-        )
-    leases.append(lim.id)
-
-
-_CHECKS: dict[str, Callable[..., None]] = {
-    "requests_per_minute": _check_requests,
-    "tokens_per_minute": _check_tokens,
-    "concurrent": _check_concurrent,
-}
 
 __all__ = ["SQLiteLedger", "WouldBlock"]

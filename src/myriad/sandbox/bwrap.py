@@ -39,6 +39,10 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+def _no_private_keys(directory: str, names: list[str]) -> list[str]:
+    return ["private"] if os.path.basename(directory) == "ssl" else []
+
+
 def bwrap_path() -> str:
     """The bwrap binary, or ``SandboxUnavailable`` saying how to install it."""
     path = shutil.which("bwrap")
@@ -60,9 +64,12 @@ class Layout:
         self._fds: dict[str, int] = {}
 
     def prepare(self) -> None:
-        """Write the generated /etc files once (idempotent)."""
-        self.etc_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.etc_dir, 0o755)
+        """Build the sandbox's /etc once per host start (idempotent).
+
+        With the host as base, /etc is a *copy* of the allowlisted entries (minus
+        ``ssl/private``) plus the generated files, bound as one directory: one mount
+        instead of ~25 per process, which is ~4 ms of every exec on a busy machine.
+        """
         files = {
             "passwd": f"root:x:0:0:root:/root:/usr/sbin/nologin\nsandbox:x:{SANDBOX_UID}:{SANDBOX_UID}:sandbox:/workspace:/bin/sh\n"
             "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
@@ -71,18 +78,31 @@ class Layout:
             "hostname": "sandbox\n",
             "resolv.conf": "# no DNS inside the sandbox: use the HTTP(S) proxy in $HTTPS_PROXY\n",
         }
+        if self._fds:
+            return
+        fresh = self.etc_dir.with_name(f"{self.etc_dir.name}.new.{os.getpid()}")
+        shutil.rmtree(fresh, ignore_errors=True)
+        fresh.mkdir(parents=True)
+        if self.is_host:
+            for name in HOST_ETC:
+                src = self.base / "etc" / name
+                if src.is_dir() and not src.is_symlink():
+                    shutil.copytree(src, fresh / name, symlinks=True, ignore=_no_private_keys)
+                elif src.exists() or src.is_symlink():
+                    shutil.copy2(src, fresh / name, follow_symlinks=False)
         for name, text in files.items():
-            path = self.etc_dir / name
-            if not path.exists() or path.read_text() != text:
-                tmp = path.with_suffix(".tmp")
-                tmp.write_text(text)
-                tmp.chmod(0o644)
-                tmp.replace(path)
+            (fresh / name).write_text(text)
+            (fresh / name).chmod(0o644)
+        os.chmod(fresh, 0o755)
+        shutil.rmtree(self.etc_dir, ignore_errors=True)
+        fresh.rename(self.etc_dir)
         # Handed to bwrap as descriptors, so the (unprivileged) sandbox user never
         # needs a path into Myriad's data directory.
-        for name in files:
-            if name not in self._fds:
-                self._fds[name] = os.open(self.etc_dir / name, os.O_PATH | os.O_CLOEXEC)
+        if self.is_host:
+            self._fds["/etc"] = os.open(self.etc_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        else:
+            for name in files:
+                self._fds[f"/etc/{name}"] = os.open(self.etc_dir / name, os.O_PATH | os.O_CLOEXEC)
 
     @property
     def fds(self) -> list[int]:
@@ -111,14 +131,10 @@ class Layout:
                 args += ["--symlink", os.readlink(src), f"/{name}"]
             elif src.is_dir():
                 args += ["--ro-bind", str(src), f"/{name}"]
-        if self.is_host:
-            for name in HOST_ETC:
-                if (self.base / "etc" / name).exists():
-                    args += ["--ro-bind", str(self.base / "etc" / name), f"/etc/{name}"]
-        else:
+        if not self.is_host:
             args += ["--ro-bind", str(self.base / "etc"), "/etc"]
-        for name, fd in self._fds.items():
-            args += ["--ro-bind-fd", str(fd), f"/etc/{name}"]
+        for dest, fd in self._fds.items():
+            args += ["--ro-bind-fd", str(fd), dest]
         args += ["--proc", "/proc", "--dev", "/dev", "--dir", "/run", "--dir", "/home"]
         self._static = args
         return args

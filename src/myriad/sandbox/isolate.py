@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any
+from typing import Any, Callable
 
 from myriad.errors import (
     InvalidRequest,
@@ -194,6 +194,8 @@ class IsolateSandbox:
             raise InvalidRequest(f"code is larger than {MAX_CODE_BYTES} bytes")
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         timeout = float(timeout or self.limits.timeout or 30.0)
         if self.limits.timeout:
             timeout = min(timeout, self.limits.timeout)
@@ -208,7 +210,7 @@ class IsolateSandbox:
         mr_mod = _mini_racer()
         started = time.perf_counter()
         deadline = started + timeout
-        calls: dict[asyncio.Task[str], int] = {}
+        calls: dict[asyncio.Task[tuple[bool, str]], int] = {}
         try:
             status = await self._eval(f"__myriad_start({json.dumps(code)})", deadline)
             raw = await self._pump(status, calls, deadline)
@@ -256,9 +258,9 @@ class IsolateSandbox:
             raise _mini_racer().JSOOMException("memory limit")
         return result
 
-    async def _pump(self, status: Any, calls: dict[asyncio.Task[str], int], deadline: float) -> dict[str, Any]:
+    async def _pump(self, status: Any, calls: dict[asyncio.Task[tuple[bool, str]], int], deadline: float) -> dict[str, Any]:
         """Run queued tool calls and feed their results back until the snippet finishes."""
-        idle = 0.001
+        idle = 0.0  # poll once at once: microtasks ran at the end of the last eval
         while True:
             state = json.loads(status)
             for call_id, name, args_json in state["calls"]:
@@ -274,11 +276,12 @@ class IsolateSandbox:
                     call_id = calls.pop(task)
                     ok, payload = task.result()
                     await self._eval(f"__myriad_settle({call_id}, {'true' if ok else 'false'}, {json.dumps(payload)})", deadline)
-                idle = 0.001
+                idle = 0.0
             else:
                 # Waiting on the snippet's own timers: poll, backing off to 20 ms.
-                await asyncio.sleep(min(idle, remaining))
-                idle = min(idle * 2, 0.02)
+                if idle:
+                    await asyncio.sleep(min(idle, remaining))
+                idle = min(max(idle * 2, 0.001), 0.02)
             status = await self._eval("__myriad_poll()", deadline)
 
     async def _call_tool(self, name: str, args_json: str) -> tuple[bool, str]:

@@ -16,6 +16,7 @@ is found across owners.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import json
 import re
@@ -27,16 +28,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from myriad.errors import InvalidRequest, NotFound, SandboxError, SandboxUnavailable, TierUnavailable
+from myriad.errors import InvalidRequest, NotFound, RateLimited, SandboxError, SandboxUnavailable, TierUnavailable
 from myriad.sandbox.container import ContainerSandbox, ContainerTier
 from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
 from myriad.sandbox.isolate import IsolateTier
 
-TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {
-    "isolate": lambda s: IsolateTier(s.settings),
-    "container": lambda s: ContainerTier(s.settings, s.root, s.egress),
-}
+def _isolate_tier(s: "Sandboxes") -> Tier:
+    return IsolateTier(s.settings)
+
+
+def _container_tier(s: "Sandboxes") -> Tier:
+    return ContainerTier(s.settings, s.root, s.egress, explicit_root=bool(getattr(s.settings, "root", "")))
+
+
+TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
 """Tier factories by name; add one here to plug in a new tier."""
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
@@ -123,13 +129,16 @@ class Sandboxes:
     # -- open / get / close -------------------------------------------------------------
 
     async def open(self, *, needs: Iterable[str] = (), tier: str | None = None, limits: Limits | None = None,
-                   owner: str = "default", id: str | None = None, tools: Any = None,
+                   owner: Any = "default", id: str | None = None, tools: Any = None,
                    network: EgressPolicy | bool | dict[str, Any] | None = None) -> Sandbox:
         """Open (or, for a known ``(owner, id)``, return) a sandbox.
 
         ``needs`` are capability names (``CAPABILITIES``); granting ``network``
         implies the ``network`` need. ``limits`` may only tighten the host's.
+        ``owner`` is a string (the server passes the tenant) or anything with a
+        ``path`` (an agent's ``AgentRef``: each agent owns its own sandboxes).
         """
+        owner = owner_key(owner)
         needs = set(needs or ())
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
         if policy is not None:
@@ -150,16 +159,18 @@ class Sandboxes:
                     self._touch(key, existing)
                     return existing
                 return await self._create(key, needs, tier, limits, tools, policy)
-        return await self._create(None, needs, tier, limits, tools, policy)
+        return await self._create((owner, f"sb_{secrets.token_hex(8)}"), needs, tier, limits, tools, policy)
 
-    async def _create(self, key: tuple[str, str] | None, needs: set[str], tier: str | None, limits: Limits | None,
+    async def _create(self, key: tuple[str, str], needs: set[str], tier: str | None, limits: Limits | None,
                       tools: Any, policy: EgressPolicy | None, from_dir: Path | None = None) -> Sandbox:
         t = self.choose(needs, tier)
         t.check()
-        owner = key[0] if key else "default"
-        sid = key[1] if key else f"sb_{secrets.token_hex(8)}"
-        if key is None:
-            key = (owner, sid)
+        owner, sid = key
+        if t.name != "isolate":
+            cap = int(getattr(self.settings, "max_containers_per_owner", 32))
+            held = sum(1 for (o, _), sb in self._live.items() if o == owner and sb.tier == t.name and not sb.closed)
+            if held >= cap:
+                raise RateLimited(f"{owner} already holds {held} {t.name} sandboxes (limit {cap}); delete one first")
         defaults = self._isolate_defaults if t.name == "isolate" else self._container_defaults
         merged = (limits or Limits()).capped(defaults).merged(defaults)
         options: dict[str, Any] = {"tools": tools, "network": policy}
@@ -299,7 +310,7 @@ class Sandboxes:
             with contextlib.suppress(Exception):
                 await self.reap()
 
-    async def reap(self, now: float | None = None) -> list[str]:
+    async def reap(self, now: float | None = None) -> builtins.list[str]:
         """Delete container sandboxes past their idle timeout or lifetime; return their ids."""
         now = time.time() if now is None else now
         gone = []
@@ -336,6 +347,16 @@ class Sandboxes:
             except (SandboxUnavailable, SandboxError) as e:
                 out[name] = e.message
         return out
+
+
+def owner_key(owner: Any) -> str:
+    """The string sandboxes are keyed by: a tenant name, or an agent's unique path."""
+    if isinstance(owner, str):
+        return owner
+    path = getattr(owner, "path", None)
+    if isinstance(path, str):
+        return path
+    raise InvalidRequest(f"sandbox owner must be a string or have a path, got {type(owner).__name__}")
 
 
 def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, MutableMapping
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -15,10 +15,11 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from myriad.agents import AgentHost, AgentRef, Connection, validate_name
-from myriad.errors import AuthenticationError, InvalidRequest, MyriadError
+from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PayloadTooLarge, PermissionDenied
 from myriad.server.auth import require_principal
 
 CLOSE_AUTH = 4001
+CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_ADDRESS = 4004
 CLOSE_TOO_BIG = 1009
 
@@ -49,7 +50,7 @@ def parse_agent_path(tenant: str, raw_path: str, host: AgentHost) -> tuple[Agent
     return ref, rest
 
 
-def _raw_path(scope: dict[str, Any]) -> str:
+def _raw_path(scope: MutableMapping[str, Any]) -> str:
     raw = scope.get("raw_path")
     return raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
 
@@ -72,20 +73,20 @@ async def agent_websocket(ws: WebSocket) -> None:
     host: AgentHost = services.host
     try:
         principal = await require_principal(ws)
-    except AuthenticationError as e:
-        await ws.accept()
-        await ws.close(CLOSE_AUTH, e.message[:120])
-        return
-    try:
         ref, _ = parse_agent_path(principal.tenant, _raw_path(ws.scope), host)
+        principal.require(f"agents:{ref.agent_class}")
+    except (AuthenticationError, PermissionDenied) as e:
+        await ws.accept()
+        await ws.close(CLOSE_AUTH if e.status == 401 else CLOSE_FORBIDDEN, e.message[:120])
+        return
     except MyriadError as e:
         await ws.accept()
         await ws.close(CLOSE_BAD_ADDRESS, e.message[:120])
         return
     await ws.accept()
     query = dict(ws.query_params)
-    query.pop("token", None)
-    conn = Connection(query.pop("_pk", None) or uuid.uuid4().hex, _WebSocketTransport(ws), query)
+    query.pop("token", "")
+    conn = Connection(query.pop("_pk", "") or uuid.uuid4().hex, _WebSocketTransport(ws), query, principal=principal)
     max_bytes = services.settings.agents.max_frame_bytes
     code, reason = 1000, ""
     try:
@@ -121,7 +122,8 @@ async def agent_http(request: Request) -> Response:
     principal = await require_principal(request)
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
-    result = await host.request(ref, request)
+    principal.require(f"agents:{ref.agent_class}")
+    result = await host.request(ref, request, caller=principal)
     if isinstance(result, Response):
         return result
     return JSONResponse(result)
@@ -135,6 +137,8 @@ async def list_agents(request: Request) -> JSONResponse:
     stored = await host.storage.count_agents(principal.tenant)
     classes = []
     for name, cls in sorted(host.classes.items()):
+        if not principal.capabilities.covers(f"agents:{name}"):
+            continue  # a key scoped to some classes sees only those
         methods = [
             {"name": m, "streaming": spec.streaming, "description": spec.description}
             for m in dir(cls)
@@ -149,6 +153,7 @@ async def _ref(request: Request) -> AgentRef:
     host: AgentHost = request.app.state.services.host
     cls_name = request.path_params["agent"]
     host.agent_class(cls_name)
+    principal.require(f"agents:{cls_name}")
     return AgentRef(principal.tenant, cls_name, validate_name(request.path_params["name"]))
 
 
@@ -160,8 +165,14 @@ async def agent_state(request: Request) -> JSONResponse:
 
 async def agent_rpc(request: Request) -> JSONResponse:
     ref = await _ref(request)
+    limit = request.app.state.services.settings.agents.max_frame_bytes
+    if int(request.headers.get("content-length") or 0) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
+    raw = await request.body()
+    if len(raw) > limit:
+        raise PayloadTooLarge(f"request body larger than {limit} bytes")
     try:
-        body = json.loads(await request.body() or b"{}")
+        body = json.loads(raw or b"{}")
     except ValueError as e:
         raise InvalidRequest(f"request body is not valid JSON: {e}") from None
     if not isinstance(body, dict) or not isinstance(body.get("method"), str):
@@ -169,7 +180,8 @@ async def agent_rpc(request: Request) -> JSONResponse:
     args = body.get("args", [])
     if not isinstance(args, list):
         raise InvalidRequest("args must be a list")
-    result = await request.app.state.services.host.call(ref, body["method"], args)
+    result = await request.app.state.services.host.call(ref, body["method"], args,
+                                                        caller=await require_principal(request))
     return JSONResponse({"result": result})
 
 

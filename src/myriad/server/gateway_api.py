@@ -63,6 +63,11 @@ async def _json_body(request: Request) -> dict[str, Any]:
     return body
 
 
+def _require_model(principal: Any, model: Any) -> None:
+    """The capability check at the gateway door: ``models:<name>`` (403 names the scope)."""
+    principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
+
+
 def _gateway(request: Request) -> Any:
     models = request.app.state.services.models
     if models is None:
@@ -75,6 +80,7 @@ async def chat_completions(request: Request) -> Any:
         principal = await require_principal(request)
         gateway = _gateway(request)
         body = await _json_body(request)
+        _require_model(principal, body.get("model"))
         if body.get("n") not in (None, 1):
             raise InvalidRequest("only n=1 is supported", details={"param": "n"})
         flag = request.headers.get("x-myriad-cache")
@@ -158,6 +164,7 @@ async def embeddings(request: Request) -> Response:
         model = body.get("model")
         if model is not None and not isinstance(model, str):
             raise InvalidRequest("'model' must be a string", details={"param": "model"})
+        _require_model(principal, model)
         result = await gateway.embed(texts, model=model or None, tenant=principal.tenant, dimensions=dims)
         return Response(orjson.dumps(result.to_openai(fmt)), media_type="application/json")
     except MyriadError as e:
@@ -166,11 +173,12 @@ async def embeddings(request: Request) -> Response:
 
 async def list_models(request: Request) -> Response:
     try:
-        await require_principal(request)
+        principal = await require_principal(request)
         gateway = _gateway(request)
     except MyriadError as e:
         return openai_error(e)
-    data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()]
+    data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()
+            if principal.capabilities.covers(f"models:{name}")]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 

@@ -12,10 +12,12 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost
 from myriad.errors import ConfigError
-from myriad.identity import KeyStore
+from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
+from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
 from myriad.storage import SQLiteStorage
+from myriad.telemetry import setup_telemetry
 
 
 @dataclass
@@ -29,12 +31,19 @@ class Services:
     sandboxes: Any = None
     models: Any = None
     meter: Any = None
+    telemetry: Any = None
+    identity: Any = None
     _closers: list[Any] = field(default_factory=list)
+    _starters: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.storage.open()
         self.keys.open()
         await self.host.start()
+        if self.telemetry is not None:
+            await self.telemetry.start()
+        for start in self._starters:
+            start()
 
     async def close(self) -> None:
         await self.host.stop()
@@ -50,21 +59,50 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     """Build (but do not start) every room from settings."""
     storage = SQLiteStorage(settings.data_dir)
     keys = KeyStore(settings.data_dir)
-    models: Any = Gateway.from_settings(settings.models, env=os.environ)
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
+    gateway = Gateway.from_settings(settings.models, env=os.environ)
+    # Wrapping order: metering (admission, budgets) outside tracing outside the gateway.
+    models: Any = telemetry.instrument_gateway(gateway)
     meter = None
     if settings.metering.enabled:
         from myriad.metering import Meter, MeteredGateway, gateway_price_version
 
         meter = Meter.from_settings(settings)
-        prices = None if settings.metering.price_file else gateway_price_version(models)
+        prices = None if settings.metering.price_file else gateway_price_version(gateway)
         if prices:
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
-    host = AgentHost(storage, settings.agents, models=models)
-    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter)
+    identity = Identity(settings.identity, keys, settings.data_dir)
+    # nothing starts until a sandbox opens; tracing inside metering, as for the gateway
+    sandboxes: Any = telemetry.instrument_sandboxes(Sandboxes(settings.sandbox, data_dir=settings.data_dir))
+    # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
+    sandboxes.egress.add_hook(identity.outbound.proxy_hook)
     if meter is not None:
-        services._closers.append(meter.close)  # closers run in reverse: the gateway closes first
-    services._closers.append(models.aclose)
+        from myriad.metering import MeteredSandboxes, egress_hook
+
+        sandboxes.egress.add_hook(egress_hook(meter))
+        sandboxes = MeteredSandboxes(sandboxes, meter)
+    turn_wrappers: list[Any] = [telemetry.instrument_host()]
+    counter = None
+    if meter is not None:
+        from myriad.metering import TurnMeter, UsageCounter
+
+        counter = UsageCounter(meter)
+        turn_wrappers.append(TurnMeter(counter))
+    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes, meter=meter,
+                     instrumentation=turn_wrappers)
+    services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
+                        sandboxes=sandboxes, telemetry=telemetry)
+    services.identity = identity
+    host.identity = services.identity  # agents reach it as self.identity
+    services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
+    if meter is not None:
+        services._closers.append(meter.aclose)  # writes pending settles; runs after the gateway and sandboxes close
+    services._closers.append(gateway.aclose)
+    if counter is not None:
+        services._starters.append(counter.start)
+        services._closers.append(counter.stop)  # flushes the last counts before the meter closes
+    services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:

@@ -20,6 +20,7 @@ from myriad.errors import (
     UpstreamTimeout,
 )
 from myriad.models.providers._wire import Pool, WireError, encode_headers
+from myriad.telemetry import inject_headers
 
 
 class HTTPClient:
@@ -42,6 +43,8 @@ class HTTPClient:
         return self._pool
 
     def _headers(self, extra: Mapping[str, str] | None) -> bytes:
+        # the current W3C trace context (traceparent/baggage) rides along when there is one
+        extra = inject_headers(extra or {})
         return self._encoded + encode_headers(dict(extra)) if extra else self._encoded
 
     async def post_json(self, path: str, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
@@ -114,10 +117,6 @@ def _parse_event(raw: bytes) -> tuple[str | None, bytes] | None:
     if not data:
         return None
     return event, b"\n".join(data)
-
-
-def _merge(a: Mapping[str, str], b: Mapping[str, str] | None) -> Mapping[str, str]:
-    return {**a, **b} if b else a
 
 
 def parse_retry_after(headers: Mapping[str, str]) -> float | None:

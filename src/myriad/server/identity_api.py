@@ -1,0 +1,270 @@
+"""The identity doors.
+
+    POST   /v1/oauth/token                         RFC 8693 token exchange (form or JSON)
+    POST   /v1/oauth/revoke                        RFC 7009 revocation of a Myriad token (and its descendants)
+    GET    /.well-known/jwks.json                  keys of the tokens Myriad mints
+    GET    /.well-known/oauth-authorization-server metadata (RFC 8414)
+    GET    /.well-known/http-message-signatures-directory   Web Bot Auth key directory (signed)
+    GET    /v1/admin/keys                          the tenant's API keys (scope admin)
+    POST   /v1/admin/keys                          create {label, ttl, scopes}; the key is in the reply once
+    POST   /v1/admin/keys/{id}/rotate              {grace}: new key, old one ends after grace seconds
+    DELETE /v1/admin/keys/{id}                     revoke
+    GET    /v1/admin/audit                         the tenant's audit log (?action=&limit=)
+    POST   /v1/admin/user-tokens                   {user, scope, resource, ttl?}: a user token, for apps without an IdP
+    GET    /v1/vault/credentials                   metadata of stored credentials (?user=)
+    PUT    /v1/vault/credentials/{provider}        {user, secret, domains, header?, prefix?}
+    DELETE /v1/vault/credentials/{provider}        ?user=
+
+A key or token acts only within its own tenant; a user's token manages only that
+user's credentials. The token endpoint answers errors in RFC 6749's shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from myriad.errors import InvalidRequest, MyriadError, PermissionDenied
+from myriad.identity import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, GRANT_TOKEN_EXCHANGE, Identity, Principal
+from myriad.identity.httpsig import authority
+from myriad.server.auth import require_principal
+
+MAX_BODY = 64 * 1024
+
+
+def _identity(request: Request) -> Identity:
+    return request.app.state.services.identity  # type: ignore[no-any-return]
+
+
+async def _body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise InvalidRequest(f"request body is larger than {MAX_BODY} bytes")
+    if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))
+        except (UnicodeDecodeError, ValueError):
+            raise InvalidRequest("request body is not valid application/x-www-form-urlencoded") from None
+        out: dict[str, Any] = {}
+        for k, v in pairs:
+            out.setdefault(k, []).append(v)
+        return {k: v[0] if len(v) == 1 and k != "resource" else v for k, v in out.items()}
+    try:
+        body = json.loads(raw or b"{}")
+    except ValueError:
+        raise InvalidRequest("request body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    return body
+
+
+# -- token endpoint -------------------------------------------------------------------
+
+_OAUTH = {401: "invalid_grant", 403: "invalid_scope"}
+
+
+async def token(request: Request) -> Response:
+    try:
+        result = await _identity(request).exchange(await _body(request))
+    except MyriadError as e:
+        code = e.details.get("oauth") or _OAUTH.get(e.status, "invalid_request")
+        if e.details.get("missing_audience") or e.details.get("param") == "resource":
+            code = "invalid_target"
+        return JSONResponse({"error": code, "error_description": e.message}, status_code=400 if e.status < 500 else e.status,
+                            headers={"cache-control": "no-store"})
+    return JSONResponse(result, headers={"cache-control": "no-store", "pragma": "no-cache"})
+
+
+async def revoke(request: Request) -> Response:
+    """RFC 7009: 200 whether or not the token was valid (so it cannot be used as an oracle)."""
+    try:
+        body = await _body(request)
+    except MyriadError as e:
+        return JSONResponse({"error": "invalid_request", "error_description": e.message}, status_code=400)
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        return JSONResponse({"error": "invalid_request", "error_description": "parameter 'token' is required"},
+                            status_code=400)
+    _identity(request).revoke(token)
+    return Response(status_code=200, headers={"cache-control": "no-store"})
+
+
+async def jwks(request: Request) -> Response:
+    return JSONResponse(_identity(request).jwks(), headers={"cache-control": "max-age=60"})
+
+
+async def metadata(request: Request) -> Response:
+    issuer = _identity(request).settings.issuer
+    return JSONResponse({"issuer": issuer, "token_endpoint": issuer + "/v1/oauth/token",
+                         "jwks_uri": issuer + "/.well-known/jwks.json",
+                         "revocation_endpoint": issuer + "/v1/oauth/revoke",
+                         "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+                         "token_endpoint_auth_methods_supported": ["none"]})
+
+
+async def signatures_directory(request: Request) -> Response:
+    body, headers = _identity(request).signer.directory(authority(str(request.url)))
+    return Response(json.dumps(body), headers=headers, media_type=DIRECTORY_MEDIA_TYPE)
+
+
+# -- admin: keys and audit ------------------------------------------------------------
+
+def _key_json(k: Any) -> dict[str, Any]:
+    return {"id": k.id, "tenant": k.tenant, "label": k.label, "scopes": k.scopes, "created": k.created,
+            "expires": k.expires, "revoked": k.revoked}
+
+
+async def _admin(request: Request) -> tuple[Identity, Principal]:
+    principal = await require_principal(request)
+    principal.require("admin")
+    return _identity(request), principal
+
+
+async def list_keys(request: Request) -> Response:
+    identity, principal = await _admin(request)
+    return JSONResponse({"keys": [_key_json(k) for k in identity.keys.list_keys(principal.tenant)]})
+
+
+def _ttl(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or value <= 0:
+        raise InvalidRequest(f"{name} must be a positive number of seconds", details={"param": name})
+    return float(value)
+
+
+async def create_key(request: Request) -> Response:
+    identity, principal = await _admin(request)
+    body = await _body(request)
+    scopes = body.get("scopes", " ".join(sorted(principal.scopes)))  # default: the caller's own
+    if not isinstance(scopes, str):
+        raise InvalidRequest("scopes must be a space-separated string", details={"param": "scopes"})
+    label = body.get("label", "")
+    if not isinstance(label, str) or len(label) > 200:
+        raise InvalidRequest("label must be a string of at most 200 characters", details={"param": "label"})
+    ttl = _ttl(body.get("ttl"), "ttl")
+    principal.capabilities.narrow(scopes.split())  # a key can only mint keys narrower than itself
+    info, plaintext = identity.keys.create_key(principal.tenant, label=label, ttl=ttl, scopes=scopes)
+    identity.audit.record(principal, "key.create", info.id, scopes=info.scopes)
+    return JSONResponse({**_key_json(info), "key": plaintext}, status_code=201)
+
+
+async def rotate_key(request: Request) -> Response:
+    identity, principal = await _admin(request)
+    body = await _body(request)
+    grace = _ttl(body.get("grace"), "grace") or 0.0
+    info, plaintext = identity.keys.rotate_key(request.path_params["key_id"], principal.tenant, grace=grace)
+    identity.audit.record(principal, "key.rotate", request.path_params["key_id"], new_key=info.id, grace=grace)
+    return JSONResponse({**_key_json(info), "key": plaintext, "replaces": request.path_params["key_id"]}, status_code=201)
+
+
+async def revoke_key(request: Request) -> Response:
+    identity, principal = await _admin(request)
+    identity.keys.revoke_key(request.path_params["key_id"], principal.tenant)
+    identity.audit.record(principal, "key.revoke", request.path_params["key_id"])
+    return Response(status_code=204)
+
+
+async def user_token(request: Request) -> Response:
+    """For applications without their own identity provider: an admin key mints a
+    short-lived token for one of its users (scopes and lifetime only narrow)."""
+    identity, principal = await _admin(request)
+    body = await _body(request)
+    user, scopes, resources = body.get("user"), body.get("scope", ""), body.get("resource")
+    if not isinstance(user, str) or not 0 < len(user) <= 255:
+        raise InvalidRequest("user must be a non-empty string", details={"param": "user"})
+    if not isinstance(scopes, str) or not scopes.strip():
+        raise InvalidRequest("scope must be a non-empty space-separated string", details={"param": "scope"})
+    if isinstance(resources, str):
+        resources = [resources]
+    if not isinstance(resources, list):
+        raise InvalidRequest("resource must be a resource URI or a list of them", details={"param": "resource"})
+    principal.capabilities.narrow(scopes.split())
+    token = identity.tokens.user_token(principal.tenant, user, scopes=scopes, resources=resources,
+                                       ttl=_ttl(body.get("ttl"), "ttl"))
+    identity.audit.record(principal, "token.user", user, scope=scopes)
+    return JSONResponse({"access_token": token, "token_type": "Bearer", "scope": scopes,
+                         "expires_in": int(identity.tokens.delegated_ttl if body.get("ttl") is None
+                                           else min(float(body["ttl"]), identity.tokens.delegated_ttl))},
+                        headers={"cache-control": "no-store"})
+
+
+async def audit_log(request: Request) -> Response:
+    identity, principal = await _admin(request)
+    try:
+        limit = min(max(int(request.query_params.get("limit", "100")), 1), 1000)
+    except ValueError:
+        raise InvalidRequest("limit must be an integer", details={"param": "limit"}) from None
+    entries = identity.audit.entries(principal.tenant, limit=limit, action=request.query_params.get("action"))
+    return JSONResponse({"entries": [e.to_json() for e in entries]})
+
+
+# -- vault ------------------------------------------------------------------------------
+
+async def _vault_user(request: Request, principal: Principal, given: Any) -> str:
+    if principal.user is not None:
+        if given not in (None, principal.user):
+            raise PermissionDenied("a user's token manages only that user's credentials")
+        return principal.user
+    if not isinstance(given, str) or not given:
+        raise InvalidRequest("name the user whose credential this is ('user')", details={"param": "user"})
+    return given
+
+
+async def list_credentials(request: Request) -> Response:
+    principal = await require_principal(request)
+    user = request.query_params.get("user")
+    if principal.user is not None:
+        user = await _vault_user(request, principal, user)
+    items = _identity(request).vault.credentials(principal.tenant, user)
+    return JSONResponse({"credentials": [c.to_json() for c in items]})
+
+
+async def put_credential(request: Request) -> Response:
+    principal = await require_principal(request)
+    provider = request.path_params["provider"]
+    principal.require(f"vault:{provider}")
+    body = await _body(request)
+    user = await _vault_user(request, principal, body.get("user"))
+    info = _identity(request).vault.put(principal.tenant, user, provider, body.get("secret"),  # type: ignore[arg-type]
+                                       domains=body.get("domains"),  # type: ignore[arg-type]
+                                       header=body.get("header", "authorization"), prefix=body.get("prefix", "Bearer "))
+    _identity(request).audit.record(principal, "vault.put", f"{user}/{provider}", domains=info.domains)
+    return JSONResponse(info.to_json(), status_code=201)
+
+
+async def delete_credential(request: Request) -> Response:
+    principal = await require_principal(request)
+    provider = request.path_params["provider"]
+    principal.require(f"vault:{provider}")
+    user = await _vault_user(request, principal, request.query_params.get("user"))
+    _identity(request).vault.delete(principal.tenant, user, provider)
+    _identity(request).audit.record(principal, "vault.delete", f"{user}/{provider}")
+    return Response(status_code=204)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/oauth/token", token, methods=["POST"]),
+        Route("/v1/oauth/revoke", revoke, methods=["POST"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route("/.well-known/oauth-authorization-server", metadata, methods=["GET"]),
+        Route(DIRECTORY_PATH, signatures_directory, methods=["GET"]),
+        Route("/v1/admin/keys", list_keys, methods=["GET"]),
+        Route("/v1/admin/keys", create_key, methods=["POST"]),
+        Route("/v1/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+        Route("/v1/admin/keys/{key_id}", revoke_key, methods=["DELETE"]),
+        Route("/v1/admin/audit", audit_log, methods=["GET"]),
+        Route("/v1/admin/user-tokens", user_token, methods=["POST"]),
+        Route("/v1/vault/credentials", list_credentials, methods=["GET"]),
+        Route("/v1/vault/credentials/{provider}", put_credential, methods=["PUT"]),
+        Route("/v1/vault/credentials/{provider}", delete_credential, methods=["DELETE"]),
+    ]
+
+
+__all__ = ["routes"]
