@@ -71,6 +71,25 @@ async def test_server_closing_idle_connections_is_survived():
     pool.close()
 
 
+async def test_body_delimited_by_close():
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        for part in (b'{"a": ', b'1}'):
+            writer.write(part)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    pool = Pool(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}")
+    r = await pool.request("/x", b"{}", HEADERS)
+    assert orjson.loads(await r.read()) == {"a": 1}
+    assert not pool.idle  # not reusable
+    server.close()
+    await server.wait_closed()
+
+
 def test_bad_base_url():
     async def go() -> None:
         Pool("ftp://example")

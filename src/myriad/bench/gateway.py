@@ -1,8 +1,8 @@
 """Latency the model gateway adds, and how well and how fast the semantic router decides.
 
 Part 1, added latency over HTTP: a real Myriad server (Starlette + the gateway's
-``/v1/chat/completions``, tenant-key auth, pinned to CPU 0; once with metering off,
-once with it on as ``myriad serve`` runs by default) forwards to the
+``/v1/chat/completions``, tenant-key auth, pinned to CPU 0; once alone (metering and
+telemetry off), once as ``myriad serve`` runs by default with both on) forwards to the
 simulated upstream (its own process on CPU 1). An open-loop load generator (also
 on CPU 1) sends requests at fixed rates, plain and streamed, first straight to the
 upstream (the baseline), then through the gateway, in the same run. Added latency
@@ -71,16 +71,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _server_main(data_dir: str, port: int, config: str, metering: bool) -> None:
+def _server_main(data_dir: str, port: int, config: str, full: bool) -> None:
     """The gateway under test: the real app, pinned to one core."""
     _pin(HOST_CPU)
     import uvicorn
 
     from myriad.server import build_services, create_app
-    from myriad.settings import MeteringSettings, ModelsSettings, Settings
+    from myriad.settings import MeteringSettings, ModelsSettings, Settings, TelemetrySettings
 
+    # full: as `myriad serve` runs by default (metering and telemetry on); else the gateway alone
     settings = Settings(data_dir=Path(data_dir), port=port, models=ModelsSettings(config=config),
-                        metering=MeteringSettings(enabled=metering))
+                        metering=MeteringSettings(enabled=full), telemetry=TelemetrySettings(enabled=full))
     services = build_services(settings)
     cfg = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                          http="httptools", loop="uvloop", backlog=16384, lifespan="on")
@@ -189,7 +190,7 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
         servers, targets = [], {
             "direct": (upstream.base_url + "/chat/completions", {"content-type": "application/json"}, "sim-bench"),
         }
-        for label, metering in (("gateway", False), ("gateway+metering", True)):
+        for label, metering in (("gateway", False), ("gateway+metering+telemetry", True)):
             port = _free_port()
             proc_ = ctx.Process(target=_server_main, args=(str(tmp / "data"), port, str(cfg), metering), daemon=True)
             proc_.start()
@@ -200,7 +201,8 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
         _pin(SIDE_CPU)
         print(f"gateway servers on CPU {HOST_CPU} (one at a time under load); simulated upstream (SIMULATED model, "
               f"{args.upstream_ms:g} ms) and load generator on CPU {SIDE_CPU}", flush=True)
-        procs = {"gateway": psutil.Process(servers[0].pid), "gateway+metering": psutil.Process(servers[1].pid)}
+        procs = {"gateway": psutil.Process(servers[0].pid),
+                 "gateway+metering+telemetry": psutil.Process(servers[1].pid)}
         msg = [{"role": "user", "content": "Summarise the benchmark in one sentence."}]
         rows, runs = [], []
         total = 2 * len(rates) * len(targets)
@@ -230,7 +232,7 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                     progress("gateway bench", done, total)
                 d = stats["direct"]
                 run: dict[str, Any] = {"stream": stream, "rate": rate, **stats}
-                for name in ("gateway", "gateway+metering"):
+                for name in ("gateway", "gateway+metering+telemetry"):
                     g = stats[name]
                     key_ = name.replace("+", "_")
                     run[f"{key_}_added_p50_ms"] = round(g["p50_ms"] - d["p50_ms"], 3)

@@ -82,6 +82,13 @@ class _Conn(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if not self.complete and exc is None and self.head.done() and not self.head.cancelled() \
+                and "content-length" not in self.headers and "transfer-encoding" not in self.headers:
+            # an HTTP/1.0-style body: it ends where the connection does
+            self.keep_alive = False
+            self.complete = True
+            self._wake()
+            return
         if not self.complete:
             self._fail(WireError(f"connection closed: {exc or 'by peer'}", received=self.received))
 
