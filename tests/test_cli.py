@@ -36,3 +36,9 @@ def test_errors_are_sentences_not_tracebacks(tmp_path: Path):
     assert r.returncode == 2 and "invalid tenant name" in r.stderr
     r = myriad("serve", "--agents", "no.such.module", "--data-dir", str(tmp_path), check=False)
     assert r.returncode == 2 and "cannot import agents module" in r.stderr
+
+
+def test_usage_verb_reads_the_ledger(tmp_path: Path):
+    r = myriad("usage", "--data-dir", str(tmp_path), "totals", "--tenant", "default", "--format", "json")
+    assert r.returncode == 0
+    assert "Traceback" not in r.stderr

@@ -217,6 +217,14 @@ def build_parser() -> argparse.ArgumentParser:
     kx.add_argument("--grace", type=float, default=0.0, help="seconds the old key keeps working (default 0)")
     kx.set_defaults(func=cmd_keys_rotate)
 
+    from myriad.metering import add_usage_arguments, cli_usage
+
+    usage = sub.add_parser("usage", parents=[common], help="usage, spend and budgets; exports and invoices",
+                           description="Read the usage ledger: totals, time series, budgets, CloudEvents and "
+                                       "billing exports, invoice lines; set budgets and limits.")
+    add_usage_arguments(usage)
+    usage.set_defaults(func=lambda a: cli_usage(a, _settings(a)))
+
     _add_bench(sub)
     return parser
 

@@ -78,3 +78,40 @@ def test_kebab_matches_the_npm_client():
 def test_bad_names(bad):
     with pytest.raises(InvalidName):
         validate_name(bad)
+
+
+async def test_usage_without_metering_is_empty(host: AgentHost):
+    host.register(Child)
+    assert await host.run(AgentRef("t", "child", "u"), lambda a: a.usage()) == []
+
+
+class WhoAmI(Agent):
+    @callable()
+    async def who(self):
+        return self.caller
+
+    @callable()
+    async def via_child(self):
+        child = await self.sub_agent(WhoAmI, "kid")
+        return await child.who()
+
+    async def later(self, payload):
+        self.set_state({"caller_in_schedule": self.caller})
+
+
+async def test_caller_is_the_turns_principal(host: AgentHost):
+    from tests.conftest import make_conn
+    import json
+
+    host.register(WhoAmI)
+    ref = AgentRef("t", "who-am-i", "w")
+    assert await host.call(ref, "who", caller="alice") == "alice"
+    assert await host.call(ref, "via_child", caller="bob") == "bob"  # sub-agent calls inherit it
+    assert await host.call(ref, "who") is None
+    conn, t = make_conn()
+    conn.principal = "carol"
+    await host.connect(ref, conn)
+    await host.frame(ref, conn, json.dumps({"type": "rpc", "id": "1", "method": "who", "args": []}))
+    assert t.frames()[-1]["result"] == "carol"
+    await host.run(ref, lambda a: a.later(None))
+    assert (await host.get_state(ref))["caller_in_schedule"] is None

@@ -90,10 +90,16 @@ def test_container_over_http(server: LiveServer) -> None:
         assert r.status_code == 404, (method, path, r.text)
     assert httpx.get(f"{server.url}/v1/snapshots/{snap['id']}", headers=oh).status_code == 404
     assert httpx.get(u, headers=oh).json() == {"sandboxes": []}
+    # an anonymous sandbox belongs to its creator's tenant too
+    theirs = httpx.post(u, json={"tier": "isolate"}, headers=oh).json()["id"]
+    assert httpx.post(f"{u}/{theirs}/run", json={"code": "1"}, headers=oh).json()["value"] == 1
+    assert httpx.post(f"{u}/{theirs}/run", json={"code": "1"}, headers=h).status_code == 404
+    assert [b["id"] for b in httpx.get(u, headers=oh).json()["sandboxes"]] == [theirs]
     assert {b["id"] for b in httpx.get(u, headers=h).json()["sandboxes"]} == {"dev", "dev2"}
 
     # bad input: 4xx JSON errors, never a 500
-    for body, status in (({"cmd": 5}, 400), ({}, 400), ({"cmd": "true", "env": {"A": 1}}, 400), ({"cmd": "true", "timeout": "x"}, 400)):
+    for body, status in (({"cmd": 5}, 400), ({}, 400), ({"cmd": "true", "env": {"A": 1}}, 400), ({"cmd": "true", "timeout": "x"}, 400),
+                         ({"cmd": "true", "timeout": -1}, 400), ({"cmd": ["a\u0000b"]}, 400)):
         r = httpx.post(d + "/exec", json=body, headers=h)
         assert r.status_code == status and r.json()["error"]["code"] == "invalid_request", (body, r.text)
     r = httpx.post(d + "/exec", content=b"{not json", headers={**h, "Content-Type": "application/json"})

@@ -9,7 +9,7 @@ import sys
 
 import httpx
 
-from myriad.metering import Subject, Usage, UsageEvent
+from myriad.metering import Budget, Scope, Subject, Usage, UsageEvent
 from myriad.metering._sqlite import SQLiteLedger
 from tests.integration.live import REPO, LiveServer
 
@@ -77,6 +77,22 @@ def test_usage_api_is_tenant_scoped_and_exports(live_server: LiveServer):
     r = httpx.get(u + "/v1/usage", params={"tenant": "default"}, headers=oh)
     assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
     assert httpx.delete(u + "/v1/usage/budgets/ann-day", headers=h).status_code == 204
+
+
+def test_a_tenant_cannot_lift_the_operators_cap(live_server: LiveServer):
+    ledger = SQLiteLedger(live_server.data_dir / "metering.db")  # the operator (as `myriad usage set-budget` does)
+    ledger.put_budget(Budget(Scope("default"), "month", hard="10", id="op-cap"))
+    ledger.close()
+    u, h = live_server.url, live_server.headers()
+    (b,) = httpx.get(u + "/v1/usage/budgets", headers=h).json()["budgets"]
+    assert b["id"] == "op-cap" and b["managed_by"] == "operator"
+    r = httpx.post(u + "/v1/usage/budgets", json={"id": "op-cap", "hard": "1000000"}, headers=h)
+    assert r.status_code == 403 and "operator" in r.json()["error"]["message"]
+    assert httpx.delete(u + "/v1/usage/budgets/op-cap", headers=h).status_code == 403
+    # its own budgets it may change and remove
+    assert httpx.post(u + "/v1/usage/budgets", json={"id": "mine", "hard": "5"}, headers=h).status_code == 201
+    assert httpx.post(u + "/v1/usage/budgets", json={"id": "mine", "hard": "6"}, headers=h).status_code == 201
+    assert httpx.delete(u + "/v1/usage/budgets/mine", headers=h).status_code == 204
 
 
 def test_bad_usage_requests_get_clear_4xx(live_server: LiveServer):

@@ -179,3 +179,29 @@ async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, db_path):
     meter._pool.submit(lambda: None).result()  # the worker drained: reserve, then release
     assert ledger.open_reservations() == 0
     assert task.cancelled()
+
+
+async def test_background_settle_batches_and_keeps_budgets_exact(ledger, clock):
+    import asyncio
+
+    from myriad.metering import Meter
+
+    ledger.put_budget(Budget(Scope("acme"), "day", hard=str(EST_NANOS * 5 / 1e9)))
+    meter = Meter(ledger, clock=clock, settle_in_background=True)
+    admitted, refused = [], []
+
+    async def one(i):
+        try:
+            async with meter.reserve(ANN, EST) as r:
+                admitted.append(i)
+                await asyncio.sleep(0.01)
+                r.commit(EST)
+        except BudgetExceeded:
+            refused.append(i)
+
+    await asyncio.gather(*(one(i) for i in range(50)))
+    await meter.drain()
+    (st,) = ledger.budget_status("acme")
+    assert len(admitted) == 5 and st.spent_nanos == 5 * EST_NANOS and st.reserved_nanos == 0
+    assert ledger.count_events() == 5 and ledger.open_reservations() == 0
+    await meter.aclose()

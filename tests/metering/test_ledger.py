@@ -132,3 +132,23 @@ def test_decimal_quantities_sum_exactly(ledger):
     assert row.quantity_micro == 1_000_000
     # 1 GB-s at 0.0000166667 per GB-s, each 0.1 GB-s event rounded half-even to nanos (1667 nanos)
     assert row.cost_nanos == 10 * 1667
+
+
+def test_a_ledger_from_the_previous_schema_is_migrated(tmp_path):
+    import sqlite3
+
+    from myriad.metering._sqlite import SQLiteLedger
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE budgets(id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,"
+               " period TEXT NOT NULL, hard_nanos INTEGER, soft_nanos INTEGER, created_us INTEGER NOT NULL)")
+    db.execute("INSERT INTO budgets VALUES ('b1', 'acme', NULL, NULL, 'month', 5000000000, NULL, 0)")
+    db.commit()
+    db.close()
+    store = SQLiteLedger(path)
+    try:
+        (b,) = store.budgets("acme")
+        assert b.id == "b1" and b.managed_by == "operator" and b.hard_nanos == 5_000_000_000
+    finally:
+        store.close()

@@ -127,3 +127,8 @@ async def test_egress_hook_counts_requests(meter, ledger):
     (row,) = ledger.totals(UsageQuery("acme", resource="egress.requests", group_by=("agent",)))
     assert row.quantity_micro == 2 * 10**6
     assert {e.cloudevent["data"]["attributes"]["host"] for e in ledger.events("acme")} == {"pypi.org", "github.com"}
+
+
+async def test_the_wrapper_passes_isinstance_checks_of_the_tier_class(meter):
+    box = MeteredSandbox(FakeBox(), meter, ANN)
+    assert isinstance(box, FakeBox) and isinstance(box, MeteredSandbox)

@@ -95,3 +95,24 @@ async def test_missing_secret_is_a_config_error():
     with pytest.raises(ConfigError, match="env:NOPE"):
         Gateway(cfg, secrets={})
     assert Gateway(cfg, secrets={"NOPE": "k"})._keys["x#1"] == "k"
+
+
+async def test_capabilities_steer_and_refuse():
+    cfg = GatewayConfig.from_toml(
+        '[[deployment]]\nname = "text"\nmodel = "fast"\nprovider = "simulated"\ncapabilities = ["tools"]\n'
+        '[[deployment]]\nname = "eyes"\nmodel = "seeing"\nprovider = "simulated"\ncapabilities = ["tools", "vision"]\n'
+        '[[deployment]]\nname = "plain"\nmodel = "other"\nprovider = "simulated"\ncapabilities = ["json"]\n'
+        '[groups.fast]\nfallbacks = ["seeing"]\n')
+    g = Gateway(cfg)
+    image = [{"role": "user", "content": [{"type": "text", "text": "what is this"},
+                                          {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]
+    assert (await g.chat({"model": "fast", "messages": image})).deployment == "eyes"
+    assert (await g.chat({"model": "fast", "messages": [{"role": "user", "content": "hi"}]})).deployment == "text"
+    with pytest.raises(InvalidRequest, match="supports vision"):
+        await g.chat({"model": "other", "messages": image})
+    with pytest.raises(InvalidRequest, match="supports tools"):
+        [c async for c in g.chat_stream({"model": "other", "messages": [{"role": "user", "content": "x"}],
+                                         "tools": [{"type": "function", "function": {"name": "f"}}]})]
+    r = await g.chat({"model": "other", "messages": [{"role": "user", "content": "x"}],
+                      "response_format": {"type": "json_object"}})
+    assert r.deployment == "plain"

@@ -68,26 +68,3 @@ async def test_agent_container_is_private(agent_host) -> None:
     assert await host.call(ann, "shell", ["cat note"]) == "ann-was-here\n"
     assert await host.call(bob, "shell", ["cat note 2>&1 || true"]) != "ann-was-here\n"
 
-
-async def test_runs_are_metered(tmp_path: Path) -> None:
-    from myriad.metering import Meter
-    from myriad.settings import Settings
-
-    meter = Meter.from_settings(Settings(data_dir=tmp_path / "data"))
-    sandboxes = Sandboxes(make_settings(tmp_path), meter=meter)
-    try:
-        box = await sandboxes.open(needs={"javascript"}, owner=AgentRef("acme", "shopper", "ann"), id="m")
-        await box.run("1")
-        await box.run("2")
-        api_box = await sandboxes.open(needs={"javascript"}, owner="acme", id="api")
-        await api_box.run("3")
-    finally:
-        await sandboxes.aclose()  # flushes pending usage records
-    try:
-        rows = await meter.totals(meter.query("acme", group_by=("agent", "resource")))
-        runs = {r.keys["agent"]: r.quantity_micro // 1_000_000 for r in rows if r.keys["resource"] == "sandbox.isolate.runs"}
-        assert runs == {"acme/shopper/ann": 2, None: 1}
-        wall = [r for r in rows if r.keys["resource"] == "sandbox.isolate.wall_ms"]
-        assert wall and all(r.quantity_micro > 0 for r in wall)
-    finally:
-        meter.close()

@@ -228,61 +228,8 @@ async def test_host_killed_leaves_nothing_after_sweep(tmp_path: Path) -> None:
     sbs = Sandboxes(make_settings(tmp_path))
     try:
         await sbs.open(needs={"shell"})  # first use checks the tier, which sweeps
+        backend = sbs.tier("container").backend  # type: ignore[attr-defined]
+        assert not any(".survivor." in name for name in backend.orphans())
     finally:
         await sbs.aclose()
     assert not Path(info["dir"]).exists()
-    if info["cgroup"] == "v1":
-        assert not any(".survivor." in p.name for p in Path("/sys/fs/cgroup/pids/myriad").iterdir())
-
-
-_NON_ROOT_SCRIPT = textwrap.dedent(
-    """
-    import asyncio, json, sys
-    from myriad.errors import SandboxUnavailable
-    from myriad.sandbox import Limits, Sandboxes
-    from myriad.settings import SandboxSettings
-
-    async def main():
-        sbs = Sandboxes(SandboxSettings(root=sys.argv[1]))
-        box = await sbs.open(needs={"shell"}, limits=Limits(memory_mb=64, pids=20))
-        out = {"backend": box.group.backend}
-        res = await box.exec("id -u; grep -E '^(CapEff|NoNewPrivs):' /proc/self/status; echo x > f && cat f")
-        out["exec"] = res.stdout
-        res = await box.run("bytearray(300 * 1024 * 1024); print('ALLOCATED')", language="python")
-        out["bomb"] = [res.exit_code, res.stdout]
-        try:
-            await sbs.open(needs={"shell"}, network=True)
-            out["network"] = "granted"
-        except SandboxUnavailable as e:
-            out["network"] = e.message
-        await sbs.aclose()
-        print(json.dumps(out))
-
-    asyncio.run(main())
-    """
-)
-
-
-async def test_works_as_an_ordinary_user(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the whole suite already runs as an ordinary user")
-    system_python = "/usr/bin/python3"
-    if not Path(system_python).exists():
-        pytest.skip("no system python reachable by an unprivileged user")
-    from tests.sandbox.conftest import sandbox_root
-
-    root = sandbox_root(tmp_path)
-    os.chown(root, 65534, 65534)
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    proc = await asyncio.create_subprocess_exec(
-        "setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", system_python, "-c", _NON_ROOT_SCRIPT,
-        str(root / "sb"), env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": str(root)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()[-2000:]
-    result = json.loads(out.decode().strip().splitlines()[-1])
-    assert result["backend"] == "rlimit"  # an ordinary user gets no cgroups here: rlimits are the floor
-    assert result["exec"] == "1000\nCapEff:\t0000000000000000\nNoNewPrivs:\t1\nx\n"
-    assert result["bomb"][0] != 0 and "ALLOCATED" not in result["bomb"][1]
-    assert "needs Myriad to run as root" in result["network"]

@@ -72,6 +72,11 @@ def test_policy_matching() -> None:
     assert "not in this sandbox's allowlist" in p.check_host("pypi.org")
     assert "not in this sandbox's allowlist" in p.check_host("github.com")
     assert "denied" in p.check_host("evil.pypi.org")
+    ported = EgressPolicy.from_json({"allow": ["api.github.com:443", "*.pypi.org"], "deny": ["*.pypi.org:22"]})
+    assert ported.check_host("api.github.com", 443) is None
+    assert "api.github.com:22 is not in this sandbox's allowlist" in ported.check_host("api.github.com", 22)
+    assert ported.check_host("files.pypi.org", 8080) is None
+    assert "denied" in ported.check_host("files.pypi.org", 22)
     star = EgressPolicy.from_json(True)
     assert star.check_host("anything.example") is None
     # deny wins even over "*" and over allow_private
@@ -163,15 +168,19 @@ async def test_unlisted_and_denied_hosts(sandboxes: Sandboxes) -> None:
 
 @needs_root
 async def test_connect_tunnel(sandboxes: Sandboxes, tcp_echo: int) -> None:
-    box = await sandboxes.open(needs={"shell"}, network={"allow": ["127.0.0.1"], "allow_private": ["127.0.0.1"]})
-    res = await box.run(
-        "import socket\ns = socket.create_connection(('127.0.0.1', 3128))\n"
-        f"s.sendall(b'CONNECT 127.0.0.1:{tcp_echo} HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n')\n"
+    box = await sandboxes.open(needs={"shell"}, network={"allow": [f"127.0.0.1:{tcp_echo}"], "allow_private": ["127.0.0.1"]})
+    script = (
+        "import socket, sys\ns = socket.create_connection(('127.0.0.1', 3128))\n"
+        "s.sendall(b'CONNECT 127.0.0.1:%s HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' % sys.argv[1].encode())\n"
         "head = b''\nwhile not head.endswith(b'\\r\\n\\r\\n'): head += s.recv(1)\n"
-        "s.sendall(b'ping')\nprint(head.split(b'\\r\\n')[0].decode(), s.recv(100).decode())",
-        language="python",
+        "status = head.split(b'\\r\\n')[0].decode()\n"
+        "if ' 200 ' in status:\n    s.sendall(b'ping'); print(status, s.recv(100).decode())\nelse:\n    print(status)"
     )
+    res = await box.exec(["python3", "-c", script, str(tcp_echo)])
     assert res.stdout.strip() == "HTTP/1.1 200 Connection Established echo:ping", res.stdout + res.stderr
+    # the allow entry names one port: any other port on the same host is refused
+    res = await box.exec(["python3", "-c", script, str(tcp_echo + 1 if tcp_echo < 65535 else tcp_echo - 1)])
+    assert res.stdout.strip() == "HTTP/1.1 403 Forbidden", res.stdout + res.stderr
 
 
 @needs_root

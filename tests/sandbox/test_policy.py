@@ -121,3 +121,21 @@ async def test_default_root_under_a_private_directory_falls_back(tmp_path: Path)
             await sbs.open(needs={"shell"})
     finally:
         await sbs.aclose()
+
+
+async def test_containers_per_owner_are_capped(tmp_path: Path) -> None:
+    from myriad.errors import RateLimited
+
+    sbs = Sandboxes(make_settings(tmp_path, max_containers_per_owner=2))
+    try:
+        a = await sbs.open(needs={"shell"}, owner="t")
+        await sbs.open(needs={"shell"}, owner="t")
+        with pytest.raises(RateLimited, match="limit 2") as e:
+            await sbs.open(needs={"shell"}, owner="t")
+        assert e.value.status == 429
+        await sbs.open(needs={"shell"}, owner="other")  # per owner
+        await sbs.open(needs={"javascript"}, owner="t")  # isolates are bounded by the warm LRU instead
+        await sbs.close("t", a.id)
+        await sbs.open(needs={"shell"}, owner="t")
+    finally:
+        await sbs.aclose()

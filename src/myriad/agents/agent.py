@@ -21,13 +21,14 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
 
-from myriad.agents.connection import Connection
+from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
 from myriad.errors import InvalidRequest
 
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from myriad.agents.handle import AgentHandle
     from myriad.agents.host import AgentHost, _Slot
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL
@@ -59,7 +60,7 @@ def callable(*, streaming: bool = False, description: str = "") -> Callable[[F],
             description=description or (inspect.getdoc(fn) or ""),
             signature=inspect.signature(fn),
         )
-        return fn
+        return fn  # type: ignore[return-value]  # mypy loses F through iscoroutinefunction
 
     return mark
 
@@ -114,6 +115,12 @@ class Agent:
     def ref(self) -> AgentRef:
         return self._slot.ref
 
+    @property
+    def caller(self) -> Any:
+        """Who started this turn: the server's authenticated principal (tenant, key,
+        scopes, and for delegated tokens the whole chain), or None for schedules."""
+        return current_caller.get()
+
     @classmethod
     def kebab_name(cls) -> str:
         return kebab(cls.__name__)
@@ -128,8 +135,9 @@ class Agent:
         then broadcast to every connection."""
         self._slot.set_state(state, source=None)
 
-    def validate_state_change(self, state: Any, source: Connection | None) -> None:
-        """Raise to reject a state change (a client's rejection gets ``cf_agent_state_error``)."""
+    def validate_state_change(self, state: Any, source: Connection | None) -> Any:
+        """Raise to reject a state change (a client's rejection gets ``cf_agent_state_error``).
+        May be ``async``."""
 
     async def on_state_changed(self, state: Any, source: Connection | None) -> None:
         """Called after a state change is accepted (``source`` is None for server-side changes)."""
@@ -189,6 +197,25 @@ class Agent:
             return models
         ref = self._slot.ref
         return bind(ref.tenant, ref.path)
+
+    @property
+    def identity(self) -> Any:
+        """The host's identity service (``myriad.identity``): this agent's workload
+        token, token exchange on a user's behalf, signed outbound requests."""
+        if self._host.identity is None:
+            raise InvalidRequest("no identity service is configured on this host")
+        return self._host.identity
+
+    async def usage(self) -> Any:
+        """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),
+        so an agent can plan around what it may still spend. Empty without metering."""
+        meter = self._host.meter
+        if meter is None:
+            return []
+        from myriad.metering import Subject
+
+        ref = self._slot.ref
+        return await meter.spend(Subject(ref.tenant, agent=ref.path))
 
     def sandbox(self, **options: Any) -> Any:
         """Open a sandbox owned by this agent (see ``myriad.sandbox``)."""

@@ -8,10 +8,16 @@ implements ``Transport``; tests can use any object with the same two methods.
 from __future__ import annotations
 
 import json
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from myriad.agents.host import _Slot
+
+
+current_caller: ContextVar[Any] = ContextVar("myriad_current_caller", default=None)
+"""Who started the running turn (the server's authenticated principal), or None
+(schedules, startup). Sub-agent calls inherit it."""
 
 
 class Transport(Protocol):
@@ -27,10 +33,13 @@ class Connection:
     agent, not a reconnect). ``readonly`` connections may call methods but not set state.
     """
 
-    __slots__ = ("id", "state", "readonly", "query", "_transport", "_slot", "closed")
+    __slots__ = ("id", "state", "readonly", "query", "principal", "_transport", "_slot", "closed")
 
-    def __init__(self, id: str, transport: Transport, query: dict[str, str] | None = None) -> None:
+    def __init__(self, id: str, transport: Transport, query: dict[str, str] | None = None,
+                 principal: Any = None) -> None:
         self.id = id
+        self.principal = principal
+        """Who opened this connection (set by the server after authentication)."""
         self.state: Any = None
         self.readonly = False
         self.query = query or {}
@@ -73,4 +82,4 @@ class Connection:
         return f"<Connection {self.id}>"
 
 
-__all__ = ["Connection", "Transport"]
+__all__ = ["Connection", "Transport", "current_caller"]

@@ -20,7 +20,7 @@ from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
 from myriad.agents.agent import Agent, CallableSpec, StreamingResponse, initial_state_of
-from myriad.agents.connection import Connection
+from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef
 from myriad.agents.schedules import Scheduler
 from myriad.agents.slot import _Slot
@@ -50,21 +50,28 @@ class AgentHost:
         *,
         models: Any = None,
         sandboxes: Any = None,
+        meter: Any = None,
+        identity: Any = None,
         instrumentation: Any = None,
     ) -> None:
         self.storage = storage
         self.settings = settings or AgentSettings()
         self.models = models
         self.sandboxes = sandboxes
+        self.meter = meter
+        self.identity = identity
         self.classes: dict[str, type[Agent]] = {}
         self.scheduler = Scheduler(self, storage, self.settings)
         self._slots: dict[str, _Slot] = {}
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
-        if instrumentation is not None:
-            # telemetry wraps the turn (an invoke_agent span); without it nothing changes
-            self._turn = instrumentation.wrap_turn(self._turn, self)  # type: ignore[method-assign]
+        # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
+        # count) wraps the turn; without any, nothing changes.
+        wrappers = instrumentation if isinstance(instrumentation, (list, tuple)) else [instrumentation]
+        for wrapper in wrappers:
+            if wrapper is not None:
+                self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
 
     # -- registry ----------------------------------------------------------------
     def register(self, cls: type[Agent]) -> type[Agent]:
@@ -177,7 +184,7 @@ class AgentHost:
             state = None if record.state is None else json.loads(record.state)
         agent = cls.__new__(cls)
         agent._slot, agent._host, agent._state, agent._sql = slot, self, state, None
-        agent.__init__()
+        agent.__init__()  # type: ignore[misc]  # attributes first, so __init__ may read state
         slot.agent = agent
         self._resident[ref.path] = slot
         self.stats["wakes"] += 1
@@ -203,7 +210,7 @@ class AgentHost:
         return True
 
     def _evict_lru(self, n: int) -> None:
-        victims = []
+        victims: list[_Slot] = []
         for slot in self._resident.values():
             if len(victims) >= n:
                 break
@@ -216,7 +223,7 @@ class AgentHost:
         """Hibernate every resident instance idle for ``idle_for`` seconds (default:
         the configured ``hibernate_after``). Returns how many left memory."""
         cutoff = time.monotonic() - (self.settings.hibernate_after if idle_for is None else idle_for)
-        victims = []
+        victims: list[_Slot] = []
         for slot in self._resident.values():  # least recently used first
             if slot.last_active > cutoff:
                 break
@@ -260,7 +267,11 @@ class AgentHost:
             await slot.release(_MCP_FRAME, only=conn)
             await agent.on_connect(conn)
 
-        await self._turn(slot, body)
+        token = current_caller.set(conn.principal)
+        try:
+            await self._turn(slot, body)
+        finally:
+            current_caller.reset(token)
 
     async def disconnect(self, ref: AgentRef, conn: Connection, code: int = 1000, reason: str = "") -> None:
         slot = self._slots.get(ref.path)
@@ -287,6 +298,7 @@ class AgentHost:
             except ValueError:
                 msg = None
         kind = msg.get("type") if isinstance(msg, dict) else None
+        token = current_caller.set(conn.principal)
         try:
             if kind == "rpc":
                 await self._turn(slot, lambda agent: self._rpc(agent, slot, conn, msg))
@@ -296,6 +308,8 @@ class AgentHost:
                 await self._turn(slot, lambda agent: agent.on_message(conn, text))
         except Exception:
             pass  # already answered to the client and reported through on_error
+        finally:
+            current_caller.reset(token)
 
     async def _client_state(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         if conn.readonly:
@@ -317,7 +331,8 @@ class AgentHost:
     async def _rpc(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         rpc_id = msg.get("id")
         try:
-            method, args = msg.get("method"), msg.get("args", [])
+            method: str = msg.get("method")  # type: ignore[assignment]  # _resolve checks it
+            args = msg.get("args", [])
             if args is None:
                 args = []
             if not isinstance(args, list):
@@ -362,9 +377,10 @@ class AgentHost:
             raise RpcError(f"Wrong arguments for {method}: {e}") from None
 
     # -- calls from the server and from other agents ------------------------------
-    async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None) -> Any:
+    async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None, *, caller: Any = None) -> Any:
         """Call a ``@callable`` method as one turn. A streaming method's chunks are
-        collected: the result is ``{"chunks": [...], "result": final}``."""
+        collected: the result is ``{"chunks": [...], "result": final}``. ``caller``
+        (default: the current turn's) is what the agent sees as ``self.caller``."""
         slot = self._slot(ref)
 
         async def body(agent: Agent) -> Any:
@@ -378,11 +394,21 @@ class AgentHost:
             self._check_args(method, spec, call_args)
             return await fn(*call_args)
 
-        return await self._turn(slot, body)
+        return await self._as(caller, self._turn(slot, body))
 
-    async def request(self, ref: AgentRef, request: Any) -> Any:
+    async def request(self, ref: AgentRef, request: Any, *, caller: Any = None) -> Any:
         """Plain HTTP to the agent: ``on_request`` as one turn."""
-        return await self._turn(self._slot(ref), lambda agent: agent.on_request(request))
+        return await self._as(caller, self._turn(self._slot(ref), lambda agent: agent.on_request(request)))
+
+    @staticmethod
+    async def _as(caller: Any, turn: Awaitable[T]) -> T:
+        if caller is None:
+            return await turn
+        token = current_caller.set(caller)
+        try:
+            return await turn
+        finally:
+            current_caller.reset(token)
 
     async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
         """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""

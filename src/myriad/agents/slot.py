@@ -53,7 +53,7 @@ class _Slot:
         assert self.agent is not None
         self.agent._state = state
         self._dirty = text.encode()
-        exclude = {source.id} if source is not None else frozenset()
+        exclude: frozenset[str] = frozenset((source.id,)) if source is not None else frozenset()
         self._outbox.append(('{"type":"cf_agent_state","state":' + text + "}", None, exclude))
         self.hooks.append((state, source))
         # Broadcast soon even if the turn goes on awaiting something slow. A callback,

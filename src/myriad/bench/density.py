@@ -263,7 +263,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         try:
             _wait_up(port)
             url = f"ws://127.0.0.1:{port}/agents/density-agent/s{{i}}?token={key}"
-            mine = _run_load(ctx, url, levels, args, host.pid, "Myriad host (one process, one core)")
+            mine = _run_load(ctx, url, levels, args, host.pid or 0, "Myriad host (one process, one core)")
         finally:
             host.kill()
             host.join()
@@ -290,7 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rss_mb = sum(m.rss for m in mem) / len(mem) / 2**20
             uss_mb = sum(m.uss for m in mem) / len(mem) / 2**20
             try:
-                base = _run_load(ctx, urls, base_levels, args, zygote.pid, "baseline: process per agent", sum_children=True)
+                base = _run_load(ctx, urls, base_levels, args, zygote.pid or 0, "baseline: process per agent", sum_children=True)
             finally:
                 parent.send("stop")
                 zygote.join()

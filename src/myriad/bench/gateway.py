@@ -87,6 +87,14 @@ def _server_main(data_dir: str, port: int, config: str, metering: bool) -> None:
     asyncio.run(uvicorn.Server(cfg).serve())
 
 
+def _busy(cpu: int) -> float:
+    """Seconds CPU ``cpu`` has been busy (anyone's work) since boot."""
+    import psutil
+
+    t = psutil.cpu_times(percpu=True)[cpu]
+    return float(sum(t) - t.idle - getattr(t, "iowait", 0.0))
+
+
 def _wait_up(url: str, timeout: float = 30.0) -> None:
     import httpx
 
@@ -205,8 +213,10 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                     asyncio.run(_drive(url, headers, body, rate, min(1.0, args.duration), stream))  # warm-up
                     proc = procs.get(name)
                     cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+                    core0 = _busy(HOST_CPU)
                     out = asyncio.run(_drive(url, headers, body, rate, args.duration, stream))
                     cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc else 0.0
+                    others = max(0.0, _busy(HOST_CPU) - core0 - cpu)
                     n = len(out["lat"])
                     stats[name] = {
                         "p50_ms": _pct(out["lat"], 50), "p90_ms": _pct(out["lat"], 90), "p99_ms": _pct(out["lat"], 99),
@@ -214,6 +224,7 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                         "ok": n, "errors": len(out["errors"]),
                         "achieved_rps": round(n / out["elapsed"][0], 1) if out["elapsed"][0] else 0.0,
                         "server_cpu_us_per_req": round(cpu / max(1, n) * 1e6, 1) if proc else None,
+                        "other_load_on_host_cpu": round(others / out["elapsed"][0], 3),
                     }
                     done += 1
                     progress("gateway bench", done, total)
@@ -228,11 +239,12 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                         run[f"{key_}_added_ttft_p50_ms"] = round(g["ttft_p50_ms"] - d["ttft_p50_ms"], 3)
                     rows.append(["stream" if stream else "plain", int(rate), name, d["p50_ms"], g["p50_ms"],
                                  run[f"{key_}_added_p50_ms"], d["p99_ms"], g["p99_ms"], run[f"{key_}_added_p99_ms"],
-                                 g["server_cpu_us_per_req"], d["errors"] + g["errors"], g["achieved_rps"]])
+                                 g["server_cpu_us_per_req"], f"{g['other_load_on_host_cpu']:.0%}",
+                                 d["errors"] + g["errors"], g["achieved_rps"]])
                 runs.append(run)
         print_table("gateway added latency over HTTP (ms; direct = the same upstream without the gateway)",
                     ["mode", "req/s", "path", "direct p50", "p50", "added p50", "direct p99", "p99", "added p99",
-                     "server CPU us/req", "errors", "req/s done"], rows)
+                     "server CPU us/req", "others on CPU 0", "errors", "req/s done"], rows)
         result["http"] = runs
         result["inprocess"] = asyncio.run(_inprocess(upstream.base_url, args.inprocess_calls))
         ip = result["inprocess"]

@@ -15,6 +15,7 @@ See README.md in this directory for what the gateway and the sandboxes call.
 """
 
 from myriad.metering._cli import add_usage_arguments, cli_usage
+from myriad.metering._agents import TurnMeter
 from myriad.metering._counter import UsageCounter
 from myriad.metering._events import Resources, Subject, Usage, UsageEvent, from_nanos, money_str, parse_when
 from myriad.metering._export import (
@@ -75,6 +76,7 @@ __all__ = [
     "Subject",
     "Usage",
     "UsageCounter",
+    "TurnMeter",
     "UsageEvent",
     "UsageQuery",
     "UsageRow",

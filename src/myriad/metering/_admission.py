@@ -27,7 +27,7 @@ def budget_exceeded(b: Budget, ps: int, spent: int, reserved: int, amount: int) 
     )
 
 
-def _check_rate(lim: Limit, state: Sequence[int], now: int, n: int, rates: list, label: str) -> None:
+def _check_rate(lim: Limit, state: Sequence[int], now: int, n: int, rates: list[tuple[str, int, int]], label: str) -> None:
     if n == 0:
         rates.append((lim.id, state[0], 0))
         return
@@ -49,15 +49,15 @@ def _check_rate(lim: Limit, state: Sequence[int], now: int, n: int, rates: list,
     rates.append((lim.id, new_tat, n if label == "tokens" else 0))
 
 
-def _check_requests(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
+def _check_requests(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list[tuple[str, int, int]], leases: list[str]) -> None:
     _check_rate(lim, state, now, 1, rates, "requests")
 
 
-def _check_tokens(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
+def _check_tokens(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list[tuple[str, int, int]], leases: list[str]) -> None:
     _check_rate(lim, state, now, tokens, rates, "tokens")
 
 
-def _check_concurrent(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list, leases: list) -> None:
+def _check_concurrent(lim: Limit, state: Sequence[int], now: int, tokens: int, rates: list[tuple[str, int, int]], leases: list[str]) -> None:
     if state[1] + 1 > lim.limit:
         raise ConcurrencyLimited(
             f"{lim.scope.kind} limit {lim.id}: {lim.limit} concurrent {lim.operation!r} operations already in use;"

@@ -83,6 +83,8 @@ class Budget:
     """Refuse admission past this amount (a number or decimal string; kept as ``Decimal``)."""
     soft: Decimal | str | int | None = None
     id: str = field(default_factory=lambda: "bud_" + uuid.uuid4().hex[:16])
+    managed_by: str = "operator"
+    """``operator`` (CLI, config) or ``tenant`` (its own API key); a tenant cannot change an operator's budget."""
 
     def __post_init__(self) -> None:
         if self.period not in PERIODS:
@@ -112,6 +114,7 @@ class Budget:
             "period": self.period,
             "hard": None if self.hard_nanos is None else money_str(self.hard_nanos),
             "soft": None if self.soft_nanos is None else money_str(self.soft_nanos),
+            "managed_by": self.managed_by,
         }
 
 
@@ -124,6 +127,8 @@ class Limit:
     limit: int
     operation: str = "*"
     id: str = field(default_factory=lambda: "lim_" + uuid.uuid4().hex[:16])
+    managed_by: str = "operator"
+    """``operator`` or ``tenant``, as for budgets."""
 
     def __post_init__(self) -> None:
         if self.kind not in LIMIT_KINDS:
@@ -135,7 +140,8 @@ class Limit:
         return self.operation == "*" or self.operation == operation or operation.startswith(self.operation + ".")
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, "scope": self.scope.to_json(), "kind": self.kind, "limit": self.limit, "operation": self.operation}
+        return {"id": self.id, "scope": self.scope.to_json(), "kind": self.kind, "limit": self.limit,
+                "operation": self.operation, "managed_by": self.managed_by}
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import functools
+import logging
 import time
 import uuid
 from dataclasses import replace
@@ -31,6 +32,7 @@ from myriad.metering._prices import PriceVersion
 from myriad.metering._store import AppendResult, Grant, LedgerStore, ReservationRequest, UsageQuery, UsageRow, open_store
 
 T = TypeVar("T")
+log = logging.getLogger("myriad.metering")
 
 
 class Reservation:
@@ -104,6 +106,10 @@ class Reservation:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        if self._meter.settle_in_background and self.grant is not None and self.result is None:
+            # the caller does not wait for the write; see Meter(settle_in_background=...)
+            self._meter._enqueue_settle(self.grant.id, self._events or [])
+            return
         await self._meter._quick(self._finish)
 
     async def start(self) -> "Reservation":
@@ -146,12 +152,24 @@ class Meter:
         source: str = "/myriad",
         default_ttl_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        settle_in_background: bool = False,
     ) -> None:
         self.store = store
         self.clock = clock
         self.source = source
         self.default_ttl_s = default_ttl_s
+        self.settle_in_background = settle_in_background
+        """Settle reservations after the caller has moved on, many per transaction.
+
+        Takes the settle transaction off the caller's latency and batches writes; the
+        price: usage settled in the last moments before a crash is lost (its hold is
+        released when the reservation's TTL passes), so the ledger can under-count.
+        Budgets still hold under races (holds stay until settled)."""
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._settle_queue: list[tuple[str, list[UsageEvent]]] = []
+        self._settle_wake: asyncio.Event | None = None
+        self._settler: asyncio.Task[None] | None = None
+        self._settling = 0
 
     @classmethod
     def open(
@@ -176,6 +194,7 @@ class Meter:
         m = settings.metering
         url = m.ledger_url or f"sqlite:///{(settings.data_dir / 'metering.db').resolve()}"
         meter = cls.open(url, synchronous=m.synchronous, default_ttl_s=m.reservation_ttl)
+        meter.settle_in_background = bool(getattr(m, "settle_in_background", False))
         if m.price_file:
             meter.load_prices(m.price_file)
         return meter
@@ -207,8 +226,56 @@ class Meter:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, functools.partial(fn, *args, **kwargs))
 
+    # -- background settling ---------------------------------------------------------
+
+    def _enqueue_settle(self, reservation_id: str, events: list[UsageEvent]) -> None:
+        self._settle_queue.append((reservation_id, events))
+        if self._settler is None or self._settler.done():
+            self._settle_wake = asyncio.Event()
+            self._settler = asyncio.get_running_loop().create_task(self._settle_loop(), name="myriad-meter-settle")
+        assert self._settle_wake is not None
+        self._settle_wake.set()
+
+    async def _settle_loop(self) -> None:
+        assert self._settle_wake is not None
+        while True:
+            await self._settle_wake.wait()
+            self._settle_wake.clear()
+            while self._settle_queue:
+                batch, self._settle_queue = self._settle_queue[:512], self._settle_queue[512:]
+                self._settling = len(batch)
+                try:
+                    await self._run(self.store.settle_many, batch)
+                except Exception as e:  # noqa: BLE001 - retry: settling is idempotent (event ids, hold rows)
+                    log.warning("background settle of %d reservation(s) failed, retrying: %s", len(batch), e)
+                    self._settle_queue[:0] = batch
+                    await asyncio.sleep(0.5)
+                finally:
+                    self._settling = 0
+
+    async def drain(self) -> None:
+        """Wait until every background settle has been written."""
+        while self._settle_queue or self._settling:
+            if self._settle_wake is not None:
+                self._settle_wake.set()
+            await asyncio.sleep(0.002)
+
+    async def aclose(self) -> None:
+        """Write pending background settles, then ``close``."""
+        await self.drain()
+        if self._settler is not None:
+            self._settler.cancel()
+            try:
+                await self._settler
+            except asyncio.CancelledError:
+                pass
+            self._settler = None
+        self.close()
+
     def close(self) -> None:
-        """Stop the worker thread and close the ledger."""
+        """Stop the worker thread and close the ledger (``aclose`` also writes pending settles)."""
+        if self._settle_queue:
+            log.warning("closing the meter with %d unsettled reservation(s); use aclose()", len(self._settle_queue))
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

@@ -67,6 +67,10 @@ class MeteredSandbox:
         self.default_memory_mb = default_memory_mb
         self.subject_of = subject_of
 
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:  # noqa: D105 - isinstance(box, ContainerSandbox) keeps working through the wrapper
+        return type(self.inner)
+
     def __getattr__(self, name: str) -> Any:
         attr = getattr(self.inner, name)
         if name in self.METERED and callable(attr):

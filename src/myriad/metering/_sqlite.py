@@ -29,12 +29,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
-from myriad.errors import Conflict, InvalidRequest, NotFound, StorageError
+from myriad.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, StorageError
 from myriad.metering._events import Subject, UsageEvent, from_us, iso, money_str, to_us
 from myriad.metering._admission import CHECKS, budget_exceeded
 from myriad.metering._limits import MINUTE_US, Budget, BudgetStatus, Limit, Scope, period_start
 from myriad.metering._prices import PriceBook, PriceVersion
 from myriad.metering._sqlite_schema import SCHEMA as _SCHEMA
+from myriad.metering._sqlite_schema import migrate
 from myriad.metering._store import (
     BUCKETS,
     DIMENSIONS,
@@ -50,7 +51,7 @@ from myriad.metering._store import (
 log = logging.getLogger("myriad.metering")
 
 HOUR_US = 3_600_000_000
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SWEEP_BATCH = 256
 SWEEP_EVERY_US = 1_000_000
 CHECKPOINT_EVERY_S = 0.25
@@ -120,6 +121,7 @@ class SQLiteLedger:
                 for stmt in _SCHEMA.split(";"):
                     if stmt.strip():
                         db.execute(stmt)
+                migrate(db)
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open metering ledger {self.path}: {e}") from None
@@ -369,15 +371,16 @@ class SQLiteLedger:
 
     @staticmethod
     def _budget_of(row: Sequence[Any]) -> Budget:
-        id_, tenant, user, agent, period, hard, soft = row
+        id_, tenant, user, agent, period, hard, soft, managed_by = row
         return Budget(
             Scope(tenant, user, agent), period,
-            None if hard is None else money_str(hard), None if soft is None else money_str(soft), id=id_,  # type: ignore[arg-type]
+            None if hard is None else money_str(hard), None if soft is None else money_str(soft), id=id_,
+            managed_by=managed_by,
         )
 
     def _matching_budgets(self, db: sqlite3.Connection, s: Subject) -> list[Budget]:
         rows = db.execute(
-            "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets"
+            "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets"
             " WHERE tenant = ? AND (user IS NULL OR user = ?) AND (agent IS NULL OR agent = ?) ORDER BY id",
             (s.tenant, s.user, s.agent),
         ).fetchall()
@@ -386,19 +389,26 @@ class SQLiteLedger:
     def put_budget(self, budget: Budget) -> Budget:
         sc = budget.scope
         with self._write() as db:
-            row = db.execute("SELECT tenant FROM budgets WHERE id = ?", (budget.id,)).fetchone()
+            row = db.execute("SELECT tenant, managed_by FROM budgets WHERE id = ?", (budget.id,)).fetchone()
             if row is not None and row[0] != sc.tenant:
                 raise Conflict(f"budget id {budget.id} is taken")
+            _check_manager(row, budget.managed_by, "budget", budget.id)
             db.execute(
-                "INSERT INTO budgets(id, tenant, user, agent, period, hard_nanos, soft_nanos, created_us) VALUES (?,?,?,?,?,?,?,?)"
-                " ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent, period=excluded.period,"
-                " hard_nanos=excluded.hard_nanos, soft_nanos=excluded.soft_nanos",
-                (budget.id, sc.tenant, sc.user, sc.agent, budget.period, budget.hard_nanos, budget.soft_nanos, self._now_us()),
+                "INSERT INTO budgets(id, tenant, user, agent, period, hard_nanos, soft_nanos, created_us, managed_by)"
+                " VALUES (?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent,"
+                " period=excluded.period, hard_nanos=excluded.hard_nanos, soft_nanos=excluded.soft_nanos,"
+                " managed_by=excluded.managed_by",
+                (budget.id, sc.tenant, sc.user, sc.agent, budget.period, budget.hard_nanos, budget.soft_nanos, self._now_us(),
+                 budget.managed_by),
             )
         return budget
 
-    def delete_budget(self, budget_id: str, tenant: str | None = None) -> None:
+    def delete_budget(self, budget_id: str, tenant: str | None = None, managed_by: str | None = None) -> None:
         with self._write() as db:
+            if managed_by is not None:
+                row = db.execute("SELECT tenant, managed_by FROM budgets WHERE id = ? AND (? IS NULL OR tenant = ?)",
+                                 (budget_id, tenant, tenant)).fetchone()
+                _check_manager(row, managed_by, "budget", budget_id)
             cur = db.execute("DELETE FROM budgets WHERE id = ? AND (? IS NULL OR tenant = ?)", (budget_id, tenant, tenant))
             if cur.rowcount == 0:
                 raise NotFound(f"no budget {budget_id!r}")
@@ -407,7 +417,7 @@ class SQLiteLedger:
     def budgets(self, tenant: str | None) -> list[Budget]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets WHERE ? IS NULL OR tenant = ? ORDER BY id",
+                "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets WHERE ? IS NULL OR tenant = ? ORDER BY id",
                 (tenant, tenant),
             ).fetchall()
         return [self._budget_of(r) for r in rows]
@@ -417,7 +427,7 @@ class SQLiteLedger:
         with self._read() as db:
             budgets = self._matching_budgets(db, subject) if subject else [
                 self._budget_of(r) for r in db.execute(
-                    "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos FROM budgets WHERE tenant = ? ORDER BY id", (tenant,)
+                    "SELECT id, tenant, user, agent, period, hard_nanos, soft_nanos, managed_by FROM budgets WHERE tenant = ? ORDER BY id", (tenant,)
                 ).fetchall()
             ]
             out = []
@@ -431,12 +441,12 @@ class SQLiteLedger:
 
     @staticmethod
     def _limit_of(row: Sequence[Any]) -> Limit:
-        id_, tenant, user, agent, operation, kind, value = row
-        return Limit(Scope(tenant, user, agent), kind, value, operation, id=id_)
+        id_, tenant, user, agent, operation, kind, value, managed_by = row
+        return Limit(Scope(tenant, user, agent), kind, value, operation, id=id_, managed_by=managed_by)
 
     def _matching_limits(self, db: sqlite3.Connection, s: Subject, operation: str) -> list[Limit]:
         rows = db.execute(
-            "SELECT id, tenant, user, agent, operation, kind, limit_value FROM limits"
+            "SELECT id, tenant, user, agent, operation, kind, limit_value, managed_by FROM limits"
             " WHERE tenant = ? AND (user IS NULL OR user = ?) AND (agent IS NULL OR agent = ?) ORDER BY id",
             (s.tenant, s.user, s.agent),
         ).fetchall()
@@ -445,19 +455,24 @@ class SQLiteLedger:
     def put_limit(self, limit: Limit) -> Limit:
         sc = limit.scope
         with self._write() as db:
-            row = db.execute("SELECT tenant FROM limits WHERE id = ?", (limit.id,)).fetchone()
+            row = db.execute("SELECT tenant, managed_by FROM limits WHERE id = ?", (limit.id,)).fetchone()
             if row is not None and row[0] != sc.tenant:
                 raise Conflict(f"limit id {limit.id} is taken")
+            _check_manager(row, limit.managed_by, "limit", limit.id)
             db.execute(
-                "INSERT INTO limits(id, tenant, user, agent, operation, kind, limit_value) VALUES (?,?,?,?,?,?,?)"
+                "INSERT INTO limits(id, tenant, user, agent, operation, kind, limit_value, managed_by) VALUES (?,?,?,?,?,?,?,?)"
                 " ON CONFLICT(id) DO UPDATE SET user=excluded.user, agent=excluded.agent, operation=excluded.operation,"
-                " kind=excluded.kind, limit_value=excluded.limit_value",
-                (limit.id, sc.tenant, sc.user, sc.agent, limit.operation, limit.kind, limit.limit),
+                " kind=excluded.kind, limit_value=excluded.limit_value, managed_by=excluded.managed_by",
+                (limit.id, sc.tenant, sc.user, sc.agent, limit.operation, limit.kind, limit.limit, limit.managed_by),
             )
         return limit
 
-    def delete_limit(self, limit_id: str, tenant: str | None = None) -> None:
+    def delete_limit(self, limit_id: str, tenant: str | None = None, managed_by: str | None = None) -> None:
         with self._write() as db:
+            if managed_by is not None:
+                row = db.execute("SELECT tenant, managed_by FROM limits WHERE id = ? AND (? IS NULL OR tenant = ?)",
+                                 (limit_id, tenant, tenant)).fetchone()
+                _check_manager(row, managed_by, "limit", limit_id)
             cur = db.execute("DELETE FROM limits WHERE id = ? AND (? IS NULL OR tenant = ?)", (limit_id, tenant, tenant))
             if cur.rowcount == 0:
                 raise NotFound(f"no limit {limit_id!r}")
@@ -466,7 +481,7 @@ class SQLiteLedger:
     def limits(self, tenant: str | None) -> list[Limit]:
         with self._read() as db:
             rows = db.execute(
-                "SELECT id, tenant, user, agent, operation, kind, limit_value FROM limits WHERE ? IS NULL OR tenant = ? ORDER BY id",
+                "SELECT id, tenant, user, agent, operation, kind, limit_value, managed_by FROM limits WHERE ? IS NULL OR tenant = ? ORDER BY id",
                 (tenant, tenant),
             ).fetchall()
         return [self._limit_of(r) for r in rows]
@@ -567,20 +582,28 @@ class SQLiteLedger:
 
     def settle(self, reservation_id: str, events: Sequence[UsageEvent]) -> AppendResult:
         with self._write() as db:
+            return self._settle(db, reservation_id, events, self._now_us())
+
+    def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """Settle many reservations in one transaction (empty events = release)."""
+        with self._write() as db:
             now = self._now_us()
-            # an open reservation is a row; settled, released and expired ones are gone
-            row = db.execute(
-                "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
-            ).fetchone()
-            periods = dict(json.loads(row[1])) if row is not None else None
-            appended, dups, cost, tokens = self._append(db, events, now, periods)
-            overrun = 0
-            if row is not None:
-                self._unhold(db, row, tokens)
-                overrun = max(0, cost - row[0])
-                db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
-            elif appended:
-                log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
+            return [self._settle(db, rid, events, now) for rid, events in items]
+
+    def _settle(self, db: sqlite3.Connection, reservation_id: str, events: Sequence[UsageEvent], now: int) -> AppendResult:
+        # an open reservation is a row; settled, released and expired ones are gone
+        row = db.execute(
+            "SELECT amount_nanos, holds, rates, leases FROM reservations WHERE id = ?", (reservation_id,)
+        ).fetchone()
+        periods = dict(json.loads(row[1])) if row is not None else None
+        appended, dups, cost, tokens = self._append(db, events, now, periods) if events else (0, 0, 0, 0)
+        overrun = 0
+        if row is not None:
+            self._unhold(db, row, tokens)
+            overrun = max(0, cost - row[0])
+            db.execute("DELETE FROM reservations WHERE id = ?", (reservation_id,))
+        elif appended:
+            log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
         if overrun:
             log.warning("reservation %s cost %s more than it reserved", reservation_id, money_str(overrun))
         return AppendResult(appended, dups, cost, overrun)
@@ -606,9 +629,9 @@ class SQLiteLedger:
 
     def open_reservations(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute(
+            return int(db.execute(
                 "SELECT COUNT(*) FROM reservations WHERE ? IS NULL OR tenant = ?", (tenant, tenant)
-            ).fetchone()[0]
+            ).fetchone()[0])
 
     # -- reading -----------------------------------------------------------------
 
@@ -651,7 +674,7 @@ class SQLiteLedger:
                 args.append(v)
         return where, args
 
-    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _rollup_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         # the tenant-level table is far smaller; use it when no user/agent is asked about
         subject_level = bool({"user", "agent"} & set(q.group_by)) or q.user is not None or q.agent is not None
         table = "rollups" if subject_level else "rollups_tenant"
@@ -678,7 +701,7 @@ class SQLiteLedger:
             key = tuple(_none_if_blank(d, v) for d, v in zip(list(q.group_by) + ["bucket"], row[:n]))
             _add(acc, key, row[n], row[n + 1], row[n + 2])
 
-    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict) -> None:
+    def _raw_totals(self, db: sqlite3.Connection, q: UsageQuery, lo: int | None, hi: int | None, acc: dict[tuple[Any, ...], list[int]]) -> None:
         raw_cols = {"tenant": "e.tenant", "user": "e.user", "agent": "e.agent", "resource": "j.key", "model": "e.model",
                     "deployment": "e.deployment", "price_version": "e.price_version"}
         where, args = self._filters(q, raw_cols, None)
@@ -728,7 +751,13 @@ class SQLiteLedger:
 
     def count_events(self, tenant: str | None = None) -> int:
         with self._read() as db:
-            return db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0]
+            return int(db.execute("SELECT COUNT(*) FROM events WHERE ? IS NULL OR tenant = ?", (tenant, tenant)).fetchone()[0])
+
+
+def _check_manager(row: Sequence[Any] | None, actor: str, what: str, id_: str) -> None:
+    """A tenant may change only what a tenant set; operators may change anything."""
+    if row is not None and actor == "tenant" and row[1] != "tenant":
+        raise PermissionDenied(f"{what} {id_} was set by the operator; a tenant API key cannot change or remove it")
 
 
 def _none_if_blank(dim: str, v: Any) -> Any:
@@ -737,7 +766,7 @@ def _none_if_blank(dim: str, v: Any) -> Any:
     return None if v == "" else v
 
 
-def _add(acc: dict, key: tuple, q: int, c: int, n: int) -> None:
+def _add(acc: dict[tuple[Any, ...], list[int]], key: tuple[Any, ...], q: int, c: int, n: int) -> None:
     cur = acc.get(key)
     if cur is None:
         acc[key] = [q, c, n]

@@ -8,8 +8,12 @@
   ``notices`` (soft-limit and overrun notices).
 
 Money is integer nanos, quantities integer micro-units; "no user/agent/model" is ``''``
-in rollup keys so that upserts match.
+in rollup keys so that upserts match. ``managed_by`` says who set a budget or limit
+(``operator`` via CLI/config, ``tenant`` via its API key): a tenant cannot lift an
+operator's cap.
 """
+
+from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events(
@@ -42,7 +46,8 @@ CREATE TABLE IF NOT EXISTS price_versions(
 );
 CREATE TABLE IF NOT EXISTS budgets(
   id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  period TEXT NOT NULL, hard_nanos INTEGER, soft_nanos INTEGER, created_us INTEGER NOT NULL
+  period TEXT NOT NULL, hard_nanos INTEGER, soft_nanos INTEGER, created_us INTEGER NOT NULL,
+  managed_by TEXT NOT NULL DEFAULT 'operator'
 );
 CREATE INDEX IF NOT EXISTS budgets_tenant ON budgets(tenant);
 CREATE TABLE IF NOT EXISTS budget_usage(
@@ -53,7 +58,8 @@ CREATE TABLE IF NOT EXISTS budget_usage(
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS limits(
   id TEXT PRIMARY KEY, tenant TEXT NOT NULL, user TEXT, agent TEXT,
-  operation TEXT NOT NULL, kind TEXT NOT NULL, limit_value INTEGER NOT NULL
+  operation TEXT NOT NULL, kind TEXT NOT NULL, limit_value INTEGER NOT NULL,
+  managed_by TEXT NOT NULL DEFAULT 'operator'
 );
 CREATE INDEX IF NOT EXISTS limits_tenant ON limits(tenant);
 CREATE TABLE IF NOT EXISTS limit_state(
@@ -71,4 +77,13 @@ CREATE TABLE IF NOT EXISTS notices(
 );
 """
 
-__all__ = ["SCHEMA"]
+
+def migrate(db: Any) -> None:
+    """Bring a ledger made by an earlier version up to this schema (inside the open transaction)."""
+    for table in ("budgets", "limits"):
+        cols = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if "managed_by" not in cols:  # schema 3 -> 4: who may change a budget or limit
+            db.execute(f"ALTER TABLE {table} ADD COLUMN managed_by TEXT NOT NULL DEFAULT 'operator'")
+
+
+__all__ = ["SCHEMA", "migrate"]

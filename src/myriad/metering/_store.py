@@ -114,7 +114,7 @@ class StoredEvent:
 
     @property
     def time(self) -> str:
-        return self.cloudevent["time"]
+        return str(self.cloudevent["time"])
 
 
 @dataclass(frozen=True)
@@ -156,6 +156,10 @@ class LedgerStore(Protocol):
         """Record the actual usage of a reservation and release what it held."""
         ...
 
+    def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """``settle`` for many reservations in one transaction (empty events = release)."""
+        ...
+
     def release(self, reservation_id: str) -> None:
         """Give back everything a reservation held, recording no usage."""
         ...
@@ -172,7 +176,7 @@ class LedgerStore(Protocol):
 
     def put_budget(self, budget: Budget) -> Budget: ...
 
-    def delete_budget(self, budget_id: str, tenant: str | None = None) -> None: ...
+    def delete_budget(self, budget_id: str, tenant: str | None = None, managed_by: str | None = None) -> None: ...
 
     def budgets(self, tenant: str | None) -> list[Budget]: ...
 
@@ -180,7 +184,7 @@ class LedgerStore(Protocol):
 
     def put_limit(self, limit: Limit) -> Limit: ...
 
-    def delete_limit(self, limit_id: str, tenant: str | None = None) -> None: ...
+    def delete_limit(self, limit_id: str, tenant: str | None = None, managed_by: str | None = None) -> None: ...
 
     def limits(self, tenant: str | None) -> list[Limit]: ...
 

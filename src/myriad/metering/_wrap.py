@@ -163,7 +163,7 @@ class MeteredProvider:
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         subject = _require_subject(self.subject_of)
         async with self.meter.reserve(subject, self._estimate(body), operation="model.chat") as r:
-            response = await self.inner.chat(body)
+            response: dict[str, Any] = await self.inner.chat(body)
             r.commit(usage_of_openai(response.get("usage"), self.model, self.deployment),
                      attributes={"upstream_id": response.get("id"), "deployment": self.deployment})
             return response

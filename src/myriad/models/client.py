@@ -31,7 +31,7 @@ class ModelsClient:
         if isinstance(messages, str):
             msgs: list[dict[str, Any]] = [{"role": "user", "content": messages}]
         elif isinstance(messages, Sequence) and all(isinstance(m, dict) for m in messages):
-            msgs = list(messages)
+            msgs = [m for m in messages if isinstance(m, dict)]
         else:
             raise InvalidRequest("messages must be a string or a list of {'role', 'content'} dicts")
         body = {"messages": msgs, **params}

@@ -211,7 +211,8 @@ class Gateway:
         async def call(state: DeploymentState, provider: Provider) -> dict[str, Any]:
             return await provider.chat(dict(req, model=state.deployment.upstream_model))
 
-        raw, state, attempts = await self._call(alias, prompt_tokens, call, stream=False)
+        raw, state, attempts = await self._call(alias, prompt_tokens, call, stream=False,
+                                                caps=required_capabilities(req))
         raw["model"] = asked
         result = ChatResult(raw=raw, model=asked, deployment=state.deployment.name, attempts=attempts)
         await self._record(tenant, agent, asked, state.deployment, result.usage, self._clock() - started, "chat")
@@ -261,7 +262,7 @@ class Gateway:
         cfg = self.config.router
         started = self._clock()
         deadline = started + cfg.total_timeout
-        need = _Need(prompt_tokens)
+        need = _Need(prompt_tokens, required_capabilities(req))
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
@@ -330,7 +331,7 @@ class Gateway:
                 return
             if not await self._wait_before_retry(alias, need, pass_no, deadline, last):
                 break
-        raise self._exhausted(alias, last, attempts)
+        raise self._exhausted(alias, last, attempts, need)
 
     async def record_outcome(self, prompt: str | list[str], *, weak_ok: bool | list[bool],
                              tenant: str | None = None) -> int:
@@ -411,11 +412,11 @@ class Gateway:
         return alias
 
     async def _call(self, alias: str, prompt_tokens: int,
-                    fn: Callable[[DeploymentState, Provider], Awaitable[T]], *, stream: bool
-                    ) -> tuple[T, DeploymentState, int]:
+                    fn: Callable[[DeploymentState, Provider], Awaitable[T]], *, stream: bool,
+                    caps: frozenset[str] = frozenset()) -> tuple[T, DeploymentState, int]:
         cfg = self.config.router
         deadline = self._clock() + cfg.total_timeout
-        floor = _Need(prompt_tokens)
+        floor = _Need(prompt_tokens, caps)
         last: ModelError | None = None
         attempts = 0
         for pass_no in range(cfg.retries + 1):
@@ -449,7 +450,7 @@ class Gateway:
                 return result, state, attempts
             if not await self._wait_before_retry(alias, floor, pass_no, deadline, last):
                 break
-        raise self._exhausted(alias, last, attempts)
+        raise self._exhausted(alias, last, attempts, floor)
 
     def _chain(self, alias: str, need: "_Need") -> list[str]:
         """Groups to try: the alias (or its context fallbacks while nothing in it fits
@@ -480,7 +481,7 @@ class Gateway:
                 if g in floor.overflowed:
                     continue
                 ready = [s for s in self._groups[g] if s.deployment.name not in tried and s.available(now)
-                         and s.deployment.context_window >= floor.tokens and s.fits_limits(now, floor.tokens)]
+                         and floor.admits(s.deployment) and s.fits_limits(now, floor.tokens)]
                 if ready:
                     strategy = STRATEGIES[self._group(g).strategy or self.config.router.default_strategy]
                     nxt = strategy.order(ready, RouteContext(floor.tokens, stream, now, self._rng))[0]
@@ -499,7 +500,7 @@ class Gateway:
         now = self._clock()
         wait = min(cfg.max_backoff, cfg.backoff * (2 ** pass_no))
         states = [s for g in self._chain(alias, floor) if g not in floor.overflowed for s in self._groups[g]
-                  if s.deployment.context_window >= floor.tokens]
+                  if floor.admits(s.deployment)]
         if not states:
             return False
         if not any(s.available(now + wait) for s in states):
@@ -515,10 +516,15 @@ class Gateway:
         await asyncio.sleep(wait)
         return True
 
-    def _exhausted(self, alias: str, last: ModelError | None, attempts: int) -> ModelError:
+    def _exhausted(self, alias: str, last: ModelError | None, attempts: int, need: "_Need | None" = None
+                   ) -> ModelError:
         if last is None:
             now = self._clock()
             states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
+            if need is not None and need.caps and not any(
+                    not s.deployment.capabilities or need.caps <= s.deployment.capabilities for s in states):
+                return InvalidRequest(f"no deployment of {alias!r} (or its fallbacks) supports "
+                                      f"{', '.join(sorted(need.caps))}", details={"model": alias})
             soonest = min((s.cooldown_until for s in states), default=now) - now
             return NoDeploymentAvailable(
                 f"no deployment of {alias!r} is available (cooling down for another {max(0.0, soonest):.1f}s)",
@@ -552,14 +558,39 @@ _NO_GROUP = GroupConfig()
 
 
 class _Need:
-    """What a request needs of a deployment: room for its prompt, and not a group
-    whose upstream already said the prompt is too long."""
+    """What a request needs of a deployment: room for its prompt, the capabilities
+    it uses, and not a group whose upstream already said the prompt is too long."""
 
-    __slots__ = ("tokens", "overflowed")
+    __slots__ = ("tokens", "caps", "overflowed")
 
-    def __init__(self, tokens: int) -> None:
+    def __init__(self, tokens: int, caps: frozenset[str] = frozenset()) -> None:
         self.tokens = tokens
+        self.caps = caps
         self.overflowed: set[str] = set()
+
+    def admits(self, d: Deployment) -> bool:
+        # a deployment that declares no capabilities is taken at its word for nothing
+        # and tried anyway; one that declares some must include every one needed
+        return d.context_window >= self.tokens and (not self.caps or not d.capabilities
+                                                    or self.caps <= d.capabilities)
+
+
+def required_capabilities(req: Mapping[str, Any]) -> frozenset[str]:
+    """``tools`` when tools are offered, ``vision`` for image parts, ``json`` for a
+    JSON response_format."""
+    caps = set()
+    if req.get("tools"):
+        caps.add("tools")
+    fmt = req.get("response_format")
+    if isinstance(fmt, MappingABC) and fmt.get("type") in ("json_object", "json_schema"):
+        caps.add("json")
+    for m in req["messages"]:
+        content = m.get("content")
+        if isinstance(content, list) and any(isinstance(p, MappingABC) and p.get("type") == "image_url"
+                                             for p in content):
+            caps.add("vision")
+            break
+    return frozenset(caps)
 
 
 def _committing(chunk: Mapping[str, Any]) -> bool:

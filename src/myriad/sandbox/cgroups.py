@@ -210,7 +210,7 @@ class CgroupV1:
     name = "v1"
     controllers = ("memory", "pids", "cpu", "freezer")
 
-    def __init__(self, parent: str = "myriad") -> None:
+    def __init__(self, parent: str = "myriad-sandboxes") -> None:
         self.parent = parent
 
     def _roots(self) -> dict[str, Path]:
@@ -325,7 +325,7 @@ class CgroupV2:
     name = "v2"
     controllers = ("memory", "pids", "cpu")
 
-    def __init__(self, parent: str = "myriad") -> None:
+    def __init__(self, parent: str = "myriad-sandboxes") -> None:
         self.parent = parent
 
     def _root(self) -> Path | None:
@@ -348,10 +348,10 @@ class CgroupV2:
         root = self._root()
         assert root is not None
         parent = root / self.parent
-        if not parent.exists():
-            parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
         enable = " ".join(f"+{c}" for c in self.controllers)
-        for d in (root, parent):
+        levels = [root] + [root.joinpath(*Path(self.parent).parts[: i + 1]) for i in range(len(Path(self.parent).parts))]
+        for d in levels:  # every level down to the parent delegates the controllers
             if not set(self.controllers) <= set(_read(d / "cgroup.subtree_control").split()):
                 _write(d / "cgroup.subtree_control", enable)
         return parent
@@ -427,7 +427,7 @@ class Rlimits:
 
     name = "rlimit"
 
-    def __init__(self, parent: str = "myriad") -> None:
+    def __init__(self, parent: str = "myriad-sandboxes") -> None:
         self.parent = parent
 
     def available(self) -> str | None:
@@ -446,7 +446,7 @@ class Rlimits:
 BACKENDS: dict[str, type[CgroupV1] | type[CgroupV2] | type[Rlimits]] = {"v2": CgroupV2, "v1": CgroupV1, "rlimit": Rlimits}
 
 
-def pick(name: str = "auto", parent: str = "myriad") -> Backend:
+def pick(name: str = "auto", parent: str = "myriad-sandboxes") -> Backend:
     """The backend called ``name``, or for ``auto`` the first of v2, v1, rlimit that works here."""
     if name != "auto":
         cls = BACKENDS.get(name)

@@ -1,6 +1,6 @@
 """The container tier: bubblewrap namespaces + cgroups, for coding agents.
 
-A ``ContainerSandbox`` is a directory on the host (``<root>/<id>/`` with
+A ``ContainerSandbox`` (process plumbing in ``processes.py``) is a directory on the host (``<root>/<id>/`` with
 ``workspace/`` and ``tmp/``), a cgroup (``cgroups.py``) and the processes it runs.
 Each ``exec`` or background process is one ``bwrap`` (``bwrap.py``) joining the
 sandbox's cgroup before it execs, so the namespaces are fresh per process while the
@@ -23,9 +23,7 @@ import json
 import os
 import secrets
 import shutil
-import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -34,6 +32,7 @@ from myriad.sandbox import bwrap as _bwrap
 from myriad.sandbox import cgroups, seccomp
 from myriad.sandbox.egress import Attachment, EgressPolicy, EgressProxy, proxy_env
 from myriad.sandbox.files import FileInfo, Workspace
+from myriad.sandbox.processes import BackgroundProcess, Capture, ProcessInfo, feed, kill, pump, read_pipe
 from myriad.sandbox.interface import Limits, OutputCallback, RunResult, SandboxInfo
 
 RUNNERS: dict[str, list[str]] = {
@@ -44,82 +43,6 @@ RUNNERS: dict[str, list[str]] = {
     "js": ["node", "-e"],
 }
 MAX_PROCESSES = 64
-
-
-@dataclass
-class ProcessInfo:
-    """A background process as the API shows it."""
-
-    id: str
-    command: list[str]
-    status: str  # running | exited | killed
-    exit_code: int | None
-    started_at: float
-    ended_at: float | None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-class _Capture:
-    """Collects one output stream up to a limit (the head, or the tail for logs)."""
-
-    def __init__(self, limit: int, keep_tail: bool = False) -> None:
-        self.limit = limit
-        self.keep_tail = keep_tail
-        self.buf = bytearray()
-        self.truncated = False
-
-    def add(self, chunk: bytes) -> bytes:
-        """Store ``chunk``; return the part that fitted (what a streaming caller sees)."""
-        if self.keep_tail:
-            self.buf += chunk
-            if len(self.buf) > self.limit:
-                del self.buf[: len(self.buf) - self.limit]
-                self.truncated = True
-            return chunk
-        room = self.limit - len(self.buf)
-        if room <= 0:
-            self.truncated = True
-            return b""
-        if len(chunk) > room:
-            self.truncated = True
-            chunk = chunk[:room]
-        self.buf += chunk
-        return chunk
-
-    def text(self) -> str:
-        return self.buf.decode(errors="replace")
-
-
-class _Process:
-    def __init__(self, pid: str, argv: list[str], proc: asyncio.subprocess.Process, attachment: Attachment | None, limit: int) -> None:
-        self.id = pid
-        self.argv = argv
-        self.proc = proc
-        self.attachment = attachment
-        self.stdout = _Capture(limit, keep_tail=True)
-        self.stderr = _Capture(limit, keep_tail=True)
-        self.started_at = time.time()
-        self.ended_at: float | None = None
-        self.killed = False
-        self.task: asyncio.Task[None] | None = None
-
-    def info(self) -> ProcessInfo:
-        code = self.proc.returncode
-        status = "running" if code is None else ("killed" if self.killed else "exited")
-        return ProcessInfo(self.id, self.argv, status, code, self.started_at, self.ended_at)
-
-
-async def _pump(stream: asyncio.StreamReader | None, capture: _Capture, name: str, on_output: OutputCallback | None) -> None:
-    if stream is None:
-        return
-    while chunk := await stream.read(65536):
-        kept = capture.add(chunk)
-        if on_output is not None and kept:
-            res = on_output(name, kept)
-            if asyncio.iscoroutine(res):
-                await res
 
 
 class ContainerSandbox:
@@ -148,10 +71,8 @@ class ContainerSandbox:
         self.status = "running"
         self._live: set[asyncio.subprocess.Process] = set()
         self._attachments: set[Attachment] = set()
-        self._processes: dict[str, _Process] = {}
+        self._processes: dict[str, BackgroundProcess] = {}
         self._next_process = 0
-        self.on_run: Callable[[Any, float], None] | None = None
-        """Called with (sandbox, wall ms) after every exec and background process (metering)."""
         self.cgroup_name = ""
 
     # -- state --------------------------------------------------------------------------
@@ -238,7 +159,7 @@ class ContainerSandbox:
                 os.close(fd)
         attachment = None
         try:
-            raw = await _read_pipe(info_r)
+            raw = await read_pipe(info_r)
             info_r = -1  # owned (and closed) by the pipe transport now
             if not raw:
                 err = (await proc.stderr.read()).decode(errors="replace").strip() if proc.stderr else ""
@@ -267,7 +188,7 @@ class ContainerSandbox:
                 self._attachments.add(attachment)
             os.write(block_w, b"1")
         except BaseException:
-            _kill(proc)
+            kill(proc)
             if attachment is not None:
                 attachment.close()
             with contextlib.suppress(Exception):
@@ -292,7 +213,11 @@ class ContainerSandbox:
 
     def _timeout(self, timeout: float | None) -> float:
         cap = self.limits.timeout or 30.0
-        return min(float(timeout), cap) if timeout else cap
+        if timeout is None:
+            return cap
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
+        return min(float(timeout), cap)
 
     # -- exec ---------------------------------------------------------------------------
 
@@ -315,20 +240,20 @@ class ContainerSandbox:
         started = time.perf_counter()
         proc, attachment = await self._spawn(argv, env, cwd, stdin is not None)
         self._live.add(proc)
-        out, err = _Capture(limit), _Capture(limit)
-        work = asyncio.gather(_pump(proc.stdout, out, "stdout", on_output), _pump(proc.stderr, err, "stderr", on_output),
-                              _feed(proc, stdin), proc.wait())
+        out, err = Capture(limit), Capture(limit)
+        work = asyncio.gather(pump(proc.stdout, out, "stdout", on_output), pump(proc.stderr, err, "stderr", on_output),
+                              feed(proc, stdin), proc.wait())
         try:
             await asyncio.wait_for(work, wall)
         except asyncio.TimeoutError:
-            _kill(proc)
+            kill(proc)
             await proc.wait()
             raise SandboxTimeout(
                 f"command ran longer than the {wall:g} s limit and was killed",
                 details={"stdout": out.text(), "stderr": err.text()},
             ) from None
         except BaseException:
-            _kill(proc)
+            kill(proc)
             raise
         finally:
             self._live.discard(proc)
@@ -336,8 +261,6 @@ class ContainerSandbox:
                 attachment.close()
                 self._attachments.discard(attachment)
             self.touch()
-            if self.on_run is not None:
-                self.on_run(self, (time.perf_counter() - started) * 1000)
         code = proc.returncode if proc.returncode is not None else -1
         error = None
         if self.group.oom_kills() > ooms:
@@ -378,17 +301,15 @@ class ContainerSandbox:
             raise Conflict(f"sandbox {self.id} already runs {MAX_PROCESSES} background processes")
         proc, attachment = await self._spawn(argv, env, cwd, False)
         self._next_process += 1
-        bp = _Process(f"proc_{self._next_process}", argv, proc, attachment, int(self.limits.output_bytes or 1_048_576))
+        bp = BackgroundProcess(f"proc_{self._next_process}", argv, proc, attachment, int(self.limits.output_bytes or 1_048_576))
         self._processes[bp.id] = bp
         self._live.add(proc)
 
         async def watch() -> None:
             try:
-                await asyncio.gather(_pump(proc.stdout, bp.stdout, "stdout", None), _pump(proc.stderr, bp.stderr, "stderr", None), proc.wait())
+                await asyncio.gather(pump(proc.stdout, bp.stdout, "stdout", None), pump(proc.stderr, bp.stderr, "stderr", None), proc.wait())
             finally:
                 bp.ended_at = time.time()
-                if self.on_run is not None:
-                    self.on_run(self, (bp.ended_at - bp.started_at) * 1000)
                 self._live.discard(proc)
                 if attachment is not None:
                     attachment.close()
@@ -400,7 +321,7 @@ class ContainerSandbox:
     def list_processes(self) -> list[ProcessInfo]:
         return [p.info() for p in self._processes.values()]
 
-    def _process(self, pid: str) -> _Process:
+    def _process(self, pid: str) -> BackgroundProcess:
         p = self._processes.get(pid)
         if p is None:
             raise NotFound(f"sandbox {self.id} has no process {pid!r}")
@@ -426,7 +347,7 @@ class ContainerSandbox:
         self.touch()
         if p.proc.returncode is None:
             p.killed = True
-            _kill(p.proc)
+            kill(p.proc)
             if p.task is not None:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(asyncio.shield(p.task), 5)
@@ -522,7 +443,7 @@ class ContainerSandbox:
             return
         self.status = "closed"
         for proc in list(self._live):
-            _kill(proc)
+            kill(proc)
         for a in list(self._attachments):
             a.close()
         await asyncio.to_thread(self.group.destroy)
@@ -541,38 +462,6 @@ def chown_tree(path: Path, uid: int) -> None:
     for dirpath, dirnames, filenames in os.walk(path):
         for name in dirnames + filenames:
             os.chown(os.path.join(dirpath, name), uid, uid, follow_symlinks=False)
-
-
-async def _read_pipe(fd: int) -> bytes:
-    """Read a pipe to EOF on the event loop (no thread hop); closes ``fd``."""
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0))
-    try:
-        return await reader.read()
-    finally:
-        transport.close()
-
-
-async def _feed(proc: asyncio.subprocess.Process, data: bytes | str | None) -> None:
-    if data is None or proc.stdin is None:
-        return
-    try:
-        proc.stdin.write(data.encode() if isinstance(data, str) else data)
-        await proc.stdin.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        pass
-    finally:
-        proc.stdin.close()
-
-
-def _kill(proc: asyncio.subprocess.Process) -> None:
-    # SIGKILL the bwrap monitor and its process group; --die-with-parent takes the
-    # sandbox's pid 1 with it, and the kernel kills the rest of that pid namespace.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(ProcessLookupError):
-        proc.kill()
 
 
 def _untraversable(path: Path) -> Path | None:
@@ -667,10 +556,14 @@ class ContainerTier:
             if shutil.which(tool) is None:
                 raise SandboxUnavailable(f"{tool} not installed (it sets the sandbox's rlimits / uid): apt-get install util-linux")
         _bwrap.probe(self.bwrap, self.layout, preexec=(lambda: _drop_to(probe_uid)) if probe_uid is not None else None)
-        self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), getattr(self.settings, "cgroup_parent", "myriad"))
+        # Cgroups are shared by every host on the machine (some may live in other pid
+        # namespaces, where our pids look dead): this root's sandboxes live under their
+        # own <cgroup_parent>/<hash of the root>, and only that subtree is ever swept.
+        self.cgroup_prefix = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
+        parent = f"{getattr(self.settings, 'cgroup_parent', 'myriad-sandboxes')}/{self.cgroup_prefix}"
+        self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), parent)
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
-        self.cgroup_prefix = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
         self._checked = True
         self.sweep()
 
@@ -693,13 +586,9 @@ class ContainerTier:
                     self.backend.remove(meta["cgroup"])
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
-        # Cgroups are shared by every host on the machine (some may live in other pid
-        # namespaces, where our pids look dead): only ever touch those named after
-        # this root.
-        for name in self.backend.orphans():
-            prefix, _, rest = name.partition(".")
-            tag = rest.split(".", 1)[0]
-            if prefix == self.cgroup_prefix and tag != self.tag and not _alive(tag):
+        for name in self.backend.orphans():  # this root's subtree only
+            tag = name.split(".", 1)[0]
+            if tag != self.tag and not _alive(tag):
                 with contextlib.suppress(OSError):
                     self.backend.remove(name)
         return removed
@@ -714,7 +603,7 @@ class ContainerTier:
         # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
         dirname = f"{id}.{secrets.token_hex(6)}"
         d = self.root / dirname
-        cgroup_name = f"{self.cgroup_prefix}.{self.tag}.{dirname}"
+        cgroup_name = f"{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
         def setup() -> cgroups.Group:

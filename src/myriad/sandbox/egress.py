@@ -39,6 +39,8 @@ from typing import Any, Awaitable, Callable, Iterable, Mapping
 from myriad.errors import InvalidRequest, PermissionDenied, SandboxUnavailable
 
 PROXY_PORT = 3128
+MAX_CONNECTIONS = 256
+"""Concurrent proxied connections per sandboxed process (each costs the host two descriptors)."""
 _CLONE_NEWNET = 0x40000000
 _MAX_HEAD = 64 * 1024
 
@@ -48,9 +50,12 @@ class EgressPolicy:
     """Which hosts a sandbox may reach.
 
     ``allow``: host patterns (``example.com`` exactly, ``*.example.com`` any
-    subdomain, ``*`` any public host). ``deny``: the same syntax, and it wins.
+    subdomain, ``*`` any public host), optionally with a port (``example.com:443``
+    allows that port only; without one, any port). ``deny``: the same syntax, and
+    it wins.
     ``allow_private``: addresses, networks (``10.0.0.0/8``) or host names that
-    may resolve to non-global addresses (e.g. ``127.0.0.1`` for a test server).
+    may resolve to non-global addresses (e.g. ``127.0.0.1`` for a test server); it
+    only relaxes the address check, the host must still be allowed.
     """
 
     allow: list[str] = field(default_factory=list)
@@ -86,17 +91,16 @@ class EgressPolicy:
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
-    def check_host(self, host: str) -> str | None:
-        """``None`` if the name may be contacted, else why not."""
+    def check_host(self, host: str, port: int | None = None) -> str | None:
+        """``None`` if the name (and port) may be contacted, else why not."""
         host = host.lower().rstrip(".")
         for pattern in self.deny:
-            if _match(pattern, host):
+            if _match(pattern, host, port):
                 return f"{host} is denied by {pattern!r}"
-        if any(_match(p, host) for p in self.allow):
+        if any(_match(p, host, port) for p in self.allow):
             return None
-        if host in self.allow_private:
-            return None
-        return f"{host} is not in this sandbox's allowlist"
+        where = f"{host}:{port}" if port is not None and any(_match(p, host, None) for p in self.allow) else host
+        return f"{where} is not in this sandbox's allowlist"
 
     def check_address(self, host: str, address: str) -> str | None:
         """``None`` if ``address`` (what ``host`` resolved to) may be contacted, else why not."""
@@ -113,7 +117,12 @@ class EgressPolicy:
         return f"{host} resolves to {ip}, a non-public address (list it in allow_private to permit)"
 
 
-def _match(pattern: str, host: str) -> bool:
+def _match(pattern: str, host: str, port: int | None = None) -> bool:
+    name, sep, port_s = pattern.rpartition(":")
+    if sep and port_s.isdigit() and "]" not in port_s:
+        if port is not None and int(port_s) != port:
+            return False
+        pattern = name
     if pattern == "*":
         return True
     if pattern.startswith("*."):
@@ -176,6 +185,11 @@ class EgressProxy:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             task = asyncio.current_task()
             assert task is not None
+            if len(attachment.tasks) >= MAX_CONNECTIONS:
+                self._record(sandbox_id, "", 0, "", False, f"more than {MAX_CONNECTIONS} concurrent connections")
+                await _reply(writer, 429, f"more than {MAX_CONNECTIONS} concurrent connections from this process")
+                writer.close()
+                return
             attachment.tasks.add(task)
             try:
                 await self._serve(reader, writer, policy, sandbox_id, owner)
@@ -245,7 +259,7 @@ class EgressProxy:
             return await _reply(writer, 400, "this is a proxy: send CONNECT host:port or an absolute http:// URL")
         if not host or port is None:
             return await _reply(writer, 400, f"bad target {target!r}")
-        why = policy.check_host(host)
+        why = policy.check_host(host, port)
         if why is None:
             address, why = await self._resolve(policy, host, port)
         if why is not None:
@@ -331,7 +345,7 @@ def _split_hostport(value: str, default: int) -> tuple[str, int | None]:
 
 
 async def _reply(writer: asyncio.StreamWriter, status: int, message: str) -> None:
-    reasons = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}
+    reasons = {400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests", 502: "Bad Gateway"}
     body = f"myriad egress: {message}\n".encode()
     writer.write(
         f"HTTP/1.1 {status} {reasons.get(status, 'Error')}\r\nContent-Type: text/plain\r\n"

@@ -136,8 +136,6 @@ class IsolateSandbox:
         self.last_used_at = self.created_at
         self.runs = 0
         self._racer: Any = None
-        self.on_run: Callable[[Any, float], None] | None = None
-        """Called with (sandbox, wall ms) after every run (metering)."""
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead_reason: str | None = None
@@ -196,6 +194,8 @@ class IsolateSandbox:
             raise InvalidRequest(f"code is larger than {MAX_CODE_BYTES} bytes")
         if self._closed:
             raise SandboxError(f"sandbox {self.id} is closed")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise InvalidRequest(f"timeout must be a positive number of seconds, got {timeout!r}")
         timeout = float(timeout or self.limits.timeout or 30.0)
         if self.limits.timeout:
             timeout = min(timeout, self.limits.timeout)
@@ -204,12 +204,7 @@ class IsolateSandbox:
                 await self.start()
             self.last_used_at = time.time()
             self.runs += 1
-            started = time.perf_counter()
-            try:
-                return await self._run_locked(code, timeout)
-            finally:
-                if self.on_run is not None:
-                    self.on_run(self, (time.perf_counter() - started) * 1000)
+            return await self._run_locked(code, timeout)
 
     async def _run_locked(self, code: str, timeout: float) -> RunResult:
         mr_mod = _mini_racer()

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from myriad.errors import InvalidRequest, NotFound, SandboxError, SandboxUnavailable, TierUnavailable
+from myriad.errors import InvalidRequest, NotFound, RateLimited, SandboxError, SandboxUnavailable, TierUnavailable
 from myriad.sandbox.container import ContainerSandbox, ContainerTier
 from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
@@ -76,7 +76,7 @@ class Sandboxes:
     """Opens, finds and closes sandboxes of every tier for one host."""
 
     def __init__(self, settings: Any = None, *, data_dir: str | Path = ".myriad", egress: EgressProxy | None = None,
-                 tiers: Iterable[str] | None = None, reap_interval: float = 5.0, meter: Any = None) -> None:
+                 tiers: Iterable[str] | None = None, reap_interval: float = 5.0) -> None:
         if settings is None:
             from myriad.settings import SandboxSettings
 
@@ -93,10 +93,6 @@ class Sandboxes:
         self._open_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reap_interval = reap_interval
-        self.meter = meter
-        """A ``myriad.metering.Meter``: each run is recorded as ``sandbox.<tier>.*`` usage."""
-        self._subjects: dict[str, tuple[str, str | None]] = {}
-        self._recording: set[asyncio.Task[Any]] = set()
 
     # -- tiers --------------------------------------------------------------------------
 
@@ -142,10 +138,6 @@ class Sandboxes:
         ``owner`` is a string (the server passes the tenant) or anything with a
         ``path`` (an agent's ``AgentRef``: each agent owns its own sandboxes).
         """
-        if self.meter is not None:
-            ref_tenant = getattr(owner, "tenant", None)
-            name = owner_key(owner)
-            self._subjects.setdefault(name, (ref_tenant, name) if isinstance(ref_tenant, str) else (name, None))
         owner = owner_key(owner)
         needs = set(needs or ())
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
@@ -167,24 +159,24 @@ class Sandboxes:
                     self._touch(key, existing)
                     return existing
                 return await self._create(key, needs, tier, limits, tools, policy)
-        return await self._create(None, needs, tier, limits, tools, policy)
+        return await self._create((owner, f"sb_{secrets.token_hex(8)}"), needs, tier, limits, tools, policy)
 
-    async def _create(self, key: tuple[str, str] | None, needs: set[str], tier: str | None, limits: Limits | None,
+    async def _create(self, key: tuple[str, str], needs: set[str], tier: str | None, limits: Limits | None,
                       tools: Any, policy: EgressPolicy | None, from_dir: Path | None = None) -> Sandbox:
         t = self.choose(needs, tier)
         t.check()
-        owner = key[0] if key else "default"
-        sid = key[1] if key else f"sb_{secrets.token_hex(8)}"
-        if key is None:
-            key = (owner, sid)
+        owner, sid = key
+        if t.name != "isolate":
+            cap = int(getattr(self.settings, "max_containers_per_owner", 32))
+            held = sum(1 for (o, _), sb in self._live.items() if o == owner and sb.tier == t.name and not sb.closed)
+            if held >= cap:
+                raise RateLimited(f"{owner} already holds {held} {t.name} sandboxes (limit {cap}); delete one first")
         defaults = self._isolate_defaults if t.name == "isolate" else self._container_defaults
         merged = (limits or Limits()).capped(defaults).merged(defaults)
         options: dict[str, Any] = {"tools": tools, "network": policy}
         if from_dir is not None:
             options["from_dir"] = from_dir
         sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
-        if self.meter is not None:
-            sandbox.on_run = self._record  # type: ignore[attr-defined]
         self._live[key] = sandbox
         self._touch(key, sandbox)
         if t.name == "isolate":
@@ -306,21 +298,6 @@ class Sandboxes:
         self._snapshots.pop(snap.id, None)
         await asyncio.to_thread(shutil.rmtree, self.root / "_snapshots" / snap.id, True)
 
-    # -- metering -----------------------------------------------------------------------
-
-    def _record(self, sandbox: Any, wall_ms: float) -> None:
-        """Record one run as usage, off the caller's path (a ledger write must not slow a run)."""
-        from myriad.metering import Subject, Usage
-
-        tenant, agent = self._subjects.get(sandbox.owner, (sandbox.owner, None))
-        try:
-            subject = Subject(tenant, agent=agent)
-        except Exception:
-            return
-        task = asyncio.ensure_future(self.meter.record(subject, Usage.sandbox_run(sandbox.tier, wall_ms=round(wall_ms, 3))))
-        self._recording.add(task)
-        task.add_done_callback(self._recording.discard)
-
     # -- expiry -------------------------------------------------------------------------
 
     def _start_reaper(self) -> None:
@@ -347,9 +324,7 @@ class Sandboxes:
         return gone
 
     async def aclose(self) -> None:
-        """Close every sandbox and stop the reaper and the tiers (pending usage records are flushed)."""
-        if self._recording:
-            await asyncio.gather(*self._recording, return_exceptions=True)
+        """Close every sandbox and stop the reaper and the tiers."""
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

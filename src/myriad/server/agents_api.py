@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, MutableMapping
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -50,7 +50,7 @@ def parse_agent_path(tenant: str, raw_path: str, host: AgentHost) -> tuple[Agent
     return ref, rest
 
 
-def _raw_path(scope: dict[str, Any]) -> str:
+def _raw_path(scope: MutableMapping[str, Any]) -> str:
     raw = scope.get("raw_path")
     return raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
 
@@ -85,8 +85,8 @@ async def agent_websocket(ws: WebSocket) -> None:
         return
     await ws.accept()
     query = dict(ws.query_params)
-    query.pop("token", None)
-    conn = Connection(query.pop("_pk", None) or uuid.uuid4().hex, _WebSocketTransport(ws), query)
+    query.pop("token", "")
+    conn = Connection(query.pop("_pk", "") or uuid.uuid4().hex, _WebSocketTransport(ws), query, principal=principal)
     max_bytes = services.settings.agents.max_frame_bytes
     code, reason = 1000, ""
     try:
@@ -123,7 +123,7 @@ async def agent_http(request: Request) -> Response:
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
     principal.require(f"agents:{ref.agent_class}")
-    result = await host.request(ref, request)
+    result = await host.request(ref, request, caller=principal)
     if isinstance(result, Response):
         return result
     return JSONResponse(result)
@@ -180,7 +180,8 @@ async def agent_rpc(request: Request) -> JSONResponse:
     args = body.get("args", [])
     if not isinstance(args, list):
         raise InvalidRequest("args must be a list")
-    result = await request.app.state.services.host.call(ref, body["method"], args)
+    result = await request.app.state.services.host.call(ref, body["method"], args,
+                                                        caller=await require_principal(request))
     return JSONResponse({"result": result})
 
 

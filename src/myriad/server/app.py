@@ -9,7 +9,7 @@ from typing import AsyncIterator
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
 from myriad.server import agents_api, gateway_api, identity_api, sandbox_api, telemetry_api, usage_api
@@ -48,10 +48,10 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
             if manage_services:
                 await services.close()
 
-    routes = [Route("/healthz", health, methods=["GET"])]
+    routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
+    routes += gateway_api.routes()  # first: exact paths, and the hottest (routes are matched in order)
     routes += agents_api.routes()
     routes += usage_api.routes()
-    routes += gateway_api.routes()
     routes += sandbox_api.routes()
     routes += telemetry_api.routes()
     routes += identity_api.routes()

@@ -75,7 +75,7 @@ def _gateway(request: Request) -> Any:
     return models
 
 
-async def chat_completions(request: Request) -> Response:
+async def chat_completions(request: Request) -> Any:
     try:
         principal = await require_principal(request)
         gateway = _gateway(request)

@@ -34,6 +34,7 @@ class Services:
     telemetry: Any = None
     identity: Any = None
     _closers: list[Any] = field(default_factory=list)
+    _starters: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
         await self.storage.open()
@@ -41,6 +42,8 @@ class Services:
         await self.host.start()
         if self.telemetry is not None:
             await self.telemetry.start()
+        for start in self._starters:
+            start()
 
     async def close(self) -> None:
         await self.host.stop()
@@ -79,16 +82,26 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
 
         sandboxes.egress.add_hook(egress_hook(meter))
         sandboxes = MeteredSandboxes(sandboxes, meter)
-    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes,
-                     instrumentation=telemetry.instrument_host())
+    turn_wrappers: list[Any] = [telemetry.instrument_host()]
+    counter = None
+    if meter is not None:
+        from myriad.metering import TurnMeter, UsageCounter
+
+        counter = UsageCounter(meter)
+        turn_wrappers.append(TurnMeter(counter))
+    host = AgentHost(storage, settings.agents, models=models, sandboxes=sandboxes, meter=meter,
+                     instrumentation=turn_wrappers)
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
-    host.identity = services.identity  # type: ignore[attr-defined]  # agents reach it as self._host.identity
+    host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
-        services._closers.append(meter.close)
+        services._closers.append(meter.aclose)  # writes pending settles; runs after the gateway and sandboxes close
     services._closers.append(gateway.aclose)
+    if counter is not None:
+        services._starters.append(counter.start)
+        services._closers.append(counter.stop)  # flushes the last counts before the meter closes
     services._closers.append(sandboxes.aclose)
     for cls in agent_classes or []:
         host.register(cls)

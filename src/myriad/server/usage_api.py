@@ -1,7 +1,9 @@
 """``/v1/usage``: a tenant's usage, spend, budgets and limits, and its exports.
 
 Every route is scoped to the caller's tenant (from its API key); a ``tenant``
-query parameter naming another tenant is refused with 403. Prices are read-only
+query parameter naming another tenant is refused with 403. Budgets and limits a
+tenant sets here are ``managed_by: tenant``; those the operator set (``myriad usage
+set-budget``) are visible but cannot be changed or removed with a tenant key (403). Prices are read-only
 here (operators set them with ``myriad usage add-prices`` or the price file).
 
     GET    /v1/usage                 totals / time series (?by=&bucket=&since=&until=&user=&agent=&model=&resource=&format=csv)
@@ -102,7 +104,7 @@ async def budgets(request: Request) -> Response:
             raise InvalidRequest(f"unknown budget field(s): {', '.join(sorted(unknown))}")
         kw = {"id": str(body["id"])} if body.get("id") else {}
         b = Budget(Scope(p.tenant, body.get("user"), body.get("agent")), body.get("period", "month"),
-                   body.get("hard"), body.get("soft"), **kw)
+                   body.get("hard"), body.get("soft"), managed_by="tenant", **kw)
         await meter.run(meter.store.put_budget, b)
         return JSONResponse(b.to_json(), status_code=201)
     q = request.query_params
@@ -112,7 +114,7 @@ async def budgets(request: Request) -> Response:
 
 async def budget_item(request: Request) -> Response:
     meter, p = await _ctx(request)
-    await meter.run(meter.store.delete_budget, request.path_params["id"], p.tenant)
+    await meter.run(meter.store.delete_budget, request.path_params["id"], p.tenant, "tenant")
     return Response(status_code=204)
 
 
@@ -126,7 +128,8 @@ async def limits(request: Request) -> Response:
         kw = {"id": str(body["id"])} if body.get("id") else {}
         kind: Any = body.get("kind")  # Limit validates kind and limit
         value: Any = body.get("limit")
-        lim = Limit(Scope(p.tenant, body.get("user"), body.get("agent")), kind, value, str(body.get("operation", "*")), **kw)
+        lim = Limit(Scope(p.tenant, body.get("user"), body.get("agent")), kind, value, str(body.get("operation", "*")),
+                    managed_by="tenant", **kw)
         await meter.run(meter.store.put_limit, lim)
         return JSONResponse(lim.to_json(), status_code=201)
     return JSONResponse({"limits": [x.to_json() for x in await meter.run(meter.store.limits, p.tenant)]})
@@ -134,7 +137,7 @@ async def limits(request: Request) -> Response:
 
 async def limit_item(request: Request) -> Response:
     meter, p = await _ctx(request)
-    await meter.run(meter.store.delete_limit, request.path_params["id"], p.tenant)
+    await meter.run(meter.store.delete_limit, request.path_params["id"], p.tenant, "tenant")
     return Response(status_code=204)
 
 

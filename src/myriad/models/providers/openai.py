@@ -29,7 +29,7 @@ class OpenAIProvider:
 
     async def stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
         async for events in self.http.post_sse("/chat/completions", body):
-            batch = []
+            batch: list[dict[str, Any]] = []
             for _event, data in events:
                 if data == b"[DONE]":
                     if batch:
