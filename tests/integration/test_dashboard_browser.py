@@ -70,10 +70,10 @@ def test_dashboard_in_chromium(live_server: LiveServer, tmp_path: Path):
             assert page.locator("#usage-chart svg rect").count() > 0
             assert "sim-small" in page.inner_text("#usage-legend") and "sim-large" in page.inner_text("#usage-legend")
             page.select_option("#usage-by", "user")
-            page.wait_for_function("document.querySelector('#usage-legend').innerText.includes('ann')")
+            page.wait_for_selector("#usage-legend span:has-text('ann')")
             assert "bob" in page.inner_text("#usage-legend")
             page.select_option("#usage-by", "model")
-            page.wait_for_function("document.querySelector('#usage-legend').innerText.includes('sim-small')")
+            page.wait_for_selector("#usage-legend span:has-text('sim-small')")
             sandboxes = page.inner_text("#sandboxes")
             assert "isolate" in sandboxes
             page.wait_for_selector("#errors li .lvl")
@@ -115,3 +115,5 @@ def test_dashboard_api_auth_and_bad_input(live_server: LiveServer):
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert httpx.get(u + "/dashboard/static/secrets.txt", headers=h).status_code == 404
     assert httpx.get(u + "/dashboard/static/app.js", headers=h).status_code == 200
+    page = httpx.get(u + "/dashboard", headers=h)
+    assert "default-src 'self'" in page.headers["content-security-policy"]

@@ -67,3 +67,26 @@ def test_turn_trace_and_metrics_reach_the_collector(tmp_path: Path, protocol: st
     assert durations and all(m["bounds"] == list(sc.DURATION_BUCKETS) for m in durations)
     names = {m["name"] for m in receiver.metrics}
     assert {sc.MYRIAD_TURN_DURATION, sc.MYRIAD_AGENTS_RESIDENT, sc.HTTP_SERVER_REQUEST_DURATION} <= names, names
+
+
+async def test_websocket_turns_join_the_clients_trace(live_server: LiveServer):
+    """Browsers cannot set headers on a WebSocket: traceparent and baggage ride in the query."""
+    import json
+
+    import websockets
+
+    trace_id = "5bf92f3577b34da6a3ce929d0e0e4736"
+    url = (f"{live_server.ws_url}/agents/counter/ws1?token={live_server.key}"
+           f"&traceparent=00-{trace_id}-00f067aa0ba902b7-01&baggage=enduser.id%3Dzoe")
+    async with websockets.connect(url) as ws:
+        await ws.send(json.dumps({"type": "rpc", "id": "r1", "method": "add", "args": [2, 3]}))
+        while True:
+            msg = json.loads(await ws.recv())
+            if msg.get("type") == "rpc" and msg.get("id") == "r1":
+                break
+    assert msg["result"] == 5
+    turns = httpx.get(live_server.url + "/dashboard/api/turns", headers=live_server.headers()).json()["turns"]
+    mine = [t for t in turns if t["trace_id"] == trace_id]
+    assert len(mine) >= 2  # the connect turn and the RPC turn
+    assert all(t["parent_id"] == "00f067aa0ba902b7" for t in mine)
+    assert all(t["attributes"][sc.MYRIAD_USER] == "zoe" for t in mine)

@@ -79,3 +79,15 @@ async def test_histograms_use_the_conventions_buckets(tel):
     snap = tel.metrics_snapshot()
     assert snap[sc.GEN_AI_CLIENT_TOKEN_USAGE]["points"][0]["bounds"] == list(sc.TOKEN_BUCKETS)
     assert snap[sc.GEN_AI_CLIENT_OPERATION_DURATION]["points"][0]["bounds"] == list(sc.DURATION_BUCKETS)
+
+
+def test_public_surface_is_exactly_the_intended_one():
+    import myriad.telemetry as t
+
+    assert sorted(t.__all__) == sorted([
+        "EXPORTERS", "LOG_FORMAT", "REDACTED", "AgentInstrumentation", "InstrumentedGateway", "InstrumentedSandbox",
+        "InstrumentedSandboxes", "Telemetry", "TelemetryMiddleware", "TelemetryStore", "carrier_from_scope",
+        "current_tenant", "current_user", "execute_tool", "genai", "inject_headers", "install_log_correlation",
+        "metrics_snapshot", "redact_headers", "redact_text", "redact_value", "sandbox_span", "semconv",
+        "setup_telemetry", "span_dict", "trace_env", "trace_headers"])
+    assert all(hasattr(t, name) for name in t.__all__)

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ratios = [a / b for a, b in zip(per_turn[mode], per_turn["off"]) if b > 0]
         overhead = (statistics.median(ratios) - 1) * 100 if mode != "off" else 0.0
         lat = sorted(latency[mode])
-        entry = {"cpu_us_per_turn_median": round(med * 1e6, 1),
+        entry: dict[str, Any] = {"cpu_us_per_turn_median": round(med * 1e6, 1),
                  "cpu_us_per_turn_p10_p90": [round(_q(per_turn[mode], 0.1) * 1e6, 1),
                                              round(_q(per_turn[mode], 0.9) * 1e6, 1)],
                  "overhead_pct_vs_off": round(overhead, 2),

@@ -40,6 +40,9 @@ _LOGIN = """<!doctype html><meta charset="utf-8"><title>Myriad dashboard</title>
 <p>{message}</p><p>Open <code>/dashboard?token=YOUR_API_KEY</code> (the key <code>myriad serve</code>
 printed, or one from <code>myriad keys create</code>). The key is then kept in a cookie for this page only.</p>"""
 _STARTED = time.time()
+_CSP = ("default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        "frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
+"""Nothing but this server, and no framing (the page holds a tenant's data)."""
 
 
 def _asset(name: str) -> str:
@@ -91,7 +94,8 @@ async def page(request: Request) -> Response:
                             secure=request.url.scheme == "https")
         return response
     html = _asset("index.html").replace("{{tenant}}", principal.tenant).replace("{{version}}", __version__)
-    return HTMLResponse(html, headers={"cache-control": "no-store"})
+    return HTMLResponse(html, headers={"cache-control": "no-store", "content-security-policy": _CSP,
+                                       "x-content-type-options": "nosniff", "referrer-policy": "no-referrer"})
 
 
 async def static(request: Request) -> Response:

@@ -245,25 +245,30 @@ class InstrumentedGateway:
                 response_id = chunk.raw.get("id")
                 pending: Any = chunk
                 anext = agen.__anext__
+                last_choices: Any = None
+                tail: Any = None
+                # per chunk: one dict read and the yield; the finish reasons come from the
+                # last chunk with choices, the usage from the usage-only chunk at the end
+                last: Any = chunk
                 while pending is not None:
-                    raw = pending.raw
-                    choices = raw.get("choices")
+                    last = pending
+                    choices = pending.raw.get("choices")
                     if choices:
-                        if choices[0].get("finish_reason") or len(choices) > 1:
-                            reasons += [c["finish_reason"] for c in choices if c.get("finish_reason")]
+                        last_choices = choices
                         if capture:
                             texts += [((c.get("delta") or {}).get("content")) or "" for c in choices]
-                        if "usage" in raw and raw["usage"]:
-                            usage = raw["usage"]
                         yield pending
                     else:
-                        usage = raw.get("usage") or usage
+                        tail = pending
                         if want_usage:
                             yield pending  # a usage-only chunk we asked for ourselves stays here
                     try:
                         pending = await anext()
                     except StopAsyncIteration:
                         pending = None
+                if last_choices:
+                    reasons = [c["finish_reason"] for c in last_choices if c.get("finish_reason")]
+                usage = (tail.raw.get("usage") if tail is not None else None) or last.raw.get("usage")
         except BaseException as e:
             error = e
             raise

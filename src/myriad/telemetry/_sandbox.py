@@ -126,7 +126,7 @@ class InstrumentedSandboxes:
                     return await fn(**args)
 
             call.__myriad_traced__ = True  # type: ignore[attr-defined]
-            return dataclasses.replace(t, fn=call)
+            return dataclasses.replace(t, fn=call)  # type: ignore[type-var]
 
         return [traced(t) for t in tools]
 

@@ -271,7 +271,7 @@ class Telemetry:
                 log.warning("telemetry shutdown failed: %s", e)
             finally:
                 try:
-                    loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+                    loop.call_soon_threadsafe(_resolve, done)
                 except RuntimeError:
                     pass  # the loop is gone already
 
@@ -280,6 +280,11 @@ class Telemetry:
             await asyncio.wait_for(asyncio.shield(done), timeout)
         except (TimeoutError, asyncio.TimeoutError):
             log.warning("telemetry export did not finish within %.1fs at shutdown; dropped", timeout)
+
+
+def _resolve(future: "asyncio.Future[None]") -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 # -- setup ---------------------------------------------------------------------------------
@@ -393,9 +398,9 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
 
     tp = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
     store = TelemetryStore(settings.store_spans, settings.store_minutes)
-    tp.add_span_processor(store)
+    tp.add_span_processor(store)  # type: ignore[arg-type]  # duck-typed SpanProcessor (no SDK import at module level)
     queue = int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
-    bsp_args = dict(
+    bsp_args: dict[str, Any] = dict(
         max_queue_size=queue,
         schedule_delay_millis=_number(env, "OTEL_BSP_SCHEDULE_DELAY", 5000),
         max_export_batch_size=int(_number(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", min(512, queue))),
