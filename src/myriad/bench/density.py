@@ -6,7 +6,9 @@ the simulated OpenAI-compatible upstream over HTTP (labelled simulated), persist
 state and replies. Model calls go through Myriad's gateway (``self.models``), as
 an agent's would (metering off: this measures the runtime and gateway). The host is pinned to CPU 0; the upstream and the load
 generator share CPU 1. Host-added latency = round trip minus the time the agent
-spent awaiting the model. Levels ramp up until p99 passes the limit.
+spent awaiting the model. Each turn also runs one Code-Mode snippet (JavaScript
+calling a Python tool) in the agent's warm V8 isolate, unless --no-tool. Levels
+ramp up until p99 passes the limit.
 
 Baseline in the same run: process-per-agent (the container model): every session
 gets its own OS process running the same agent on the same runtime (forked from a
@@ -43,11 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokens", type=int, default=30, help="simulated model: reply tokens")
     p.add_argument("--max-p99-ms", type=float, default=100.0)
     p.add_argument("--no-baseline", action="store_true", help="skip the process-per-agent baseline")
+    p.add_argument("--no-tool", action="store_true", help="skip the Code-Mode tool step (one isolate run per turn)")
 
 
 # -- the agent under test ----------------------------------------------------------
 
-def _agent_class() -> type:
+async def lookup(order_id: int) -> dict[str, Any]:
+    """Look up an order (the Code-Mode tool the benchmark's snippet calls)."""
+    return {"order_id": order_id, "total": 7 * order_id}
+
+
+def _agent_class(tool: bool = True) -> type:
     import time as _time
 
     from myriad.agents import Agent, callable
@@ -63,8 +71,12 @@ def _agent_class() -> type:
                 [{"role": "user", "content": text}, {"role": "assistant", "content": plan},
                  {"role": "user", "content": "and so?"}]))
             model_ms = (_time.perf_counter() - t0) * 1000
+            total = None
+            if tool:  # one Code-Mode snippet in this agent's warm isolate
+                box = await self.sandbox(tier="isolate", id="tool", tools=[lookup])
+                total = (await box.run("return (await tools.lookup({order_id: 7})).total")).value
             self.set_state({"turns": self.state["turns"] + 1, "last": answer[:40]})
-            return {"reply": answer[:60], "model_ms": model_ms}
+            return {"reply": answer[:60], "tool": total, "model_ms": model_ms}
 
     return DensityAgent
 
@@ -106,7 +118,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(data_dir: Path, port: int, upstream: str) -> None:
+def _serve(data_dir: Path, port: int, upstream: str, tool: bool) -> None:
     """Run one Myriad host (uvicorn + AgentHost) serving DensityAgent until killed."""
     import uvicorn
 
@@ -119,13 +131,13 @@ def _serve(data_dir: Path, port: int, upstream: str) -> None:
     gateway_file.write_text(_GATEWAY_TOML.format(base_url=upstream))
     settings.models.config = str(gateway_file)
     settings.metering.enabled = False
-    services = build_services(settings, [_agent_class()])
+    services = build_services(settings, [_agent_class(tool)])
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning",
                             ws_ping_interval=None, backlog=16384, access_log=False, lifespan="on")
     asyncio.run(uvicorn.Server(config).serve())
 
 
-def _host_main(data_dir: Path, port: int, upstream: str) -> None:
+def _host_main(data_dir: Path, port: int, upstream: str, tool: bool) -> None:
     _pin(HOST_CPU)
     if os.environ.get("MYRIAD_BENCH_GC_DEBUG"):
         import gc
@@ -149,10 +161,10 @@ def _host_main(data_dir: Path, port: int, upstream: str) -> None:
                     print(f"tracked objects: {len(objs)} {top}", file=sys.stderr, flush=True)
 
         gc.callbacks.append(watch)
-    _serve(data_dir, port, upstream)
+    _serve(data_dir, port, upstream, tool)
 
 
-def _zygote_main(root: Path, upstream: str, count: int, conn: Any) -> None:
+def _zygote_main(root: Path, upstream: str, count: int, conn: Any, tool: bool) -> None:
     """Import everything once, then fork one single-agent host per session."""
     _pin(HOST_CPU)
     import uvicorn  # noqa: F401  (warm the imports the children share)
@@ -165,7 +177,7 @@ def _zygote_main(root: Path, upstream: str, count: int, conn: Any) -> None:
         pid = os.fork()
         if pid == 0:
             try:
-                _serve(root / f"p{i}", port, upstream)
+                _serve(root / f"p{i}", port, upstream, tool)
             finally:
                 os._exit(0)
         ports.append(port)
@@ -250,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     upstream = start_simulated_upstream(mode="process", cpu=SIDE_CPU, ttft=args.ttft, tps=args.tps,
                                         tokens=args.tokens, chunk_interval=0.25)
     result: dict[str, Any] = {"bench": "density", "think_s": args.think, "model_calls_per_turn": 2,
+                              "code_mode_tool_per_turn": not args.no_tool,
                               "simulated_upstream": {"ttft": args.ttft, "tps": args.tps, "tokens": args.tokens}}
     try:
         keys = KeyStore(tmp / "myriad")
@@ -258,7 +271,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         keys.close()
         port = _free_port()
         print(f"Myriad host on CPU {HOST_CPU}; simulated upstream (SIMULATED model) and load generator on CPU {SIDE_CPU}", flush=True)
-        host = ctx.Process(target=_host_main, args=(tmp / "myriad", port, upstream.base_url))
+        host = ctx.Process(target=_host_main, args=(tmp / "myriad", port, upstream.base_url, not args.no_tool))
         host.start()
         try:
             _wait_up(port)
@@ -275,7 +288,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             print(f"baseline: forking {max(base_levels)} single-agent host processes on CPU {HOST_CPU}...", flush=True)
             parent, child = ctx.Pipe()
-            zygote = ctx.Process(target=_zygote_main, args=(tmp / "baseline", upstream.base_url, max(base_levels), child))
+            zygote = ctx.Process(target=_zygote_main,
+                                 args=(tmp / "baseline", upstream.base_url, max(base_levels), child, not args.no_tool))
             zygote.start()
             ports, pids = parent.recv()
             for p in ports:
