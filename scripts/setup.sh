@@ -41,7 +41,7 @@ if (( want_test )); then
   python3 -m pip install -q --disable-pip-version-check torch==2.13.0
   python3 -m pip install -q --disable-pip-version-check -e ".[test,embeddings]"
 else
-  python3 -m pip install -q --disable-pip-version-check -e .
+  python3 -m pip install -q --disable-pip-version-check -e ".[telemetry]"
 fi
 
 if (( want_test )); then

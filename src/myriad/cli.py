@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -78,8 +80,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         ws_ping_interval=None,
         lifespan="on",
     )
+    for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn logs WebSocket handshakes on .error
+        logging.getLogger(name).addFilter(_RedactTokens())
     asyncio.run(uvicorn.Server(config).serve())
     return 0
+
+
+class _RedactTokens(logging.Filter):
+    """Keys travel as ``?token=`` on WebSockets and the dashboard's first load; the
+    access log must not keep them."""
+
+    _pattern = re.compile(r"(token=)[^&\s\"]+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.args:
+            record.args = tuple(self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
+                                for a in record.args)  # type: ignore[assignment]
+        return True
 
 
 class _Steps:

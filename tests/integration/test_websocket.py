@@ -93,6 +93,9 @@ async def test_sub_agent_route(live_server: LiveServer):
     ws = await _open(live_server, "/agents/counter/parent")
     assert (await _recv(ws, 3))[1]["state"] == {"n": 0}
     await ws.close()
+    log = live_server.log.read_text()
+    assert "token=[redacted]" in log
+    assert log.count(live_server.key) == 1  # only the first-start banner shows it, never a log line
 
 
 async def test_assistant_streams_from_the_simulated_model(live_server: LiveServer):
