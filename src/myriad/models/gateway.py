@@ -517,7 +517,7 @@ class Gateway:
         return True
 
     def _exhausted(self, alias: str, last: ModelError | None, attempts: int, need: "_Need | None" = None
-                   ) -> ModelError:
+                   ) -> ModelError | InvalidRequest:
         if last is None:
             now = self._clock()
             states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
