@@ -31,6 +31,7 @@ from myriad import __version__
 from myriad.errors import AuthenticationError, InvalidRequest, NotFound
 from myriad.identity import Principal
 from myriad.server.auth import presented_key, require_principal
+from myriad.server.params import int_param
 
 COOKIE = "myriad_dashboard"
 _STATIC = {"app.js": "text/javascript; charset=utf-8", "style.css": "text/css; charset=utf-8",
@@ -68,17 +69,6 @@ def _store(request: Request) -> Any:
     return None if tel is None else tel.store
 
 
-def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if not lo <= v <= hi:
-        raise InvalidRequest(f"query parameter {name!r} must be between {lo} and {hi}, got {v}")
-    return v
 
 
 async def page(request: Request) -> Response:
@@ -130,7 +120,7 @@ async def overview(request: Request) -> JSONResponse:
 async def turns(request: Request) -> JSONResponse:
     p = await _principal(request)
     store = _store(request)
-    limit = _int(request, "limit", 50, 1, 500)
+    limit = int_param(request, "limit", 50, 1, 500)
     return JSONResponse({"turns": store.turns(p.tenant, limit) if store is not None else []})
 
 
@@ -152,8 +142,8 @@ async def usage(request: Request) -> JSONResponse:
     by = request.query_params.get("by", "model")
     if by not in ("tenant", "user", "agent", "model"):
         raise InvalidRequest(f"by must be tenant, user, agent or model, got {by!r}")
-    bucket = _int(request, "bucket", 1, 1, 1440)
-    since = _int(request, "since", 60, 1, 10080)
+    bucket = int_param(request, "bucket", 1, 1, 1440)
+    since = int_param(request, "since", 60, 1, 10080)
     if store is None:
         return JSONResponse({"by": by, "bucket_seconds": bucket * 60, "buckets": [], "series": []})
     return JSONResponse(store.usage_series(p.tenant, by=by, bucket_minutes=bucket, since_minutes=since))
@@ -173,7 +163,7 @@ async def ledger(request: Request) -> JSONResponse:
 async def errors(request: Request) -> JSONResponse:
     p = await _principal(request)
     store = _store(request)
-    limit = _int(request, "limit", 50, 1, 500)
+    limit = int_param(request, "limit", 50, 1, 500)
     return JSONResponse(store.errors(p.tenant, limit) if store is not None else {"spans": [], "logs": []})
 
 

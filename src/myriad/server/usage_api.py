@@ -47,6 +47,7 @@ from myriad.metering import (
     usage_report,
 )
 from myriad.server.auth import require_principal
+from myriad.server.params import int_param
 
 MAX_EXPORT = 100_000
 
@@ -66,17 +67,6 @@ def _time(request: Request, name: str) -> Any:
     return parse_when(request.query_params.get(name), f"query parameter {name!r}")
 
 
-def _int(request: Request, name: str, default: int, lo: int, hi: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        v = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"query parameter {name!r} must be an integer, got {raw!r}") from None
-    if not lo <= v <= hi:
-        raise InvalidRequest(f"query parameter {name!r} must be between {lo} and {hi}")
-    return v
 
 
 async def usage(request: Request) -> Response:
@@ -157,8 +147,8 @@ def _take(it: Any, limit: int) -> list[dict[str, Any]]:
 
 async def events(request: Request) -> Response:
     meter, p = await _ctx(request)
-    after = _int(request, "after", 0, 0, 2**62)
-    limit = _int(request, "limit", 10_000, 1, MAX_EXPORT)
+    after = int_param(request, "after", 0, 0, 2**62)
+    limit = int_param(request, "limit", 10_000, 1, MAX_EXPORT)
     it = export_cloudevents(meter.store, p.tenant, start=_time(request, "since"), end=_time(request, "until"),
                             after_seq=after)
     return _jsonl(await meter.run(_take, it, limit))
@@ -184,7 +174,7 @@ async def invoice(request: Request) -> Response:
 
 async def notices(request: Request) -> Response:
     meter, p = await _ctx(request)
-    after = _int(request, "after", 0, 0, 2**62)
+    after = int_param(request, "after", 0, 0, 2**62)
     found = await meter.run(meter.store.notices, p.tenant, after)
     return JSONResponse({"notices": [n.to_cloudevent() for n in found]})
 
