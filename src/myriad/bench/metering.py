@@ -19,7 +19,7 @@ import random
 import tempfile
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 

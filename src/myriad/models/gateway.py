@@ -35,7 +35,6 @@ from myriad.errors import (
     NoDeploymentAvailable,
     UnknownModel,
     UpstreamError,
-    UpstreamRateLimited,
     UpstreamRejected,
     UpstreamTimeout,
 )

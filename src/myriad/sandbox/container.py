@@ -25,7 +25,7 @@ import secrets
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxError, SandboxTimeout, SandboxUnavailable
 from myriad.sandbox import bwrap as _bwrap

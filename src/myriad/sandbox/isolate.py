@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import json
 import time
-from typing import Any, Callable
+from typing import Any
 
 from myriad.errors import (
     InvalidRequest,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools
