@@ -67,6 +67,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           else "SIMULATED (no provider configured: set MYRIAD_MODELS__CONFIG to a deployment file)"),
         f"  API key:   {key_note}",
         f"  try:       curl -H \"Authorization: Bearer $(cat {settings.data_dir / 'default.key'})\" {url}/v1/agents",
+        f"  dashboard: {url}/dashboard?token=<API key>   (then a cookie keeps you signed in)",
         "",
     ]
     print("\n".join(banner), flush=True)
