@@ -68,14 +68,3 @@ async def test_agent_container_is_private(agent_host) -> None:
     assert await host.call(ann, "shell", ["cat note"]) == "ann-was-here\n"
     assert await host.call(bob, "shell", ["cat note 2>&1 || true"]) != "ann-was-here\n"
 
-
-
-async def test_hibernation_releases_the_agents_warm_isolates(agent_host) -> None:
-    host, sandboxes = agent_host
-    ann = AgentRef("acme", "shopper", "ann")
-    assert await host.call(ann, "total", [["pear"]]) == {"total": 0.75, "calls": 1}
-    assert await host.call(ann, "total", [["pear"]]) == {"total": 0.75, "calls": 2}
-    assert len(sandboxes.list("acme/shopper/ann")) == 1
-    assert host.hibernate_idle(0) == 1
-    assert sandboxes.list("acme/shopper/ann") == []  # no isolate held for a hibernated agent
-    assert await host.call(ann, "total", [["pear"]]) == {"total": 0.75, "calls": 1}  # a fresh one

@@ -205,10 +205,6 @@ class AgentHost:
         slot.agent = None
         self._resident.pop(slot.ref.path, None)
         self.stats["hibernations"] += 1
-        # An idle agent holds no memory: its warm isolates go too (containers stay).
-        release = getattr(self.sandboxes, "release_isolates", None)
-        if release is not None:
-            release(slot.ref)
         if not slot.connections:
             self._slots.pop(slot.ref.path, None)
         return True

@@ -89,8 +89,6 @@ class Sandboxes:
         self._container_defaults, self._isolate_defaults = _defaults(settings)
         self._live: dict[tuple[str, str], Sandbox] = {}
         self._isolates: OrderedDict[tuple[str, str], None] = OrderedDict()
-        self._warm_by_owner: dict[str, set[str]] = {}
-        self._closing: set[asyncio.Task[None]] = set()
         self._snapshots: dict[str, Snapshot] = {}
         self._open_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -223,7 +221,7 @@ class Sandboxes:
     async def close(self, owner: str, id: str) -> None:
         """Delete a sandbox (kill its processes, drop its files)."""
         sandbox = self._live.pop((owner, id), None)
-        self._forget_warm((owner, id))
+        self._isolates.pop((owner, id), None)
         self._open_locks.pop((owner, id), None)
         if sandbox is None or sandbox.closed:
             raise NotFound(f"no sandbox {id!r}")
@@ -233,46 +231,14 @@ class Sandboxes:
         if sandbox.tier == "isolate":
             self._isolates[key] = None
             self._isolates.move_to_end(key)
-            self._warm_by_owner.setdefault(key[0], set()).add(key[1])
-
-    def _forget_warm(self, key: tuple[str, str]) -> None:
-        self._isolates.pop(key, None)
-        ids = self._warm_by_owner.get(key[0])
-        if ids is not None:
-            ids.discard(key[1])
-            if not ids:
-                del self._warm_by_owner[key[0]]
 
     async def _evict_isolates(self) -> None:
         cap = int(getattr(self.settings, "warm_isolates", 10_000))
         while len(self._isolates) > cap:
-            key = next(iter(self._isolates))
-            self._forget_warm(key)
+            key, _ = self._isolates.popitem(last=False)
             sandbox = self._live.pop(key, None)
             if sandbox is not None:
                 await sandbox.close()
-
-    def release_isolates(self, owner: Any) -> int:
-        """Close ``owner``'s warm isolates now (in the background); returns how many.
-
-        The agent host calls this when an agent hibernates, so an idle agent holds
-        no isolate (memory and a native thread each); its next run starts a fresh one.
-        Containers are left alone: they have their own idle timeout."""
-        name = owner_key(owner)
-        ids = self._warm_by_owner.pop(name, None)
-        if not ids:
-            return 0
-        loop = asyncio.get_running_loop()
-        for id in ids:
-            key = (name, id)
-            self._isolates.pop(key, None)
-            self._open_locks.pop(key, None)
-            sandbox = self._live.pop(key, None)
-            if sandbox is not None and not sandbox.closed:
-                task = loop.create_task(sandbox.close())
-                self._closing.add(task)
-                task.add_done_callback(self._closing.discard)
-        return len(ids)
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -368,9 +334,6 @@ class Sandboxes:
                 await sandbox.close()
         self._live.clear()
         self._isolates.clear()
-        self._warm_by_owner.clear()
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
         for t in self._tiers.values():
             await t.aclose()
 
