@@ -73,6 +73,9 @@ class SandboxSettings:
     """Live container sandboxes one owner (tenant or agent) may hold at once."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
+    isolate_idle_timeout: float = 60.0
+    """A warm isolate unused this many seconds is closed, so agents idle that long
+    (hibernated, typically) hold no isolate; their next run starts a fresh one."""
     seccomp: bool = True
     """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
     uid_base: int = 200_000

@@ -68,3 +68,20 @@ async def test_agent_container_is_private(agent_host) -> None:
     assert await host.call(ann, "shell", ["cat note"]) == "ann-was-here\n"
     assert await host.call(bob, "shell", ["cat note 2>&1 || true"]) != "ann-was-here\n"
 
+
+
+async def test_idle_isolates_are_closed(tmp_path: Path) -> None:
+    sandboxes = Sandboxes(make_settings(tmp_path, isolate_idle_timeout=0.05))
+    try:
+        box = await sandboxes.open(needs={"javascript"}, owner=AgentRef("acme", "shopper", "ann"), id="warm")
+        assert (await box.run("globalThis.n = 41; return n + 1")).value == 42
+        assert await sandboxes.reap() == []  # just used: stays warm
+        import asyncio
+
+        await asyncio.sleep(0.1)
+        assert await sandboxes.reap() == ["warm"]
+        assert sandboxes.list("acme/shopper/ann") == []
+        again = await sandboxes.open(needs={"javascript"}, owner=AgentRef("acme", "shopper", "ann"), id="warm")
+        assert (await again.run("return typeof globalThis.n")).value == "undefined"  # a fresh isolate
+    finally:
+        await sandboxes.aclose()

@@ -88,7 +88,7 @@ class Sandboxes:
         self._tiers: dict[str, Tier] = {}
         self._container_defaults, self._isolate_defaults = _defaults(settings)
         self._live: dict[tuple[str, str], Sandbox] = {}
-        self._isolates: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._isolates: OrderedDict[tuple[str, str], float] = OrderedDict()  # key -> last used (monotonic)
         self._snapshots: dict[str, Snapshot] = {}
         self._open_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -229,7 +229,7 @@ class Sandboxes:
 
     def _touch(self, key: tuple[str, str], sandbox: Sandbox) -> None:
         if sandbox.tier == "isolate":
-            self._isolates[key] = None
+            self._isolates[key] = time.monotonic()
             self._isolates.move_to_end(key)
 
     async def _evict_isolates(self) -> None:
@@ -311,9 +311,25 @@ class Sandboxes:
                 await self.reap()
 
     async def reap(self, now: float | None = None) -> builtins.list[str]:
-        """Delete container sandboxes past their idle timeout or lifetime; return their ids."""
+        """Delete container sandboxes past their idle timeout or lifetime, and close warm
+        isolates unused for ``isolate_idle_timeout``; return their ids."""
         now = time.time() if now is None else now
         gone = []
+        idle = float(getattr(self.settings, "isolate_idle_timeout", 0) or 0)
+        if idle > 0:
+            cutoff = time.monotonic() - idle
+            stale = []
+            for key, used in self._isolates.items():  # least recently used first
+                if used > cutoff:
+                    break
+                stale.append(key)
+            for key in stale:
+                self._isolates.pop(key, None)
+                self._open_locks.pop(key, None)
+                sandbox = self._live.pop(key, None)
+                if sandbox is not None:
+                    await sandbox.close()
+                    gone.append(key[1])
         for key, sandbox in list(self._live.items()):
             reason = getattr(sandbox, "expiry_reason", lambda _now: None)(now)
             if reason or sandbox.closed:
