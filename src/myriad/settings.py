@@ -175,6 +175,10 @@ class Settings:
     port: int = 8787
     agents_modules: list[str] = field(default_factory=list)
     log_level: str = "info"
+    gc_threshold: list[int] = field(default_factory=lambda: [50_000, 50, 100])
+    """``gc.set_threshold`` for the server process (empty: Python's 700,10,10). Fewer,
+    rarer collections: with 2,000 sessions the default's gen-2 pauses put p99 at
+    334 ms, these at 112 ms (``myriad bench density``)."""
     agents: AgentSettings = field(default_factory=AgentSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
     metering: MeteringSettings = field(default_factory=MeteringSettings)
@@ -269,9 +273,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if hint is Path:
             return Path(value)
         if origin is list:
+            (item,) = typing.get_args(hint) or (str,)
             if isinstance(value, str):
-                return [v.strip() for v in value.split(",") if v.strip()]
-            return list(value)
+                value = [v.strip() for v in value.split(",") if v.strip()]
+            return [item(v) for v in value]
     except (TypeError, ValueError):
         raise ConfigError(f"{where} must be {getattr(hint, '__name__', hint)}, got {value!r}") from None
     return value

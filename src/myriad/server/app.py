@@ -42,6 +42,8 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
         # sessions (bench density).
         gc.collect()
         gc.freeze()
+        if services.settings.gc_threshold:
+            gc.set_threshold(*services.settings.gc_threshold)
         try:
             yield
         finally:
