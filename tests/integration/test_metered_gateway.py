@@ -143,6 +143,7 @@ def test_budget_and_rate_limit_refuse_before_the_upstream(server: LiveServer, up
             c.chat.completions.create(model="fast", messages=[{"role": "user", "content": "too dear"}])
         assert e.value.status_code == 402 and e.value.body["code"] == "budget_exceeded"
         assert "tiny" in e.value.body["message"]
+        assert e.value.body["budget"]["id"] == "tiny"  # the numbers, not only the sentence
         # an agent's own model call is refused the same way, and the client sees why
         r = httpx.post(server.url + "/v1/agents/assistant/carol/rpc", json={"method": "ask", "args": ["hi"]},
                        headers=h, timeout=30)

@@ -37,8 +37,11 @@ def openai_error(e: MyriadError) -> Response:
 
 
 def _error_body(e: MyriadError) -> dict[str, Any]:
+    # OpenAI's four fields, then the error's own details (a budget's numbers, its
+    # reset time): clients that know only OpenAI's shape ignore the extras.
+    extra = {k: v for k, v in e.details.items() if k not in ("message", "type", "param", "code")}
     return {"error": {"message": e.message, "type": _TYPES.get(e.status, "api_error"),
-                      "param": e.details.get("param"), "code": e.code}}
+                      "param": e.details.get("param"), "code": e.code, **extra}}
 
 
 def _retry_headers(e: MyriadError) -> dict[str, str] | None:
