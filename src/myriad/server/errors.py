@@ -17,8 +17,17 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_reques
 
 async def myriad_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MyriadError)
-    headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=error_headers(exc))
+
+
+def error_headers(exc: MyriadError) -> dict[str, str] | None:
+    """``WWW-Authenticate`` on 401; ``Retry-After`` on 429/503 when the error knows the wait."""
+    if exc.status == 401:
+        return {"WWW-Authenticate": "Bearer"}
+    wait = exc.details.get("retry_after")
+    if exc.status in (429, 503) and isinstance(wait, (int, float)) and not isinstance(wait, bool):
+        return {"Retry-After": str(max(1, round(wait)))}
+    return None
 
 
 async def http_error(request: Request, exc: Exception) -> JSONResponse:
