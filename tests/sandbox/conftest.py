@@ -22,6 +22,19 @@ def make_settings(tmp_path: Path, **overrides: object) -> SandboxSettings:
     return settings
 
 
+def host_pids_with(marker: str) -> list[int]:
+    """Host processes whose command line contains ``marker`` (to see what a sandbox left)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    out.append(int(d.name))
+            except OSError:
+                pass
+    return out
+
+
 def sandbox_root(tmp_path: Path) -> Path:
     """A sandbox root for a test. As root, sandboxes run as unprivileged uids that must be
     able to walk to it, and pytest's own temp dirs are 0700: use a traversable twin in /tmp."""

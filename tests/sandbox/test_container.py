@@ -190,20 +190,8 @@ _HOST_SCRIPT = textwrap.dedent(
 )
 
 
-def _pids_running(marker: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
-
-
 async def test_host_killed_leaves_nothing_after_sweep(tmp_path: Path) -> None:
-    from tests.sandbox.conftest import sandbox_root
+    from tests.sandbox.conftest import sandbox_root, host_pids_with
 
     root = sandbox_root(tmp_path)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
@@ -212,16 +200,16 @@ async def test_host_killed_leaves_nothing_after_sweep(tmp_path: Path) -> None:
     try:
         line = await asyncio.wait_for(asyncio.to_thread(host.stdout.readline), 30)  # type: ignore[union-attr]
         info = json.loads(line)
-        assert _pids_running(f"sleep {marker}"), "the background process did not start"
+        assert host_pids_with(f"sleep {marker}"), "the background process did not start"
     finally:
         host.kill()
         host.wait()
     # --die-with-parent: the sandbox's processes die with the host
     for _ in range(100):
-        if not _pids_running(f"sleep {marker}"):
+        if not host_pids_with(f"sleep {marker}"):
             break
         await asyncio.sleep(0.05)
-    assert not _pids_running(f"sleep {marker}")
+    assert not host_pids_with(f"sleep {marker}")
     assert Path(info["dir"]).exists()  # the directory stays until a new host sweeps
     from tests.sandbox.conftest import make_settings
 

@@ -16,6 +16,7 @@ import pytest
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxTimeout
 from myriad.sandbox import ContainerSandbox, Limits, Sandboxes
+from tests.sandbox.conftest import host_pids_with
 
 pytestmark = pytest.mark.integration
 
@@ -207,7 +208,7 @@ async def test_cannot_outlive_a_timeout(sandboxes: Sandboxes) -> None:
     with pytest.raises(SandboxTimeout):
         await box.exec(f"(setsid sleep 777.{TOKEN} &); nohup sleep 778.{TOKEN} >/dev/null 2>&1 & sleep 779.{TOKEN}",
                        timeout=0.5)
-    assert await _settles(lambda: box.group.pids() == [] and not _host_pids_with(f".{TOKEN}"))
+    assert await _settles(lambda: box.group.pids() == [] and not host_pids_with(f".{TOKEN}"))
 
 
 async def test_no_processes_left_after_delete(sandboxes: Sandboxes) -> None:
@@ -215,9 +216,9 @@ async def test_no_processes_left_after_delete(sandboxes: Sandboxes) -> None:
     t = TOKEN
     await box.start_process(f"setsid sh -c 'sleep 881.{t} & sleep 882.{t}' & nohup sleep 883.{t} & sleep 884.{t}")
     await box.exec(f"(setsid sleep 885.{t} &) ; true")
-    assert await _settles(lambda: len(_host_pids_with(f".{t}")) >= 3)
+    assert await _settles(lambda: len(host_pids_with(f".{t}")) >= 3)
     await sandboxes.close("o", "leaver")
-    assert not _host_pids_with(f".{t}")  # close() waits until the cgroup is empty
+    assert not host_pids_with(f".{t}")  # close() waits until the cgroup is empty
 
 
 async def test_files_api_cannot_be_walked_out(box: ContainerSandbox, host_secret: Path) -> None:
@@ -264,18 +265,6 @@ async def _settles(check, within: float = 2.0) -> bool:
             return True
         await asyncio.sleep(0.02)
     return check()
-
-
-def _host_pids_with(marker: str) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if d.name.isdigit():
-            try:
-                if marker in (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
-                    out.append(int(d.name))
-            except OSError:
-                pass
-    return out
 
 
 async def test_cpu_is_capped(sandboxes: Sandboxes) -> None:

@@ -10,14 +10,13 @@ from myriad.agents.connection import Connection, Transport
 from myriad.agents.handle import AgentHandle
 from myriad.agents.host import AgentHost, RpcError
 from myriad.agents.naming import AgentRef, kebab, validate_name
-from myriad.agents.schedules import AgentRef_from_path, Schedule
+from myriad.agents.schedules import Schedule
 
 __all__ = [
     "Agent",
     "AgentHandle",
     "AgentHost",
     "AgentRef",
-    "AgentRef_from_path",
     "Connection",
     "RpcError",
     "Schedule",

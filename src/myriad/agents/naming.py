@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from myriad.errors import InvalidName
+from myriad.errors import InvalidName, InvalidRequest
 
 NAME_MAX = 128
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.~@+=-]{0,127}$")
@@ -56,6 +56,19 @@ class AgentRef:
 
     def child(self, agent_class: str, name: str) -> "AgentRef":
         return AgentRef(self.tenant, agent_class, validate_name(name), parent=self)
+
+    @classmethod
+    def from_path(cls, path: str) -> "AgentRef":
+        """Parse ``tenant/class/name(/sub/class/name)*`` back into an ``AgentRef``."""
+        parts = path.split("/")
+        if len(parts) < 3 or (len(parts) - 3) % 3:
+            raise InvalidRequest(f"malformed agent path {path!r}")
+        ref = cls(parts[0], parts[1], parts[2])
+        for i in range(3, len(parts), 3):
+            if parts[i] != "sub":
+                raise InvalidRequest(f"malformed agent path {path!r}")
+            ref = cls(ref.tenant, parts[i + 1], parts[i + 2], parent=ref)
+        return ref
 
 
 __all__ = ["kebab", "validate_name", "AgentRef", "NAME_MAX"]

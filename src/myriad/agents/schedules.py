@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("myriad.agents.schedules")
 _MAX_BACKOFF = 300.0
+_IDLE_WAIT = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,9 @@ class Scheduler:
                         self._fires.add(task)
                         task.add_done_callback(self._fires.discard)
                 nxt = await self._storage.next_due()
-                delay = 1.0 if nxt is None else min(1.0, max(0.005, nxt - time.time()))
+                # add() sets the wakeup event, so an idle host need not poll every second;
+                # the cap only bounds how long a clock jump can delay a firing.
+                delay = _IDLE_WAIT if nxt is None else min(_IDLE_WAIT, max(0.005, nxt - time.time()))
             except Exception as e:  # storage trouble: log and try again shortly
                 log.error("schedule loop: %s", e)
                 delay = 1.0
@@ -163,7 +166,7 @@ class Scheduler:
 
     async def _fire(self, record: ScheduleRecord) -> None:
         try:
-            ref = AgentRef_from_path(record.path)
+            ref = AgentRef.from_path(record.path)
             payload = json.loads(record.payload)
             try:
                 await self._host.run(ref, lambda agent: getattr(agent, record.method)(payload))
@@ -191,17 +194,4 @@ class Scheduler:
             self._wakeup.set()
 
 
-def AgentRef_from_path(path: str) -> AgentRef:  # noqa: N802 - reads like a constructor
-    """Parse ``tenant/class/name(/sub/class/name)*`` back into an ``AgentRef``."""
-    parts = path.split("/")
-    if len(parts) < 3 or (len(parts) - 3) % 3:
-        raise InvalidRequest(f"malformed agent path {path!r}")
-    ref = AgentRef(parts[0], parts[1], parts[2])
-    for i in range(3, len(parts), 3):
-        if parts[i] != "sub":
-            raise InvalidRequest(f"malformed agent path {path!r}")
-        ref = AgentRef(ref.tenant, parts[i + 1], parts[i + 2], parent=ref)
-    return ref
-
-
-__all__ = ["Schedule", "Scheduler", "parse_when", "next_cron", "AgentRef_from_path"]
+__all__ = ["Schedule", "Scheduler", "parse_when", "next_cron"]

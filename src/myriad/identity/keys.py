@@ -70,6 +70,8 @@ class KeyStore:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
+        if self._db is not None:  # first start opens it before the server does
+            return
         self._db = connect(self._path)
         self._db.executescript(_SCHEMA)
 

@@ -4,7 +4,6 @@ client's protocol) and plain HTTP (``on_request``), plus a JSON admin API under
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, MutableMapping
 from urllib.parse import unquote
@@ -15,8 +14,9 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from myriad.agents import AgentHost, AgentRef, Connection, validate_name
-from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PayloadTooLarge, PermissionDenied
+from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PermissionDenied
 from myriad.server.auth import require_principal
+from myriad.server.params import json_object
 
 CLOSE_AUTH = 4001
 CLOSE_FORBIDDEN = 4003
@@ -165,17 +165,8 @@ async def agent_state(request: Request) -> JSONResponse:
 
 async def agent_rpc(request: Request) -> JSONResponse:
     ref = await _ref(request)
-    limit = request.app.state.services.settings.agents.max_frame_bytes
-    if int(request.headers.get("content-length") or 0) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    raw = await request.body()
-    if len(raw) > limit:
-        raise PayloadTooLarge(f"request body larger than {limit} bytes")
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
-    if not isinstance(body, dict) or not isinstance(body.get("method"), str):
+    body = await json_object(request, request.app.state.services.settings.agents.max_frame_bytes)
+    if not isinstance(body.get("method"), str):
         raise InvalidRequest('body must be {"method": "<name>", "args": [...]}')
     args = body.get("args", [])
     if not isinstance(args, list):

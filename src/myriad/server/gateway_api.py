@@ -18,8 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from myriad.errors import InvalidRequest, MyriadError, PayloadTooLarge, UpstreamRateLimited
+from myriad.errors import InvalidRequest, MyriadError, UpstreamRateLimited
 from myriad.server.auth import require_principal
+from myriad.server.params import json_object
 
 MAX_BODY = 16 * 1024 * 1024
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
@@ -54,16 +55,7 @@ def _retry_headers(e: MyriadError) -> dict[str, str] | None:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise PayloadTooLarge(f"request body is larger than {MAX_BODY} bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise InvalidRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
+    return await json_object(request, MAX_BODY, required=True, loads=orjson.loads)
 
 
 def _require_model(principal: Any, model: Any) -> None:

@@ -33,6 +33,7 @@ from myriad.errors import InvalidRequest, MyriadError, PermissionDenied
 from myriad.identity import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, GRANT_TOKEN_EXCHANGE, Identity, Principal
 from myriad.identity.httpsig import authority
 from myriad.server.auth import require_principal
+from myriad.server.params import parse_json_object
 
 MAX_BODY = 64 * 1024
 
@@ -54,13 +55,7 @@ async def _body(request: Request) -> dict[str, Any]:
         for k, v in pairs:
             out.setdefault(k, []).append(v)
         return {k: v[0] if len(v) == 1 and k != "resource" else v for k, v in out.items()}
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError:
-        raise InvalidRequest("request body is not valid JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
+    return parse_json_object(raw)
 
 
 # -- token endpoint -------------------------------------------------------------------

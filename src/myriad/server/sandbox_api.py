@@ -47,6 +47,7 @@ from starlette.routing import BaseRoute, Route
 from myriad.errors import InvalidRequest, MyriadError, NotFound, PayloadTooLarge, TierUnavailable
 from myriad.sandbox import ContainerSandbox, Sandbox, Sandboxes
 from myriad.server.auth import require_principal
+from myriad.server.params import json_object
 
 MAX_BODY = 64 * 1024 * 1024
 MAX_JSON = 2 * 1024 * 1024
@@ -73,23 +74,7 @@ async def _container(request: Request, what: str) -> ContainerSandbox:
 
 
 async def _json(request: Request, required: bool = True) -> dict[str, Any]:
-    length = request.headers.get("content-length")
-    if length and length.isdigit() and int(length) > MAX_JSON:
-        raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON} bytes")
-    raw = await request.body()
-    if not raw:
-        if required:
-            raise InvalidRequest("a JSON object body is required")
-        return {}
-    if len(raw) > MAX_JSON:
-        raise PayloadTooLarge(f"JSON bodies are limited to {MAX_JSON} bytes")
-    try:
-        body = json.loads(raw)
-    except ValueError as e:
-        raise InvalidRequest(f"body is not valid JSON: {e}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object")
-    return body
+    return await json_object(request, MAX_JSON, required=required)
 
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:

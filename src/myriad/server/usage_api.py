@@ -47,7 +47,7 @@ from myriad.metering import (
     usage_report,
 )
 from myriad.server.auth import require_principal
-from myriad.server.params import int_param
+from myriad.server.params import int_param, json_object
 
 MAX_EXPORT = 100_000
 
@@ -186,13 +186,7 @@ async def prices(request: Request) -> Response:
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise InvalidRequest("request body must be JSON") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("request body must be a JSON object")
-    return body
+    return await json_object(request, None, required=True)
 
 
 def routes() -> list[BaseRoute]:
