@@ -410,9 +410,10 @@ class AgentHost:
         finally:
             current_caller.reset(token)
 
-    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
-        """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""
-        return await self._turn(self._slot(ref), body)
+    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]], *, caller: Any = None) -> T:
+        """Run arbitrary code as a turn of the instance (schedules, MCP calls, tests, admin);
+        ``caller`` is what the agent sees as ``self.caller``."""
+        return await self._as(caller, self._turn(self._slot(ref), body))
 
     async def get_state(self, ref: AgentRef) -> Any:
         slot = self._slots.get(ref.path)
