@@ -129,3 +129,17 @@ def test_bad_addresses_are_clear_4xx(server: LiveServer) -> None:
     assert r.status_code == 404 and "declares no MCP" in r.json()["error"]["message"]
     r = httpx.post(f"{server.url}/mcp/notes/x", headers={**h, "Content-Type": "application/json"}, content=b"{nope")
     assert 400 <= r.status_code < 500
+
+
+def test_npm_sdk_client(server: LiveServer) -> None:
+    """The official npm client (@modelcontextprotocol/sdk 1.32, revision 2025-11-25)."""
+    node_dir = REPO / "tests" / "node"
+    out = subprocess.run(["node", "mcp_client.mjs", f"{server.url}/mcp/notes/node-user", server.key],
+                         cwd=node_dir, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["tools"] == ["add_note", "search"]
+    assert seen["added"] == {"id": 1, "count": 1}
+    assert seen["found"] == ["from node"]
+    assert seen["resource"] == "from node"
+    assert "- from node" in seen["prompt"]
