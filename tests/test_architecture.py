@@ -20,7 +20,7 @@ ALLOWED = {
     "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry"},
     "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server"},
 }
-COMMON = {"errors", "settings"}
+COMMON = {"errors", "settings", "safe_json"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
+from myriad import safe_json
 from myriad.agents.agent import Agent, CallableSpec, StreamingResponse, initial_state_of
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef
@@ -294,9 +295,12 @@ class AgentHost:
         msg: Any = None
         if text[:1] == "{":
             try:
-                msg = json.loads(text)
-            except ValueError:
-                msg = None
+                msg = safe_json.loads(text, "frame")
+            except safe_json.JSONLimitExceeded as e:  # too deep, NaN, ...: refused, named
+                await conn.send({"type": "error", "error": e.message})
+                return
+            except safe_json.InvalidJSON:
+                msg = None  # not JSON: on_message gets the text
         kind = msg.get("type") if isinstance(msg, dict) else None
         token = current_caller.set(conn.principal)
         try:
