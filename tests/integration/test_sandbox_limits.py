@@ -71,7 +71,7 @@ def test_a_tenant_cannot_grant_itself_private_egress(server: LiveServer, private
                    json={"needs": ["shell"], "network": {"allow": ["*"], "allow_private": private}})
     assert r.status_code == 403, r.text
     err = r.json()["error"]
-    assert err["code"] == "permission_denied" and "operator" in err["message"]
+    assert err["code"] == "forbidden" and "operator" in err["message"], err
     assert httpx.get(server.url + "/v1/sandboxes", headers=server.headers()).json()["sandboxes"] == []
 
 
@@ -119,3 +119,73 @@ def test_one_tenant_cannot_evict_anothers_isolates(server: LiveServer, other: di
     for i in (1, 2):
         httpx.delete(f"{u}/o{i}", headers=other)
     httpx.delete(u + "/mine", headers=h)
+
+
+def _ledger(data_dir: Path):  # the server's own ledger file (SQLite)
+    from myriad.metering._sqlite import SQLiteLedger
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return SQLiteLedger(data_dir / "metering.db")
+
+
+def _cpu_ms(data_dir: Path) -> float:
+    from myriad.metering import UsageQuery
+
+    ledger = _ledger(data_dir)
+    try:
+        rows = ledger.totals(UsageQuery("default", resource="sandbox.container.cpu_ms", group_by=()))
+    finally:
+        ledger.close()
+    return sum(r.quantity_micro for r in rows) / 1e6
+
+
+def _settled(read, at_least: float, wait_s: float = 5.0) -> float:
+    """Settles are written off the request path: wait (a little) for them."""
+    import time
+
+    end = time.monotonic() + wait_s
+    while (value := read()) <= at_least and time.monotonic() < end:
+        time.sleep(0.1)
+    return value
+
+
+def test_fork_slots_crash_reconcile_and_cpu_after_the_crash(tmp_path: Path) -> None:
+    from myriad.metering import Limit, Scope
+
+    data = tmp_path / "data"
+    ledger = _ledger(data)
+    ledger.put_limit(Limit(Scope("default"), "concurrent", 2, operation="sandbox.live"))
+    ledger.close()
+    s = LiveServer(data, env={"MYRIAD_SANDBOX__ROOT": str(sandbox_root(tmp_path))}).start()
+    u, h = s.url + "/v1/sandboxes", s.headers()
+    try:
+        assert httpx.post(u, headers=h, json={"needs": ["shell"], "id": "a"}).status_code == 201
+        assert httpx.post(u + "/a/fork", headers=h, json={"id": "b"}).status_code == 201
+        # before: a fork took no live-sandbox slot, so a tenant at its limit could fork on
+        r = httpx.post(u + "/a/fork", headers=h, json={"id": "c"})
+        assert r.status_code == 429 and r.json()["error"]["code"] == "concurrency_limited", r.text
+        assert {x["id"] for x in httpx.get(u, headers=h).json()["sandboxes"]} == {"a", "b"}
+        # a command that hits its timeout is charged the CPU it burnt (before: never charged)
+        before = _cpu_ms(data)
+        r = httpx.post(u + "/a/exec", headers=h, timeout=30, json={"cmd": "while :; do :; done", "timeout": 1})
+        assert r.status_code == 408, r.text
+        timed_out = _settled(lambda: _cpu_ms(data) - before, 50)
+        assert 50 < timed_out < 1500, timed_out  # one core at most for 1 s (the machine is shared)
+        # a background process burns CPU, then the server dies without a word
+        p = httpx.post(u + "/b/processes", headers=h, json={"cmd": "while :; do :; done"})
+        assert p.status_code == 201, p.text
+        import time
+
+        time.sleep(1.5)
+        charged_before_crash = _cpu_ms(data)
+        s.kill9()
+        s.start()
+        # before: both slots stayed taken for 24 h (429 here)
+        for sid in ("x", "y"):
+            r = httpx.post(u, headers=h, json={"needs": ["shell"], "id": sid})
+            assert r.status_code == 201, r.text
+        # the work done before the crash was charged at restart (before: never)
+        after = _settled(lambda: _cpu_ms(data) - charged_before_crash, 300)
+        assert after > 300, after
+    finally:
+        s.stop()
