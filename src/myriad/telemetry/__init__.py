@@ -9,11 +9,8 @@ Public surface::
                                      .observe_sandboxes(fn)
                                      .store  .metrics_snapshot()  .aclose()
     TelemetryStore                   bounded in-memory spans, rollups, logs (a SpanProcessor)
-<<<<<<< HEAD
-    InstrumentedGateway, SandboxTracing, TelemetryMiddleware,
-=======
-    GatewayTelemetry (a gateway pipeline middleware), InstrumentedSandboxes, TelemetryMiddleware,
->>>>>>> main
+    GatewayTelemetry (a gateway pipeline middleware), SandboxTracing (a sandbox hook),
+    TelemetryMiddleware,
     AgentInstrumentation             the wrappers
     execute_tool, sandbox_span       spans for tools and sandboxes (API-only hooks)
     trace_headers, trace_env, inject_headers   W3C context for outbound calls and sandboxes
@@ -48,14 +45,8 @@ __all__ = [
     "LOG_FORMAT",
     "REDACTED",
     "AgentInstrumentation",
-<<<<<<< HEAD
-    "InstrumentedGateway",
-    "SandboxTracing",
-=======
     "GatewayTelemetry",
-    "InstrumentedSandbox",
-    "InstrumentedSandboxes",
->>>>>>> main
+    "SandboxTracing",
     "Telemetry",
     "TelemetryMiddleware",
     "TelemetryStore",
