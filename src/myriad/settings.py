@@ -83,6 +83,15 @@ class SandboxSettings:
     """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
     uid_base: int = 200_000
     """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+    egress_allow_private: list[str] = field(default_factory=list)
+    """Non-public addresses, networks or host names sandboxes may reach through the egress
+    proxy (e.g. ``["10.1.2.3"]`` for an internal package mirror). An operator decision: a
+    sandbox's own ``network.allow_private`` may only name entries covered by this list."""
+    isolates_per_tenant: int = 1_000
+    """Live isolates one tenant (with all its agents) may hold; past it the tenant's own
+    least recently used isolate is closed, never another tenant's."""
+    disk_mb: int = 1024
+    """Disk quota of one container sandbox's workspace (and /tmp), in MiB; 0 turns it off."""
 
 
 @dataclass

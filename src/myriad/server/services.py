@@ -79,15 +79,19 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         meter_gateway(gateway, meter, default_max_output=settings.metering.default_max_output_tokens)
     identity = Identity(settings.identity, keys, settings.data_dir)
-    # nothing starts until a sandbox opens; tracing inside metering, as for the gateway
-    sandboxes: Any = telemetry.instrument_sandboxes(Sandboxes(settings.sandbox, data_dir=settings.data_dir))
+    # nothing starts until a sandbox opens (or start() recovers what a dead process left);
+    # hooks on the room's events, metering outside tracing as for the gateway
+    sandboxes = Sandboxes(settings.sandbox, data_dir=settings.data_dir)
     # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
     sandboxes.egress.add_hook(identity.outbound.proxy_hook)
     if meter is not None:
-        from myriad.metering import MeteredSandboxes, egress_hook
+        from myriad.metering import SandboxMetering, egress_hook
 
         sandboxes.egress.add_hook(egress_hook(meter))
-        sandboxes = MeteredSandboxes(sandboxes, meter)
+        sandboxes.add_hook(SandboxMetering(meter, live_ttl_s=settings.sandbox.max_lifetime or 86_400.0))
+    if (tracing := telemetry.sandbox_hook()) is not None:
+        sandboxes.add_hook(tracing)
+        telemetry.observe_sandboxes(sandboxes.live_by_tier)
     turn_wrappers: list[Any] = [telemetry.instrument_host()]
     counter = None
     if meter is not None:
@@ -109,6 +113,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
         services._starters.append(counter.start)
         services._closers.append(counter.stop)  # flushes the last counts before the meter closes
     services._closers.append(sandboxes.aclose)
+    services._starters.append(sandboxes.start)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
