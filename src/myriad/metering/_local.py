@@ -105,6 +105,9 @@ class LocalLedger:
         self._stop = False
         self.flushes = 0
         """Group commits written (for tests and stats)."""
+        self.flushed = 0
+        self.flush_cpu_s = 0.0
+        """CPU seconds the group commits took (thread time), for benches."""
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -359,6 +362,7 @@ class LocalLedger:
                 batch, self._pending = self._pending, []
             if not batch:
                 return 0
+            cpu = time.thread_time()
             try:
                 self.store.append(batch)
             except BaseException:
@@ -366,6 +370,8 @@ class LocalLedger:
                     self._pending[:0] = batch
                 raise
             self.flushes += 1
+            self.flushed += len(batch)
+            self.flush_cpu_s += time.thread_time() - cpu
             return len(batch)
 
     def _write_pending_locked(self) -> None:

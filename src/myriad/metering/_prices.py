@@ -176,7 +176,14 @@ class PriceBook:
         v = self.at(t_us)
         if v is None:
             return None, micro, {r: 0 for r in micro}
-        return v.version, micro, v.cost_lines(micro, usage.model, usage.deployment)
+        # priced once per usage and version: the pipeline's pricer, the admission view and
+        # the ledger row all ask for the same usage object's cost
+        memo = usage.__dict__.get("_priced")
+        if memo is not None and memo[0] is v:
+            return v.version, micro, memo[1]
+        lines = v.cost_lines(micro, usage.model, usage.deployment)
+        object.__setattr__(usage, "_priced", (v, lines))
+        return v.version, micro, lines
 
     def estimate_nanos(self, usage: Usage, t_us: int) -> int:
         """Total cost of ``usage`` at ``t_us``, in nanos."""
