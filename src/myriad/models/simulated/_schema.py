@@ -123,7 +123,7 @@ def _bounded(schema: Mapping[str, Any], default: float) -> float:
     lo = schema.get("minimum", schema.get("exclusiveMinimum"))
     hi = schema.get("maximum", schema.get("exclusiveMaximum"))
     value = default
-    if isinstance(lo, (int, float)) and not isinstance(lo, bool):
+    if isinstance(lo, (int, float)) and not isinstance(lo, bool) and value <= lo:
         value = lo + (1 if "exclusiveMinimum" in schema and "minimum" not in schema else 0)
     if isinstance(hi, (int, float)) and not isinstance(hi, bool) and value > hi:
         value = hi - (1 if "exclusiveMaximum" in schema and "maximum" not in schema else 0)
