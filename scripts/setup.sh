@@ -13,7 +13,7 @@ SUDO=""
 
 apt_pkgs=(bubblewrap)
 if (( want_test )); then
-  apt_pkgs+=(nodejs npm git curl python3 chromium)  # git/curl/python3: used inside sandboxes by tests/sandbox; chromium: dashboard tests
+  apt_pkgs+=(nodejs npm git curl python3 chromium postgresql)  # git/curl/python3: used inside sandboxes by tests/sandbox; chromium: dashboard tests; postgresql: tests start their own servers (tests/pg.py)
 fi
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -55,3 +55,19 @@ async def host(storage: SQLiteStorage) -> AsyncIterator[AgentHost]:
     await h.start()
     yield h
     await h.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Any:
+    """One real PostgreSQL server for the test session (tests/pg.py); stopped at the end."""
+    from tests.pg import PostgresServer
+
+    server = PostgresServer().start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres: Any) -> str:
+    """A fresh, empty database on the session's PostgreSQL server."""
+    return str(postgres.create_database())
