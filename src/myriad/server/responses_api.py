@@ -37,7 +37,7 @@ async def create(request: Request) -> Any:
     try:
         principal = await require_principal(request)
         responses = _responses(request)
-        body = await json_object(request, MAX_BODY, required=True, loads=orjson.loads)
+        body = await json_object(request, MAX_BODY, required=True)
         model = body.get("model")
         principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
         req = responses.parse(body, principal.tenant)
