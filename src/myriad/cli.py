@@ -39,8 +39,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 # -- serve -----------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     import uvicorn
 
     from myriad.server import build_services, create_app
@@ -90,7 +88,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     )
     for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn logs WebSocket handshakes on .error
         logging.getLogger(name).addFilter(_RedactTokens())
-    asyncio.run(uvicorn.Server(config).serve())
+    # Server.run, not asyncio.run(serve()): it applies uvicorn's loop setup (uvloop when installed)
+    uvicorn.Server(config).run()
     return 0
 
 

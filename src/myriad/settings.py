@@ -124,7 +124,16 @@ class MeteringSettings:
     """Output tokens reserved for a model call that sets no max_tokens."""
     settle_in_background: bool = False
     """Write actual usage after the call returns, batched (~0.3-0.6 ms less per model call);
-    a crash can then lose the last moments' usage records (holds still expire safely)."""
+    a crash can then lose the last moments' usage records (holds still expire safely).
+    Only for a shared ledger: an owned one (``shared_ledger = false``) always does this."""
+    shared_ledger: bool = False
+    """Whether other processes admit against the same SQLite ledger file. False (one
+    ``myriad serve`` owns its data directory): budgets, limits and holds are kept in
+    memory and settled usage is written in group commits every ``flush_interval``;
+    ``kill -9`` can lose at most that window's usage events (see docs/metering.md).
+    True: every admission is a SQLite transaction (atomic across processes)."""
+    flush_interval: float = 0.02
+    """Seconds between group commits of settled usage when the ledger is owned."""
 
 
 @dataclass
