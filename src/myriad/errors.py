@@ -20,6 +20,8 @@ answers without a mapping table::
     │   └── ConcurrencyLimited       429 concurrency_limited
     ├── StorageError                 500 storage_error
     ├── AgentError                   500 agent_error       an agent method failed
+    ├── McpError                     502 mcp_error          a remote MCP server failed or refused
+    │   └── McpTimeout               504 mcp_timeout
     ├── SandboxError                 500 sandbox_error
     │   ├── SandboxUnavailable       503 sandbox_unavailable  the machine cannot sandbox
     │   ├── TierUnavailable          400 tier_unavailable     needs the tier cannot meet
@@ -124,6 +126,16 @@ class AgentError(MyriadError):
     code = "agent_error"
 
 
+class McpError(MyriadError):
+    status = 502
+    code = "mcp_error"
+
+
+class McpTimeout(McpError):
+    status = 504
+    code = "mcp_timeout"
+
+
 class SandboxError(MyriadError):
     code = "sandbox_error"
 
@@ -212,6 +224,8 @@ __all__ = [
     "ConcurrencyLimited",
     "StorageError",
     "AgentError",
+    "McpError",
+    "McpTimeout",
     "SandboxError",
     "SandboxUnavailable",
     "TierUnavailable",
