@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from typing import AsyncIterator
@@ -23,6 +24,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({
         "status": "ok",
         "version": __version__,
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # "uvloop" under myriad serve
         "agents": {"classes": sorted(host.classes), "resident": host.resident_count,
                    "connections": host.connection_count, **host.stats},
     })
