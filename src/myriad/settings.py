@@ -100,6 +100,10 @@ class ModelsSettings:
 
     config: str = ""
     """Path to the deployment file (TOML); empty serves the simulated models."""
+    responses_ttl: float = 86400.0
+    """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
+    responses_max_per_tenant: int = 10000
+    """Stored responses kept per tenant (the oldest are dropped first)."""
 
 
 @dataclass

@@ -37,6 +37,7 @@ from myriad.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from myriad.models._checks import check_chat_request
 from myriad.models._tokens import estimate_message_tokens, estimate_text_tokens
 from myriad.models.cache import SemanticCache
 from myriad.models.knn import KnnRouter
@@ -454,6 +455,7 @@ class Gateway:
         for i, m in enumerate(messages):
             if not isinstance(m, MappingABC) or not isinstance(m.get("role"), str):
                 raise InvalidRequest(f"messages[{i}] must be an object with a 'role'")
+        check_chat_request(body)
         asked = body.get("model") or self.default_model()
         if not isinstance(asked, str):
             raise InvalidRequest("'model' must be a string")
@@ -592,6 +594,14 @@ class Gateway:
         if last is None:
             now = self._clock()
             states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
+            if need is not None and need.tokens and not any(
+                    s.deployment.context_window >= need.tokens for g in self._chain(alias, need)
+                    for s in self._groups[g]):
+                window = max(s.deployment.context_window for g in self._chain(alias, need) for s in self._groups[g])
+                return ContextWindowExceeded(
+                    f"This model's maximum context length is {window} tokens, but the messages take about "
+                    f"{need.tokens} tokens (no deployment of {alias!r} or its fallbacks has a bigger window). "
+                    "Shorten the messages.", details={"model": alias, "param": "messages"})
             if need is not None and need.caps and not any(
                     not s.deployment.capabilities or need.caps <= s.deployment.capabilities for s in states):
                 return InvalidRequest(f"no deployment of {alias!r} (or its fallbacks) supports "
