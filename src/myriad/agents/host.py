@@ -95,7 +95,7 @@ class AgentHost:
         """Run ``work`` in the background under ``key`` (one per key), owned by the
         host: kept referenced, findable with ``task(key)``, cancelled at ``stop``.
         Work that must touch an instance does so in turns (``run``)."""
-        task = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+        task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
         self._tasks[key] = task
 
         def forget(t: "asyncio.Task[Any]") -> None:

@@ -38,7 +38,7 @@ def tool(*, description: str = "", parameters: dict[str, Any] | None = None,
         schema = parameters if parameters is not None else _schema(fn)
         fn.__myriad_tool__ = ToolSpec(fn.__name__, description or inspect.getdoc(fn) or fn.__name__,  # type: ignore[attr-defined]
                                       schema, needs_approval)
-        return fn
+        return fn  # type: ignore[return-value]  # mypy loses F through iscoroutinefunction
 
     return mark
 

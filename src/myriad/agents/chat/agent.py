@@ -255,7 +255,8 @@ class ChatAgent(Agent):
     # -- frame handlers (each runs as a turn) ------------------------------------------
     async def _chat_request(self, conn: Connection, data: dict[str, Any]) -> None:
         request_id = data.get("id")
-        init = data.get("init") if isinstance(data.get("init"), dict) else {}
+        raw_init = data.get("init")
+        init: dict[str, Any] = raw_init if isinstance(raw_init, dict) else {}
         if not isinstance(request_id, str) or not request_id or init.get("method", "POST") != "POST":
             return
         try:
@@ -334,7 +335,7 @@ class ChatAgent(Agent):
         if row.status == "streaming":
             await conn.send(frames.response(request_id, continuation=cont, replay=True, replayComplete=True))
         else:
-            extra = {} if row.status == "completed" else {"outcome": row.status}
+            extra: dict[str, Any] = {} if row.status == "completed" else {"outcome": row.status}
             await conn.send(frames.response(request_id, done=True, continuation=cont, replay=True, **extra))
 
     async def _chat_tool_result(self, conn: Connection, data: dict[str, Any]) -> None:
@@ -426,7 +427,7 @@ class ChatAgent(Agent):
         if error is not None:
             await self.broadcast(frames.response(turn.request_id, error, error=True,
                                                  continuation=turn.continuation), exclude=skip)
-        extra = {} if outcome == "completed" else {"outcome": outcome}
+        extra: dict[str, Any] = {} if outcome == "completed" else {"outcome": outcome}
         await self.broadcast(frames.response(turn.request_id, done=True, continuation=turn.continuation, **extra),
                              exclude=skip)
         others = ([turn.owner] if turn.owner else []) + skip
