@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
+from myriad import safe_json
 from myriad.agents import protocol
 from myriad.agents.agent import Agent, StreamingResponse, initial_state_of
 from myriad.agents.connection import Connection, current_caller
@@ -200,6 +201,8 @@ class AgentHost:
             state = None if record.state is None else json.loads(record.state)
         agent = cls.__new__(cls)
         agent._slot, agent._host, agent._state, agent._sql = slot, self, state, None
+        if record is not None and record.has_sql:  # stored off this machine: fetch before the turn
+            agent._sql = await self.storage.open_agent_sql(ref.path)
         agent.__init__()  # type: ignore[misc]  # attributes first, so __init__ may read state
         slot.agent = agent
         self._resident[ref.path] = slot
@@ -306,7 +309,11 @@ class AgentHost:
         class speaks (``Agent._frames``, e.g. the chat frames), or anything else
         (``on_message``). Errors go back to the client; they never propagate."""
         slot = self._slot(ref)
-        frame = protocol.parse_frame(text)
+        try:
+            frame = protocol.parse_frame(text)
+        except safe_json.JSONLimitExceeded as e:  # too deep, NaN, ...: refused, named; the socket stays
+            await conn.send({"type": "error", "error": e.message})
+            return
         kind = frame.kind
         token = current_caller.set(conn.principal)
         try:
@@ -388,9 +395,10 @@ class AgentHost:
         finally:
             current_caller.reset(token)
 
-    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
-        """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""
-        return await self._turn(self._slot(ref), body)
+    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]], *, caller: Any = None) -> T:
+        """Run arbitrary code as a turn of the instance (schedules, MCP calls, tests, admin);
+        ``caller`` is what the agent sees as ``self.caller``."""
+        return await self._as(caller, self._turn(self._slot(ref), body))
 
     async def get_state(self, ref: AgentRef) -> Any:
         slot = self._slots.get(ref.path)

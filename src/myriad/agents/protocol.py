@@ -15,6 +15,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
+from myriad import safe_json
 from myriad.errors import InvalidRequest
 
 if TYPE_CHECKING:
@@ -40,12 +41,16 @@ class Frame:
 
 def parse_frame(text: str) -> Frame:
     """Parse a client frame once. Anything that is not a JSON object with a string
-    ``type`` is still a frame (``kind`` None): it goes to the agent's ``on_message``."""
+    ``type`` is still a frame (``kind`` None): it goes to the agent's ``on_message``.
+    A JSON object past ``myriad.safe_json``'s limits (depth, NaN/Infinity) raises
+    ``JSONLimitExceeded`` instead (the door answers it with an error frame)."""
     if text[:1] != "{":
         return Frame(text, None, None)
     try:
-        data = json.loads(text)
-    except ValueError:
+        data = safe_json.loads(text, "frame")
+    except safe_json.JSONLimitExceeded:
+        raise
+    except safe_json.InvalidJSON:
         return Frame(text, None, None)
     if not isinstance(data, dict):
         return Frame(text, None, None)
