@@ -280,7 +280,7 @@ class AgentHost:
             await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
                 await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
-            await slot.release(protocol.MCP_FRAME, only=conn)
+            await slot.release(agent._mcp_frame(), only=conn)
             await agent._connected(conn)
             await agent.on_connect(conn)
 

@@ -221,10 +221,12 @@ class Gateway:
     # ------------------------------------------------------------------ chat
 
     async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                   agent: str | None = None) -> ChatResult:
-        """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored)."""
+                   agent: str | None = None, kind: str = "chat") -> ChatResult:
+        """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored).
+        ``kind="responses"``: a Responses API call translated to chat (by
+        ``myriad.models.responses``), metered and traced as such."""
         req, asked, cache_text = self._prepare(body)
-        call = Call("chat", asked, req, tenant=tenant, agent=agent)
+        call = Call(kind, asked, req, tenant=tenant, agent=agent)
         return await self.pipeline.unary(call, lambda c: self._chat(c, cache_text))
 
     async def _chat(self, call: Call, cache_text: str | None) -> ChatResult:
@@ -268,12 +270,13 @@ class Gateway:
             await batches.aclose()  # a consumer that stops early ends the call (and its span) now
 
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                                  agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+                                  agent: str | None = None, kind: str = "chat"
+                                  ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
         that arrived from upstream together, so a relay can forward them in one write."""
         req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-        call = Call("chat", asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
+        call = Call(kind, asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
         relay = self.pipeline.stream(call, lambda c: self._stream_cached(c, cache_text))
         try:
             async for item in relay:

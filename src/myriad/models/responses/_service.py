@@ -1,7 +1,7 @@
-"""The Responses API over the gateway: one call in, through the gateway's chat
-entry points (so routing, fallbacks, metering, budgets and telemetry are the ones
-chat completions get), one response object or event stream out, stored for
-``previous_response_id``.
+"""The Responses API over the gateway: one call in, through the gateway's one
+pipeline as a ``responses`` call (so routing, fallbacks, metering, budgets and
+telemetry are the ones chat completions get), one response object or event stream
+out, stored for ``previous_response_id``.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ class Responses:
                      agent: str | None = None) -> tuple[dict[str, Any], ChatResult]:
         """A finished response (and the chat result behind it, for its deployment)."""
         chat = req.to_chat()
-        result = await self.gateway.chat(chat, tenant=tenant, agent=agent)
+        result = await self.gateway.chat(chat, tenant=tenant, agent=agent, kind="responses")
         choices = result.raw.get("choices") or [{}]
         finish = choices[0].get("finish_reason")
         output = output_items(choices[0].get("message") or {}, finish)
@@ -55,7 +55,7 @@ class Responses:
         any output is raised, not streamed); a later failure becomes ``error`` and
         ``response.failed`` events."""
         chat = dict(req.to_chat(), stream=True, stream_options={"include_usage": True})
-        batches = self.gateway.chat_stream_batches(chat, tenant=tenant, agent=agent)
+        batches = self.gateway.chat_stream_batches(chat, tenant=tenant, agent=agent, kind="responses")
         model = chat.get("model") or self.gateway.default_model()
         events = ResponseEvents(req, model)
         try:
