@@ -34,6 +34,8 @@ class Services:
     meter: Any = None
     telemetry: Any = None
     identity: Any = None
+    responses: Any = None
+    """``/v1/responses`` over ``models`` (``myriad.models.responses.Responses``)."""
     _closers: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
 
@@ -104,6 +106,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
+    services.responses = _responses(settings, models)
     host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
@@ -120,6 +123,13 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
         for cls in agent_classes_in(load_module(module)):
             host.register(cls)
     return services
+
+
+def _responses(settings: Settings, models: Any) -> Any:
+    from myriad.models.responses import MemoryResponseStore, Responses
+
+    return Responses(models, MemoryResponseStore(ttl=settings.models.responses_ttl,
+                                                 max_per_tenant=settings.models.responses_max_per_tenant))
 
 
 def load_module(name: str) -> ModuleType:
