@@ -3,10 +3,13 @@
 A ``LedgerStore`` is synchronous and thread-safe; every method that changes state
 is one database transaction, so a crash leaves either all of it or none of it.
 The ``Meter`` runs store calls off the event loop. Implementations register by
-URL scheme in ``STORES``: ``sqlite:///path/to/metering.db`` (embedded default);
-a PostgreSQL one (``postgresql://``) can follow the same contract — the SQL in
-``_sqlite.py`` uses only row locks (``BEGIN IMMEDIATE`` there would be
-``SELECT ... FOR UPDATE`` on the budget rows) and upserts.
+URL scheme in ``STORES``: ``sqlite:///path/to/metering.db`` (embedded default) and
+``postgresql://user@host/db`` (``_postgres.py``: shared by processes and machines;
+a per-tenant advisory lock where SQLite takes its file's write lock).
+
+A store may say ``shared = True`` (an attribute, read with
+``getattr(store, "shared", False)``): other processes change it, so admission must
+be decided by the store, never by a view kept in one process.
 """
 
 from __future__ import annotations
@@ -203,6 +206,8 @@ class LedgerStore(Protocol):
 
 STORES: dict[str, str] = {
     "sqlite": "myriad.metering._sqlite:SQLiteLedger",
+    "postgresql": "myriad.metering._postgres:PostgresLedger",
+    "postgres": "myriad.metering._postgres:PostgresLedger",
 }
 """URL scheme -> ``module:Class`` of a ``LedgerStore`` taking ``(url, **options)``."""
 
