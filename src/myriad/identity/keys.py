@@ -13,15 +13,14 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from myriad.errors import AuthenticationError, Conflict, InvalidName, InvalidRequest, NotFound
+from myriad.identity._db import Duplicate, IdentityDB, open_identity_db
 from myriad.identity.capabilities import parse_scopes
 from myriad.identity.principal import Principal
-from myriad.storage import connect
 
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_RE = re.compile(r"^myr_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
@@ -63,17 +62,22 @@ def validate_tenant(name: str) -> str:
 
 
 class KeyStore:
-    """Tenants and their API keys in ``identity.db`` under the data directory."""
+    """Tenants and their API keys: in ``identity.db`` under the data directory, or in
+    PostgreSQL when ``database`` is a ``postgresql://`` URL (shared by every process)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._path = Path(data_dir) / "identity.db"
-        self._db: sqlite3.Connection | None = None
+    def __init__(self, data_dir: Path, database: str | None = None, *, pool_size: int = 4,
+                 connect_timeout: float = 5.0) -> None:
+        self._data_dir = Path(data_dir)
+        self.database = database or None
+        self._options = {"pool_size": pool_size, "connect_timeout": connect_timeout} if self.database else {}
+        self._db: IdentityDB | None = None
 
     def open(self) -> None:
         if self._db is not None:  # first start opens it before the server does
             return
-        self._db = connect(self._path)
-        self._db.executescript(_SCHEMA)
+        db = open_identity_db(self._data_dir, self.database, **self._options)
+        db.schema(_SCHEMA)
+        self._db = db
 
     def close(self) -> None:
         if self._db is not None:
@@ -81,7 +85,7 @@ class KeyStore:
             self._db = None
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> IdentityDB:
         if self._db is None:
             self.open()
         assert self._db is not None
@@ -92,7 +96,7 @@ class KeyStore:
         validate_tenant(name)
         try:
             self.db.execute("INSERT INTO tenants VALUES (?, ?)", (name, time.time()))
-        except sqlite3.IntegrityError:
+        except Duplicate:
             raise Conflict(f"tenant {name!r} already exists") from None
         return name
 
