@@ -89,10 +89,10 @@ class _Busy:
         else:
             import psycopg
 
-            from myriad.metering._postgres import tenant_lock_key
+            from myriad.metering._postgres import _LOCK_TENANTS
 
             self._conn = psycopg.connect(url)  # not autocommit: the lock lives until commit
-            self._conn.execute("SELECT pg_advisory_xact_lock(%s)", (tenant_lock_key("acme"),))
+            self._conn.execute(_LOCK_TENANTS, (["acme"],))
 
     def release(self) -> None:
         if self._sqlite:

@@ -30,7 +30,8 @@ class Duplicate(Conflict):
 
 
 class Rows(Protocol):
-    rowcount: int
+    @property
+    def rowcount(self) -> int: ...
 
     def fetchone(self) -> Any: ...
 

@@ -4,7 +4,7 @@ Same tables, same decisions (``_admission.py``), one transaction per state chang
 What replaces SQLite's database-wide write lock (``BEGIN IMMEDIATE``) is a
 *per-tenant* transaction-level advisory lock: every transaction that reads or writes
 a tenant's budgets, limits, spend or holds first takes
-``pg_advisory_xact_lock(<tenant key>)`` (several tenants: in sorted order, so two
+``pg_advisory_xact_lock(hashtextextended('myriad.metering|' || tenant, 0))`` (several tenants: in sorted order, so two
 batches never deadlock). Budgets and limits belong to one tenant, so a reservation
 that holds its tenant's lock reads spent + reserved, checks, and adds its hold
 before any other process can look; tenants never wait on each other. The lock is
@@ -71,11 +71,40 @@ _UPSERT_ROLLUP = (" DO UPDATE SET quantity_micro = t.quantity_micro + excluded.q
                   " cost_nanos = t.cost_nanos + excluded.cost_nanos, lines = t.lines + excluded.lines")
 
 
-def tenant_lock_key(tenant: str) -> int:
-    """The advisory-lock key of a tenant's metering rows (a signed 64-bit int)."""
-    import hashlib
+_LOCK_TENANTS = ("SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('myriad.metering|' || t, 0) AS k"
+                 " FROM unnest(%s::text[]) AS t ORDER BY 1) AS s")
+"""Lock the tenants (a text[] parameter) in key order; every writer of a tenant's rows takes it first."""
+_LOCK_TENANTS_AND_RESERVATIONS = (
+    "SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('myriad.metering|' || t, 0) AS k FROM"
+    " (SELECT unnest(%s::text[]) AS t UNION SELECT tenant FROM reservations WHERE id = ANY(%s::text[])) AS x ORDER BY 1) AS s")
+_SWEEP = ("DELETE FROM reservations WHERE id IN (SELECT id FROM reservations WHERE tenant = %s AND expires_us < %s LIMIT %s)"
+          " RETURNING amount_nanos, holds, rates, leases")
+_BUDGETS_WITH_USAGE = (
+    "SELECT b.id, b.tenant, b.\"user\", b.agent, b.period, b.hard_nanos, b.soft_nanos, b.managed_by,"
+    " COALESCE(u.spent_nanos, 0), COALESCE(u.reserved_nanos, 0) FROM budgets b LEFT JOIN budget_usage u"
+    " ON u.budget_id = b.id AND u.period_start = CASE b.period WHEN 'day' THEN %s WHEN 'month' THEN %s ELSE 0 END"
+    " WHERE b.tenant = %s AND (b.\"user\" IS NULL OR b.\"user\" = %s) AND (b.agent IS NULL OR b.agent = %s) ORDER BY b.id")
+_LIMITS_WITH_STATE = (
+    "SELECT l.id, l.tenant, l.\"user\", l.agent, l.operation, l.kind, l.limit_value, l.managed_by,"
+    " COALESCE(st.tat_us, 0), COALESCE(st.in_use, 0) FROM limits l LEFT JOIN limit_state st ON st.limit_id = l.id"
+    " WHERE l.tenant = %s AND (l.\"user\" IS NULL OR l.\"user\" = %s) AND (l.agent IS NULL OR l.agent = %s) ORDER BY l.id")
+_INSERT_EVENTS = (
+    'INSERT INTO events(id, tenant, "user", agent, time_us, recorded_us, source, type, model, deployment,'
+    " price_version, cost_nanos, body, lines)"
+    " SELECT id, tenant, u, agent, t, r, source, type, model, dep, pv, cost, body, lines FROM unnest("
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[],"
+    " %s::text[], %s::text[], %s::int[], %s::bigint[], %s::text[], %s::text[])"
+    " WITH ORDINALITY AS x(id, tenant, u, agent, t, r, source, type, model, dep, pv, cost, body, lines, n)"
+    " ORDER BY n ON CONFLICT(id) DO NOTHING RETURNING id")
+_ROLLUP_KEY = 'tenant, hour, "user", agent, resource, model, deployment, price_version'
+_ROLLUP_TENANT_KEY = "tenant, hour, resource, model, deployment, price_version"
+_ROLLUP_CASTS = ("text[]", "bigint[]", "text[]", "text[]", "text[]", "text[]", "text[]", "int[]", "bigint[]", "bigint[]", "bigint[]")
+_ROLLUP_TENANT_CASTS = ("text[]", "bigint[]", "text[]", "text[]", "text[]", "int[]", "bigint[]", "bigint[]", "bigint[]")
 
-    return int.from_bytes(hashlib.blake2b(b"myriad.metering|" + tenant.encode(), digest_size=8).digest(), "big", signed=True)
+
+class _StaleBook(Exception):
+    """The price book changed since the events were priced; price them again."""
+
 
 
 class PostgresLedger:
@@ -146,13 +175,13 @@ class PostgresLedger:
 
         from myriad.storage._pgpool import unavailable
 
-        keys = sorted({tenant_lock_key(t) for t in tenants})
-        if global_lock:
-            keys.insert(0, _GLOBAL_LOCK)
+        names = sorted(set(tenants))
         try:
             with self._pool.connection() as conn, conn.transaction():
-                if keys:
-                    conn.execute("SELECT pg_advisory_xact_lock(k) FROM unnest(%s::bigint[]) AS k ORDER BY k", (keys,))
+                if global_lock:
+                    conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GLOBAL_LOCK,))
+                if names:
+                    conn.execute(_LOCK_TENANTS, (names,))
                 yield conn
         except MyriadError:
             raise
@@ -211,119 +240,6 @@ class PostgresLedger:
             )
             self._book_read_at = -1.0
             return pv
-
-    # -- appending ---------------------------------------------------------------
-
-    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
-        with self._tx({e.subject.tenant for e in events}) as db:
-            appended, dups, cost, _ = self._append(db, events, self._now_us())
-        return AppendResult(appended, dups, cost)
-
-    def _append(
-        self, db: Any, events: Sequence[UsageEvent], now: int, periods: Mapping[str, int] | None = None
-    ) -> tuple[int, int, int, int]:
-        """Insert new events, their rollups and budget spend (the caller holds their tenants' locks)."""
-        if not events:
-            return 0, 0, 0, 0
-        book = self._current_book(db)
-        priced = []
-        for ev in events:
-            t_us = to_us(ev.time)
-            version, micro, costs = book.price(ev.usage, t_us)
-            priced.append((ev, t_us, version, micro, costs))
-        rows = [
-            (ev.id, ev.subject.tenant, ev.subject.user, ev.subject.agent, t_us, now, ev.source, ev.type, ev.usage.model,
-             ev.usage.deployment, version, sum(costs.values()), json.dumps(ev.to_cloudevent(), separators=(",", ":")),
-             json.dumps({r: [micro[r], costs[r]] for r in micro}, separators=(",", ":")))
-            for ev, t_us, version, micro, costs in priced
-        ]
-        inserted = self._insert_events(db, rows)
-        appended = dups = total = tokens = 0
-        budget_cache: dict[Subject, list[Budget]] = {}
-        by_subject: dict[tuple[Any, ...], list[int]] = {}
-        by_tenant: dict[tuple[Any, ...], list[int]] = {}
-        charges: dict[tuple[str, int], list[Any]] = {}
-        seen: set[str] = set()
-        for ev, t_us, version, micro, costs in priced:
-            if ev.id not in inserted or ev.id in seen:
-                dups += 1
-                continue
-            seen.add(ev.id)
-            cost = sum(costs.values())
-            s = ev.subject
-            model, dep = ev.usage.model or "", ev.usage.deployment or ""
-            appended += 1
-            total += cost
-            tokens += ev.usage.tokens()
-            hour = t_us - t_us % HOUR_US
-            pv = version or 0
-            for r, q in micro.items():
-                _add(by_subject, (s.tenant, hour, s.user or "", s.agent or "", r, model, dep, pv), q, costs[r], 1)
-                _add(by_tenant, (s.tenant, hour, r, model, dep, pv), q, costs[r], 1)
-            if cost:
-                if s not in budget_cache:
-                    budget_cache[s] = self._matching_budgets(db, s)
-                for b in budget_cache[s]:
-                    ps = periods[b.id] if periods and b.id in periods else period_start(b.period, t_us)
-                    charges.setdefault((b.id, ps), [b, 0])[1] += cost
-        if by_subject:
-            db.cursor().executemany(
-                "INSERT INTO rollups AS t VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                ' ON CONFLICT(tenant, hour, "user", agent, resource, model, deployment, price_version)' + _UPSERT_ROLLUP,
-                [k + tuple(v) for k, v in sorted(by_subject.items())])
-            db.cursor().executemany(
-                "INSERT INTO rollups_tenant AS t VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                " ON CONFLICT(tenant, hour, resource, model, deployment, price_version)" + _UPSERT_ROLLUP,
-                [k + tuple(v) for k, v in sorted(by_tenant.items())])
-        for (bid, ps), (b, cost) in sorted(charges.items(), key=lambda kv: kv[0]):
-            self._charge(db, b, ps, cost, now)
-        return appended, dups, total, tokens
-
-    @staticmethod
-    def _insert_events(db: Any, rows: list[tuple[Any, ...]]) -> set[str]:
-        """Insert the events; the ids that were new (a replayed id is not returned)."""
-        if len(rows) == 1:
-            cur = db.execute(
-                'INSERT INTO events(id, tenant, "user", agent, time_us, recorded_us, source, type, model, deployment,'
-                " price_version, cost_nanos, body, lines) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-                " ON CONFLICT(id) DO NOTHING RETURNING id", rows[0])
-            return {r[0] for r in cur.fetchall()}
-        cols = [list(c) for c in zip(*rows)]
-        cur = db.execute(
-            'INSERT INTO events(id, tenant, "user", agent, time_us, recorded_us, source, type, model, deployment,'
-            " price_version, cost_nanos, body, lines)"
-            " SELECT id, tenant, u, agent, t, r, source, type, model, dep, pv, cost, body, lines FROM unnest("
-            "%s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[], %s::text[], %s::text[],"
-            " %s::text[], %s::text[], %s::int[], %s::bigint[], %s::text[], %s::text[])"
-            " WITH ORDINALITY AS x(id, tenant, u, agent, t, r, source, type, model, dep, pv, cost, body, lines, n)"
-            " ORDER BY n ON CONFLICT(id) DO NOTHING RETURNING id", cols)
-        return {r[0] for r in cur.fetchall()}
-
-    def _charge(self, db: Any, b: Budget, ps: int, cost: int, now: int) -> None:
-        spent, reserved, flags = db.execute(
-            "INSERT INTO budget_usage AS t(budget_id, period_start, spent_nanos) VALUES (%s,%s,%s)"
-            " ON CONFLICT(budget_id, period_start) DO UPDATE SET spent_nanos = t.spent_nanos + excluded.spent_nanos"
-            " RETURNING spent_nanos, reserved_nanos, flags",
-            (b.id, ps, cost),
-        ).fetchone()
-        soft, hard = b.soft_nanos, b.hard_nanos
-        new_flags = flags
-        if soft is not None and spent >= soft and not flags & _FLAG_SOFT:
-            new_flags |= _FLAG_SOFT
-            self._notice(db, now, b, ps, spent, "dev.myriad.budget.soft_limit_crossed")
-        if hard is not None and spent > hard and not flags & _FLAG_HARD:
-            new_flags |= _FLAG_HARD
-            self._notice(db, now, b, ps, spent, "dev.myriad.budget.hard_limit_overrun")
-        if new_flags != flags:
-            db.execute("UPDATE budget_usage SET flags = %s WHERE budget_id = %s AND period_start = %s", (new_flags, b.id, ps))
-
-    def _notice(self, db: Any, now: int, b: Budget, ps: int, spent: int, type_: str) -> None:
-        body = BudgetStatus(b, ps, spent, 0).to_json()
-        body.pop("reserved", None)
-        db.execute("INSERT INTO notices(time_us, tenant, type, body) VALUES (%s,%s,%s,%s)",
-                   (now, b.scope.tenant, type_, json.dumps(body)))
-        log.warning("%s: %s budget %s (%s) spent %s of soft %s / hard %s", type_, b.scope.kind, b.id, b.period,
-                    money_str(spent), body["soft"], body["hard"])
 
     # -- budgets and limits ------------------------------------------------------
 
@@ -395,20 +311,6 @@ class PostgresLedger:
                 out.append(BudgetStatus(b, ps, row[0], row[1]))
         return out
 
-    def _matching_limits(self, db: Any, s: Subject, operation: str) -> list[tuple[Limit, tuple[int, int]]]:
-        rows = db.execute(
-            f"SELECT {', '.join('l.' + c for c in _LIMIT_COLS.split(', '))}, COALESCE(st.tat_us, 0), COALESCE(st.in_use, 0)"
-            " FROM limits l LEFT JOIN limit_state st ON st.limit_id = l.id"
-            ' WHERE l.tenant = %s AND (l."user" IS NULL OR l."user" = %s) AND (l.agent IS NULL OR l.agent = %s) ORDER BY l.id',
-            (s.tenant, s.user, s.agent),
-        ).fetchall()
-        out = []
-        for r in rows:
-            lim = SQLiteLedger._limit_of(r[:8])
-            if lim.applies_to(operation):
-                out.append((lim, (int(r[8]), int(r[9]))))
-        return out
-
     def put_limit(self, limit: Limit) -> Limit:
         sc = limit.scope
         with self._tx({sc.tenant}) as db:
@@ -446,140 +348,321 @@ class PostgresLedger:
                 rows = db.execute(f"SELECT {_LIMIT_COLS} FROM limits WHERE tenant = %s ORDER BY id", (tenant,)).fetchall()
         return [SQLiteLedger._limit_of(r) for r in rows]
 
-    # -- reservations --------------------------------------------------------------
+    # -- the hot path: reserve, settle, append in two or three round trips ----------------
+    #
+    # Each is a few multi-statement scripts sent as one message each (psycopg's
+    # ClientCursor binds parameters client-side; every statement still gets its own
+    # snapshot, so whatever follows the lock statement sees what the lock's previous
+    # holder committed). The transaction is opened by the first script and committed
+    # by the last; any error rolls it back before the connection goes back to the pool.
+
+    @contextmanager
+    def _script_tx(self) -> Iterator[Callable[..., list[list[Any] | None]]]:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        from myriad.storage._pgpool import unavailable
+
+        try:
+            with self._pool.connection() as conn:
+                cur = psycopg.ClientCursor(conn)
+
+                def run(sql: str, params: Sequence[Any] = ()) -> list[list[Any] | None]:
+                    cur.execute(sql, params)
+                    out: list[list[Any] | None] = []
+                    while True:
+                        out.append(cur.fetchall() if cur.description is not None else None)
+                        if not cur.nextset():
+                            return out
+
+                try:
+                    yield run
+                except BaseException:
+                    if conn.pgconn.transaction_status != 0 and not conn.closed:  # 0 = idle
+                        conn.execute("ROLLBACK")
+                    raise
+                if conn.pgconn.transaction_status != 0:
+                    conn.execute("ROLLBACK")
+                    raise RuntimeError("metering transaction left open (a bug)")
+        except MyriadError:
+            raise
+        except psycopg.errors.UniqueViolation as e:
+            raise Conflict(str(e).splitlines()[0]) from None
+        except (psycopg.Error, PoolTimeout) as e:
+            raise unavailable(e, self.url, "metering ledger is unavailable") from None
+
+    def _book_at(self, run: Callable[..., list[list[Any] | None]], latest: int) -> PriceBook:
+        if latest != self._book_version:
+            (rows,) = run("SELECT version, body FROM price_versions ORDER BY version")
+            self._book = PriceBook(PriceVersion.from_json(json.loads(body), version=v) for v, body in rows or [])
+            self._book_version = latest
+        return self._book
 
     def reserve(self, request: ReservationRequest) -> Grant:
         s = request.subject
         if not isinstance(request.operation, str) or not request.operation:
             raise InvalidRequest("operation must be a non-empty string such as 'model' or 'sandbox'")
         rid = request.id or "res_" + uuid.uuid4().hex
-        with self._tx({s.tenant}) as db:
-            now = self._now_us()
-            self._sweep(db, s.tenant, now)
-            book = self._current_book(db)
-            amount = book.estimate_nanos(request.estimate, now) if request.estimate is not None else 0
-            tokens = request.estimate.tokens() if request.estimate is not None else 0
-            # 1. check everything under the tenant's lock; nothing is written until every check passed
-            holds: list[tuple[str, int]] = []
-            for b in self._matching_budgets(db, s):
-                ps = period_start(b.period, now)
-                spent, reserved = db.execute(
-                    "SELECT spent_nanos, reserved_nanos FROM budget_usage WHERE budget_id = %s AND period_start = %s", (b.id, ps)
-                ).fetchone() or (0, 0)
-                hard = b.hard_nanos
-                if hard is not None and spent + reserved + amount > hard:
-                    raise budget_exceeded(b, ps, spent, reserved, amount)
-                holds.append((b.id, ps))
-            rates: list[tuple[str, int, int]] = []  # (limit id, new tat, tokens reserved)
-            leases: list[str] = []
-            for lim, state in self._matching_limits(db, s, request.operation):
-                CHECKS[lim.kind](lim, state, now, tokens, rates, leases)
-            # 2. hold
-            cur = db.cursor()
-            if amount and holds:
-                cur.executemany(
-                    "INSERT INTO budget_usage AS t(budget_id, period_start, reserved_nanos) VALUES (%s,%s,%s)"
-                    " ON CONFLICT(budget_id, period_start) DO UPDATE SET reserved_nanos = t.reserved_nanos + excluded.reserved_nanos",
-                    [(bid, ps, amount) for bid, ps in holds],
-                )
-            if rates:
-                cur.executemany(
-                    "INSERT INTO limit_state(limit_id, tat_us) VALUES (%s,%s) ON CONFLICT(limit_id) DO UPDATE SET tat_us = excluded.tat_us",
-                    [(lid, tat) for lid, tat, _ in rates],
-                )
-            if leases:
-                cur.executemany(
-                    "INSERT INTO limit_state AS t(limit_id, in_use) VALUES (%s,1) ON CONFLICT(limit_id) DO UPDATE SET in_use = t.in_use + 1",
-                    [(lid,) for lid in leases],
-                )
-            expires = now + int(request.ttl_s * 1_000_000)
-            row = db.execute(
-                'INSERT INTO reservations(id, tenant, "user", agent, operation, created_us, expires_us, amount_nanos, tokens,'
-                " holds, rates, leases) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) ON CONFLICT(id) DO NOTHING RETURNING 1",
-                (rid, s.tenant, s.user, s.agent, request.operation, now, expires, amount, tokens,
-                 json.dumps(holds), json.dumps(rates), json.dumps(leases)),
-            ).fetchone()
-            if row is None:
-                raise Conflict(f"reservation id {rid} was already used")
+        now = self._now_us()
+        reads = _BUDGETS_WITH_USAGE + "; " + _LIMITS_WITH_STATE
+        read_args = (period_start("day", now), period_start("month", now), s.tenant, s.user, s.agent, s.tenant, s.user, s.agent)
+        sweep = now - self._last_sweep.get(s.tenant, -SWEEP_EVERY_US) >= SWEEP_EVERY_US
+        try:
+            with self._script_tx() as run:
+                # round trip 1: lock the tenant, the price book's version, (expired holds), budgets and limits
+                res = run("BEGIN; " + _LOCK_TENANTS + "; SELECT COALESCE(MAX(version), 0) FROM price_versions; "
+                          + (_SWEEP + "; " if sweep else "") + reads,
+                          ([s.tenant], *((s.tenant, now, SWEEP_BATCH) if sweep else ()), *read_args))
+                latest = res[2][0][0]  # type: ignore[index]
+                if sweep:
+                    self._note_sweep(s.tenant, now)
+                    expired = res[3] or []
+                    if expired:
+                        self._unhold_script(run, [(row, None) for row in expired], commit=False)
+                        res = res[:3] + [None] + run(reads, read_args)
+                budget_rows, limit_rows = res[-2] or [], res[-1] or []
+                book = self._book_at(run, latest)
+                amount = book.estimate_nanos(request.estimate, now) if request.estimate is not None else 0
+                tokens = request.estimate.tokens() if request.estimate is not None else 0
+                # check everything; nothing is written until every check passed
+                holds: list[tuple[str, int]] = []
+                for r in budget_rows:
+                    b = SQLiteLedger._budget_of(r[:8])
+                    ps = period_start(b.period, now)
+                    spent, reserved = int(r[8]), int(r[9])
+                    if b.hard_nanos is not None and spent + reserved + amount > b.hard_nanos:
+                        raise budget_exceeded(b, ps, spent, reserved, amount)
+                    holds.append((b.id, ps))
+                rates: list[tuple[str, int, int]] = []  # (limit id, new tat, tokens reserved)
+                leases: list[str] = []
+                for r in limit_rows:
+                    lim = SQLiteLedger._limit_of(r[:8])
+                    if lim.applies_to(request.operation):
+                        CHECKS[lim.kind](lim, (int(r[8]), int(r[9])), now, tokens, rates, leases)
+                # round trip 2: hold, and commit
+                sql: list[str] = []
+                args: list[Any] = []
+                if amount and holds:
+                    sql.append("INSERT INTO budget_usage AS t(budget_id, period_start, reserved_nanos)"
+                               " SELECT b, p, %s FROM unnest(%s::text[], %s::bigint[]) AS x(b, p)"
+                               " ON CONFLICT(budget_id, period_start) DO UPDATE SET reserved_nanos = t.reserved_nanos + excluded.reserved_nanos")
+                    args += [amount, [h[0] for h in holds], [h[1] for h in holds]]
+                if rates:
+                    sql.append("INSERT INTO limit_state(limit_id, tat_us) SELECT * FROM unnest(%s::text[], %s::bigint[])"
+                               " ON CONFLICT(limit_id) DO UPDATE SET tat_us = excluded.tat_us")
+                    args += [[r[0] for r in rates], [r[1] for r in rates]]
+                if leases:
+                    sql.append("INSERT INTO limit_state AS t(limit_id, in_use) SELECT x, 1 FROM unnest(%s::text[]) AS x"
+                               " ON CONFLICT(limit_id) DO UPDATE SET in_use = t.in_use + 1")
+                    args.append(leases)
+                expires = now + int(request.ttl_s * 1_000_000)
+                sql.append('INSERT INTO reservations(id, tenant, "user", agent, operation, created_us, expires_us, amount_nanos,'
+                           " tokens, holds, rates, leases) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)")
+                args += [rid, s.tenant, s.user, s.agent, request.operation, now, expires, amount, tokens,
+                         json.dumps(holds), json.dumps(rates), json.dumps(leases)]
+                run("; ".join(sql) + "; COMMIT", args)
+        except Conflict:
+            raise Conflict(f"reservation id {rid} was already used") from None
         return Grant(rid, s, request.operation, amount, tokens, from_us(expires))
 
-    def _unhold(self, db: Any, row: Sequence[Any], actual_tokens: int | None) -> None:
-        amount, holds, rates, leases = row
-        cur = db.cursor()
-        held = json.loads(holds)
-        if amount and held:
-            cur.executemany(
-                "UPDATE budget_usage SET reserved_nanos = GREATEST(0, reserved_nanos - %s) WHERE budget_id = %s AND period_start = %s",
-                [(amount, bid, ps) for bid, ps in held],
-            )
-        leased = json.loads(leases)
-        if leased:
-            cur.executemany("UPDATE limit_state SET in_use = GREATEST(0, in_use - 1) WHERE limit_id = %s", [(lid,) for lid in leased])
-        if actual_tokens is not None:
-            # give back (or take) the difference between reserved and actual tokens
-            for lid, _tat, reserved_tokens in json.loads(rates):
-                if reserved_tokens == 0 or actual_tokens == reserved_tokens:
-                    continue
-                lim = db.execute("SELECT limit_value FROM limits WHERE id = %s", (lid,)).fetchone()
-                if lim is None:
-                    continue
-                delta = (actual_tokens - reserved_tokens) * MINUTE_US // lim[0]
-                db.execute("UPDATE limit_state SET tat_us = tat_us + %s WHERE limit_id = %s", (delta, lid))
-
-    def _sweep(self, db: Any, tenant: str, now: int) -> None:
-        """Release the tenant's reservations whose holder died (at most once a second per tenant and store)."""
-        if now - self._last_sweep.get(tenant, -SWEEP_EVERY_US) < SWEEP_EVERY_US:
-            return
+    def _note_sweep(self, tenant: str, now: int) -> None:
         if len(self._last_sweep) > 10_000:
             self._last_sweep.clear()
         self._last_sweep[tenant] = now
-        rows = db.execute(
-            "DELETE FROM reservations WHERE id IN (SELECT id FROM reservations WHERE tenant = %s AND expires_us < %s LIMIT %s)"
-            " RETURNING amount_nanos, holds, rates, leases",
-            (tenant, now, SWEEP_BATCH),
-        ).fetchall()
-        for row in rows:
-            self._unhold(db, row, None)
-        if rows:
-            log.warning("released %d reservation(s) whose holders never settled them", len(rows))
 
-    def _tenants_of(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> set[str]:
-        tenants = {e.subject.tenant for _, events in items for e in events}
-        ids = [rid for rid, _ in items]
-        with self._tx() as db:
-            tenants |= {r[0] for r in db.execute("SELECT DISTINCT tenant FROM reservations WHERE id = ANY(%s)", (ids,))}
-        return tenants
+    @staticmethod
+    def _unhold_script(run: Callable[..., list[list[Any] | None]], rows: Sequence[tuple[Sequence[Any], int | None]],
+                       *, commit: bool, extra: tuple[list[str], list[Any]] | None = None) -> list[list[Any] | None]:
+        """Give back what ``rows`` (amount, holds, rates, leases) held, in one script.
+
+        ``actual_tokens`` per row (None: an expired hold) moves the token-rate limits by
+        the difference between reserved and actual tokens."""
+        budget: dict[tuple[str, int], int] = {}
+        lease: dict[str, int] = {}
+        diffs: tuple[list[str], list[int]] = ([], [])
+        for (amount, holds, rates, leases), actual in rows:
+            if amount:
+                for bid, ps in json.loads(holds):
+                    budget[(bid, ps)] = budget.get((bid, ps), 0) + amount
+            for lid in json.loads(leases):
+                lease[lid] = lease.get(lid, 0) + 1
+            if actual is not None:
+                for lid, _tat, reserved_tokens in json.loads(rates):
+                    if reserved_tokens and actual != reserved_tokens:
+                        diffs[0].append(lid)
+                        diffs[1].append(actual - reserved_tokens)
+        sql, args = (list(extra[0]), list(extra[1])) if extra else ([], [])
+        if budget:
+            keys = sorted(budget)
+            sql.append("UPDATE budget_usage u SET reserved_nanos = GREATEST(0, u.reserved_nanos - x.a)"
+                       " FROM unnest(%s::text[], %s::bigint[], %s::bigint[]) AS x(b, p, a)"
+                       " WHERE u.budget_id = x.b AND u.period_start = x.p")
+            args += [[k[0] for k in keys], [k[1] for k in keys], [budget[k] for k in keys]]
+        if lease:
+            keys2 = sorted(lease)
+            sql.append("UPDATE limit_state s SET in_use = GREATEST(0, s.in_use - x.n) FROM unnest(%s::text[], %s::bigint[]) AS x(l, n)"
+                       " WHERE s.limit_id = x.l")
+            args += [keys2, [lease[k] for k in keys2]]
+        if diffs[0]:
+            sql.append("UPDATE limit_state s SET tat_us = s.tat_us + d.delta FROM (SELECT x.l, SUM(floor(x.d::numeric * %s"
+                       " / lim.limit_value))::bigint AS delta FROM unnest(%s::text[], %s::bigint[]) AS x(l, d)"
+                       " JOIN limits lim ON lim.id = x.l GROUP BY x.l) d WHERE s.limit_id = d.l")
+            args += [MINUTE_US, diffs[0], diffs[1]]
+        if commit:
+            sql.append("COMMIT")
+        if not sql:
+            return []
+        return run("; ".join(sql), args)
+
+    def append(self, events: Sequence[UsageEvent]) -> AppendResult:
+        (r,) = self._apply([(None, events)])
+        return AppendResult(r.appended, r.duplicates, r.cost_nanos)
 
     def settle(self, reservation_id: str, events: Sequence[UsageEvent]) -> AppendResult:
-        return self.settle_many([(reservation_id, events)])[0]
+        return self._apply([(reservation_id, events)])[0]
 
     def settle_many(self, items: Sequence[tuple[str, Sequence[UsageEvent]]]) -> list[AppendResult]:
         """Settle many reservations in one transaction (empty events = release)."""
-        if not items:
-            return []
-        with self._tx(self._tenants_of(items)) as db:
-            now = self._now_us()
-            return [self._settle(db, rid, events, now) for rid, events in items]
-
-    def _settle(self, db: Any, reservation_id: str, events: Sequence[UsageEvent], now: int) -> AppendResult:
-        # an open reservation is a row; settled, released and expired ones are gone
-        row = db.execute(
-            "DELETE FROM reservations WHERE id = %s RETURNING amount_nanos, holds, rates, leases", (reservation_id,)
-        ).fetchone()
-        periods = dict(json.loads(row[1])) if row is not None else None
-        appended, dups, cost, tokens = self._append(db, events, now, periods) if events else (0, 0, 0, 0)
-        overrun = 0
-        if row is not None:
-            self._unhold(db, row, tokens)
-            overrun = max(0, cost - row[0])
-        elif appended:
-            log.info("settled %s after its hold was gone (expired or unknown); usage recorded", reservation_id)
-        if overrun:
-            log.warning("reservation %s cost %s more than it reserved", reservation_id, money_str(overrun))
-        return AppendResult(appended, dups, cost, overrun)
+        return self._apply(list(items)) if items else []
 
     def release(self, reservation_id: str) -> None:
-        self.settle_many([(reservation_id, [])])
+        self._apply([(reservation_id, [])])
+
+    def _apply(self, items: Sequence[tuple[str | None, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        """Settle reservations (id) or append events (None) in one transaction, in three round trips."""
+        for _attempt in range(3):
+            try:
+                return self._apply_once(items)
+            except _StaleBook:
+                continue  # another process added a price version: price again with it
+        raise RuntimeError("the price book kept changing during a settle")
+
+    def _apply_once(self, items: Sequence[tuple[str | None, Sequence[UsageEvent]]]) -> list[AppendResult]:
+        now = self._now_us()
+        book = self._book
+        priced = []  # (item index, event, t_us, version, micro, costs)
+        for i, (_rid, events) in enumerate(items):
+            for ev in events:
+                t_us = to_us(ev.time)
+                version, micro, costs = book.price(ev.usage, t_us)
+                priced.append((i, ev, t_us, version, micro, costs))
+        tenants = sorted({p[1].subject.tenant for p in priced})
+        rids = [rid for rid, _ in items if rid]
+        with self._script_tx() as run:
+            # round trip 1: lock every tenant involved, take the reservations, insert the events
+            sql = ["BEGIN", _LOCK_TENANTS_AND_RESERVATIONS, "SELECT COALESCE(MAX(version), 0) FROM price_versions",
+                   'DELETE FROM reservations WHERE id = ANY(%s::text[]) RETURNING id, amount_nanos, holds, rates, leases']
+            args: list[Any] = [tenants, rids, rids]
+            if priced:
+                rows = [
+                    (ev.id, ev.subject.tenant, ev.subject.user, ev.subject.agent, t_us, now, ev.source, ev.type, ev.usage.model,
+                     ev.usage.deployment, version, sum(costs.values()), json.dumps(ev.to_cloudevent(), separators=(",", ":")),
+                     json.dumps({r: [micro[r], costs[r]] for r in micro}, separators=(",", ":")))
+                    for _i, ev, t_us, version, micro, costs in priced
+                ]
+                sql.append(_INSERT_EVENTS)
+                args += [list(c) for c in zip(*rows)]
+                sql.append(f"SELECT {_BUDGET_COLS} FROM budgets WHERE tenant = ANY(%s::text[]) ORDER BY id")
+                args.append(tenants)
+            res = run("; ".join(sql), args)
+            if res[2][0][0] != self._book_version:  # type: ignore[index]
+                run("ROLLBACK")
+                self._book_at(run, res[2][0][0])  # type: ignore[index]
+                raise _StaleBook()
+            held = {r[0]: r[1:] for r in res[3] or []}
+            inserted = {r[0] for r in res[4] or []} if priced else set()
+            budgets = [SQLiteLedger._budget_of(r) for r in res[5] or []] if priced else []
+            # the settled reservations, in the caller's order (an id listed twice is settled once)
+            taken: dict[int, Sequence[Any]] = {}
+            for i, (rid, _events) in enumerate(items):
+                if rid and rid in held:
+                    taken[i] = held.pop(rid)
+            results = [[0, 0, 0, 0] for _ in items]  # appended, duplicates, cost, tokens
+            by_subject: dict[tuple[Any, ...], list[int]] = {}
+            by_tenant: dict[tuple[Any, ...], list[int]] = {}
+            charges: dict[tuple[str, int], list[Any]] = {}
+            seen: set[str] = set()
+            for i, ev, t_us, version, micro, costs in priced:
+                if ev.id not in inserted or ev.id in seen:
+                    results[i][1] += 1
+                    continue
+                seen.add(ev.id)
+                cost = sum(costs.values())
+                s = ev.subject
+                model, dep = ev.usage.model or "", ev.usage.deployment or ""
+                results[i][0] += 1
+                results[i][2] += cost
+                results[i][3] += ev.usage.tokens()
+                hour = t_us - t_us % HOUR_US
+                pv = version or 0
+                for r, q in micro.items():
+                    _add(by_subject, (s.tenant, hour, s.user or "", s.agent or "", r, model, dep, pv), q, costs[r], 1)
+                    _add(by_tenant, (s.tenant, hour, r, model, dep, pv), q, costs[r], 1)
+                if cost:
+                    periods = dict(json.loads(taken[i][1])) if i in taken else {}
+                    for b in budgets:
+                        if b.scope.covers(s):
+                            ps = periods.get(b.id, period_start(b.period, t_us))
+                            charges.setdefault((b.id, ps), [b, 0])[1] += cost
+            # round trip 2: rollups, spend, give back the holds (and commit, unless a threshold may need a notice)
+            sql, args = [], []
+            for table, acc, keycols in (("rollups", by_subject, _ROLLUP_KEY), ("rollups_tenant", by_tenant, _ROLLUP_TENANT_KEY)):
+                if acc:
+                    keys = sorted(acc)
+                    n = len(keys[0])
+                    casts = _ROLLUP_CASTS if table == "rollups" else _ROLLUP_TENANT_CASTS
+                    sql.append(f"INSERT INTO {table} AS t SELECT * FROM unnest({', '.join('%s::' + c for c in casts)})"
+                               f" ON CONFLICT({keycols})" + _UPSERT_ROLLUP)
+                    args += [[k[j] for k in keys] for j in range(n)] + [[acc[k][j] for k in keys] for j in range(3)]
+            ckeys = sorted(charges)
+            watch = [k for k in ckeys if charges[k][0].soft_nanos is not None or charges[k][0].hard_nanos is not None]
+            if ckeys:
+                sql.append("INSERT INTO budget_usage AS t(budget_id, period_start, spent_nanos)"
+                           " SELECT * FROM unnest(%s::text[], %s::bigint[], %s::bigint[])"
+                           " ON CONFLICT(budget_id, period_start) DO UPDATE SET spent_nanos = t.spent_nanos + excluded.spent_nanos"
+                           " RETURNING budget_id, period_start, spent_nanos, flags")
+                args += [[k[0] for k in ckeys], [k[1] for k in ckeys], [charges[k][1] for k in ckeys]]
+            unholds = [(row, results[i][3]) for i, row in taken.items()]
+            res2 = self._unhold_script(run, unholds, commit=not watch, extra=(sql, args))
+            notices: list[str] = []
+            nargs: list[Any] = []
+            if ckeys:
+                spent_rows = next(r for r in res2 if r is not None)  # the only statement that returns rows
+                for bid, ps, spent, flags in spent_rows:
+                    b = charges[(bid, ps)][0]
+                    new_flags = flags
+                    for flag, crossed, type_ in (
+                        (_FLAG_SOFT, b.soft_nanos is not None and spent >= b.soft_nanos, "dev.myriad.budget.soft_limit_crossed"),
+                        (_FLAG_HARD, b.hard_nanos is not None and spent > b.hard_nanos, "dev.myriad.budget.hard_limit_overrun"),
+                    ):
+                        if crossed and not flags & flag:
+                            new_flags |= flag
+                            notices.append("INSERT INTO notices(time_us, tenant, type, body) VALUES (%s,%s,%s,%s)")
+                            nargs += [now, b.scope.tenant, type_, json.dumps(self._notice_body(b, ps, spent, type_))]
+                    if new_flags != flags:
+                        notices.append("UPDATE budget_usage SET flags = %s WHERE budget_id = %s AND period_start = %s")
+                        nargs += [new_flags, bid, ps]
+            if watch:
+                # round trip 3: the notices a crossed threshold calls for, and commit
+                run("; ".join(notices + ["COMMIT"]), nargs)
+        out = []
+        for i, (rid, _events) in enumerate(items):
+            appended, dups, cost, _tokens = results[i]
+            overrun = max(0, cost - int(taken[i][0])) if i in taken else 0
+            if rid and i not in taken and appended:
+                log.info("settled %s after its hold was gone (expired or unknown); usage recorded", rid)
+            if overrun:
+                log.warning("reservation %s cost %s more than it reserved", rid, money_str(overrun))
+            out.append(AppendResult(appended, dups, cost, overrun))
+        return out
+
+    @staticmethod
+    def _notice_body(b: Budget, ps: int, spent: int, type_: str) -> dict[str, Any]:
+        body = BudgetStatus(b, ps, spent, 0).to_json()
+        body.pop("reserved", None)
+        log.warning("%s: %s budget %s (%s) spent %s of soft %s / hard %s", type_, b.scope.kind, b.id, b.period,
+                    money_str(spent), body["soft"], body["hard"])
+        return body
 
     def renew(self, reservation_id: str, ttl_s: float) -> None:
         with self._tx() as db:
@@ -688,7 +771,8 @@ class PostgresLedger:
     def events(
         self, tenant: str | None, *, start: datetime | None = None, end: datetime | None = None, after_seq: int = 0, limit: int = 1000
     ) -> list[StoredEvent]:
-        where, args = ["seq > %s"], [after_seq]
+        where: list[str] = ["seq > %s"]
+        args: list[Any] = [after_seq]
         if tenant is not None:
             where.append("tenant = %s")
             args.append(tenant)
@@ -725,4 +809,4 @@ class PostgresLedger:
             return int(db.execute("SELECT COUNT(*) FROM events WHERE tenant = %s", (tenant,)).fetchone()[0])
 
 
-__all__ = ["PostgresLedger", "tenant_lock_key"]
+__all__ = ["PostgresLedger"]
