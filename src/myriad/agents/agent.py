@@ -19,8 +19,9 @@ import copy
 import inspect
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, TypeVar
 
+from myriad.agents import protocol
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
 from myriad.errors import InvalidRequest
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from myriad.agents.handle import AgentHandle
     from myriad.agents.host import AgentHost, _Slot
+    from myriad.agents.mcp_client import McpClient
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL
 
@@ -100,6 +102,10 @@ class Agent:
     initial_state: Any = None
     """The state a new instance starts with (deep-copied per instance)."""
 
+    _frames: ClassVar[dict[str, str]] = {}
+    """Frame types this class speaks beyond RPC and state (``type`` -> method name,
+    called as ``method(connection, frame_dict)`` in a turn). ``ChatAgent`` uses it."""
+
     # set by the host; declared for type checkers
     _slot: "_Slot"
     _host: "AgentHost"
@@ -146,7 +152,9 @@ class Agent:
     def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
         """Run SQL on this instance's private database; rows as dicts.
 
-        Writes are durable when the call returns. No other instance can see this database.
+        Writes are durable before any reply or frame that follows them is released (the
+        output gate; with PostgreSQL, the file's changed pages are shipped there first).
+        No other instance can see this database.
         """
         if self._sql is None:
             self._sql = self._host.storage.agent_sql(self._slot.ref.path)
@@ -166,10 +174,16 @@ class Agent:
         await self._slot.release(text, exclude=set(exclude or ()))
 
     # -- schedules -------------------------------------------------------------
-    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None) -> "Schedule":
+    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None, *,
+                       new: bool = False) -> "Schedule":
         """Call ``method(payload)`` later: ``when`` is a delay in seconds, a datetime,
-        or a cron string. Persisted; survives restarts; fires at least once."""
-        return await self._host.scheduler.add(self, when, method, payload)
+        or a cron string. Persisted; survives restarts; fires at least once.
+
+        Idempotent: while this agent has a pending schedule with the same ``when``,
+        ``method`` and ``payload``, that one is returned and nothing is added (so a
+        ``schedule("0 9 * * *", ...)`` in ``on_start`` does not pile up cron rows).
+        ``new=True`` always adds another."""
+        return await self._host.scheduler.add(self, when, method, payload, new=new)
 
     async def cancel_schedule(self, schedule_id: str) -> bool:
         return await self._host.scheduler.cancel(self._slot.ref, schedule_id)
@@ -206,6 +220,26 @@ class Agent:
             raise InvalidRequest("no identity service is configured on this host")
         return self._host.identity
 
+    @property
+    def mcp(self) -> "McpClient":
+        """This instance's MCP client: connect to remote MCP servers and call their tools
+        (``myriad.agents.mcp_client``)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None:
+            from myriad.agents.mcp_client import McpClient
+
+            client = self.__dict__["_mcp_client"] = McpClient(self)
+        return client
+
+    def _mcp_frame(self) -> str:
+        """The ``cf_agent_mcp_servers`` frame sent on connect: this agent's MCP
+        connections once it has used MCP in this activation or opened its SQL (an
+        agent that never did gets the empty frame without creating a database)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None and self._sql is None:
+            return protocol.MCP_FRAME
+        return json.dumps(self.mcp.frame())
+
     async def usage(self) -> Any:
         """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),
         so an agent can plan around what it may still spend. Empty without metering."""
@@ -231,9 +265,14 @@ class Agent:
     async def on_connect(self, connection: Connection) -> None:
         """A client connected (after identity and state were sent)."""
 
+    async def _connected(self, connection: Connection) -> None:
+        """What a base class sends on connect after the protocol's frames, before
+        ``on_connect`` (``ChatAgent`` sends the conversation)."""
+
     async def on_message(self, connection: Connection, message: str) -> None:
-        """A frame that is not part of the protocol (RPC, state) arrived."""
-        await connection.send({"type": "error", "error": "Unhandled message: this agent has no on_message handler"})
+        """A frame that is not part of the protocol (RPC, state) arrived. The default
+        ignores it, as the Cloudflare base agent does (no reply a client would not
+        understand)."""
 
     async def on_close(self, connection: Connection, code: int, reason: str) -> None:
         """A client disconnected."""

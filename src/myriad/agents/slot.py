@@ -4,11 +4,11 @@ output gate that holds outgoing frames until the instance's state is durable."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from myriad.agents.connection import Connection
+from myriad import safe_json
 from myriad.agents.naming import AgentRef
 from myriad.errors import InvalidRequest
 
@@ -47,8 +47,8 @@ class _Slot:
     # -- state -------------------------------------------------------------------
     def set_state(self, state: Any, source: Connection | None) -> None:
         try:
-            text = json.dumps(state)
-        except (TypeError, ValueError) as e:
+            text = safe_json.dumps_checked(state, "state")  # no NaN, no depth that breaks readers
+        except (TypeError, ValueError, InvalidRequest) as e:
             raise InvalidRequest(f"agent state must be JSON-serialisable: {e}") from None
         assert self.agent is not None
         self.agent._state = state
@@ -64,7 +64,11 @@ class _Slot:
 
     @property
     def pending(self) -> bool:
-        return self._dirty is not False or bool(self._outbox)
+        return self._dirty is not False or bool(self._outbox) or self._sql_pending()
+
+    def _sql_pending(self) -> bool:
+        sql = self.agent._sql if self.agent is not None else None
+        return sql is not None and sql.pending
 
     # -- the output gate ---------------------------------------------------------
     async def release(
@@ -77,6 +81,8 @@ class _Slot:
 
     async def drain(self) -> None:
         async with self._io_lock:
+            if self._sql_pending():  # SQL writes are durable before what follows them, like state
+                await self.agent._sql.flush()  # type: ignore[union-attr]
             if self._dirty is not False:
                 data, self._dirty = self._dirty, False
                 try:

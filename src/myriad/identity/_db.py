@@ -52,6 +52,11 @@ class IdentityDB(Protocol):
         """Create a store's tables if missing (SQLite; PostgreSQL's come from migrations)."""
         ...
 
+    def change_token(self) -> object:
+        """Something that changes whenever anyone (any process) writes, read without I/O;
+        None when the engine cannot tell (then callers must not cache rows)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -78,6 +83,10 @@ class SQLiteDB:
 
     def schema(self, ddl: str) -> None:
         self._conn.executescript(ddl)
+
+    def change_token(self) -> object:
+        # data_version: another connection committed; total_changes: this one wrote
+        return (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
 
     def close(self) -> None:
         self._conn.close()
@@ -151,6 +160,9 @@ class PostgresDB:
         return result
 
     def schema(self, ddl: str) -> None:
+        return None
+
+    def change_token(self) -> object:
         return None
 
     def close(self) -> None:

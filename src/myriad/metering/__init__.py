@@ -28,7 +28,7 @@ from myriad.metering._export import (
     usage_report,
     write_jsonl,
 )
-from myriad.metering._gateway import MeteredGateway, gateway_price_version
+from myriad.metering._gateway import GatewayMetering, gateway_price_version, meter_gateway
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
@@ -40,7 +40,7 @@ from myriad.metering._wrap import (
     metered,
     usage_of_openai,
 )
-from myriad.metering._sandbox import MeteredSandbox, MeteredSandboxes, egress_hook, subject_of_owner
+from myriad.metering._sandbox import SandboxMetering, egress_hook, subject_of_owner
 from myriad.metering._store import (
     STORES,
     AppendResult,
@@ -58,10 +58,8 @@ __all__ = [
     "BudgetStatus",
     "InvoiceLine",
     "LedgerStore",
-    "MeteredGateway",
+    "GatewayMetering",
     "MeteredProvider",
-    "MeteredSandbox",
-    "MeteredSandboxes",
     "Limit",
     "Meter",
     "Notice",
@@ -71,6 +69,7 @@ __all__ = [
     "Reservation",
     "Resources",
     "STORES",
+    "SandboxMetering",
     "Scope",
     "StoredEvent",
     "Subject",
@@ -94,6 +93,7 @@ __all__ = [
     "usage_of_openai",
     "from_nanos",
     "gateway_price_version",
+    "meter_gateway",
     "money_str",
     "open_store",
     "parse_when",

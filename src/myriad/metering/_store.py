@@ -6,10 +6,7 @@ The ``Meter`` runs store calls off the event loop. Implementations register by
 URL scheme in ``STORES``: ``sqlite:///path/to/metering.db`` (embedded default) and
 ``postgresql://user@host/db`` (``_postgres.py``: shared by processes and machines;
 a per-tenant advisory lock where SQLite takes its file's write lock).
-
-A store may say ``shared = True`` (an attribute, read with
-``getattr(store, "shared", False)``): other processes change it, so admission must
-be decided by the store, never by a view kept in one process.
+The PostgreSQL ledger is always ``shared`` (see ``LedgerStore``).
 """
 
 from __future__ import annotations
@@ -145,7 +142,16 @@ class Notice:
 
 @runtime_checkable
 class LedgerStore(Protocol):
-    """Durable, append-only usage ledger with budgets, limits and prices."""
+    """Durable, append-only usage ledger with budgets, limits and prices.
+
+    ``shared``: True when other processes may admit against the same ledger (PostgreSQL;
+    SQLite opened with ``shared=True``), so every ``reserve`` must be the store's own
+    atomic transaction. False when this process owns it: the ``Meter`` then keeps the
+    admission state in memory in front of it (``LocalLedger``) and writes settled
+    usage in group commits. A store without the attribute counts as shared.
+    """
+
+    shared: bool
 
     def append(self, events: Sequence[UsageEvent]) -> AppendResult:
         """Record events; an id already recorded is ignored (counted once)."""

@@ -183,13 +183,16 @@ class Telemetry:
 
     # -- instrumenting the other rooms (by wrapping) -------------------------------------
     def instrument_gateway(self, gateway: Any) -> Any:
-        """``gateway`` wrapped so each chat/stream/embed call is a CLIENT span with
-        ``gen_ai.*`` attributes and metrics; the gateway itself when disabled."""
+        """Register the tracing middleware on ``gateway``'s pipeline, so each call is a
+        CLIENT span with ``gen_ai.*`` attributes and metrics; returns ``gateway`` (nothing
+        is registered when disabled, so it costs nothing)."""
         if not self.enabled or gateway is None:
             return gateway
-        from myriad.telemetry._gateway import InstrumentedGateway
+        from myriad.telemetry._gateway import GatewayTelemetry
 
-        return InstrumentedGateway(gateway, self)
+        if gateway.pipeline.find(GatewayTelemetry.name) is None:
+            gateway.pipeline.use(GatewayTelemetry(self, gateway))
+        return gateway
 
     def instrument_host(self) -> Any:
         """The hook an ``AgentHost`` accepts as ``instrumentation``: wraps its turn in an
@@ -202,14 +205,14 @@ class Telemetry:
             self._host_instr = AgentInstrumentation(self)
         return self._host_instr
 
-    def instrument_sandboxes(self, sandboxes: Any) -> Any:
-        """``sandboxes`` wrapped so lifecycle, runs and tool calls are spans and the live
-        sandboxes per tier are observed; ``sandboxes`` itself when disabled."""
-        if not self.enabled or sandboxes is None:
-            return sandboxes
-        from myriad.telemetry._sandbox import InstrumentedSandboxes
+    def sandbox_hook(self) -> Any:
+        """The hook ``Sandboxes.add_hook`` takes: lifecycle, runs and tool calls as spans
+        (``_sandbox.SandboxTracing``); None when disabled."""
+        if not self.enabled:
+            return None
+        from myriad.telemetry._sandbox import SandboxTracing
 
-        return InstrumentedSandboxes(sandboxes, self)
+        return SandboxTracing(self)
 
     def asgi_middleware(self, app: Any) -> Any:
         """``app`` behind HTTP server spans and W3C context extraction; ``app`` when disabled."""
