@@ -32,8 +32,10 @@ def start_writer(db, first, last):
 
 
 def check_consistent(db):
-    """Rollups equal raw events; budget spend equals the sum of event costs; nothing counted twice."""
-    store = open_store(db)
+    """Rollups equal raw events; budget spend equals the sum of event costs; nothing counted twice.
+
+    ``db``: a ledger URL, or the path of a SQLite ledger."""
+    store = open_store(str(db) if "://" in str(db) else f"sqlite:///{db}")
     try:
         events = []
         after = 0
