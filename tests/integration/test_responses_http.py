@@ -183,11 +183,16 @@ def test_upstreams_that_speak_responses_get_the_call_passed_through(client, serv
         upstream.clear_faults()
 
 
-def test_mid_stream_failure_is_a_failed_response(client, upstream):
-    upstream.stall_after_first_token_next(1, model="up-primary")
-    events = list(client.responses.create(model="fast", input="break please", stream=True))
+@pytest.mark.parametrize("model", ["fast", "native"])  # translated, passed through
+def test_mid_stream_failure_is_a_failed_response(client, upstream, model):
+    upstream.stall_after_first_token_next(1, model="up-" + ("primary" if model == "fast" else model))
+    events = list(client.responses.create(model=model, input="break please", stream=True))
     assert [e.type for e in events][-2:] == ["error", "response.failed"]
-    assert events[-1].response.status == "failed" and events[-1].response.error.message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    failed = events[-1].response
+    assert failed.status == "failed" and "broke after it started" in failed.error.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(failed.id)  # a failed response is not kept to continue from
 
 
 def test_openai_errors_name_the_parameter(client, server):
