@@ -83,7 +83,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
-        ws_ping_interval=None,
+        ws_ping_interval=settings.agents.ping_interval or None,
+        ws_ping_timeout=settings.agents.ping_timeout or None,
         lifespan="on",
     )
     for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn logs WebSocket handshakes on .error

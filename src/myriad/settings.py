@@ -34,6 +34,12 @@ class AgentSettings:
     """Cap on instances held in memory; the least recently used idle ones leave first."""
     max_frame_bytes: int = 1_048_576
     """Largest WebSocket frame accepted; bigger ones close the socket with 1009."""
+    ping_interval: float = 20.0
+    """Seconds between WebSocket pings to each client (RFC 6455 control frames, which
+    browsers and ``ws`` answer by themselves): keeps idle sockets open through proxies
+    and finds dead peers. 0 turns pings off."""
+    ping_timeout: float = 20.0
+    """A client that has not answered a ping within this many seconds is closed (1011)."""
     schedule_max_attempts: int = 6
     """A schedule firing that keeps failing is retried this many times, then dropped."""
     schedule_backoff: float = 1.0
@@ -91,7 +97,10 @@ class SandboxSettings:
     """Live isolates one tenant (with all its agents) may hold; past it the tenant's own
     least recently used isolate is closed, never another tenant's."""
     disk_mb: int = 1024
-    """Disk quota of one container sandbox's workspace (and /tmp), in MiB; 0 turns it off."""
+    """Disk quota of one container sandbox (workspace and /tmp together), in MiB; 0 turns it off."""
+    disk: str = "auto"
+    """Disk quota backend: ``loop`` (an ext4 image per sandbox; needs root), ``fsize`` (a
+    per-file size cap only) or ``auto`` (loop where possible)."""
 
 
 @dataclass
