@@ -50,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
     if args.hibernate_after is not None:
         settings.agents.hibernate_after = args.hibernate_after
+    if getattr(args, "cluster", None):
+        from myriad.cluster._cli import run_serve
+
+        return run_serve(args, settings)
     step = _Steps()
     step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
     services = build_services(settings)
@@ -209,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.add_argument("--hibernate-after", type=float, help="seconds idle before an instance hibernates (default 10)")
     serve.set_defaults(func=cmd_serve)
+    from myriad.cluster._cli import add_commands as add_cluster_commands, add_serve_arguments as add_cluster_arguments
+
+    add_cluster_arguments(serve)
+    add_cluster_commands(sub, _settings)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True, metavar="VERB")
     t = tenants.add_parser("create", parents=[common], help="create a tenant")
