@@ -64,12 +64,28 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Any]) -> 
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--all", action="store_true", help="also dead shard incarnations")
     status.set_defaults(func=lambda a: asyncio.run(_status(a, database_url(a, settings_of(a)))))
+    door = cluster.add_parser("door", help="a front door alone (no shards here): routes to the cluster's shards")
+    _database_argument(door)
+    door.add_argument("--host", default="127.0.0.1")
+    door.add_argument("--port", type=int, default=8787)
+    door.set_defaults(func=lambda a: _door(a, database_url(a, settings_of(a))))
     drain = cluster.add_parser("drain", help="move a node's agents away (before maintenance)")
     drain.add_argument("node", help="Ray node id (a unique prefix will do)")
     _database_argument(drain)
     drain.add_argument("--undo", action="store_true", help="let the node take agents again")
     drain.add_argument("--wait", type=float, default=30.0, help="seconds to wait for its activations to reach 0")
     drain.set_defaults(func=lambda a: asyncio.run(_drain(a, database_url(a, settings_of(a)))))
+
+
+def _door(args: argparse.Namespace, url: str) -> int:
+    import uvicorn
+
+    from myriad.cluster.frontdoor import FrontDoor
+
+    config = uvicorn.Config(FrontDoor(url), host=args.host, port=args.port, log_level="warning",
+                            ws_ping_interval=None, lifespan="on", access_log=False)
+    asyncio.run(uvicorn.Server(config).serve())
+    return 0
 
 
 async def _status(args: argparse.Namespace, url: str) -> int:

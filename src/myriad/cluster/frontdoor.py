@@ -69,13 +69,15 @@ class FrontDoor:
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
-        import httpx
+        import aiohttp
 
         await self.directory.connect()
         self._refreshing = asyncio.Lock()
         await self.refresh()
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=3.0),
-                                         limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200))
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=3.0),
+            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, enable_cleanup_closed=True),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
@@ -86,7 +88,7 @@ class FrontDoor:
             except asyncio.CancelledError:
                 pass
         if self._client is not None:
-            await self._client.aclose()
+            await self._client.close()
         await self.directory.close()
 
     async def refresh(self) -> None:
@@ -202,23 +204,22 @@ class FrontDoor:
                 break
         raw = scope.get("raw_path") or path.encode()
         target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
-        headers = [(k, v) for k, v in scope["headers"] if k not in _HOP]
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
         client = scope.get("client")
         if client:
-            headers.append((b"x-forwarded-for", client[0].encode()))
+            headers.append(("x-forwarded-for", client[0]))
 
         async def attempt(shard: ShardInfo) -> Any:
-            import httpx
+            import aiohttp
 
-            request = self._client.build_request(scope["method"], f"http://{shard.address}{target}",
-                                                 headers=headers, content=bytes(body))
             try:
-                response = await self._client.send(request, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout) as e:
+                response = await self._client.request(scope["method"], f"http://{shard.address}{target}",
+                                                      headers=headers, data=bytes(body), allow_redirects=False)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 raise OSError(str(e)) from None
-            if response.status_code == 409:
-                content = await response.aread()
-                await response.aclose()
+            if response.status == 409:
+                content = await response.read()
+                response.release()
                 holder = _moved_holder(content)
                 if holder is not None:
                     raise _Moved(holder)
@@ -232,19 +233,22 @@ class FrontDoor:
                         [(b"retry-after", b"1")])
             return
         response, content = routed
-        out = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.headers.items()
-               if k.lower().encode() not in _HOP]
+        out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP]
+        status = response.status
         if content is not None:
             out.append((b"content-length", str(len(content)).encode()))
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+            await send({"type": "http.response.start", "status": status, "headers": out})
             await send({"type": "http.response.body", "body": content})
             return
-        await send({"type": "http.response.start", "status": response.status_code, "headers": out})
+        length = response.headers.get("content-length")
+        if length is not None:
+            out.append((b"content-length", length.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
         try:
-            async for chunk in response.aiter_raw():
+            async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         finally:
-            await response.aclose()
+            response.release()
         await send({"type": "http.response.body", "body": b""})
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
