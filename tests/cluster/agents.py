@@ -16,3 +16,12 @@ class Tally(Agent):
         import os
 
         return os.getpid()
+
+    @callable()
+    async def slow_add(self, k: int, delay: float) -> int:
+        """Wait, then add: the write happens ``delay`` seconds into the turn."""
+        import asyncio
+
+        await asyncio.sleep(delay)
+        self.set_state({"n": self.state["n"] + k, "log": (self.state["log"] + [k])[-50:]})
+        return int(self.state["n"])

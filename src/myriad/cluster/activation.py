@@ -189,6 +189,8 @@ class Activations:
     # -- the fence (myriad.storage.Fence) -------------------------------------------
     def condition(self, path: str) -> tuple[str, tuple[Any, ...]]:
         """SQL that is true while this shard holds ``path``'s root with its token."""
+        if not self.valid():
+            return "false", ()  # our own clock already says the lease may be gone
         root = root_path(path)
         return FENCE_SQL, (root, self.shard_id, self.tokens.get(root, -1))
 
