@@ -16,11 +16,12 @@ ALLOWED = {
     "models": {"identity", "metering", "telemetry", "storage"},
     "sandbox": {"identity", "metering", "telemetry", "storage"},
     "agents": {"storage", "telemetry", "identity", "metering", "models", "sandbox"},
+    "mcp": {"agents", "sandbox", "identity", "telemetry"},
     "cluster": {"agents", "storage", "telemetry", "identity", "server"},
-    "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry"},
-    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server"},
+    "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "mcp"},
+    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp"},
 }
-COMMON = {"errors", "settings"}
+COMMON = {"errors", "settings", "safe_json"}
 
 
 def _imports(path: Path) -> set[str]:

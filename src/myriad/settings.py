@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,13 +206,13 @@ class Settings:
 
 
 def _apply_toml(settings: Settings, path: Path) -> None:
+    from myriad import safe_json
+
     try:
-        with path.open("rb") as f:
-            data = tomllib.load(f)
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
+    data = safe_json.config_loads(raw, f"config file {path}")  # depth, NaN/inf: ConfigError
     _apply_mapping(settings, data, source=str(path))
 
 

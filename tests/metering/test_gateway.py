@@ -1,9 +1,9 @@
-"""MeteredGateway over the models room's own in-process simulated gateway."""
+"""Metering as a middleware of the gateway pipeline, over the in-process simulated gateway."""
 
 import pytest
 
 from myriad.errors import BudgetExceeded, InvalidRequest
-from myriad.metering import Budget, Meter, MeteredGateway, Scope, Subject, UsageQuery, charging, gateway_price_version
+from myriad.metering import Budget, Meter, Scope, Subject, UsageQuery, charging, gateway_price_version, meter_gateway
 from myriad.metering._gateway import UNATTRIBUTED
 from myriad.models import Gateway
 
@@ -13,8 +13,9 @@ async def gw(tmp_path):
     inner = Gateway.simulated()
     meter = Meter.open(f"sqlite:///{tmp_path}/m.db")
     meter.ensure_prices(gateway_price_version(inner))
-    g = MeteredGateway(inner, meter, default_max_output=256)
-    yield g
+    meter_gateway(inner, meter, default_max_output=256)
+    inner.meter = meter  # for the tests' convenience
+    yield inner
     await inner.aclose()
     meter.close()
 
@@ -27,7 +28,7 @@ def test_deployment_prices_become_a_price_version_once(gw):
     v = gw.meter.store.price_book().latest
     big = v.price_of("model.output_tokens", "sim-large", "sim-large")
     assert big is not None and str(big.unit_price) == "10.0" and big.per == 1_000_000
-    assert gw.meter.ensure_prices(gateway_price_version(gw.inner)) is None  # unchanged: no new version
+    assert gw.meter.ensure_prices(gateway_price_version(gw)) is None  # unchanged: no new version
 
 
 async def test_chat_stream_and_embed_are_charged_to_the_caller(gw):
@@ -43,12 +44,11 @@ async def test_chat_stream_and_embed_are_charged_to_the_caller(gw):
     assert gw.meter.store.open_reservations() == 0
 
 
-async def test_for_agent_binds_the_wrapper(gw):
+async def test_agent_calls_are_metered_with_the_charging_user(gw):
     class Ref:
         tenant, path = "acme", "acme/assistant/bob"
 
     client = gw.for_agent(Ref())
-    assert client.gateway is gw
     with charging(Subject("acme", user="bob")):
         await client.chat("hi", model="sim-small")
     (key,) = by(gw, "user", "agent", resource="model.requests")
@@ -76,32 +76,29 @@ async def test_bad_bodies_get_the_gateways_own_errors(gw):
     assert gw.meter.store.open_reservations() == 0 and gw.meter.store.count_events() == 0
 
 
-def test_every_gateway_call_that_takes_a_tenant_is_metered():
-    import inspect
-
-    calls = {name for name, fn in inspect.getmembers(Gateway, inspect.isfunction)
-             if not name.startswith("_") and "tenant" in inspect.signature(fn).parameters}
-    not_model_calls = {"record_outcome"}  # teaches the router; no upstream model call
-    assert calls - not_model_calls <= set(vars(MeteredGateway)), calls - set(vars(MeteredGateway))
+async def test_streamed_batches_are_metered_and_hide_the_usage_chunk(gw):
+    msgs = [{"role": "user", "content": "hello"}]
+    batches = [b async for _, b in gw.chat_stream_batches({"model": "sim-small", "messages": msgs}, tenant="acme")]
+    assert all(c.get("choices") for b in batches for c in b)
+    assert by(gw, "resource")[("model.output_tokens",)].quantity_micro > 0
+    assert gw.meter.store.open_reservations() == 0
 
 
 async def test_cache_hits_cost_no_tokens(tmp_path):
-    from myriad.models import ChatResult
-
-    class CachedInner:
-        config = None
-
-        async def chat(self, body, *, tenant=None, agent=None):
-            return ChatResult(raw={"usage": {"prompt_tokens": 900, "completion_tokens": 90}}, model="m",
-                              deployment="cache", attempts=0, cached=True)
-
-        def default_model(self, kind):
-            return "m"
+    from myriad.metering._gateway import GatewayMetering
+    from myriad.models.pipeline import Call, Pipeline
+    from myriad.models.types import ChatResult, Usage
 
     meter = Meter.open(f"sqlite:///{tmp_path}/m.db")
+    pipeline = Pipeline()
+    pipeline.use(GatewayMetering(meter))
+
+    async def cached(call):
+        call.cached, call.deployment, call.usage = True, "cache", Usage(900, 90, 990)
+        return ChatResult(raw={}, model="m", deployment="cache", attempts=0, cached=True)
+
     try:
-        await MeteredGateway(CachedInner(), meter).chat({"model": "m", "messages": [{"role": "user", "content": "x"}]},
-                                                         tenant="acme")
+        await pipeline.unary(Call("chat", "m", {"messages": [{"role": "user", "content": "x"}]}, tenant="acme"), cached)
         rows = {r.keys["resource"]: r.quantity_micro for r in meter.store.totals(UsageQuery("acme", group_by=("resource",)))}
         assert rows == {"model.requests": 10**6, "model.cache_hits": 10**6}
     finally:

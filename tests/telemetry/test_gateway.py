@@ -103,13 +103,14 @@ async def test_traceparent_reaches_the_upstream(tel):
         cfg = GatewayConfig(deployments=(Deployment("up", "up", "openai", "real-model",
                                                     base_url=f"http://127.0.0.1:{port}/v1"),),
                             router=RouterConfig(default_model="up"))
-        raw = Gateway(cfg)
-        gw = tel.instrument_gateway(raw)
+        gw = tel.instrument_gateway(Gateway(cfg))
+        raw = Gateway(cfg)  # no telemetry on its pipeline
         with tel.tracer.start_as_current_span("parent"):
             await gw.chat({"messages": [{"role": "user", "content": "x"}]}, tenant="acme")
         # without a current span nothing is injected
         await raw.chat({"messages": [{"role": "user", "content": "x"}]})
         await raw.aclose()
+        await gw.aclose()
     finally:
         await runner.cleanup()
     (chat,) = _spans(tel, "chat ")
@@ -120,24 +121,15 @@ async def test_traceparent_reaches_the_upstream(tel):
     assert chat.attributes[sc.GEN_AI_RESPONSE_MODEL] == "up"
 
 
-async def test_an_outer_wrapper_still_sees_agent_streams(tel):
-    """Metering wraps tracing; an agent's stream must go through the outermost wrapper."""
-
-    class Outer:
-        def __init__(self, inner):
-            self.inner, self.streams = inner, 0
-
-        def for_agent(self, *a, **kw):
-            client = self.inner.for_agent(*a, **kw)
-            client.gateway = self
-            return client
-
-        async def chat_stream(self, body, **kw):
-            self.streams += 1
-            async for c in self.inner.chat_stream(body, **kw):
-                yield c
-
-    outer = Outer(tel.instrument_gateway(Gateway.simulated()))
-    text = await outer.for_agent("acme", "a").stream_text("hello")
-    assert "simulated" in text and outer.streams == 1
-    assert len(_spans(tel, "chat ")) == 1
+async def test_agent_streams_and_streamed_batches_are_traced_once(tel):
+    """The pipeline is the gateway's own: an agent's stream and the HTTP door's batched
+    stream (which the old wrapper never saw) are each one span."""
+    gw = tel.instrument_gateway(Gateway.simulated())
+    text = await gw.for_agent("acme", "a").stream_text("hello")
+    assert "simulated" in text and len(_spans(tel, "chat ")) == 1
+    batches = [b async for _, b in gw.chat_stream_batches({"messages": [{"role": "user", "content": "x"}]},
+                                                          tenant="acme")]
+    assert batches
+    first, second = _spans(tel, "chat ")
+    assert second.attributes[sc.GEN_AI_REQUEST_STREAM] is True and second.attributes[sc.GEN_AI_USAGE_OUTPUT_TOKENS] > 0
+    assert tel.instrument_gateway(gw) is gw and len(gw.pipeline.middleware) == 2  # identity, telemetry: once

@@ -8,8 +8,9 @@ model gateway / sandbox manager objects it is given).
 from myriad.agents.agent import Agent, StreamingResponse, callable
 from myriad.agents.connection import Connection, Transport
 from myriad.agents.handle import AgentHandle
-from myriad.agents.host import AgentHost, RpcError
+from myriad.agents.host import AgentHost
 from myriad.agents.naming import AgentRef, kebab, validate_name
+from myriad.agents.protocol import RpcError
 from myriad.agents.schedules import Schedule
 
 __all__ = [

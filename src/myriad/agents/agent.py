@@ -19,7 +19,7 @@ import copy
 import inspect
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, TypeVar
 
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
@@ -99,6 +99,10 @@ class Agent:
 
     initial_state: Any = None
     """The state a new instance starts with (deep-copied per instance)."""
+
+    _frames: ClassVar[dict[str, str]] = {}
+    """Frame types this class speaks beyond RPC and state (``type`` -> method name,
+    called as ``method(connection, frame_dict)`` in a turn). ``ChatAgent`` uses it."""
 
     # set by the host; declared for type checkers
     _slot: "_Slot"
@@ -231,9 +235,14 @@ class Agent:
     async def on_connect(self, connection: Connection) -> None:
         """A client connected (after identity and state were sent)."""
 
+    async def _connected(self, connection: Connection) -> None:
+        """What a base class sends on connect after the protocol's frames, before
+        ``on_connect`` (``ChatAgent`` sends the conversation)."""
+
     async def on_message(self, connection: Connection, message: str) -> None:
-        """A frame that is not part of the protocol (RPC, state) arrived."""
-        await connection.send({"type": "error", "error": "Unhandled message: this agent has no on_message handler"})
+        """A frame that is not part of the protocol (RPC, state) arrived. The default
+        ignores it, as the Cloudflare base agent does (no reply a client would not
+        understand)."""
 
     async def on_close(self, connection: Connection, code: int, reason: str) -> None:
         """A client disconnected."""

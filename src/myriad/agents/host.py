@@ -19,9 +19,12 @@ import time
 from collections import OrderedDict
 from typing import Any, Awaitable, Callable, TypeVar
 
-from myriad.agents.agent import Agent, CallableSpec, StreamingResponse, initial_state_of
+from myriad import safe_json
+from myriad.agents import protocol
+from myriad.agents.agent import Agent, StreamingResponse, initial_state_of
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef
+from myriad.agents.protocol import RpcError
 from myriad.agents.schedules import Scheduler
 from myriad.agents.slot import _Slot
 from myriad.errors import InvalidRequest, NotFound, UnknownAgent
@@ -30,15 +33,6 @@ from myriad.storage import AgentRecord, Storage
 
 log = logging.getLogger("myriad.agents")
 T = TypeVar("T")
-
-_MCP_FRAME = json.dumps(
-    {"type": "cf_agent_mcp_servers", "mcp": {"servers": {}, "tools": [], "prompts": [], "resources": []}}
-)
-
-
-class RpcError(InvalidRequest):
-    """An RPC the protocol answers with ``success: false`` (unknown method, bad args)."""
-
 
 class AgentHost:
     """Every agent instance on this process, behind one turn queue per instance."""
@@ -294,13 +288,11 @@ class AgentHost:
             conn._slot = slot
             slot.connections[conn.id] = conn
             has_state = agent.state is not None
-            identity: dict[str, Any] = {"type": "cf_agent_identity", "name": ref.name, "agent": ref.agent_class}
+            await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
-                identity["stateFollows"] = True
-            await slot.release(json.dumps(identity), only=conn)
-            if has_state:
-                await slot.release(json.dumps({"type": "cf_agent_state", "state": agent.state}), only=conn)
-            await slot.release(_MCP_FRAME, only=conn)
+                await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
+            await slot.release(protocol.MCP_FRAME, only=conn)
+            await agent._connected(conn)
             await agent.on_connect(conn)
 
         token = current_caller.set(conn.principal)
@@ -324,22 +316,25 @@ class AgentHost:
             self._slots.pop(ref.path, None)
 
     async def frame(self, ref: AgentRef, conn: Connection, text: str) -> None:
-        """One frame from a client: an RPC, a client state set, or anything else
+        """One frame from a client: an RPC, a client state set, a frame the agent's
+        class speaks (``Agent._frames``, e.g. the chat frames), or anything else
         (``on_message``). Errors go back to the client; they never propagate."""
         slot = self._slot(ref)
-        msg: Any = None
-        if text[:1] == "{":
-            try:
-                msg = json.loads(text)
-            except ValueError:
-                msg = None
-        kind = msg.get("type") if isinstance(msg, dict) else None
+        try:
+            frame = protocol.parse_frame(text)
+        except safe_json.JSONLimitExceeded as e:  # too deep, NaN, ...: refused, named; the socket stays
+            await conn.send({"type": "error", "error": e.message})
+            return
+        kind = frame.kind
         token = current_caller.set(conn.principal)
         try:
-            if kind == "rpc":
-                await self._turn(slot, lambda agent: self._rpc(agent, slot, conn, msg))
-            elif kind == "cf_agent_state":
-                await self._turn(slot, lambda agent: self._client_state(agent, slot, conn, msg))
+            if kind == protocol.RPC:
+                await self._turn(slot, lambda agent: self._rpc(agent, slot, conn, frame.data or {}))
+            elif kind == protocol.STATE:
+                await self._turn(slot, lambda agent: self._client_state(agent, slot, conn, frame.data or {}))
+            elif kind is not None and kind in slot.cls._frames:
+                handler = slot.cls._frames[kind]
+                await self._turn(slot, lambda agent: getattr(agent, handler)(conn, frame.data))
             else:
                 await self._turn(slot, lambda agent: agent.on_message(conn, text))
         except Exception:
@@ -349,7 +344,7 @@ class AgentHost:
 
     async def _client_state(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         if conn.readonly:
-            await slot.release('{"type":"cf_agent_state_error","error":"Connection is readonly"}', only=conn)
+            await slot.release(protocol.STATE_READONLY, only=conn)
             return
         state = msg.get("state")
         try:
@@ -357,60 +352,29 @@ class AgentHost:
             if inspect.isawaitable(verdict):
                 await verdict
         except Exception:
-            await slot.release('{"type":"cf_agent_state_error","error":"State update rejected"}', only=conn)
+            await slot.release(protocol.STATE_REJECTED, only=conn)
             return
         try:
             slot.set_state(state, source=conn)
         except InvalidRequest:
-            await slot.release('{"type":"cf_agent_state_error","error":"State update rejected"}', only=conn)
+            await slot.release(protocol.STATE_REJECTED, only=conn)
 
     async def _rpc(self, agent: Agent, slot: _Slot, conn: Connection, msg: dict[str, Any]) -> None:
         rpc_id = msg.get("id")
+        method = msg.get("method")
         try:
-            method: str = msg.get("method")  # type: ignore[assignment]  # _resolve checks it
-            args = msg.get("args", [])
-            if args is None:
-                args = []
-            if not isinstance(args, list):
-                raise RpcError("RPC args must be a list")
-            spec, fn = self._resolve(agent, method)
-            if spec.streaming:
-                stream = StreamingResponse(slot, conn, rpc_id)  # type: ignore[arg-type]
-                self._check_args(method, spec, [stream, *args])
-                await fn(stream, *args)
-                if not stream.closed:
-                    await stream.end(None)
-            else:
-                self._check_args(method, spec, args)
-                result = await fn(*args)
+            stream = StreamingResponse(slot, conn, rpc_id)  # type: ignore[arg-type]
+            result = await protocol.invoke(agent, method, protocol.rpc_args(msg.get("args")), stream)
+            if not stream.closed:  # a plain method (a streaming one has ended its stream)
                 try:
-                    text = json.dumps({"type": "rpc", "id": rpc_id, "success": True, "result": result, "done": True})
-                except (TypeError, ValueError):
+                    text = protocol.rpc_result(rpc_id, result)
+                except RpcError:
                     raise RpcError(f"Result of {method} is not JSON-serialisable") from None
                 await slot.release(text, only=conn)
         except Exception as e:
             if not isinstance(e, RpcError):
                 await self._report(agent, e)
-            error = str(e) or type(e).__name__
-            await slot.release(json.dumps({"type": "rpc", "id": rpc_id, "success": False, "error": error}), only=conn)
-
-    def _resolve(self, agent: Agent, method: Any) -> tuple[CallableSpec, Callable[..., Awaitable[Any]]]:
-        if not isinstance(method, str) or not method:
-            raise RpcError("RPC method must be a non-empty string")
-        attr = getattr(type(agent), method, None)
-        if attr is None or method.startswith("_"):
-            raise RpcError(f"Method {method} does not exist")
-        spec = getattr(attr, "__myriad_callable__", None)
-        if spec is None:
-            raise RpcError(f"Method {method} is not callable")
-        return spec, getattr(agent, method)
-
-    @staticmethod
-    def _check_args(method: str, spec: CallableSpec, args: list[Any]) -> None:
-        try:
-            spec.signature.bind(None, *args)
-        except TypeError as e:
-            raise RpcError(f"Wrong arguments for {method}: {e}") from None
+            await slot.release(protocol.rpc_error(rpc_id, str(e) or type(e).__name__), only=conn)
 
     # -- calls from the server and from other agents ------------------------------
     async def call(self, ref: AgentRef, method: str, args: list[Any] | None = None, *, caller: Any = None) -> Any:
@@ -420,15 +384,11 @@ class AgentHost:
         slot = self._slot(ref)
 
         async def body(agent: Agent) -> Any:
-            spec, fn = self._resolve(agent, method)
-            call_args = list(args or [])
-            if spec.streaming:
-                collector = _Collector(slot)
-                self._check_args(method, spec, [collector, *call_args])
-                await fn(collector, *call_args)
+            collector = _Collector(slot)
+            result = await protocol.invoke(agent, method, list(args or []), collector)
+            if collector.closed:
                 return {"chunks": collector.chunks, "result": collector.final}
-            self._check_args(method, spec, call_args)
-            return await fn(*call_args)
+            return result
 
         return await self._as(caller, self._turn(slot, body))
 
@@ -446,9 +406,10 @@ class AgentHost:
         finally:
             current_caller.reset(token)
 
-    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
-        """Run arbitrary code as a turn of the instance (schedules, tests, admin)."""
-        return await self._turn(self._slot(ref), body)
+    async def run(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]], *, caller: Any = None) -> T:
+        """Run arbitrary code as a turn of the instance (schedules, MCP calls, tests, admin);
+        ``caller`` is what the agent sees as ``self.caller``."""
+        return await self._as(caller, self._turn(self._slot(ref), body))
 
     async def get_state(self, ref: AgentRef) -> Any:
         slot = self._slots.get(ref.path)

@@ -4,11 +4,11 @@ output gate that holds outgoing frames until the instance's state is durable."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from typing import TYPE_CHECKING, Any
 
 from myriad.agents.connection import Connection
+from myriad import safe_json
 from myriad.agents.naming import AgentRef
 from myriad.errors import InvalidRequest
 
@@ -47,8 +47,8 @@ class _Slot:
     # -- state -------------------------------------------------------------------
     def set_state(self, state: Any, source: Connection | None) -> None:
         try:
-            text = json.dumps(state)
-        except (TypeError, ValueError) as e:
+            text = safe_json.dumps_checked(state, "state")  # no NaN, no depth that breaks readers
+        except (TypeError, ValueError, InvalidRequest) as e:
             raise InvalidRequest(f"agent state must be JSON-serialisable: {e}") from None
         assert self.agent is not None
         self.agent._state = state

@@ -12,6 +12,7 @@ OAuth. Families Myriad checks::
     egress[:host]         reach a host (*.example.com)          egress proxy / tool layer
     budget:<usd>          spend at most this much               narrowing only
     vault[:provider]      use stored credentials of a provider  credential injection
+    mcp[:agent:tool]      call an agent's MCP tool              /mcp/{agent}/{name}
 
 ``*`` holds everything; ``family`` alone holds every argument of that family. How an
 argument covers another is a per-family ``Matcher`` registered by name (globs by

@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from myriad.errors import AuthenticationError
+from myriad import safe_json
+from myriad.errors import AuthenticationError, InvalidRequest
 
 MAX_TOKEN_BYTES = 16 * 1024
 
@@ -189,10 +190,10 @@ def parse(token: str) -> Unverified:
     if len(parts) != 3:
         raise AuthenticationError("malformed token: not a compact JWS")
     try:
-        header = json.loads(b64url_decode(parts[0]))
-        claims = json.loads(b64url_decode(parts[1]))
+        header = safe_json.loads(b64url_decode(parts[0]), "token header")
+        claims = safe_json.loads(b64url_decode(parts[1]), "token claims")
         signature = b64url_decode(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, InvalidRequest):
         raise AuthenticationError("malformed token: bad base64url or JSON") from None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         raise AuthenticationError("malformed token: header and claims must be JSON objects")

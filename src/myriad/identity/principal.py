@@ -8,7 +8,7 @@ from myriad.errors import PermissionDenied
 from myriad.identity.capabilities import Scopes
 
 RESOURCE_PREFIX = "urn:myriad:"
-DOORS = ("agents", "models", "usage", "admin", "sandboxes", "egress", "vault")
+DOORS = ("agents", "models", "usage", "admin", "sandboxes", "egress", "vault", "mcp")
 """Myriad's resources; a token's ``aud`` (RFC 8707 resource indicators) names some
 of them as ``urn:myriad:<door>``."""
 

@@ -28,7 +28,7 @@ from myriad.metering._export import (
     usage_report,
     write_jsonl,
 )
-from myriad.metering._gateway import MeteredGateway, gateway_price_version
+from myriad.metering._gateway import GatewayMetering, gateway_price_version, meter_gateway
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
 from myriad.metering._prices import Price, PriceBook, PriceVersion
@@ -58,7 +58,7 @@ __all__ = [
     "BudgetStatus",
     "InvoiceLine",
     "LedgerStore",
-    "MeteredGateway",
+    "GatewayMetering",
     "MeteredProvider",
     "MeteredSandbox",
     "MeteredSandboxes",
@@ -94,6 +94,7 @@ __all__ = [
     "usage_of_openai",
     "from_nanos",
     "gateway_price_version",
+    "meter_gateway",
     "money_str",
     "open_store",
     "parse_when",

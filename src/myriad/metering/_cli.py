@@ -150,10 +150,9 @@ def _prices(meter: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 def _add_prices(meter: Any, args: argparse.Namespace, out: TextIO) -> int:
     if args.source == "-":
-        try:
-            added = [meter.add_prices(json.load(sys.stdin))]
-        except json.JSONDecodeError as e:
-            raise InvalidRequest(f"stdin is not JSON: {e}") from None
+        from myriad import safe_json
+
+        added = [meter.add_prices(safe_json.config_loads(sys.stdin.read(), "stdin", toml=False))]
     else:
         added = meter.load_prices(args.source)
     for v in added:

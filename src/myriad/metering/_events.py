@@ -294,7 +294,10 @@ def parse_when(text: str | None, what: str = "time") -> datetime | None:
     if m:
         from datetime import timedelta
 
-        return now_utc() - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        try:
+            return now_utc() - timedelta(**{_UNITS[m.group(2)]: int(m.group(1))})
+        except (OverflowError, ValueError):  # 99999999999d: before year 1
+            raise InvalidRequest(f"{what} {text!r} reaches back too far") from None
     return parse_time(text, what)
 
 

@@ -13,7 +13,6 @@ resource). A resource with no price costs zero (it is still counted).
 
 from __future__ import annotations
 
-import json
 from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -181,15 +180,9 @@ def load_price_file(path: str | Path) -> list[dict[str, Any]]:
         text = p.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"price book file {p} does not exist") from None
-    try:
-        if p.suffix == ".toml":
-            import tomllib
+    from myriad import safe_json
 
-            data = tomllib.loads(text.decode())
-        else:
-            data = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - any parse error is a config error naming the file
-        raise ConfigError(f"price book file {p} cannot be parsed: {e}") from None
+    data = safe_json.config_loads(text, f"price book file {p}", toml=p.suffix == ".toml")
     versions = data.get("versions") if isinstance(data, dict) else None
     if not isinstance(versions, list):
         raise ConfigError(f"price book file {p} needs a list 'versions'")

@@ -30,7 +30,6 @@ Semantic routes (``[[route]]``), the strong/weak router (``[knn]``) and the cach
 from __future__ import annotations
 
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -167,10 +166,9 @@ class GatewayConfig:
 
     @classmethod
     def from_toml(cls, text: str, source: str = "<models config>") -> "GatewayConfig":
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{source}: not valid TOML: {e}") from None
+        from myriad.safe_json import config_loads
+
+        data = config_loads(text, source)  # also refuses deep nesting, nan and inf
         return _Parser(data, text, source).parse()
 
     @classmethod

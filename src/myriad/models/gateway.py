@@ -21,7 +21,6 @@ then its fallback groups), and walks it:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import random
 import time
 from collections.abc import Mapping as MappingABC
@@ -44,6 +43,7 @@ from myriad.models.knn import KnnRouter
 from myriad.models.semantic import SemanticRouter
 from myriad.models._streams import CACHE, StreamAccumulator, replay_chunks
 from myriad.models.config import Deployment, GatewayConfig, GroupConfig
+from myriad.models.pipeline import IDENTITY, Call, Pipeline, UsageHookMiddleware, deployment_pricer
 from myriad.models.providers import Provider, create_provider
 from myriad.models.routing import STRATEGIES, DeploymentState, RouteContext
 from myriad.models.types import ChatChunk, ChatResult, EmbeddingResult, Usage, UsageRecord
@@ -78,6 +78,10 @@ class Gateway:
         seed: int | None = None,
     ) -> None:
         self.config = config
+        self.pipeline = Pipeline(deployment_pricer(self._price_of))
+        """Every call enters here (see ``myriad.models.pipeline``): metering and telemetry register on it."""
+        self.pipeline.use(IdentityMiddleware())
+        self._usage_hook: UsageHookMiddleware | None = None
         self.on_usage = on_usage
         self._clock = clock
         self._rng = random.Random(seed)
@@ -141,6 +145,28 @@ class Gateway:
             return ModelsClient(self, ref.tenant, agent or getattr(ref, "path", None), default_model)
         return ModelsClient(self, ref, agent, default_model)
 
+    @property
+    def on_usage(self) -> UsageHook | None:
+        """A hook called with a ``UsageRecord`` after every answered call (a pipeline middleware)."""
+        return self._usage_hook.hook if self._usage_hook is not None else None
+
+    @on_usage.setter
+    def on_usage(self, hook: UsageHook | None) -> None:
+        if self._usage_hook is not None:
+            self.pipeline.remove(self._usage_hook)
+            self._usage_hook = None
+        if hook is not None:
+            self._usage_hook = self.pipeline.use(UsageHookMiddleware(hook))
+
+    def _price_of(self, deployment: str) -> Any:
+        st = self._states.get(deployment)
+        return st.deployment.price if st is not None else None
+
+    def deployment(self, name: str) -> Deployment | None:
+        """Deployment ``name``'s configuration (None if there is none: e.g. ``"cache"``)."""
+        st = self._states.get(name)
+        return st.deployment if st is not None else None
+
     # ------------------------------------------------------------------ construction
 
     def _resolve_key(self, d: Deployment) -> str | None:
@@ -197,24 +223,32 @@ class Gateway:
                    agent: str | None = None) -> ChatResult:
         """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored)."""
         req, asked, cache_text = self._prepare(body)
+        call = Call("chat", asked, req, tenant=tenant, agent=agent)
+        return await self.pipeline.unary(call, lambda c: self._chat(c, cache_text))
+
+    async def _chat(self, call: Call, cache_text: str | None) -> ChatResult:
+        req, asked, tenant = call.body, call.model, call.tenant
+        assert isinstance(req, dict)
         probe = None
         if cache_text is not None and self.cache is not None:
             hit, probe = await self.cache.lookup(tenant, asked, req, cache_text)
             if hit is not None:
-                await self._record_hit(tenant, agent, asked)
+                call.cached, call.deployment, call.usage = True, CACHE, Usage()
                 return ChatResult(raw=hit.raw, model=asked, deployment=CACHE, attempts=0, cached=True)
         alias = await self._route(asked, req, tenant)
         prompt_tokens = estimate_message_tokens(req["messages"])
-        started = self._clock()
 
-        async def call(state: DeploymentState, provider: Provider) -> dict[str, Any]:
+        async def send(state: DeploymentState, provider: Provider) -> dict[str, Any]:
             return await provider.chat(dict(req, model=state.deployment.upstream_model))
 
-        raw, state, attempts = await self._call(alias, prompt_tokens, call, stream=False,
+        raw, state, attempts = await self._call(alias, prompt_tokens, send, stream=False,
                                                 caps=required_capabilities(req))
         raw["model"] = asked
         result = ChatResult(raw=raw, model=asked, deployment=state.deployment.name, attempts=attempts)
-        await self._record(tenant, agent, asked, state.deployment, result.usage, self._clock() - started, "chat")
+        call.deployment, call.attempts = state.deployment.name, attempts
+        call.usage = result.usage
+        call.response_id = raw.get("id")
+        call.finish_reasons = tuple(c["finish_reason"] for c in raw.get("choices") or () if c.get("finish_reason"))
         if probe is not None and self.cache is not None:
             self.cache.store(probe, raw)
         return result
@@ -224,9 +258,13 @@ class Gateway:
         """Stream a chat completion as OpenAI chunks. Falls back between deployments
         only until the first content chunk has been yielded; after that an upstream
         failure raises ``UpstreamError`` to the caller."""
-        async for deployment, batch in self.chat_stream_batches(body, tenant=tenant, agent=agent):
-            for raw in batch:
-                yield ChatChunk(raw, deployment)
+        batches = self.chat_stream_batches(body, tenant=tenant, agent=agent)
+        try:
+            async for deployment, batch in batches:
+                for raw in batch:
+                    yield ChatChunk(raw, deployment)
+        finally:
+            await batches.aclose()  # a consumer that stops early ends the call (and its span) now
 
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
                                   agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
@@ -234,26 +272,48 @@ class Gateway:
         that arrived from upstream together, so a relay can forward them in one write."""
         req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-        if cache_text is None or self.cache is None:
-            async for item in self._stream(req, asked, want_usage, tenant, agent):
+        call = Call("chat", asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
+        relay = self.pipeline.stream(call, lambda c: self._stream_cached(c, cache_text))
+        try:
+            async for item in relay:
                 yield item
+        finally:
+            await relay.aclose()
+
+    async def _stream_cached(self, call: Call, cache_text: str | None
+                             ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        req, asked, tenant = call.body, call.model, call.tenant
+        assert isinstance(req, dict)
+        if cache_text is None or self.cache is None:
+            inner = self._stream(call)
+            try:
+                async for item in inner:
+                    yield item
+            finally:
+                await inner.aclose()
             return
         hit, probe = await self.cache.lookup(tenant, asked, req, cache_text)
         if hit is not None:
-            await self._record_hit(tenant, agent, asked)
-            yield CACHE, list(replay_chunks(hit.raw, want_usage))
+            call.cached, call.deployment, call.usage = True, CACHE, Usage()
+            call.first_chunk_s = time.perf_counter() - call.started
+            yield CACHE, list(replay_chunks(hit.raw, call.want_usage))
             return
         acc = StreamAccumulator()
-        async for deployment, batch in self._stream(req, asked, want_usage, tenant, agent):
-            for raw in batch:
-                acc.add(raw)
-            yield deployment, batch
+        inner = self._stream(call)
+        try:
+            async for deployment, batch in inner:
+                for raw in batch:
+                    acc.add(raw)
+                yield deployment, batch
+        finally:
+            await inner.aclose()
         completed = acc.completion(asked)
         if completed is not None:
             self.cache.store(probe, completed)
 
-    async def _stream(self, req: dict[str, Any], asked: str, want_usage: bool, tenant: str | None,
-                      agent: str | None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    async def _stream(self, call: Call) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+        req, asked, tenant = call.body, call.model, call.tenant
+        assert isinstance(req, dict)
         alias = await self._route(asked, req, tenant)
         req["stream"] = True
         req["stream_options"] = {**(req.get("stream_options") or {}), "include_usage": True}
@@ -271,6 +331,7 @@ class Gateway:
                 if now >= deadline:
                     break
                 attempts += 1
+                call.attempts = attempts
                 attempt_timeout = min(d.timeout or cfg.attempt_timeout, deadline - now)
                 state.started(now, prompt_tokens)
                 agen = self.provider(d.name).stream(dict(req, model=d.upstream_model))
@@ -297,9 +358,11 @@ class Gateway:
                     raise
                 # committed: from here on no fallback
                 ttft = self._clock() - now
-                usage: list[Usage] = []
+                call.deployment = d.name
+                call.response_id = head[0].get("id") if head else None
                 try:
-                    out = _deliver(head, asked, want_usage, usage)
+                    out = _deliver(head, asked, call)
+                    call.first_chunk_s = time.perf_counter() - call.started
                     if out:
                         yield d.name, out
                     idle = d.timeout or cfg.attempt_timeout
@@ -311,7 +374,7 @@ class Gateway:
                                 batch = await agen.__anext__()
                             except StopAsyncIteration:
                                 break
-                        out = _deliver(batch, asked, want_usage, usage)
+                        out = _deliver(batch, asked, call)
                         if out:
                             yield d.name, out
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
@@ -324,9 +387,8 @@ class Gateway:
                     raise
                 finally:
                     await _close(agen)
-                final = usage[-1] if usage else Usage()
-                state.succeeded(self._clock() - now, ttft=ttft, extra_tokens=final.completion_tokens)
-                await self._record(tenant, agent, asked, d, final, self._clock() - started, "chat")
+                state.succeeded(self._clock() - now, ttft=ttft,
+                                extra_tokens=call.usage.completion_tokens if call.usage else 0)
                 return
             if not await self._wait_before_retry(alias, need, pass_no, deadline, last):
                 break
@@ -351,6 +413,17 @@ class Gateway:
                 isinstance(t, str) for t in texts):
             raise InvalidRequest("input must be a string or a non-empty list of strings")
         alias = model or self.default_model("embedding")
+        body: dict[str, Any] = {"input": texts}
+        if dimensions:
+            body["dimensions"] = dimensions
+        call = Call("embeddings", alias, body, tenant=tenant, agent=agent)
+        return await self.pipeline.unary(call, self._embed)
+
+    async def _embed(self, call: Call) -> EmbeddingResult:
+        alias = call.model
+        assert call.body is not None
+        texts: list[str] = call.body["input"]
+        dimensions: int | None = call.body.get("dimensions")
         sts = self._groups.get(alias)
         if sts is None:
             raise UnknownModel(f"model {alias!r} is not deployed; embedding models: "
@@ -358,15 +431,14 @@ class Gateway:
         if sts[0].deployment.kind != "embedding":
             raise InvalidRequest(f"model {alias!r} is a chat model, not an embedding model")
         tokens = sum(estimate_text_tokens(t) for t in texts)
-        started = self._clock()
 
-        async def call(state: DeploymentState, provider: Provider) -> tuple[list[list[float]], Usage]:
+        async def send(state: DeploymentState, provider: Provider) -> tuple[list[list[float]], Usage]:
             return await provider.embed(state.deployment.upstream_model, texts, dimensions)
 
-        (vectors, usage), state, _ = await self._call(alias, tokens, call, stream=False)
+        (vectors, usage), state, attempts = await self._call(alias, tokens, send, stream=False)
         if not usage.prompt_tokens:
             usage = Usage(prompt_tokens=tokens, total_tokens=tokens)
-        await self._record(tenant, agent, alias, state.deployment, usage, self._clock() - started, "embeddings")
+        call.deployment, call.attempts, call.usage, call.response_model = state.deployment.name, attempts, usage, alias
         return EmbeddingResult(vectors, alias, state.deployment.name, usage)
 
     # ------------------------------------------------------------------ the walk
@@ -534,24 +606,6 @@ class Gateway:
     def _group(self, alias: str) -> GroupConfig:
         return self.config.groups.get(alias) or _NO_GROUP
 
-    async def _record_hit(self, tenant: str | None, agent: str | None, model: str) -> None:
-        if self.on_usage is None:
-            return
-        out = self.on_usage(UsageRecord(tenant, agent, model, CACHE, Usage(), 0.0, 0.0, "chat", cached=True))
-        if inspect.isawaitable(out):
-            await out
-
-    async def _record(self, tenant: str | None, agent: str | None, model: str, d: Deployment, usage: Usage,
-                      latency: float, operation: str) -> None:
-        if self.on_usage is None:
-            return
-        rec = UsageRecord(tenant, agent, model, d.name, usage,
-                          d.price.cost(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens),
-                          latency, operation)
-        out = self.on_usage(rec)
-        if inspect.isawaitable(out):
-            await out
-
 
 _NO_GROUP = GroupConfig()
 
@@ -601,14 +655,37 @@ def _committing(chunk: Mapping[str, Any]) -> bool:
     return bool(chunk.get("usage"))
 
 
-def _deliver(batch: list[dict[str, Any]], asked: str, want_usage: bool, usage: list[Usage]) -> list[dict[str, Any]]:
+def _deliver(batch: list[dict[str, Any]], asked: str, call: Call) -> list[dict[str, Any]]:
     """The chunks of ``batch`` the caller should see, relabelled with the model asked
-    for; usage is collected (into ``usage``) even when the caller did not ask for it."""
+    for. Counts into ``call`` as it goes (the pipeline's only per-chunk work): the
+    usage chunk (kept even when the caller did not ask for it), streamed characters,
+    finish reasons, and the text when a middleware asked for it."""
     out = []
+    want_usage = call.want_usage
+    text = call.output_text
     for chunk in batch:
-        if chunk.get("usage"):
-            usage.append(Usage.from_openai(chunk["usage"]))
-        if chunk.get("choices") or (want_usage and chunk.get("usage")):
+        u = chunk.get("usage")
+        if u:
+            call.usage = Usage.from_openai(u)
+        choices = chunk.get("choices")
+        if choices:
+            for c in choices:
+                delta = c.get("delta")
+                if delta:
+                    t = delta.get("content")
+                    if t:
+                        call.stream_chars += len(t)
+                        if text is not None:
+                            text.append(t)
+                    tcs = delta.get("tool_calls")
+                    if tcs:
+                        call.stream_chars += sum(len(str((tc.get("function") or {}).get("arguments") or ""))
+                                                 for tc in tcs)
+                if c.get("finish_reason"):
+                    call.finish_reasons += (c["finish_reason"],)
+            chunk["model"] = asked
+            out.append(chunk)
+        elif want_usage and u:
             chunk["model"] = asked
             out.append(chunk)
     return out
@@ -640,4 +717,33 @@ def _resolver(secrets: SecretResolver | Mapping[str, str] | None) -> SecretResol
     return resolve
 
 
-__all__ = ["Gateway", "VirtualModel", "SecretResolver", "UsageHook"]
+class IdentityMiddleware:
+    """First in every pipeline: who the call is for. Fills ``call.user`` from the
+    ``charging`` subject of the same tenant (the agent host sets it around a turn),
+    else from W3C baggage (``myriad.user`` / ``enduser.id``); and ``call.agent``
+    from the subject when the caller named none."""
+
+    name = "identity"
+    order = IDENTITY
+
+    def __init__(self) -> None:
+        from myriad.metering import current_subject
+        from myriad.telemetry import current_user
+
+        self._subject = current_subject
+        self._baggage_user = current_user
+
+    async def enter(self, call: Call) -> None:
+        s = self._subject()
+        if s is not None and (call.tenant is None or s.tenant == call.tenant):
+            call.user = call.user or s.user
+            if call.tenant is not None:
+                call.agent = call.agent or s.agent
+        if call.user is None:
+            call.user = self._baggage_user()
+
+    async def exit(self, call: Call) -> None:
+        return None
+
+
+__all__ = ["Gateway", "IdentityMiddleware", "VirtualModel", "SecretResolver", "UsageHook"]

@@ -19,6 +19,7 @@ class Usage:
     completion_tokens: int = 0
     total_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Mapping[str, Any] | None) -> "Usage":
@@ -27,13 +28,17 @@ class Usage:
         p = int(usage.get("prompt_tokens") or 0)
         c = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}
-        return cls(p, c, int(usage.get("total_tokens") or p + c), int(details.get("cached_tokens") or 0))
+        cdet = usage.get("completion_tokens_details") or {}
+        return cls(p, c, int(usage.get("total_tokens") or p + c), int(details.get("cached_tokens") or 0),
+                   int(cdet.get("reasoning_tokens") or 0) if isinstance(cdet, Mapping) else 0)
 
     def to_openai(self) -> dict[str, Any]:
         out: dict[str, Any] = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                                "total_tokens": self.total_tokens}
         if self.cached_tokens:
             out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens:
+            out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return out
 
 

@@ -10,6 +10,7 @@ capabilities cover what the caller says it needs.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
@@ -32,6 +33,9 @@ CAPABILITIES: dict[str, str] = {
 
 OutputCallback = Callable[[str, bytes], Awaitable[None] | None]
 """``on_output(stream, chunk)``: ``stream`` is ``"stdout"`` or ``"stderr"``."""
+
+
+_MAX_LIMIT = 1e12  # past any real limit; keeps int() and sums exact
 
 
 @dataclass
@@ -69,8 +73,9 @@ class Limits:
                 continue
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidRequest(f"limit {name} must be a number, got {value!r}")
-            if value <= 0:
-                raise InvalidRequest(f"limit {name} must be positive, got {value!r}")
+            if not math.isfinite(value) or value <= 0 or value > _MAX_LIMIT:  # NaN compares false to all
+                raise InvalidRequest(f"limit {name} must be positive and finite, at most {_MAX_LIMIT:g}, got {value!r}",
+                                     details={"field": f"limits.{name}"})
             setattr(out, name, int(value) if name in ("memory_mb", "pids", "output_bytes") else float(value))
         return out
 

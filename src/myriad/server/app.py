@@ -12,7 +12,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
-from myriad.server import agents_api, gateway_api, identity_api, sandbox_api, telemetry_api, usage_api
+from myriad.server import agents_api, gateway_api, identity_api, mcp_api, sandbox_api, telemetry_api, usage_api
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
 
@@ -47,6 +47,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
         try:
             yield
         finally:
+            await mcp_api.close(app)
             if manage_services:
                 await services.close()
 
@@ -57,6 +58,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
     routes += sandbox_api.routes()
     routes += telemetry_api.routes()
     routes += identity_api.routes()
+    routes += mcp_api.routes()
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     telemetry_api.install(app, services)
     app.state.services = services

@@ -55,7 +55,7 @@ def _retry_headers(e: MyriadError) -> dict[str, str] | None:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    return await json_object(request, MAX_BODY, required=True, loads=orjson.loads)
+    return await json_object(request, MAX_BODY, required=True)
 
 
 def _require_model(principal: Any, model: Any) -> None:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable
+from typing import Any
 
 from starlette.requests import Request
 
+from myriad import safe_json
 from myriad.errors import InvalidRequest, PayloadTooLarge
 
 
@@ -36,27 +36,22 @@ async def read_body(request: Request, limit: int | None) -> bytes:
     return raw
 
 
-def parse_json_object(raw: bytes, *, required: bool = False,
-                      loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:
-    """``raw`` as a JSON object; an empty body is ``{}`` unless ``required``. ``loads``
-    lets the hot gateway door use orjson (its errors are ``ValueError`` too)."""
+def parse_json_object(raw: bytes, *, required: bool = False) -> dict[str, Any]:
+    """``raw`` as a JSON object; an empty body is ``{}`` unless ``required``. Parsed
+    by ``myriad.safe_json``: bounded depth, no NaN/Infinity, 400 naming the field."""
     if not raw:
         if required:
             raise InvalidRequest("a JSON object body is required")
         return {}
-    try:
-        body = loads(raw)
-    except ValueError as e:
-        raise InvalidRequest(f"request body is not valid JSON: {e}") from None
+    body = safe_json.loads(raw, "body")
     if not isinstance(body, dict):
         raise InvalidRequest("request body must be a JSON object")
     return body
 
 
-async def json_object(request: Request, limit: int | None, *, required: bool = False,
-                      loads: Callable[[bytes], Any] = json.loads) -> dict[str, Any]:
+async def json_object(request: Request, limit: int | None, *, required: bool = False) -> dict[str, Any]:
     """The body as a JSON object, size-limited (413) and validated (400)."""
-    return parse_json_object(await read_body(request, limit), required=required, loads=loads)
+    return parse_json_object(await read_body(request, limit), required=required)
 
 
 __all__ = ["int_param", "read_body", "parse_json_object", "json_object"]

@@ -61,17 +61,17 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     keys = KeyStore(settings.data_dir)
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     gateway = Gateway.from_settings(settings.models, env=os.environ)
-    # Wrapping order: metering (admission, budgets) outside tracing outside the gateway.
+    # One pipeline (myriad.models.pipeline): identity, then tracing, then admission, then the gateway.
     models: Any = telemetry.instrument_gateway(gateway)
     meter = None
     if settings.metering.enabled:
-        from myriad.metering import Meter, MeteredGateway, gateway_price_version
+        from myriad.metering import Meter, gateway_price_version, meter_gateway
 
         meter = Meter.from_settings(settings)
         prices = None if settings.metering.price_file else gateway_price_version(gateway)
         if prices:
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
-        models = MeteredGateway(models, meter, default_max_output=settings.metering.default_max_output_tokens)
+        meter_gateway(gateway, meter, default_max_output=settings.metering.default_max_output_tokens)
     identity = Identity(settings.identity, keys, settings.data_dir)
     # nothing starts until a sandbox opens; tracing inside metering, as for the gateway
     sandboxes: Any = telemetry.instrument_sandboxes(Sandboxes(settings.sandbox, data_dir=settings.data_dir))

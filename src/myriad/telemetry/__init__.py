@@ -9,7 +9,7 @@ Public surface::
                                      .observe_sandboxes(fn)
                                      .store  .metrics_snapshot()  .aclose()
     TelemetryStore                   bounded in-memory spans, rollups, logs (a SpanProcessor)
-    InstrumentedGateway, InstrumentedSandboxes, TelemetryMiddleware,
+    GatewayTelemetry (a gateway pipeline middleware), InstrumentedSandboxes, TelemetryMiddleware,
     AgentInstrumentation             the wrappers
     execute_tool, sandbox_span       spans for tools and sandboxes (API-only hooks)
     trace_headers, trace_env, inject_headers   W3C context for outbound calls and sandboxes
@@ -24,7 +24,7 @@ package starts nothing.
 from myriad.telemetry import genai, semconv
 from myriad.telemetry._agents import AgentInstrumentation
 from myriad.telemetry._asgi import TelemetryMiddleware, carrier_from_scope
-from myriad.telemetry._gateway import InstrumentedGateway, current_user
+from myriad.telemetry._gateway import GatewayTelemetry, current_user
 from myriad.telemetry._logs import LOG_FORMAT, install_log_correlation
 from myriad.telemetry._redact import REDACTED, redact_headers, redact_text, redact_value
 from myriad.telemetry._sandbox import InstrumentedSandbox, InstrumentedSandboxes
@@ -44,7 +44,7 @@ __all__ = [
     "LOG_FORMAT",
     "REDACTED",
     "AgentInstrumentation",
-    "InstrumentedGateway",
+    "GatewayTelemetry",
     "InstrumentedSandbox",
     "InstrumentedSandboxes",
     "Telemetry",

@@ -183,13 +183,16 @@ class Telemetry:
 
     # -- instrumenting the other rooms (by wrapping) -------------------------------------
     def instrument_gateway(self, gateway: Any) -> Any:
-        """``gateway`` wrapped so each chat/stream/embed call is a CLIENT span with
-        ``gen_ai.*`` attributes and metrics; the gateway itself when disabled."""
+        """Register the tracing middleware on ``gateway``'s pipeline, so each call is a
+        CLIENT span with ``gen_ai.*`` attributes and metrics; returns ``gateway`` (nothing
+        is registered when disabled, so it costs nothing)."""
         if not self.enabled or gateway is None:
             return gateway
-        from myriad.telemetry._gateway import InstrumentedGateway
+        from myriad.telemetry._gateway import GatewayTelemetry
 
-        return InstrumentedGateway(gateway, self)
+        if gateway.pipeline.find(GatewayTelemetry.name) is None:
+            gateway.pipeline.use(GatewayTelemetry(self, gateway))
+        return gateway
 
     def instrument_host(self) -> Any:
         """The hook an ``AgentHost`` accepts as ``instrumentation``: wraps its turn in an

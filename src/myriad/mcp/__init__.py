@@ -1,0 +1,27 @@
+"""MCP (Model Context Protocol) for agents.
+
+An agent class declares tools, resources and prompts with ``@mcp.tool()``,
+``@mcp.resource(uri)`` and ``@mcp.prompt()``; each instance is then an MCP server at
+``/mcp/{agent}/{name}`` (Streamable HTTP; see ``myriad.server.mcp_api`` for the door
+and its authorization). The official ``mcp`` SDK serves the transport and is imported
+only when the first MCP request arrives (extra ``mcp``).
+
+Not yet here: agents as MCP *clients* (``self.mcp.connect``), MCP tools in Code Mode,
+the gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
+"""
+
+from myriad.mcp._declare import Declarations, McpPrompt, McpResource, McpTool, declarations, prompt, resource, tool
+from myriad.mcp._serve import McpServers, Target
+
+__all__ = [
+    "Declarations",
+    "McpPrompt",
+    "McpResource",
+    "McpServers",
+    "McpTool",
+    "Target",
+    "declarations",
+    "prompt",
+    "resource",
+    "tool",
+]

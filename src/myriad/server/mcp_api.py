@@ -1,0 +1,137 @@
+"""The MCP door: every agent instance that declares MCP tools is an MCP server at
+``/mcp/{agent}/{name}`` (Streamable HTTP), with Myriad as the OAuth resource server.
+
+Authorization (MCP spec, "Authorization"): a request without valid credentials gets a
+401 whose ``WWW-Authenticate`` points at this resource's Protected Resource Metadata
+(RFC 9728, ``/.well-known/oauth-protected-resource/mcp/{agent}/{name}``); Myriad's own
+API keys and the tokens its identity room issues (audience ``urn:myriad:mcp``) are
+accepted; ``tools/call`` needs the scope ``mcp:{agent}:{tool}`` and is refused with a
+403 naming it (``error="insufficient_scope"``) before the agent runs.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+from starlette.types import Receive, Scope, Send
+
+from myriad.agents import AgentRef, validate_name
+from myriad.errors import MyriadError, NotFound, PermissionDenied
+from myriad.mcp import McpServers, Target
+from myriad.server.auth import require_principal
+from myriad.server.params import read_body
+
+MAX_BODY = 4 * 1024 * 1024
+PRM_PREFIX = "/.well-known/oauth-protected-resource"
+
+
+def _servers(request: Request) -> McpServers:
+    state = request.app.state
+    servers = getattr(state, "mcp_servers", None)
+    if servers is None:
+        servers = state.mcp_servers = McpServers(state.services.host)
+    return servers
+
+
+def _resource_url(request: Request, agent: str, name: str) -> str:
+    return f"{request.base_url}".rstrip("/") + f"/mcp/{agent}/{name}"
+
+
+def _error(request: Request, exc: MyriadError, agent: str, name: str) -> JSONResponse:
+    headers: dict[str, str] = {}
+    if exc.status == 401:
+        prm = f"{request.base_url}".rstrip("/") + f"{PRM_PREFIX}/mcp/{agent}/{name}"
+        headers["WWW-Authenticate"] = f'Bearer resource_metadata="{prm}"'
+    elif exc.status == 403 and isinstance(exc.details.get("scope"), str):
+        headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{exc.details["scope"]}"'
+    return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
+
+
+def _tool_called(body: bytes) -> str | None:
+    """The tool a JSON-RPC ``tools/call`` body names (None for any other message)."""
+    try:
+        msg = json.loads(body)
+    except ValueError:
+        return None  # the SDK answers the parse error
+    if isinstance(msg, dict) and msg.get("method") == "tools/call":
+        params = msg.get("params")
+        name = params.get("name") if isinstance(params, dict) else None
+        return name if isinstance(name, str) else None
+    return None
+
+
+class McpDoor:
+    """ASGI endpoint for ``/mcp/{agent}/{name}`` (POST, GET, DELETE)."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        agent, name = request.path_params["agent"], request.path_params["name"]
+        try:
+            principal = await require_principal(request)
+            host = request.app.state.services.host
+            host.agent_class(agent)
+            ref = AgentRef(principal.tenant, agent, validate_name(name))
+            servers = _servers(request)
+            if not servers.declarations(agent):
+                raise NotFound(f"agent class {agent!r} declares no MCP tools, resources or prompts")
+            body = b""
+            if request.method == "POST":
+                body = await read_body(request, MAX_BODY)
+                tool = _tool_called(body)
+                if tool is not None and tool in servers.declarations(agent).tools:
+                    wanted = f"mcp:{agent}:{tool}"
+                    if not principal.capabilities.covers(wanted):
+                        raise PermissionDenied(f"calling MCP tool {tool!r} of {agent!r} needs the scope {wanted!r}",
+                                               details={"scope": wanted})
+        except MyriadError as e:
+            await _error(request, e, agent, name)(scope, receive, send)
+            return
+        replayed = False
+
+        async def replay() -> Any:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await servers.handle(Target(ref, principal), scope, replay, send)
+
+
+async def protected_resource(request: Request) -> Response:
+    """RFC 9728 Protected Resource Metadata for one MCP endpoint."""
+    agent, name = request.path_params["agent"], request.path_params["name"]
+    services = request.app.state.services
+    try:
+        decl = _servers(request).declarations(agent)
+        validate_name(name)
+    except MyriadError as e:
+        return JSONResponse(e.to_json(), status_code=e.status)
+    issuer = services.identity.settings.issuer if services.identity is not None else str(request.base_url).rstrip("/")
+    return JSONResponse({
+        "resource": _resource_url(request, agent, name),
+        "authorization_servers": [issuer],
+        "scopes_supported": [f"mcp:{agent}:{t}" for t in decl.tools],
+        "bearer_methods_supported": ["header"],
+        "resource_name": f"Myriad agent {agent}/{name}",
+    })
+
+
+async def close(app: Any) -> None:
+    servers = getattr(app.state, "mcp_servers", None)
+    if servers is not None:
+        await servers.aclose()
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/mcp/{agent}/{name}", McpDoor(), methods=["GET", "POST", "DELETE"]),
+        Route(PRM_PREFIX + "/mcp/{agent}/{name}", protected_resource, methods=["GET"]),
+    ]
+
+
+__all__ = ["routes", "close"]
