@@ -50,7 +50,7 @@ def start_ray(mode: str, shards: int | None) -> Any:
 
 
 def start_shards(settings: Any, database: str, *, shards: int | None = None, node: str | None = None,
-                 ttl: float = 2.0) -> tuple[list[Any], list[dict[str, Any]]]:
+                 ttl: float = 2.0, first: int = 0) -> tuple[list[Any], list[dict[str, Any]]]:
     """Create this node's shard actors; returns (actors, their info)."""
     ray = import_ray()
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -63,7 +63,7 @@ def start_shards(settings: Any, database: str, *, shards: int | None = None, nod
     bind = alive[node_id].get("NodeManagerAddress", "127.0.0.1")
     remote = ray.remote(ShardActor)
     actors = []
-    for i in range(count):
+    for i in range(first, first + count):
         name = f"shard-{node_id[:8]}-{i}"
         spec = {"settings": settings, "database": database, "name": name, "node": node_id, "bind": bind,
                 "ttl": ttl, "sys_path": [p for p in sys.path if p], "cwd": os.getcwd()}
