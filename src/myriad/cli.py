@@ -189,6 +189,9 @@ def _bench_runner(mod: Any) -> Callable[[argparse.Namespace], int]:
 
         result = mod.run(args)
         emit_json(result)
+        from myriad.bench.capacity import save_result
+
+        save_result(result)  # for `myriad capacity`
         return 0
 
     return run
@@ -251,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage.set_defaults(func=lambda a: cli_usage(a, _settings(a)))
 
     _add_bench(sub)
+    from myriad.bench.capacity import add_command as add_capacity
+
+    add_capacity(sub)
     return parser
 
 
