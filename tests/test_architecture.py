@@ -55,7 +55,7 @@ def test_importing_myriad_does_nothing():
         "import sys, threading; before = threading.active_count(); import myriad, myriad.agents, myriad.server, "
         "myriad.storage, myriad.identity; "
         "assert threading.active_count() == before, 'threads started at import'; "
-        "heavy = [m for m in ('torch', 'ray', 'asyncpg', 'sentence_transformers') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'ray', 'asyncpg', 'psycopg', 'sentence_transformers') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=SRC.parents[1],

@@ -15,10 +15,13 @@ answers without a mapping table::
     ├── PermissionDenied             403 forbidden         a scope or tenant does not cover it
     ├── NotFound                     404 not_found
     ├── Conflict                     409 conflict
+    │   └── AgentElsewhere           409 agent_moved          cluster: another shard holds the agent
     ├── BudgetExceeded               402 budget_exceeded
     ├── RateLimited                  429 rate_limited
     │   └── ConcurrencyLimited       429 concurrency_limited
     ├── StorageError                 500 storage_error
+    │   ├── DatabaseUnavailable      503 database_unavailable  refused / cut / restarting (retry)
+    │   └── FencedOut                409 fenced_out           a write lost its fence (another owner)
     ├── AgentError                   500 agent_error       an agent method failed
     ├── SandboxError                 500 sandbox_error
     │   ├── SandboxUnavailable       503 sandbox_unavailable  the machine cannot sandbox
@@ -102,6 +105,13 @@ class Conflict(MyriadError):
     code = "conflict"
 
 
+class AgentElsewhere(Conflict):
+    """Cluster mode: this process does not hold the agent (another shard does, or this
+    one is draining or lost its lease); the front door routes the request there."""
+
+    code = "agent_moved"
+
+
 class BudgetExceeded(MyriadError):
     status = 402
     code = "budget_exceeded"
@@ -118,6 +128,24 @@ class ConcurrencyLimited(RateLimited):
 
 class StorageError(MyriadError):
     code = "storage_error"
+
+
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached right now (refused, restarting, pool exhausted)."""
+
+    status = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"retry_after": 1, **(details or {})})
+
+
+class FencedOut(StorageError):
+    """A fenced write found its fence no longer holding: this process no longer owns
+    the agent (another activation took over), so the write was not made."""
+
+    status = 409
+    code = "fenced_out"
 
 
 class AgentError(MyriadError):
@@ -207,10 +235,13 @@ __all__ = [
     "PermissionDenied",
     "NotFound",
     "Conflict",
+    "AgentElsewhere",
     "BudgetExceeded",
     "RateLimited",
     "ConcurrencyLimited",
     "StorageError",
+    "DatabaseUnavailable",
+    "FencedOut",
     "AgentError",
     "SandboxError",
     "SandboxUnavailable",

@@ -38,6 +38,10 @@ class AgentSettings:
     """A schedule firing that keeps failing is retried this many times, then dropped."""
     schedule_backoff: float = 1.0
     """First retry delay in seconds; doubles per attempt (capped at 5 minutes)."""
+    schedule_lease: float = 60.0
+    """Seconds a host's claim on a due schedule lasts unless renewed (a third of it, while
+    firing): on a shared database, how long the schedules of a host that died wait
+    before another host fires them."""
 
 
 @dataclass
@@ -166,6 +170,20 @@ class IdentitySettings:
 
 
 @dataclass
+class StorageSettings:
+    """Where durable state lives (``myriad.storage``)."""
+
+    database: str | None = None
+    """PostgreSQL URL (``postgresql://user@host/db``) for agents, schedules, per-agent SQL
+    and the other stores; None keeps everything in SQLite files under ``data_dir``.
+    Also ``--database`` and ``MYRIAD_DATABASE``."""
+    pool_size: int = 10
+    """Most connections one process holds to the database."""
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection before a request fails with 503."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -184,6 +202,7 @@ class Settings:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @classmethod
     def load(
@@ -236,6 +255,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
         if not name.startswith("MYRIAD_") or name == "MYRIAD_CONFIG":
             continue
         parts = name[len("MYRIAD_"):].lower().split("__")
+        if parts == ["database"]:  # the short spelling of MYRIAD_STORAGE__DATABASE
+            parts = ["storage", "database"]
         target: Any = settings
         for section in parts[:-1]:
             target = getattr(target, section, None)
@@ -271,6 +292,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return hint(value)
         if hint is Path:
             return Path(value)
+        if hint == (str | None):
+            return None if value is None else str(value)
         if origin is list:
             (item,) = typing.get_args(hint) or (str,)
             if isinstance(value, str):
@@ -282,4 +305,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 
 __all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings",
-           "TelemetrySettings"]
+           "TelemetrySettings", "StorageSettings"]

@@ -150,7 +150,9 @@ class Agent:
     def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
         """Run SQL on this instance's private database; rows as dicts.
 
-        Writes are durable when the call returns. No other instance can see this database.
+        Writes are durable before any reply or frame that follows them is released (the
+        output gate; with PostgreSQL, the file's changed pages are shipped there first).
+        No other instance can see this database.
         """
         if self._sql is None:
             self._sql = self._host.storage.agent_sql(self._slot.ref.path)
@@ -170,10 +172,16 @@ class Agent:
         await self._slot.release(text, exclude=set(exclude or ()))
 
     # -- schedules -------------------------------------------------------------
-    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None) -> "Schedule":
+    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None, *,
+                       new: bool = False) -> "Schedule":
         """Call ``method(payload)`` later: ``when`` is a delay in seconds, a datetime,
-        or a cron string. Persisted; survives restarts; fires at least once."""
-        return await self._host.scheduler.add(self, when, method, payload)
+        or a cron string. Persisted; survives restarts; fires at least once.
+
+        Idempotent: while this agent has a pending schedule with the same ``when``,
+        ``method`` and ``payload``, that one is returned and nothing is added (so a
+        ``schedule("0 9 * * *", ...)`` in ``on_start`` does not pile up cron rows).
+        ``new=True`` always adds another."""
+        return await self._host.scheduler.add(self, when, method, payload, new=new)
 
     async def cancel_schedule(self, schedule_id: str) -> bool:
         return await self._host.scheduler.cancel(self._slot.ref, schedule_id)

@@ -214,6 +214,8 @@ class AgentHost:
             state = None if record.state is None else json.loads(record.state)
         agent = cls.__new__(cls)
         agent._slot, agent._host, agent._state, agent._sql = slot, self, state, None
+        if record is not None and record.has_sql:  # stored off this machine: fetch before the turn
+            agent._sql = await self.storage.open_agent_sql(ref.path)
         agent.__init__()  # type: ignore[misc]  # attributes first, so __init__ may read state
         slot.agent = agent
         self._resident[ref.path] = slot

@@ -30,28 +30,28 @@ def _database_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def database_url(args: argparse.Namespace, settings: Any) -> str:
-    url = getattr(args, "database", None) or getattr(getattr(settings, "storage", None), "database", None)
-    if not url:
-        import os
-
-        url = os.environ.get("MYRIAD_DATABASE") or os.environ.get("MYRIAD_STORAGE__DATABASE")
+    url = getattr(args, "database", None) or settings.storage.database
     if not url:
         raise ConfigError("cluster mode needs PostgreSQL: pass --database postgresql://user@host:5432/dbname")
     return str(url)
 
 
 def run_serve(args: argparse.Namespace, settings: Any) -> int:
+    from myriad.cluster.directory import migrate_cluster
     from myriad.cluster.runner import serve_cluster
     from myriad.identity import KeyStore
     from myriad.server.bootstrap import ensure_default_tenant
 
+    url = database_url(args, settings)
+    settings.storage.database = url  # shards keep agents in PostgreSQL: any shard can take any agent
+    migrate_cluster(url, settings.storage.connect_timeout)
     keys = KeyStore(settings.data_dir)
     keys.open()
     try:
         print(f"  API key:   {ensure_default_tenant(keys, settings.data_dir)}", flush=True)
     finally:
         keys.close()
-    return serve_cluster(settings, database_url(args, settings), mode=args.cluster, shards=args.shards,
+    return serve_cluster(settings, url, mode=args.cluster, shards=args.shards,
                          node=args.node, ttl=args.lease_ttl)
 
 

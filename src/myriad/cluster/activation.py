@@ -26,12 +26,7 @@ import time
 from typing import Any, Awaitable, Callable, TypeVar
 
 from myriad.cluster.directory import FENCE_SQL, Directory, root_path
-from myriad.errors import Conflict, MyriadError
-
-try:
-    from myriad.errors import FencedOut
-except ImportError:  # until the PostgreSQL storage lands its error
-    from myriad.errors import StorageError as FencedOut  # type: ignore[assignment]
+from myriad.errors import AgentElsewhere, FencedOut, MyriadError
 
 log = logging.getLogger("myriad.cluster")
 T = TypeVar("T")
@@ -39,11 +34,9 @@ T = TypeVar("T")
 MOVED_PREFIX = "agent is active on shard "
 
 
-class AgentMoved(Conflict):
+class AgentMoved(AgentElsewhere):
     """This shard does not hold the address (another live shard does, or this one is
     draining or lost its lease); the front door re-routes. ``holder`` may be empty."""
-
-    code = "agent_moved"
 
     def __init__(self, holder: str) -> None:
         super().__init__(MOVED_PREFIX + (holder or "(none: place it again)"), details={"holder": holder})

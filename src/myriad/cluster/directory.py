@@ -27,7 +27,7 @@ from typing import Any
 from myriad.errors import StorageError
 
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS myriad_shards (
+CREATE TABLE myriad_shards (
     id          text PRIMARY KEY,
     node        text NOT NULL,
     address     text NOT NULL,
@@ -37,19 +37,36 @@ CREATE TABLE IF NOT EXISTS myriad_shards (
     draining    boolean NOT NULL DEFAULT false,
     load        jsonb NOT NULL DEFAULT '{}'
 );
-CREATE SEQUENCE IF NOT EXISTS myriad_fence_seq;
-CREATE TABLE IF NOT EXISTS myriad_activations (
+CREATE SEQUENCE myriad_fence_seq;
+CREATE TABLE myriad_activations (
     path   text PRIMARY KEY,
     shard  text NOT NULL,
     token  bigint NOT NULL,
     since  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
-CREATE INDEX IF NOT EXISTS myriad_activations_shard ON myriad_activations (shard);
-CREATE TABLE IF NOT EXISTS myriad_drains (
+CREATE INDEX myriad_activations_shard ON myriad_activations (shard);
+CREATE TABLE myriad_drains (
     node   text PRIMARY KEY,
     since  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 """
+
+def cluster_migrations() -> Any:
+    """The cluster's tables as a component of the storage room's migrations registry."""
+    from myriad.storage import Migrations
+
+    return Migrations("cluster", ((1, SCHEMA),))
+
+
+def migrate_cluster(url: str, timeout: float = 5.0) -> None:
+    """Create or upgrade the runtime's tables (agents, schedules, per-agent SQL) and
+    the cluster's (shards, activations, drains); idempotent, safe from many processes."""
+    from myriad.server.database import migrate_database
+    from myriad.storage.postgres import migrate
+
+    migrate_database(url, timeout)
+    migrate(url, [cluster_migrations()], timeout=timeout)
+
 
 # The fence: true while (path, shard, token) is the live activation. ``FOR SHARE``
 # makes a takeover (an UPDATE of the row) wait for a write in flight, and a write
@@ -108,14 +125,20 @@ class Directory:
         self.ttl = ttl
         self._conn: Any = None
 
-    async def connect(self) -> "Directory":
+    async def connect(self, *, migrate: bool = True) -> "Directory":
+        """Open the connection; with ``migrate``, create the tables first if needed."""
+        if migrate:
+            import asyncio
+
+            await asyncio.to_thread(migrate_cluster, self.url)
         try:
             import psycopg
         except ImportError as e:  # pragma: no cover - depends on the install
             raise ImportError("cluster mode needs psycopg: pip install 'myriad[cluster]'") from e
         try:
             self._conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
-            await self._conn.execute(SCHEMA)
+            # A takeover waits for a fenced write in flight; never for long.
+            await self._conn.execute("SET lock_timeout = '2s'")
         except psycopg.Error as e:
             raise StorageError(f"cannot open the cluster directory at {_redact(self.url)}: {e}") from None
         return self
@@ -241,4 +264,4 @@ def _redact(url: str) -> str:
     return url
 
 
-__all__ = ["Directory", "ShardInfo", "FENCE_SQL", "SCHEMA", "root_path"]
+__all__ = ["Directory", "ShardInfo", "FENCE_SQL", "SCHEMA", "root_path", "cluster_migrations", "migrate_cluster"]

@@ -16,7 +16,8 @@ from myriad.identity import Identity, KeyStore
 from myriad.models import Gateway
 from myriad.sandbox import Sandboxes
 from myriad.settings import Settings
-from myriad.storage import SQLiteStorage
+from myriad.server.database import build_storage, migrate_database
+from myriad.storage import Storage
 from myriad.telemetry import setup_telemetry
 
 
@@ -25,7 +26,7 @@ class Services:
     """What the server (and the CLI) hand to request handlers: ``request.app.state.services``."""
 
     settings: Settings
-    storage: SQLiteStorage
+    storage: Storage
     keys: KeyStore
     host: AgentHost
     sandboxes: Any = None
@@ -37,6 +38,11 @@ class Services:
     _starters: list[Any] = field(default_factory=list)
 
     async def start(self) -> None:
+        if self.settings.storage.database:  # create or upgrade every component's tables first
+            import asyncio
+
+            await asyncio.to_thread(migrate_database, self.settings.storage.database,
+                                    self.settings.storage.connect_timeout)
         await self.storage.open()
         self.keys.open()
         await self.host.start()
@@ -57,7 +63,7 @@ class Services:
 
 def build_services(settings: Settings, agent_classes: list[type[Agent]] | None = None) -> Services:
     """Build (but do not start) every room from settings."""
-    storage = SQLiteStorage(settings.data_dir)
+    storage = build_storage(settings)
     keys = KeyStore(settings.data_dir)
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     gateway = Gateway.from_settings(settings.models, env=os.environ)
