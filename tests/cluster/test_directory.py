@@ -108,3 +108,47 @@ def test_placement() -> None:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+async def test_postgres_storage_refuses_a_fenced_out_write(pg_url: str, tmp_path) -> None:
+    """The real storage with the shard's fence: once another shard took the agent over,
+    the old holder's state write is refused by PostgreSQL (its local clock still says
+    its lease holds, as for a write in flight when the lease ran out)."""
+    import json
+    import time
+
+    from myriad.cluster import Activations
+    from myriad.errors import FencedOut
+    from myriad.storage import AgentRecord, PostgresStorage
+
+    d = await Directory(pg_url, ttl=30).connect()
+    a1 = Activations(d, "s1", "n1", "a:1", 1)
+    a2 = Activations(d, "s2", "n2", "a:2", 2)
+    await a1.start()
+    await a2.start()
+    old = PostgresStorage(pg_url, tmp_path / "1", fence=a1)
+    new = PostgresStorage(pg_url, tmp_path / "2", fence=a2)
+    await old.open()
+    await new.open()
+    try:
+        path = "t/tally/x"
+        await a1.ensure(path)
+        now = time.time()
+        await old.create_agent(AgentRecord(path, "t", "tally", "x", b'{"n": 0}', now, now))
+        await old.save_state(path, b'{"n": 1}')
+        with pytest.raises(Exception):
+            await a2.ensure(path)  # s1 holds it
+        await d._rows("UPDATE myriad_shards SET expires_at = clock_timestamp() WHERE id = %s", (a1.shard_id,))
+        await a2.ensure(path)  # s1's lease is over: s2 takes it
+        await new.save_state(path, b'{"n": 2}')
+        assert a1.valid()  # s1 does not know yet
+        with pytest.raises(FencedOut):
+            await old.save_state(path, b'{"n": 99}')
+        record = await new.load_agent(path)
+        assert record is not None and json.loads(record.state) == {"n": 2}
+    finally:
+        await a1.stop()
+        await a2.stop()
+        await old.close()
+        await new.close()
+        await d.close()
