@@ -66,7 +66,7 @@ def test_public_surface():
     import myriad
     import myriad.agents
 
-    assert set(myriad.__all__) == {"Agent", "Connection", "Settings", "callable", "__version__"}
+    assert set(myriad.__all__) == {"Agent", "ChatAgent", "Connection", "Settings", "callable", "tool", "__version__"}
     for name in myriad.agents.__all__:
         assert hasattr(myriad.agents, name)
     assert myriad.Agent is myriad.agents.Agent
