@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from typing import Any, Awaitable, Callable, TypeVar
 
@@ -60,7 +61,12 @@ class Activations:
         self.host: Any = None
         self.load: Callable[[], dict[str, Any]] = dict
         self.stats = {"acquired": 0, "moved": 0, "fenced": 0, "leases_lost": 0}
-        self._task: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_load: dict[str, Any] = {}
+        self._handling = asyncio.Lock()
         self._drained = False
 
     # -- the lease -----------------------------------------------------------------
@@ -70,16 +76,18 @@ class Activations:
 
     async def start(self) -> None:
         await self._register()
-        self._task = asyncio.get_running_loop().create_task(self._heartbeat_forever())
+        self._loop = asyncio.get_running_loop()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._renew_forever, name=f"lease-{self.name}", daemon=True)
+        self._thread.start()
 
     async def stop(self, *, retire: bool = True) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        self._stop.set()
+        if self._thread is not None:
+            await asyncio.to_thread(self._thread.join, 5)
+            self._thread = None
+        for task in list(self._tasks):
+            task.cancel()
         if retire and self.shard_id:
             try:
                 await self.directory.retire(self.shard_id)
@@ -95,33 +103,80 @@ class Activations:
         self._drained = False
         log.info("shard %s serving at %s", self.shard_id, self.address)
 
-    async def _heartbeat_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_every)
+    def _renew_forever(self) -> None:
+        """The lease renewer, on its own thread and connection: a shard whose event
+        loop is saturated by turns must not lose its lease for that."""
+        conn = None
+        while not self._stop.wait(self.heartbeat_every):
+            shard = self.shard_id
             try:
-                await self.beat()
-            except asyncio.CancelledError:
-                raise
+                if conn is None or conn.closed:
+                    conn = self.directory.connect_sync()
+                renewed = self.directory.heartbeat_sync(conn, shard, self._load_now())
             except Exception as e:  # the database may be restarting: the local deadline protects us
-                log.warning("shard %s heartbeat failed: %s", self.shard_id, e)
-                if not self.valid():
-                    await self._lost("heartbeat failing")
+                log.warning("shard %s heartbeat failed: %s", shard, e)
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except Exception:
+                        pass
+                    conn = None
+                if not self.valid() and self.tokens:
+                    self._signal("lost", shard)
+                continue
+            if renewed is None:
+                self._signal("lost", shard)
+                continue
+            if shard == self.shard_id:
+                self.deadline = renewed[0]
+                if renewed[1] and not self._drained:
+                    self._signal("drain", shard)
+        if conn is not None:
+            conn.close()
+
+    def _load_now(self) -> dict[str, Any]:
+        try:  # read from another thread: a dict may change size under us; then send the last one
+            self._last_load = {**self.load(), **self.stats}
+        except Exception:
+            pass
+        return self._last_load
+
+    def _signal(self, what: str, shard: str) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+
+        def run() -> None:
+            task = loop.create_task(self._handle(what, shard))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        loop.call_soon_threadsafe(run)
+
+    async def _handle(self, what: str, shard: str) -> None:
+        async with self._handling:
+            if shard != self.shard_id:
+                return  # about an incarnation already replaced
+            try:
+                if what == "lost":
+                    await self._lost("lease gone or unrenewable")
+                    await self._register()
+                elif what == "drain" and not self._drained:
+                    self.draining = True
+                    await self._drain()
+            except Exception as e:
+                log.error("shard %s could not handle %s: %s", self.shard_id, what, e)
 
     async def beat(self) -> None:
-        """Renew the lease once (and act on a drain or a lost lease)."""
-        if not self.valid() and self.tokens:
-            # Paused or cut off for longer than the lease: whatever the database says
-            # now, others may already own our agents. Drop first, then ask.
-            await self._lost("local lease deadline passed")
+        """Renew the lease once from the event loop (tests; the renewer thread does it
+        in service)."""
         renewed = await self.directory.heartbeat(self.shard_id, self.load())
         if renewed is None:
-            await self._lost("lease expired in the directory")
-            await self._register()
+            await self._handle("lost", self.shard_id)
             return
         self.deadline, draining = renewed
         if draining and not self._drained:
-            self.draining = True
-            await self._drain()
+            await self._handle("drain", self.shard_id)
 
     async def _lost(self, why: str) -> None:
         self.stats["leases_lost"] += 1

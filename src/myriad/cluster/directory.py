@@ -95,6 +95,12 @@ WHERE a.path = %(path)s AND NOT EXISTS (SELECT 1 FROM taken)
 """
 
 
+_HEARTBEAT = (
+    "UPDATE myriad_shards SET expires_at = clock_timestamp() + make_interval(secs => %s), load = %s,"
+    " draining = draining OR EXISTS (SELECT 1 FROM myriad_drains d WHERE d.node = myriad_shards.node)"
+    " WHERE id = %s AND expires_at > clock_timestamp() RETURNING draining")
+
+
 def root_path(path: str) -> str:
     """A sub-agent lives with its root: ``t/c/n/sub/c2/n2`` -> ``t/c/n``."""
     return path.split("/sub/", 1)[0]
@@ -173,11 +179,24 @@ class Directory:
         """Renew the lease. Returns (local deadline, draining), or None when the lease
         had already expired (the incarnation is dead and must drop everything)."""
         sent = time.monotonic()
-        rows = await self._rows(
-            "UPDATE myriad_shards SET expires_at = clock_timestamp() + make_interval(secs => %s), load = %s,"
-            " draining = draining OR EXISTS (SELECT 1 FROM myriad_drains d WHERE d.node = myriad_shards.node)"
-            " WHERE id = %s AND expires_at > clock_timestamp() RETURNING draining",
-            (self.ttl, json.dumps(load), shard))
+        rows = await self._rows(_HEARTBEAT, (self.ttl, json.dumps(load), shard))
+        if not rows:
+            return None
+        return sent + self.ttl, bool(rows[0][0])
+
+    def connect_sync(self) -> Any:
+        """A synchronous connection (for the lease renewer's own thread)."""
+        import psycopg
+
+        try:
+            return psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.ttl)))
+        except psycopg.Error as e:
+            raise StorageError(f"cluster directory: {e}") from None
+
+    def heartbeat_sync(self, conn: Any, shard: str, load: dict[str, Any]) -> tuple[float, bool] | None:
+        """``heartbeat`` on a synchronous connection."""
+        sent = time.monotonic()
+        rows = conn.execute(_HEARTBEAT, (self.ttl, json.dumps(load), shard)).fetchall()
         if not rows:
             return None
         return sent + self.ttl, bool(rows[0][0])
