@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
     "mcp": "myriad.bench.mcp",
+    "scale": "myriad.bench.scale",
 }
 
 __all__ = ["BENCHES"]
