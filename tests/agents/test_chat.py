@@ -111,7 +111,8 @@ async def test_connect_mid_stream_is_told_and_probe_finds_it(host: AgentHost):
     await GATE.put("one ")
     await until(lambda: len(wire.of("r2")) >= 3, "chunks")
     other, other_wire = await connect(host, ref, "c2")
-    assert other_wire.frames[-1] == {"type": "cf_agent_stream_resuming", "id": "r2"}
+    assert other_wire.frames[1] == {"type": "cf_agent_stream_resuming", "id": "r2"}  # told before identity
+    assert other_wire.frames[2]["type"] == "cf_agent_identity"
     await GATE.put("two")  # not sent to c2 before it ACKs (it would get it twice)
     await until(lambda: any("two" in f["body"] for f in wire.of("r2")), "two")
     assert not other_wire.of("r2")

@@ -277,11 +277,13 @@ class AgentHost:
             conn._slot = slot
             slot.connections[conn.id] = conn
             has_state = agent.state is not None
+            # A base class's own connect frames (the chat conversation) come first, so
+            # a client that waits for identity before sending has them already.
+            await agent._connected(conn)
             await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
                 await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
             await slot.release(agent._mcp_frame(), only=conn)
-            await agent._connected(conn)
             await agent.on_connect(conn)
 
         token = current_caller.set(conn.principal)

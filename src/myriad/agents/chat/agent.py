@@ -221,7 +221,7 @@ class ChatAgent(Agent):
         return f"chat:{self.ref.path}:{request_id}"
 
     async def _connected(self, conn: Connection) -> None:
-        await conn.send(frames.messages(self._chat.messages()))
+        await conn.send(frames.messages(self._chat.messages(), connect=True))
         row = self._live_active()
         if row is not None:  # tell it at once; it ACKs to be replayed (or probes first)
             conn.protocol[_PENDING] = row.request_id
