@@ -13,7 +13,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
-from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, responses_api, sandbox_api,
+from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, responses_api, sandbox_api,
                            telemetry_api, usage_api)
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
@@ -63,6 +63,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
     routes += telemetry_api.routes()
     routes += identity_api.routes()
     routes += mcp_api.routes()
+    routes += oauth_api.routes()
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     telemetry_api.install(app, services)
     app.state.services = services
