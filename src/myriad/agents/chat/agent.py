@@ -237,7 +237,7 @@ class ChatAgent(Agent):
     def _spawn(self, request_id: str, *, after: "asyncio.Task[Any] | None", recovering: bool,
                owner: str | None = None) -> None:
         self._host.spawn(self._key(request_id),
-                         _produce(self._host, self.ref, request_id, after, recovering, owner))
+                         _produce(self._host, self.ref, request_id, after, recovering, owner), owner=self.ref)
 
     def _start(self, continuation: bool, owner: str | None, request_id: str | None = None) -> str:
         request_id = request_id or _new_id()
