@@ -270,3 +270,14 @@ def _tiktoken_cache(monkeypatch, tmp_path_factory):
     if not cache.exists():
         openai_server.tiktoken_cache(cache)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+def test_stored_responses_survive_a_restart(server, client):
+    """Last in this module: it restarts the shared server."""
+    r = client.responses.create(model="fast", input="remember me")
+    server.stop()
+    server.start()
+    fresh = openai.OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0)
+    assert fresh.responses.retrieve(r.id).output_text == r.output_text
+    nxt = fresh.responses.create(model="fast", input="and now?", previous_response_id=r.id)
+    assert nxt.usage.input_tokens > r.usage.input_tokens
