@@ -11,21 +11,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
-from myriad import __version__
 from myriad.server import agents_api, gateway_api, identity_api, mcp_api, sandbox_api, telemetry_api, usage_api
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
 
 
 async def health(request: Request) -> JSONResponse:
-    services: Services = request.app.state.services
-    host = services.host
-    return JSONResponse({
-        "status": "ok",
-        "version": __version__,
-        "agents": {"classes": sorted(host.classes), "resident": host.resident_count,
-                   "connections": host.connection_count, **host.stats},
-    })
+    """Anonymous: says only that the server is up (agent classes, counts and the
+    version are for authenticated callers: ``/v1/agents``, the dashboard)."""
+    return JSONResponse({"status": "ok"})
 
 
 def create_app(services: Services, *, manage_services: bool = True) -> Starlette:
