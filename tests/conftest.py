@@ -62,7 +62,7 @@ def postgres() -> Any:
     """One real PostgreSQL server for the test session (tests/pg.py); stopped at the end."""
     from tests.pg import PostgresServer
 
-    server = PostgresServer().start()
+    server = PostgresServer(fsync=False).start()  # throwaway: no need to survive power loss
     yield server
     server.destroy()
 
@@ -71,3 +71,17 @@ def postgres() -> Any:
 def pg_url(postgres: Any) -> str:
     """A fresh, empty database on the session's PostgreSQL server."""
     return str(postgres.create_database())
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_storage(request: Any, tmp_path: Path) -> AsyncIterator[Any]:
+    """The runtime's ``Storage`` on each backend in turn (a fresh database each time)."""
+    if request.param == "sqlite":
+        s: Any = SQLiteStorage(tmp_path / "data")
+    else:
+        from myriad.storage import PostgresStorage
+
+        s = PostgresStorage(request.getfixturevalue("pg_url"), tmp_path / "data", pool_size=4)
+    await s.open()
+    yield s
+    await s.close()

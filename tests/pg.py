@@ -42,7 +42,8 @@ class PostgresServer:
 
     user = "myriad"
 
-    def __init__(self) -> None:
+    def __init__(self, *, fsync: bool = True) -> None:
+        self.fsync = fsync  # off for test sessions (a throwaway server); benches keep it on
         self.bindir = _bindir()
         self.port = _free_port()
         self.base = Path(tempfile.mkdtemp(prefix="myriad-pg-"))
@@ -64,7 +65,7 @@ class PostgresServer:
             self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", self.user,
                       "--auth=trust", "-E", "UTF8", "--no-instructions", "--locale=C.UTF-8")
         opts = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                f"-c max_connections=300 -c shared_buffers=64MB")
+                f"-c max_connections=300 -c shared_buffers=64MB" + ("" if self.fsync else " -c fsync=off"))
         r = self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", opts, "-l",
                       str(self.base / "server.log"), "-w", "start", check=False)
         if r.returncode != 0:

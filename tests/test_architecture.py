@@ -55,7 +55,7 @@ def test_importing_myriad_does_nothing():
         "import sys, threading; before = threading.active_count(); import myriad, myriad.agents, myriad.server, "
         "myriad.storage, myriad.identity; "
         "assert threading.active_count() == before, 'threads started at import'; "
-        "heavy = [m for m in ('torch', 'ray', 'asyncpg', 'sentence_transformers') if m in sys.modules]; "
+        "heavy = [m for m in ('torch', 'ray', 'asyncpg', 'psycopg', 'sentence_transformers') if m in sys.modules]; "
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=SRC.parents[1],
@@ -66,7 +66,7 @@ def test_public_surface():
     import myriad
     import myriad.agents
 
-    assert set(myriad.__all__) == {"Agent", "Connection", "Settings", "callable", "__version__"}
+    assert set(myriad.__all__) == {"Agent", "ChatAgent", "Connection", "Settings", "callable", "tool", "__version__"}
     for name in myriad.agents.__all__:
         assert hasattr(myriad.agents, name)
     assert myriad.Agent is myriad.agents.Agent

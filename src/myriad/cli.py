@@ -39,8 +39,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 # -- serve -----------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     import uvicorn
 
     from myriad.server import build_services, create_app
@@ -50,7 +48,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
     if args.hibernate_after is not None:
         settings.agents.hibernate_after = args.hibernate_after
+    if args.database:
+        settings.storage.database = args.database
     step = _Steps()
+    if settings.storage.database:  # here, so a bad URL or a down server is one clear line
+        from myriad.server.database import migrate_database
+
+        step(f"migrating database {_redact(settings.storage.database)}")
+        migrate_database(settings.storage.database, settings.storage.connect_timeout)
     step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
     secure_data_dir(settings.data_dir)  # before anything writes there
     services = build_services(settings)
@@ -64,6 +69,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"  Myriad {__version__} serving on {url}",
         f"  agents:    {classes}",
         f"  data:      {settings.data_dir.resolve()}",
+        *([f"  database:  {_redact(settings.storage.database)}"] if settings.storage.database else []),
         "  models:    " + (f"deployments from {settings.models.config}" if settings.models.config
                           else "SIMULATED (no provider configured: set MYRIAD_MODELS__CONFIG to a deployment file)"),
         f"  API key:   {key_note}",
@@ -81,12 +87,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         http=guarded_http_protocol(settings.header_timeout, settings.body_timeout),
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
-        ws_ping_interval=None,
+        ws_ping_interval=settings.agents.ping_interval or None,
+        ws_ping_timeout=settings.agents.ping_timeout or None,
         lifespan="on",
     )
     for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn logs WebSocket handshakes on .error
         logging.getLogger(name).addFilter(_RedactTokens())
-    asyncio.run(uvicorn.Server(config).serve())
+    # Server.run, not asyncio.run(serve()): it applies uvicorn's loop setup (uvloop when installed)
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -110,6 +118,30 @@ class _Steps:
     def __call__(self, text: str) -> None:
         self.n += 1
         print(f"[{self.n}] {text}", flush=True)
+
+
+def _redact(url: str) -> str:
+    from myriad.storage.postgres import redact
+
+    return redact(url)
+
+
+# -- db ----------------------------------------------------------------------------
+
+def cmd_db_migrate(args: argparse.Namespace) -> int:
+    from myriad.server.database import migrate_database
+
+    settings = _settings(args)
+    url = args.database or settings.storage.database
+    if not url:
+        print("myriad: error: no database: pass --database postgresql://... or set MYRIAD_DATABASE "
+              "(the embedded SQLite files need no migrating)", file=sys.stderr)
+        return 2
+    applied = migrate_database(url, settings.storage.connect_timeout)
+    for component, versions in applied.items():
+        done = f"applied {', '.join(map(str, versions))}" if versions else "up to date"
+        print(f"{component:<12} {done}")
+    return 0
 
 
 # -- tenants and keys ------------------------------------------------------------
@@ -212,7 +244,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="interface to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 8787)")
     serve.add_argument("--hibernate-after", type=float, help="seconds idle before an instance hibernates (default 10)")
+    serve.add_argument("--database", metavar="URL",
+                       help="PostgreSQL URL for all durable state (env MYRIAD_DATABASE; default: SQLite in --data-dir)")
     serve.set_defaults(func=cmd_serve)
+
+    db = sub.add_parser("db", help="the shared PostgreSQL database").add_subparsers(dest="verb", required=True,
+                                                                                   metavar="VERB")
+    dm = db.add_parser("migrate", parents=[common], help="create or upgrade every component's tables")
+    dm.add_argument("--database", metavar="URL", help="PostgreSQL URL (default: MYRIAD_DATABASE / [storage] database)")
+    dm.set_defaults(func=cmd_db_migrate)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True, metavar="VERB")
     t = tenants.add_parser("create", parents=[common], help="create a tenant")

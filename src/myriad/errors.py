@@ -19,7 +19,11 @@ answers without a mapping table::
     ├── RateLimited                  429 rate_limited
     │   └── ConcurrencyLimited       429 concurrency_limited
     ├── StorageError                 500 storage_error
+    │   ├── DatabaseUnavailable      503 database_unavailable  refused / cut / restarting (retry)
+    │   └── FencedOut                409 fenced_out           a write lost its fence (another owner)
     ├── AgentError                   500 agent_error       an agent method failed
+    ├── McpError                     502 mcp_error          a remote MCP server failed or refused
+    │   └── McpTimeout               504 mcp_timeout
     ├── SandboxError                 500 sandbox_error
     │   ├── SandboxUnavailable       503 sandbox_unavailable  the machine cannot sandbox
     │   ├── TierUnavailable          400 tier_unavailable     needs the tier cannot meet
@@ -120,8 +124,36 @@ class StorageError(MyriadError):
     code = "storage_error"
 
 
+class DatabaseUnavailable(StorageError):
+    """The database cannot be reached right now (refused, restarting, pool exhausted)."""
+
+    status = 503
+    code = "database_unavailable"
+
+    def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, details={"retry_after": 1, **(details or {})})
+
+
+class FencedOut(StorageError):
+    """A fenced write found its fence no longer holding: this process no longer owns
+    the agent (another activation took over), so the write was not made."""
+
+    status = 409
+    code = "fenced_out"
+
+
 class AgentError(MyriadError):
     code = "agent_error"
+
+
+class McpError(MyriadError):
+    status = 502
+    code = "mcp_error"
+
+
+class McpTimeout(McpError):
+    status = 504
+    code = "mcp_timeout"
 
 
 class SandboxError(MyriadError):
@@ -211,7 +243,11 @@ __all__ = [
     "RateLimited",
     "ConcurrencyLimited",
     "StorageError",
+    "DatabaseUnavailable",
+    "FencedOut",
     "AgentError",
+    "McpError",
+    "McpTimeout",
     "SandboxError",
     "SandboxUnavailable",
     "TierUnavailable",

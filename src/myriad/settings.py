@@ -43,10 +43,20 @@ class AgentSettings:
     revalidate_every: float = 10.0
     """Seconds between re-checks of open WebSockets' credentials (a revoked or expired
     one closes its sockets with 4001; revoking through the admin door closes at once)."""
+    ping_interval: float = 20.0
+    """Seconds between WebSocket pings to each client (RFC 6455 control frames, which
+    browsers and ``ws`` answer by themselves): keeps idle sockets open through proxies
+    and finds dead peers. 0 turns pings off."""
+    ping_timeout: float = 20.0
+    """A client that has not answered a ping within this many seconds is closed (1011)."""
     schedule_max_attempts: int = 6
     """A schedule firing that keeps failing is retried this many times, then dropped."""
     schedule_backoff: float = 1.0
     """First retry delay in seconds; doubles per attempt (capped at 5 minutes)."""
+    schedule_lease: float = 60.0
+    """Seconds a host's claim on a due schedule lasts unless renewed (a third of it, while
+    firing): on a shared database, how long the schedules of a host that died wait
+    before another host fires them."""
 
 
 @dataclass
@@ -88,6 +98,15 @@ class SandboxSettings:
     """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
     uid_base: int = 200_000
     """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+    egress_allow_private: list[str] = field(default_factory=list)
+    """Non-public addresses, networks or host names sandboxes may reach through the egress
+    proxy (e.g. ``["10.1.2.3"]`` for an internal package mirror). An operator decision: a
+    sandbox's own ``network.allow_private`` may only name entries covered by this list."""
+    isolates_per_tenant: int = 1_000
+    """Live isolates one tenant (with all its agents) may hold; past it the tenant's own
+    least recently used isolate is closed, never another tenant's."""
+    disk_mb: int = 1024
+    """Disk quota of one container sandbox's workspace (and /tmp), in MiB; 0 turns it off."""
 
 
 @dataclass
@@ -96,6 +115,10 @@ class ModelsSettings:
 
     config: str = ""
     """Path to the deployment file (TOML); empty serves the simulated models."""
+    responses_ttl: float = 86400.0
+    """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
+    responses_max_per_tenant: int = 10000
+    """Stored responses kept per tenant (the oldest are dropped first)."""
 
 
 @dataclass
@@ -116,7 +139,16 @@ class MeteringSettings:
     """Output tokens reserved for a model call that sets no max_tokens."""
     settle_in_background: bool = False
     """Write actual usage after the call returns, batched (~0.3-0.6 ms less per model call);
-    a crash can then lose the last moments' usage records (holds still expire safely)."""
+    a crash can then lose the last moments' usage records (holds still expire safely).
+    Only for a shared ledger: an owned one (``shared_ledger = false``) always does this."""
+    shared_ledger: bool = False
+    """Whether other processes admit against the same SQLite ledger file. False (one
+    ``myriad serve`` owns its data directory): budgets, limits and holds are kept in
+    memory and settled usage is written in group commits every ``flush_interval``;
+    ``kill -9`` can lose at most that window's usage events (see docs/metering.md).
+    True: every admission is a SQLite transaction (atomic across processes)."""
+    flush_interval: float = 0.02
+    """Seconds between group commits of settled usage when the ledger is owned."""
 
 
 @dataclass
@@ -175,6 +207,20 @@ class IdentitySettings:
 
 
 @dataclass
+class StorageSettings:
+    """Where durable state lives (``myriad.storage``)."""
+
+    database: str | None = None
+    """PostgreSQL URL (``postgresql://user@host/db``) for agents, schedules, per-agent SQL
+    and the other stores; None keeps everything in SQLite files under ``data_dir``.
+    Also ``--database`` and ``MYRIAD_DATABASE``."""
+    pool_size: int = 10
+    """Most connections one process holds to the database."""
+    connect_timeout: float = 5.0
+    """Seconds to wait for a connection before a request fails with 503."""
+
+
+@dataclass
 class Settings:
     """Everything Myriad can be configured with."""
 
@@ -197,6 +243,7 @@ class Settings:
     identity: IdentitySettings = field(default_factory=IdentitySettings)
     sandbox: SandboxSettings = field(default_factory=SandboxSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
 
     @classmethod
     def load(
@@ -249,6 +296,8 @@ def _apply_env(settings: Settings, env: Mapping[str, str]) -> None:
         if not name.startswith("MYRIAD_") or name == "MYRIAD_CONFIG":
             continue
         parts = name[len("MYRIAD_"):].lower().split("__")
+        if parts == ["database"]:  # the short spelling of MYRIAD_STORAGE__DATABASE
+            parts = ["storage", "database"]
         target: Any = settings
         for section in parts[:-1]:
             target = getattr(target, section, None)
@@ -284,6 +333,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             return hint(value)
         if hint is Path:
             return Path(value)
+        if hint == (str | None):
+            return None if value is None else str(value)
         if origin is list:
             (item,) = typing.get_args(hint) or (str,)
             if isinstance(value, str):
@@ -295,4 +346,4 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
 
 
 __all__ = ["Settings", "AgentSettings", "SandboxSettings", "ModelsSettings", "MeteringSettings", "IdentitySettings",
-           "TelemetrySettings"]
+           "TelemetrySettings", "StorageSettings"]

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, TypeVar
 
+from myriad.agents import protocol
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
 from myriad.errors import InvalidRequest
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from myriad.agents.handle import AgentHandle
     from myriad.agents.host import AgentHost, _Slot
+    from myriad.agents.mcp_client import McpClient
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL
 
@@ -150,7 +152,9 @@ class Agent:
     def sql(self, query: str, *params: Any) -> list[dict[str, Any]]:
         """Run SQL on this instance's private database; rows as dicts.
 
-        Writes are durable when the call returns. No other instance can see this database.
+        Writes are durable before any reply or frame that follows them is released (the
+        output gate; with PostgreSQL, the file's changed pages are shipped there first).
+        No other instance can see this database.
         """
         if self._sql is None:
             self._sql = self._host.storage.agent_sql(self._slot.ref.path)
@@ -170,10 +174,16 @@ class Agent:
         await self._slot.release(text, exclude=set(exclude or ()))
 
     # -- schedules -------------------------------------------------------------
-    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None) -> "Schedule":
+    async def schedule(self, when: "float | int | datetime | str", method: str, payload: Any = None, *,
+                       new: bool = False) -> "Schedule":
         """Call ``method(payload)`` later: ``when`` is a delay in seconds, a datetime,
-        or a cron string. Persisted; survives restarts; fires at least once."""
-        return await self._host.scheduler.add(self, when, method, payload)
+        or a cron string. Persisted; survives restarts; fires at least once.
+
+        Idempotent: while this agent has a pending schedule with the same ``when``,
+        ``method`` and ``payload``, that one is returned and nothing is added (so a
+        ``schedule("0 9 * * *", ...)`` in ``on_start`` does not pile up cron rows).
+        ``new=True`` always adds another."""
+        return await self._host.scheduler.add(self, when, method, payload, new=new)
 
     async def cancel_schedule(self, schedule_id: str) -> bool:
         return await self._host.scheduler.cancel(self._slot.ref, schedule_id)
@@ -209,6 +219,26 @@ class Agent:
         if self._host.identity is None:
             raise InvalidRequest("no identity service is configured on this host")
         return self._host.identity
+
+    @property
+    def mcp(self) -> "McpClient":
+        """This instance's MCP client: connect to remote MCP servers and call their tools
+        (``myriad.agents.mcp_client``)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None:
+            from myriad.agents.mcp_client import McpClient
+
+            client = self.__dict__["_mcp_client"] = McpClient(self)
+        return client
+
+    def _mcp_frame(self) -> str:
+        """The ``cf_agent_mcp_servers`` frame sent on connect: this agent's MCP
+        connections once it has used MCP in this activation or opened its SQL (an
+        agent that never did gets the empty frame without creating a database)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None and self._sql is None:
+            return protocol.MCP_FRAME
+        return json.dumps(self.mcp.frame())
 
     async def usage(self) -> Any:
         """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),

@@ -1,15 +1,19 @@
 """Schedules (alarms): call an agent method later, durably, at least once.
 
 A schedule is a row in storage until it has run successfully (or, for cron, forever,
-moved to its next time). One loop per host sleeps until the earliest due row, fires
-each due one as a turn of its agent (waking it if hibernated), and on failure retries
-with exponential backoff, up to ``schedule_max_attempts``. A host killed mid-fire
-fires the schedule again after restart: at least once, never lost.
+moved to its next time). One loop per host sleeps until the earliest due row, claims
+the due ones (a lease of ``CLAIM_LEASE`` seconds, renewed while a firing runs, so
+any number of hosts sharing one database never fire a row twice while its claimant
+lives), fires each as a turn of its agent (waking it if hibernated), and on failure
+retries with exponential backoff, up to ``schedule_max_attempts``. A host killed
+mid-fire leaves a claim that expires; the schedule then fires again (on a shared
+database, on another host; embedded, after restart): at least once, never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -30,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("myriad.agents.schedules")
 _MAX_BACKOFF = 300.0
 _IDLE_WAIT = 30.0
+CLAIM_LEASE = 60.0
+"""Seconds a claim on a due schedule lasts unless renewed (renewed every third of it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +98,11 @@ class Scheduler:
         self._fires: set[asyncio.Task[None]] = set()
         self._stopping = False
         self.fired = 0
+        self.owner = uuid.uuid4().hex  # this host's name on its claims
+        self.lease = getattr(settings, "schedule_lease", CLAIM_LEASE)
+        self._renewed = 0.0
 
-    async def add(self, agent: "Agent", when: Any, method: str, payload: Any) -> Schedule:
+    async def add(self, agent: "Agent", when: Any, method: str, payload: Any, *, new: bool = False) -> Schedule:
         if not isinstance(method, str) or not callable(getattr(type(agent), method, None)) or method.startswith("_"):
             raise InvalidRequest(f"cannot schedule {method!r}: {type(agent).__name__} has no such method")
         try:
@@ -103,11 +112,15 @@ class Scheduler:
         now = time.time()
         kind, next_run, cron = parse_when(when, now)
         ref = agent.ref
+        # the identity of "the same schedule": what the caller asked for, not when it was asked
+        spec = cron if kind == "cron" else (repr(float(when)) if kind == "delayed" else repr(next_run))
+        key = None if new else hashlib.sha256(
+            json.dumps([method, kind, spec, payload_text]).encode()).hexdigest()[:32]
         record = ScheduleRecord(uuid.uuid4().hex, ref.path, ref.tenant, ref.agent_class, ref.name,
-                                method, payload_text, kind, cron, next_run, 0, now)
-        await self._storage.add_schedule(record)
+                                method, payload_text, kind, cron, next_run, 0, now, key)
+        stored = await self._storage.add_schedule(record)
         self._wakeup.set()
-        return Schedule.from_record(record)
+        return Schedule.from_record(stored)
 
     async def cancel(self, ref: AgentRef, schedule_id: str) -> bool:
         record = await self._storage.get_schedule(schedule_id)
@@ -144,7 +157,10 @@ class Scheduler:
             self._wakeup.clear()
             try:
                 now = time.time()
-                for record in await self._storage.due_schedules(now, 256):
+                if self._in_flight and now - self._renewed > self.lease / 3:
+                    await self._storage.renew_claims(self.owner, list(self._in_flight), now + self.lease)
+                    self._renewed = now
+                for record in await self._storage.claim_due(now, 256, self.owner, self.lease):
                     if record.id not in self._in_flight:
                         self._in_flight.add(record.id)
                         task = asyncio.get_running_loop().create_task(self._fire(record))
@@ -154,6 +170,8 @@ class Scheduler:
                 # add() sets the wakeup event, so an idle host need not poll every second;
                 # the cap only bounds how long a clock jump can delay a firing.
                 delay = _IDLE_WAIT if nxt is None else min(_IDLE_WAIT, max(0.005, nxt - time.time()))
+                if self._in_flight:
+                    delay = min(delay, self.lease / 3)
             except Exception as e:  # storage trouble: log and try again shortly
                 log.error("schedule loop: %s", e)
                 delay = 1.0

@@ -64,7 +64,11 @@ class _Slot:
 
     @property
     def pending(self) -> bool:
-        return self._dirty is not False or bool(self._outbox)
+        return self._dirty is not False or bool(self._outbox) or self._sql_pending()
+
+    def _sql_pending(self) -> bool:
+        sql = self.agent._sql if self.agent is not None else None
+        return sql is not None and sql.pending
 
     # -- the output gate ---------------------------------------------------------
     async def release(
@@ -77,6 +81,8 @@ class _Slot:
 
     async def drain(self) -> None:
         async with self._io_lock:
+            if self._sql_pending():  # SQL writes are durable before what follows them, like state
+                await self.agent._sql.flush()  # type: ignore[union-attr]
             if self._dirty is not False:
                 data, self._dirty = self._dirty, False
                 try:

@@ -6,8 +6,8 @@ An agent class declares tools, resources and prompts with ``@mcp.tool()``,
 and its authorization). The official ``mcp`` SDK serves the transport and is imported
 only when the first MCP request arrives (extra ``mcp``).
 
-Not yet here: agents as MCP *clients* (``self.mcp.connect``), MCP tools in Code Mode,
-the gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
+The client side (``self.mcp``) lives in ``myriad.agents.mcp_client``. Not yet here: the
+gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
 """
 
 from myriad.mcp._declare import Declarations, McpPrompt, McpResource, McpTool, declarations, prompt, resource, tool

@@ -163,8 +163,9 @@ class Sandbox(Protocol):
         """True once the sandbox is gone (closed, timed out, expired)."""
         ...
 
-    async def close(self) -> None:
-        """Release everything the sandbox holds; idempotent."""
+    async def close(self, *, reason: Any = "deleted") -> None:
+        """Release everything the sandbox holds; idempotent. ``reason`` (an ``events.CloseReason``)
+        is what the ``close`` event says: ``deleted`` by a caller, ``idle``, ``evicted``, ..."""
         ...
 
 

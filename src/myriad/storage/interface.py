@@ -11,6 +11,13 @@ the host process (the output gate relies on that). Methods are ``async`` so a
 network database (PostgreSQL) can implement the same protocol; the SQLite backend
 finishes them without yielding. ``agent_sql`` is synchronous on purpose, like a
 Durable Object's ``ctx.storage.sql``: it is a local database next to the instance.
+Its writes are durable once ``flush()`` returns (a no-op for a local file); the
+host's output gate calls it before it releases any frame that follows them.
+
+Fences (cluster mode): a backend may be given a ``Fence``; every write to an agent's
+rows (state, schedules, SQL pages) then checks the fence's condition in the same
+transaction, and fails with ``myriad.errors.FencedOut`` when it does not hold, so a
+process that lost an agent's lease can never overwrite the new owner's writes.
 """
 
 from __future__ import annotations
@@ -30,6 +37,9 @@ class AgentRecord:
     state: bytes | None
     created: float
     updated: float
+    has_sql: bool = False
+    """The instance has a per-agent SQL database stored off this machine (PostgreSQL), so
+    the host opens it (``open_agent_sql``) when it wakes the instance."""
 
 
 @dataclass(slots=True)
@@ -48,6 +58,9 @@ class ScheduleRecord:
     next_run: float  # unix seconds
     attempts: int
     created: float
+    key: str | None = None
+    """Identity of an idempotent schedule (method, when and payload): adding one whose
+    key an agent already has returns the existing one. None: always a new row."""
 
 
 @runtime_checkable
@@ -55,9 +68,27 @@ class AgentSQL(Protocol):
     """An instance's private SQL database."""
 
     def execute(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        """Run one statement; rows as dicts. Writes are durable when it returns."""
+        """Run one statement; rows as dicts. Writes are durable once ``flush()`` returns."""
+
+    @property
+    def pending(self) -> bool:
+        """Writes not yet durable (``flush()`` would do work)."""
+
+    async def flush(self) -> None:
+        """Make every write so far durable (the output gate awaits this)."""
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Fence(Protocol):
+    """A condition every write to an agent's rows must meet, checked in the write's own
+    transaction (cluster mode: "this process still holds the agent's lease, with this
+    fencing token"). ``condition(path)`` returns an SQL boolean expression and its
+    parameters (``%s`` placeholders), evaluated by the backend; when it is not true the
+    write is not made and ``FencedOut`` is raised."""
+
+    def condition(self, path: str) -> tuple[str, tuple[Any, ...]]: ...
 
 
 class Storage(Protocol):
@@ -82,7 +113,9 @@ class Storage(Protocol):
         """Stored instances per agent class (optionally for one tenant)."""
 
     # schedules
-    async def add_schedule(self, record: ScheduleRecord) -> None: ...
+    async def add_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        """Store it; when ``record.key`` is set and the agent already has a schedule with
+        that key, store nothing and return that one."""
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
 
@@ -93,13 +126,26 @@ class Storage(Protocol):
     async def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
         """Schedules with ``next_run <= now``, earliest first."""
 
+    async def claim_due(self, now: float, limit: int, owner: str, lease: float) -> list[ScheduleRecord]:
+        """Due schedules that no live claimant holds, now claimed by ``owner`` until
+        ``now + lease``: no other process gets them until that passes or
+        ``update_schedule`` / ``delete_schedule`` releases them."""
+
+    async def renew_claims(self, owner: str, ids: list[str], until: float) -> None:
+        """Extend ``owner``'s claims on ``ids`` (firings still running)."""
+
     async def next_due(self) -> float | None:
         """The earliest ``next_run`` of any schedule, or None."""
 
-    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None: ...
+    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None:
+        """Move it to ``next_run`` (and release any claim on it)."""
 
     # per-agent SQL
-    def agent_sql(self, path: str) -> AgentSQL: ...
+    def agent_sql(self, path: str) -> AgentSQL:
+        """The instance's database, created empty if it has none (``has_sql`` false)."""
+
+    async def open_agent_sql(self, path: str) -> AgentSQL:
+        """The instance's existing database (``has_sql`` true), fetched if not local."""
 
 
-__all__ = ["AgentRecord", "ScheduleRecord", "AgentSQL", "Storage"]
+__all__ = ["AgentRecord", "ScheduleRecord", "AgentSQL", "Fence", "Storage"]

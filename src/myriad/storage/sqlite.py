@@ -55,6 +55,16 @@ CREATE INDEX IF NOT EXISTS schedules_due ON schedules(next_run);
 CREATE INDEX IF NOT EXISTS schedules_path ON schedules(path);
 """
 
+# Columns added after the first release: (table, column, declaration). A database from
+# an older Myriad gets them at open (ALTER TABLE ADD COLUMN is instant in SQLite).
+_ADDED_COLUMNS = (
+    ("schedules", "key", "TEXT"),
+    ("schedules", "claimed_by", "TEXT"),
+    ("schedules", "claim_until", "REAL"),
+)
+_AFTER_COLUMNS = "CREATE UNIQUE INDEX IF NOT EXISTS schedules_key ON schedules(path, key) WHERE key IS NOT NULL"
+_SCHEDULE_COLS = "id, path, tenant, agent_class, name, method, payload, kind, cron, next_run, attempts, created, key"
+
 
 def connect(path: Path, *, durable_fsync: bool = False) -> sqlite3.Connection:
     """Open a SQLite database the way every Myriad store does (WAL, autocommit)."""
@@ -84,6 +94,13 @@ class _AgentSQL:
         cols = [d[0] for d in cur.description]
         return [dict(zip(cols, row)) for row in cur.fetchall()]
 
+    @property
+    def pending(self) -> bool:
+        return False  # a local file: durable (against kill -9) when execute returns
+
+    async def flush(self) -> None:
+        return None
+
     def close(self) -> None:
         self._conn.close()
 
@@ -107,6 +124,14 @@ class SQLiteStorage:
         try:
             self._db = connect(path, durable_fsync=self._durable_fsync)
             self._db.executescript(_SCHEMA)
+            have = {r[1] for r in self._db.execute("PRAGMA table_info(schedules)")}
+            for table, column, decl in _ADDED_COLUMNS:
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            self._db.execute(_AFTER_COLUMNS)
+            # One process owns an embedded data directory, so claims left by a previous
+            # run (killed mid-fire) are void: those schedules fire again now.
+            self._db.execute("UPDATE schedules SET claimed_by=NULL, claim_until=NULL WHERE claimed_by IS NOT NULL")
             self._db.execute("PRAGMA wal_autocheckpoint=0")
         except sqlite3.Error as e:
             raise StorageError(f"cannot open {path}: {e}") from None
@@ -196,42 +221,70 @@ class SQLiteStorage:
         return {c: n for c, n in rows}
 
     # schedules
-    async def add_schedule(self, record: ScheduleRecord) -> None:
-        self.db.execute(
-            "INSERT INTO schedules VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    async def add_schedule(self, record: ScheduleRecord) -> ScheduleRecord:
+        added = self.db.execute(
+            f"INSERT OR IGNORE INTO schedules ({_SCHEDULE_COLS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (record.id, record.path, record.tenant, record.agent_class, record.name, record.method,
-             record.payload, record.kind, record.cron, record.next_run, record.attempts, record.created),
-        )
+             record.payload, record.kind, record.cron, record.next_run, record.attempts, record.created,
+             record.key),
+        ).rowcount
+        if added or record.key is None:
+            return record
+        row = self.db.execute(f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE path=? AND key=?",
+                              (record.path, record.key)).fetchone()
+        return ScheduleRecord(*row) if row else record
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None:
-        row = self.db.execute("SELECT * FROM schedules WHERE id=?", (schedule_id,)).fetchone()
+        row = self.db.execute(f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE id=?", (schedule_id,)).fetchone()
         return ScheduleRecord(*row) if row else None
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         return self.db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
 
     async def list_schedules(self, path: str) -> list[ScheduleRecord]:
-        rows = self.db.execute("SELECT * FROM schedules WHERE path=? ORDER BY next_run", (path,))
+        rows = self.db.execute(f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE path=? ORDER BY next_run", (path,))
         return [ScheduleRecord(*r) for r in rows]
 
     async def due_schedules(self, now: float, limit: int) -> list[ScheduleRecord]:
         rows = self.db.execute(
-            "SELECT * FROM schedules WHERE next_run <= ? ORDER BY next_run LIMIT ?", (now, limit)
+            f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE next_run <= ? ORDER BY next_run LIMIT ?", (now, limit)
         )
         return [ScheduleRecord(*r) for r in rows]
 
+    async def claim_due(self, now: float, limit: int, owner: str, lease: float) -> list[ScheduleRecord]:
+        # One statement is one transaction, and SQLite has one writer at a time, so two
+        # processes sharing the file never claim the same row.
+        rows = self.db.execute(
+            f"UPDATE schedules SET claimed_by=?, claim_until=? WHERE id IN ("
+            f" SELECT id FROM schedules WHERE next_run <= ? AND (claimed_by IS NULL OR claim_until < ?)"
+            f" ORDER BY next_run LIMIT ?) RETURNING {_SCHEDULE_COLS}",
+            (owner, now + lease, now, now, limit),
+        ).fetchall()
+        return sorted((ScheduleRecord(*r) for r in rows), key=lambda r: r.next_run)
+
+    async def renew_claims(self, owner: str, ids: list[str], until: float) -> None:
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            self.db.execute(f"UPDATE schedules SET claim_until=? WHERE claimed_by=? AND id IN "
+                            f"({','.join('?' * len(chunk))})", (until, owner, *chunk))
+
     async def next_due(self) -> float | None:
-        row = self.db.execute("SELECT min(next_run) FROM schedules").fetchone()
+        # a claimed row comes due again only when its claim expires (its claimant died)
+        row = self.db.execute("SELECT min(max(next_run, coalesce(claim_until, next_run))) FROM schedules").fetchone()
         return row[0] if row else None
 
     async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None:
         self.db.execute(
-            "UPDATE schedules SET next_run=?, attempts=? WHERE id=?", (next_run, attempts, schedule_id)
+            "UPDATE schedules SET next_run=?, attempts=?, claimed_by=NULL, claim_until=NULL WHERE id=?",
+            (next_run, attempts, schedule_id),
         )
 
     # per-agent SQL
     def agent_sql(self, path: str) -> _AgentSQL:
         return _AgentSQL(self._sql_path(path))
+
+    async def open_agent_sql(self, path: str) -> _AgentSQL:
+        return self.agent_sql(path)
 
     def _sql_path(self, path: str) -> Path:
         # Names are validated to a filename-safe alphabet; the hash shards the directory

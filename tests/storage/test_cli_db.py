@@ -1,0 +1,29 @@
+"""``myriad db migrate`` and ``myriad serve --database``: one clear line when it cannot work."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tests.test_cli import myriad
+
+
+def test_db_migrate_creates_then_reports_up_to_date(pg_url: str, tmp_path: Path) -> None:
+    first = myriad("db", "migrate", "--database", pg_url, "--data-dir", str(tmp_path))
+    assert "runtime" in first.stdout and "applied 1" in first.stdout
+    again = myriad("db", "migrate", "--data-dir", str(tmp_path), check=False)
+    assert again.returncode == 2 and "no database" in again.stderr  # nothing to migrate without a URL
+
+
+def test_bad_databases_are_one_line_not_a_traceback(postgres: Any, tmp_path: Path) -> None:
+    cases = [
+        (("db", "migrate", "--database", "postgresql://myriad@127.0.0.1:1/x"), "connection refused"),
+        (("db", "migrate", "--database", postgres.url("nope")), 'does not exist: create it'),
+        (("db", "migrate", "--database", "http://example.com/x"), "must start with postgresql://"),
+        (("serve", "--database", "postgresql://myriad@127.0.0.1:1/x", "--port", "1"), "connection refused"),
+    ]
+    for args, message in cases:
+        r = myriad(*args, "--data-dir", str(tmp_path), check=False)
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1, r.stderr
