@@ -238,11 +238,11 @@ def test_websocket_door(world):
 def test_audit_log_records_the_principal_chain(world):
     server, ident = world["server"], world["identity"]
     agent = ident.for_agent("default", "counter/victim")  # a user's token reaches its user's agents
-    r = httpx.post(server.url + "/v1/agents/counter/victim/rpc", json={"method": "add", "args": [40, 2]},
-                   headers=server.headers())
-    assert r.status_code == 200, r.text
     user = ident.tokens.user_token("default", "victim", scopes="agents", resources=["urn:myriad:agents"])
     delegated = asyncio.run(agent.act_for(user, resources=["urn:myriad:agents"]))
+    r = httpx.post(server.url + "/v1/agents/counter/victim/rpc", json={"method": "add", "args": [40, 2]},
+                   headers={"Authorization": f"Bearer {delegated}"})
+    assert r.status_code == 200, r.text
     r = httpx.get(server.url + "/v1/agents/counter/victim", headers={"Authorization": f"Bearer {delegated}"})
     assert r.status_code == 200 and r.json()["state"] == {"n": 42}
     entries = httpx.get(server.url + "/v1/admin/audit", headers=server.headers()).json()["entries"]

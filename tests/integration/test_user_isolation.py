@@ -2,9 +2,11 @@
 
 Every door is driven by every kind of principal: the tenant's ``*`` key, a narrow
 key (``sandbox:isolate`` only), an ``admin`` key, a ``models``-only key, alice's
-user token, bob's user token (another user of the same tenant) and a token
-delegated by alice's agent. Each answer is checked against the expected status:
-a user's agents, sandboxes, vault entries and usage are theirs; an isolate-only
+user token, bob's user token (another user of the same tenant), a token delegated
+by alice's agent and a support token with the ``users`` scope. (Revoked keys
+mid-WebSocket: test_slow_clients.py.) Each answer is checked against the expected status:
+a user's agents, sandboxes, vault entries and usage are theirs (unless the
+token holds the ``users`` scope); an isolate-only
 key touches no container; the dashboard needs ``usage`` and the whole tenant; an
 admin key cannot rotate or mint a key broader than itself.
 (The companion: test_isolation_matrix.py, across tenants and bad credentials.)
@@ -29,6 +31,7 @@ from tests.integration.live import REPO, LiveServer
 from tests.sandbox.conftest import sandbox_root
 
 ALL_DOORS = [f"urn:myriad:{d}" for d in ("agents", "models", "usage", "admin", "vault", "sandboxes")]
+USER_SCOPES = "agents models usage vault sandbox admin egress"  # everything but 'users' (which '*' would hold)
 
 
 def _cli(server: LiveServer, *args: str) -> str:
@@ -52,8 +55,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             "admin_key": _cli(server, "keys", "create", "--tenant", "default", "--scopes", "admin"),
             "models_key": _cli(server, "keys", "create", "--tenant", "default", "--scopes", "models"),
             "usage_key": _cli(server, "keys", "create", "--tenant", "default", "--scopes", "usage"),
-            "alice": t.user_token("default", "alice", scopes="*", resources=ALL_DOORS),
-            "bob": t.user_token("default", "bob", scopes="*", resources=ALL_DOORS),
+            "alice": t.user_token("default", "alice", scopes=USER_SCOPES, resources=ALL_DOORS),
+            "bob": t.user_token("default", "bob", scopes=USER_SCOPES, resources=ALL_DOORS),
+            # a support tool acting for user carol, allowed across the tenant's users
+            "support": t.user_token("default", "carol", scopes="agents users", resources=ALL_DOORS),
         }
         agent = ident.for_agent("default", "counter/alice")
         who["delegated"] = asyncio.run(agent.act_for(who["alice"], resources=["urn:myriad:agents"]))
@@ -70,6 +75,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         assert r.status_code == 201, r.text
         r = httpx.post(u + "/v1/agents/counter/alice/rpc", json={"method": "add", "args": [40, 2]}, headers=h("alice"))
         assert r.status_code == 200, r.text
+        r = httpx.post(u + "/v1/agents/counter/team/rpc", json={"method": "add", "args": [1, 2]}, headers=h("tenant"))
+        assert r.status_code == 200, r.text
         r = httpx.put(u + "/v1/vault/credentials/github", json={"secret": "gho_alice", "domains": ["api.github.com"]},
                       headers=h("alice"))
         assert r.status_code == 201, r.text
@@ -80,7 +87,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 
 
 # door -> expected status per principal (a missing principal: not asserted by this row)
-T, ISO, ADM, MOD, USG, A, B, D = "tenant", "isolate_key", "admin_key", "models_key", "usage_key", "alice", "bob", "delegated"
+T, ISO, ADM, MOD, USG, A, B, D, S = ("tenant", "isolate_key", "admin_key", "models_key", "usage_key", "alice", "bob",
+                                     "delegated", "support")
 MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     # alice's container: her own and the tenant key's; bob gets 404 (as if unknown), the isolate key 403
     ("GET", "/v1/sandboxes/alice-box", None, {T: 200, A: 200, B: 404, ISO: 403, ADM: 403, D: 403}),
@@ -97,13 +105,14 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     # the tenant's container: no user's token reaches it, the isolate key does not either
     ("POST", "/v1/sandboxes/team-box/exec", {"cmd": "true"}, {T: 200, A: 404, B: 404, ISO: 403}),
     ("DELETE", "/v1/sandboxes/team-box", None, {A: 404, ISO: 403}),
-    # agents: a user's token reaches instances named after its user
-    ("GET", "/v1/agents/counter/alice", None, {T: 200, A: 200, D: 200, B: 403, ISO: 403}),
+    # agents: an instance is the user's whose token reached it first; one the tenant made is the tenant's
+    ("GET", "/v1/agents/counter/alice", None, {T: 200, A: 200, D: 200, S: 200, B: 403, ISO: 403}),
     ("POST", "/v1/agents/counter/alice/rpc", {"method": "add", "args": [0, 0]}, {A: 200, D: 200, B: 403}),
     ("GET", "/agents/counter/alice", None, {A: 200, B: 403}),
+    ("GET", "/agents/counter/alice/sub/counter/child", None, {B: 403}),
     ("DELETE", "/v1/agents/counter/alice", None, {B: 403}),
-    ("GET", "/v1/agents/counter/alice~notes", None, {A: 404, B: 403}),  # 404: hers to reach, not made yet
-    ("GET", "/v1/agents/counter/bob", None, {A: 403, B: 404, D: 403}),
+    ("GET", "/v1/agents/counter/bobs-new", None, {B: 404, A: 403, D: 403}),  # 404: bob's now, not made yet
+    ("GET", "/v1/agents/counter/team", None, {T: 200, S: 200, A: 403, B: 403}),
     # vault: a user's own entries only
     ("GET", "/v1/vault/credentials?user=alice", None, {A: 200, B: 403, T: 200}),
     ("DELETE", "/v1/vault/credentials/github?user=alice", None, {B: 403}),
@@ -196,8 +205,7 @@ def test_websocket_door_refuses_another_users_agent(world: dict[str, Any]) -> No
 
     async def run() -> None:
         assert await close_code(who[B], "alice") == 4003
-        assert await close_code(who[A], "bob") == 4003
-        assert await close_code(who[A], "alice-not-hers") == 4003
+        assert await close_code(who[A], "team") == 4003
         assert await first_state(who[A], "alice") == {"n": 42}
 
     asyncio.run(run())

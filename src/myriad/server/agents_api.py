@@ -87,7 +87,7 @@ async def agent_websocket(ws: WebSocket) -> None:
         principal = await require_principal(ws)
         ref, _ = parse_agent_path(principal.tenant, _raw_path(ws.scope), host)
         principal.require(f"agents:{ref.agent_class}")
-        require_agent(principal, ref)
+        await require_agent(ws, principal, ref)
     except (AuthenticationError, PermissionDenied) as e:
         await ws.accept()
         await ws.close(CLOSE_AUTH if e.status == 401 else CLOSE_FORBIDDEN, e.message[:120])
@@ -141,7 +141,7 @@ async def agent_http(request: Request) -> Response:
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
     principal.require(f"agents:{ref.agent_class}")
-    require_agent(principal, ref)
+    await require_agent(request, principal, ref)
     result = await host.request(ref, request, caller=principal)
     if isinstance(result, Response):
         return result
@@ -174,7 +174,7 @@ async def _ref(request: Request) -> AgentRef:
     host.agent_class(cls_name)
     principal.require(f"agents:{cls_name}")
     ref = AgentRef(principal.tenant, cls_name, validate_name(request.path_params["name"]))
-    require_agent(principal, ref)
+    await require_agent(request, principal, ref)
     return ref
 
 

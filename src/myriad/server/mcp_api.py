@@ -78,7 +78,7 @@ class McpDoor:
             host = request.app.state.services.host
             host.agent_class(agent)
             ref = AgentRef(principal.tenant, agent, validate_name(name))
-            require_agent(principal, ref)
+            await require_agent(request, principal, ref)
             servers = _servers(request)
             if not servers.declarations(agent):
                 raise NotFound(f"agent class {agent!r} declares no MCP tools, resources or prompts")
