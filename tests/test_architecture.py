@@ -13,13 +13,13 @@ ALLOWED = {
     "telemetry": set(),
     "identity": {"storage", "telemetry"},
     "metering": {"storage", "identity", "telemetry"},
-    "models": {"identity", "metering", "telemetry", "storage"},
+    "models": {"identity", "metering", "telemetry", "storage", "mcp"},
     "sandbox": {"identity", "metering", "telemetry", "storage"},
-    "agents": {"storage", "telemetry", "identity", "metering", "models", "sandbox"},
-    "mcp": {"agents", "sandbox", "identity", "telemetry"},
+    "agents": {"storage", "telemetry", "identity", "metering", "models", "sandbox", "mcp"},
+    "mcp": {"sandbox"},
     "cluster": {"agents", "storage", "telemetry", "identity", "server"},
     "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "mcp"},
-    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp"},
+    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp", "cluster"},
 }
 COMMON = {"errors", "settings", "safe_json"}
 

@@ -106,7 +106,10 @@ class SandboxSettings:
     """Live isolates one tenant (with all its agents) may hold; past it the tenant's own
     least recently used isolate is closed, never another tenant's."""
     disk_mb: int = 1024
-    """Disk quota of one container sandbox's workspace (and /tmp), in MiB; 0 turns it off."""
+    """Disk quota of one container sandbox (workspace and /tmp together), in MiB; 0 turns it off."""
+    disk: str = "auto"
+    """Disk quota backend: ``loop`` (an ext4 image per sandbox; needs root), ``fsize`` (a
+    per-file size cap only) or ``auto`` (loop where possible)."""
 
 
 @dataclass
@@ -115,6 +118,9 @@ class ModelsSettings:
 
     config: str = ""
     """Path to the deployment file (TOML); empty serves the simulated models."""
+    responses_store: str = "sqlite"
+    """Where ``/v1/responses`` keeps responses: ``sqlite`` (``<data_dir>/responses.db``,
+    survives restarts) or ``memory``."""
     responses_ttl: float = 86400.0
     """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
     responses_max_per_tenant: int = 10000

@@ -189,3 +189,69 @@ def test_fork_slots_crash_reconcile_and_cpu_after_the_crash(tmp_path: Path) -> N
         assert after > 300, after
     finally:
         s.stop()
+
+
+def _allocated(path: Path) -> int:
+    return sum(p.lstat().st_blocks * 512 for p in [path, *path.rglob("*")] if p.exists())
+
+
+@needs_root
+def test_disk_quota_stops_writes(server: LiveServer) -> None:
+    u, h = server.url + "/v1/sandboxes", server.headers()
+    r = httpx.post(u, headers=h, json={"needs": ["shell"], "id": "disk", "limits": {"disk_mb": 16}})
+    assert r.status_code == 201 and r.json()["limits"]["disk_mb"] == 16, r.text
+    try:
+        # before: no quota at all, the 64 MiB landed on the host's disk (the databases' disk)
+        r = httpx.post(u + "/disk/exec", headers=h, timeout=60, json={
+            "cmd": "dd if=/dev/zero of=big bs=1M count=64 2>&1; dd if=/dev/zero of=/tmp/t bs=1M count=64 2>&1; "
+                   "du -sm /workspace /tmp | cut -f1"})
+        out = r.json()["stdout"]
+        assert out.count("No space left on device") == 2, out
+        workspace_mb, tmp_mb = (int(x) for x in out.strip().splitlines()[-2:])
+        assert workspace_mb + tmp_mb <= 16, out  # workspace and /tmp share the one quota
+        # the files API answers a full disk with a 422, not a 500
+        httpx.post(u + "/disk/exec", headers=h, json={"cmd": "rm -f /tmp/t"})
+        r = httpx.put(u + "/disk/files/content", params={"path": "more.bin"}, headers=h, content=b"x" * (8 << 20))
+        assert r.status_code == 422 and "disk quota" in r.json()["error"]["message"], r.text
+        # a client may tighten the quota, never loosen it past the operator's
+        r = httpx.post(u, headers=h, json={"needs": ["shell"], "limits": {"disk_mb": 10**9}})
+        assert r.status_code == 201 and r.json()["limits"]["disk_mb"] == 1024, r.text
+        httpx.delete(f"{u}/{r.json()['id']}", headers=h)
+    finally:
+        httpx.delete(u + "/disk", headers=h)
+
+
+def test_snapshots_keep_holes_and_refuse_special_files(server: LiveServer, tmp_path: Path) -> None:
+    u, h = server.url + "/v1/sandboxes", server.headers()
+    root = Path(server.env["MYRIAD_SANDBOX__ROOT"])
+    r = httpx.post(u, headers=h, json={"needs": ["shell"], "id": "sp", "limits": {"disk_mb": 64}})
+    assert r.status_code == 201, r.text
+    try:
+        r = httpx.post(u + "/sp/exec", headers=h, json={"cmd": "truncate -s 256M sparse && echo data > small"})
+        assert r.json()["exit_code"] == 0, r.text
+        snap = httpx.post(u + "/sp/snapshots", headers=h, timeout=60)
+        assert snap.status_code == 201, snap.text
+        # before: the 256 MiB of holes were written out as zeros (and counted as 256 MiB)
+        assert snap.json()["bytes"] < 1 << 20, snap.json()
+        assert _allocated(root / "_snapshots" / snap.json()["id"]) < 1 << 20
+        # a fork copies sparsely too (before: a dense copy, and with a 64 MiB quota it could not fit)
+        child = httpx.post(u + "/sp/fork", headers=h, json={"id": "sp2"}, timeout=60)
+        assert child.status_code == 201, child.text
+        r = httpx.post(u + "/sp2/exec", headers=h, json={"cmd": "stat -c '%s %b' sparse; cat small"})
+        size, blocks, data = r.json()["stdout"].split()
+        assert (size, data) == (str(256 << 20), "data") and int(blocks) < 64, r.text
+        httpx.delete(u + "/sp2", headers=h)
+        assert httpx.delete(server.url + "/v1/snapshots/" + snap.json()["id"], headers=h).status_code == 200
+        # a fifo (or socket, device) in the workspace: a clean 409 naming it, nothing left on disk
+        assert httpx.post(u + "/sp/exec", headers=h, json={"cmd": "mkfifo pipe"}).json()["exit_code"] == 0
+        before = sorted(p.name for p in root.iterdir()), sorted(p.name for p in (root / "_snapshots").iterdir())
+        for path, body in (("/sp/snapshots", None), ("/sp/fork", {"id": "sp3"})):
+            r = httpx.post(u + path, headers=h, json=body, timeout=60)
+            # before: 500 and a partial copy under _snapshots/ that nothing ever removed
+            assert r.status_code == 409, r.text
+            assert r.json()["error"]["path"] == "/workspace/pipe" and "fifo" in r.json()["error"]["message"]
+        after = sorted(p.name for p in root.iterdir()), sorted(p.name for p in (root / "_snapshots").iterdir())
+        assert after == before
+        assert {b["id"] for b in httpx.get(u, headers=h).json()["sandboxes"]} == {"sp"}
+    finally:
+        httpx.delete(u + "/sp", headers=h)

@@ -25,9 +25,6 @@ answers 2025-06-18 or 2025-03-26), with JSON or SSE responses.
 
 from __future__ import annotations
 
-import asyncio
-import itertools
-import json
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,14 +32,13 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from myriad.errors import InvalidRequest, McpError, McpTimeout, NotFound, PermissionDenied
+from myriad.errors import InvalidRequest, McpError, NotFound, PermissionDenied
+from myriad.mcp import McpSession
 from myriad.sandbox import Tool
 
 if TYPE_CHECKING:
     from myriad.agents.agent import Agent
 
-PROTOCOL_VERSION = "2025-11-25"
-ACCEPTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 _TABLE = "_myriad_mcp_servers"
 
 
@@ -58,117 +54,13 @@ class McpServer:
         return {"name": self.name, "url": self.url, "created": self.created}
 
 
-class _Session:
-    """One protocol session with a server (reopened when the server forgets it)."""
-
-    def __init__(self, url: str, http: httpx.AsyncClient, timeout: float, label: str) -> None:
-        self.url, self.http, self.timeout, self.label = url, http, timeout, label
-        self.session_id: str | None = None
-        self.version: str | None = None
-        self._ids = itertools.count(1)
-
-    def _headers(self) -> dict[str, str]:
-        h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
-        if self.session_id:
-            h["mcp-session-id"] = self.session_id
-        if self.version:
-            h["mcp-protocol-version"] = self.version
-        return h
-
-    async def open(self) -> None:
-        result = await self._post("initialize", {
-            "protocolVersion": PROTOCOL_VERSION, "capabilities": {},
-            "clientInfo": {"name": "myriad-agent", "version": "1"}})
-        version = result.get("protocolVersion")
-        if version not in ACCEPTED_VERSIONS:
-            raise McpError(f"MCP server {self.label} speaks protocol {version!r}, not one of {list(ACCEPTED_VERSIONS)}")
-        self.version = version
-        await self._send({"jsonrpc": "2.0", "method": "notifications/initialized"})
-
-    async def request(self, method: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
-        if self.version is None:
-            await self.open()
-        try:
-            return await self._post(method, params)
-        except _SessionGone:
-            self.session_id = self.version = None  # the server restarted: a new session, once
-            await self.open()
-            return await self._post(method, params)
-
-    async def _post(self, method: str, params: dict[str, Any] | None) -> dict[str, Any]:
-        rid = next(self._ids)
-        msg: dict[str, Any] = {"jsonrpc": "2.0", "id": rid, "method": method}
-        if params is not None:
-            msg["params"] = params
-        reply = await self._send(msg, rid)
-        if "error" in reply:
-            err = reply["error"] if isinstance(reply["error"], dict) else {}
-            raise McpError(f"MCP server {self.label} refused {method}: {err.get('message', 'error')}",
-                           details={"mcp_code": err.get("code")})
-        result = reply.get("result")
-        if not isinstance(result, dict):
-            raise McpError(f"MCP server {self.label} answered {method} without a result object")
-        return result
-
-    async def _send(self, msg: dict[str, Any], rid: int | None = None) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(self.timeout):
-                async with self.http.stream("POST", self.url, json=msg, headers=self._headers()) as r:
-                    if r.status_code == 404 and self.session_id and msg.get("method") != "initialize":
-                        raise _SessionGone
-                    if r.status_code in (401, 403):
-                        raise PermissionDenied(f"MCP server {self.label} refused the credentials "
-                                               f"(HTTP {r.status_code}); reconnect with a valid token")
-                    if r.status_code >= 400:
-                        body = (await r.aread())[:200].decode("utf-8", "replace")
-                        raise McpError(f"MCP server {self.label} answered HTTP {r.status_code}: {body}")
-                    if sid := r.headers.get("mcp-session-id"):
-                        self.session_id = sid
-                    if rid is None:  # a notification: 202, no body
-                        return {}
-                    if r.headers.get("content-type", "").startswith("text/event-stream"):
-                        return await _from_sse(r, rid, self.label)
-                    return _decode(await r.aread(), self.label)
-        except (TimeoutError, httpx.TimeoutException):
-            raise McpTimeout(f"MCP server {self.label} did not answer {msg.get('method')} within {self.timeout:g} s",
-                             details={"timeout": self.timeout}) from None
-        except httpx.HTTPError as e:
-            raise McpError(f"MCP server {self.label} is unreachable: {type(e).__name__}: {e}") from None
-
-
-class _SessionGone(Exception):
-    pass
-
-
-def _decode(raw: bytes, label: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        raise McpError(f"MCP server {label} sent a reply that is not JSON") from None
-    if not isinstance(value, dict):
-        raise McpError(f"MCP server {label} sent a reply that is not a JSON-RPC object")
-    return value
-
-
-async def _from_sse(r: httpx.Response, rid: int, label: str) -> dict[str, Any]:
-    data: list[str] = []
-    async for line in r.aiter_lines():
-        if line.startswith("data:"):
-            data.append(line[5:].lstrip())
-        elif not line and data:
-            event, data = _decode("\n".join(data).encode(), label), []
-            if event.get("id") == rid and ("result" in event or "error" in event):
-                return event
-    raise McpError(f"MCP server {label} closed its event stream without answering")
-
-
 class McpClient:
     """``self.mcp`` of one agent instance (see the module docstring)."""
 
     def __init__(self, agent: "Agent", *, timeout: float = 30.0) -> None:
         self._agent = agent
         self.timeout = timeout
-        self._sessions: dict[str, _Session] = {}
+        self._sessions: dict[str, McpSession] = {}
         self._tools: dict[str, list[dict[str, Any]]] = {}
         self._errors: dict[str, str] = {}
 
@@ -206,7 +98,7 @@ class McpClient:
                                            domains=[parts.hostname])
         self._sessions.pop(name, None)
         self._tools.pop(name, None)
-        session = self._sessions[name] = _Session(url, self._http(), self.timeout, repr(name))
+        session = self._sessions[name] = McpSession(url, self._http(), self.timeout, repr(name))
         try:
             await session.open()
         except BaseException:
@@ -256,10 +148,10 @@ class McpClient:
                                    "(a schedule): call from a client's turn")
         return host.identity.outbound.client(principal, timeout=self.timeout)
 
-    def _session(self, name: str, url: str) -> _Session:
+    def _session(self, name: str, url: str) -> McpSession:
         session = self._sessions.get(name)
         if session is None:
-            session = self._sessions[name] = _Session(url, self._http(), self.timeout, repr(name))
+            session = self._sessions[name] = McpSession(url, self._http(), self.timeout, repr(name))
         else:
             session.http = self._http()  # this turn's caller, not the one that opened it
         return session

@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "gateway": "myriad.bench.gateway",
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
+    "scale": "myriad.bench.scale",
 }
 
 __all__ = ["BENCHES"]

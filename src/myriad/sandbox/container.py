@@ -31,7 +31,8 @@ from typing import Any, Sequence
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxError, SandboxTimeout, SandboxUnavailable
 from myriad.sandbox import bwrap as _bwrap
-from myriad.sandbox import cgroups, seccomp
+from myriad.sandbox import cgroups, disk, seccomp
+from myriad.sandbox.copying import check_tree, copy_tree
 from myriad.sandbox.egress import Attachment, EgressPolicy, EgressProxy, proxy_env
 from myriad.sandbox.events import NO_HOOKS, CloseReason, Hooks, SandboxEvent
 from myriad.sandbox.journal import alive as _alive
@@ -61,7 +62,7 @@ class ContainerSandbox:
 
     def __init__(self, tier: "ContainerTier", *, id: str, owner: str, limits: Limits, group: cgroups.Group,
                  network: EgressPolicy | None, uid: int | None = None, dirname: str | None = None,
-                 instance: str = "") -> None:
+                 instance: str = "", base: Path | None = None) -> None:
         self._tier = tier
         self.id = id
         self.owner = owner
@@ -69,8 +70,9 @@ class ContainerSandbox:
         self.group = group
         self.network = network
         self.dir = tier.root / (dirname or id)
-        self.workspace_dir = self.dir / "workspace"
-        self.tmp_dir = self.dir / "tmp"
+        base = base or self.dir  # the quota'd file system (disk.py) holding workspace/ and tmp/
+        self.workspace_dir = base / "workspace"
+        self.tmp_dir = base / "tmp"
         self.uid = uid
         """Host uid the sandbox runs as (``None``: Myriad's own, when not root)."""
         self.files = Workspace(self.workspace_dir, owner=uid)
@@ -167,7 +169,7 @@ class ContainerSandbox:
             args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
             # As root, bwrap runs as the sandbox's own unprivileged uid (setpriv keeps
             # the vfork spawn path; a preexec_fn would force a full fork of the host).
-            prefix = ["prlimit", *self.group.rlimit_args(), "--"]
+            prefix = ["prlimit", *self.group.rlimit_args(), *self._tier.disk.rlimit_args(self.limits.disk_mb), "--"]
             if self.uid is not None:
                 prefix += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
             try:
@@ -472,8 +474,12 @@ class ContainerSandbox:
         """Copy the workspace to ``dest`` with the sandbox frozen (no file can change mid-copy)."""
         if self.status == "closed":
             raise SandboxError(f"sandbox {self.id} is closed")
+        def copy() -> None:
+            check_tree(self.workspace_dir)  # a fifo, socket or device: a clean 409 before any copy
+            copy_tree(self.workspace_dir, dest)
+
         async with self._frozen():
-            await asyncio.to_thread(shutil.copytree, self.workspace_dir, dest, symlinks=True)
+            await asyncio.to_thread(copy)
         self.touch()
 
     async def _restore_from(self, src: Path) -> None:
@@ -486,7 +492,7 @@ class ContainerSandbox:
                     shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
-            shutil.copytree(src, self.workspace_dir, symlinks=True, dirs_exist_ok=True)
+            copy_tree(src, self.workspace_dir, dirs_exist_ok=True)
             if self.uid is not None:
                 chown_tree(self.workspace_dir, self.uid)
 
@@ -529,6 +535,7 @@ class ContainerSandbox:
             self.group.destroy()
 
         await asyncio.to_thread(destroy)
+        await asyncio.to_thread(self._tier.disk.release, self.dir)
         for proc in list(self._live):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
@@ -607,6 +614,7 @@ class ContainerTier:
         self.seccomp_program: bytes | None = None
         self.privileged = False
         self.cgroup_prefix = ""
+        self.disk: disk.DiskQuota = disk.FileSizeOnly()
         self.swept: list[Swept] = []
         """What the sweep on start removed (``Sandboxes.recover`` announces them)."""
 
@@ -654,6 +662,7 @@ class ContainerTier:
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), parent)
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
+        self.disk = disk.pick(getattr(self.settings, "disk", "auto"), templates=self.root / "_images")
         self._checked = True
         self.sweep()
 
@@ -679,6 +688,10 @@ class ContainerTier:
                         cpu_ms = max(0, used - int(meta.get("cpu_reported_ns", 0))) / 1e6
                 with contextlib.suppress(OSError):
                     self.backend.remove(meta["cgroup"])
+            with contextlib.suppress(OSError):
+                self.disk.release(entry)  # never delete through a live mount
+            if os.path.ismount(entry / disk.MOUNT):
+                continue  # still busy: the next sweep tries again
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
             if meta.get("id"):
@@ -705,29 +718,38 @@ class ContainerTier:
         cgroup_name = f"{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
-        def setup() -> cgroups.Group:
+        def setup() -> tuple[cgroups.Group, Path]:
             d.mkdir(mode=0o711 if uid is not None else 0o700)
             os.chmod(d, 0o711 if uid is not None else 0o700)
             (d / "meta.json").write_text(json.dumps({"id": id, "owner": owner, "host": self.tag, "cgroup": cgroup_name,
                                                      "uid": uid, "created_at": time.time(), "instance": instance,
                                                      "cpu_reported_ns": 0}))
+            base = self.disk.create(d, limits.disk_mb, uid) if limits.disk_mb else d
             if from_dir is not None:
-                shutil.copytree(from_dir, d / "workspace", symlinks=True)
+                copy_tree(from_dir, base / "workspace")
             else:
-                (d / "workspace").mkdir()
-            (d / "tmp").mkdir(mode=0o700)
+                (base / "workspace").mkdir()
+            (base / "tmp").mkdir(mode=0o700)
             if uid is not None:
-                chown_tree(d / "workspace", uid)
-                os.chown(d / "tmp", uid, uid)
-            return self.backend.create(cgroup_name, limits)  # type: ignore[union-attr]
+                chown_tree(base / "workspace", uid)
+                os.chown(base / "tmp", uid, uid)
+            return self.backend.create(cgroup_name, limits), base  # type: ignore[union-attr]
+
+        def undo() -> None:
+            with contextlib.suppress(OSError):
+                self.disk.release(d)
+            shutil.rmtree(d, ignore_errors=True)
 
         try:
-            group = await asyncio.to_thread(setup)
+            group, base = await asyncio.to_thread(setup)
         except OSError as e:
-            shutil.rmtree(d, ignore_errors=True)
+            await asyncio.to_thread(undo)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
+        except BaseException:
+            await asyncio.to_thread(undo)
+            raise
         sandbox = ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
-                                   dirname=dirname, instance=instance)
+                                   dirname=dirname, instance=instance, base=base)
         sandbox.cgroup_name = cgroup_name
         return sandbox
 

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -34,7 +35,7 @@ from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.events import CloseReason, Hooks, SandboxEvent, SandboxHook
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
 from myriad.sandbox.isolate import IsolateTier
-from myriad.sandbox.journal import LiveJournal
+from myriad.sandbox.journal import LiveJournal, alive, host_tag
 
 def _isolate_tier(s: "Sandboxes") -> Tier:
     return IsolateTier(s.settings)
@@ -47,6 +48,7 @@ def _container_tier(s: "Sandboxes") -> Tier:
 TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
 """Tier factories by name; add one here to plug in a new tier."""
 
+_PARTIAL = ".partial-"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -69,6 +71,7 @@ def _defaults(settings: Any) -> tuple[Limits, Limits]:
     container = Limits(
         timeout=settings.timeout, memory_mb=settings.memory_mb, cpu=settings.cpu, pids=settings.pids,
         output_bytes=settings.output_bytes, idle_timeout=settings.idle_timeout, max_lifetime=settings.max_lifetime,
+        disk_mb=int(getattr(settings, "disk_mb", 0) or 0) or None,
     )
     isolate = Limits(timeout=settings.timeout, memory_mb=settings.isolate_memory_mb, output_bytes=settings.output_bytes)
     return container, isolate
@@ -110,11 +113,10 @@ class Sandboxes:
 
     @contextlib.asynccontextmanager
     async def _journal_hook(self, event: SandboxEvent) -> Any:
-        # innermost-first would be nicer, but this hook is first: it records only what succeeded
-        yield
+        yield  # after the operation: only what succeeded is recorded
         if event.kind == "open":
             await asyncio.to_thread(self._journal.opened, event.instance, event.owner, event.sandbox_id, event.tier)
-        elif event.kind == "close" and event.instance:
+        elif event.kind == "close" and event.instance and event.reason != "crashed":  # not ours
             await asyncio.to_thread(self._journal.closed, event.instance)
 
     # -- recovery after a crash ---------------------------------------------------------
@@ -137,6 +139,7 @@ class Sandboxes:
                 swept = {s.instance: s for s in getattr(t, "swept", [])}
             except (SandboxUnavailable, SandboxError, OSError):
                 pass
+        await asyncio.to_thread(self._sweep_partial_snapshots)
         out = []
         for tag, records in await asyncio.to_thread(self._journal.dead):
             for rec in records:
@@ -151,6 +154,17 @@ class Sandboxes:
         for event in out:
             await self.events.emit(event)
         return out
+
+    def _sweep_partial_snapshots(self) -> builtins.list[str]:
+        """Remove snapshot copies a dead host left unfinished."""
+        removed = []
+        base = self.root / "_snapshots"
+        for p in base.glob(f"{_PARTIAL}*") if base.is_dir() else []:
+            tag = "-".join(p.name[len(_PARTIAL):].split("-", 2)[:2])  # <pid>-<start time>-<snapshot id>
+            if not alive(tag):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+        return removed
 
     async def _recovered(self) -> None:
         if self._recovery is not None and not self._recovery.done():
@@ -376,14 +390,19 @@ class Sandboxes:
     async def _snapshot(self, owner: str, sandbox: ContainerSandbox) -> Snapshot:
         snap_id = f"snap_{secrets.token_hex(8)}"
         dest = self.root / "_snapshots" / snap_id
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        # copied under a name that says whose copy it is; renamed when complete, so a copy
+        # cut short (a refused special file, a full disk, a killed host) is never mistaken
+        # for a snapshot and is swept (at once, or by the next start's recover())
+        partial = self.root / "_snapshots" / f"{_PARTIAL}{host_tag()}-{snap_id}"
+        partial.parent.mkdir(parents=True, exist_ok=True)
         try:
-            await sandbox._snapshot_to(dest / "workspace")
-            size = await asyncio.to_thread(_du, dest / "workspace")
+            await sandbox._snapshot_to(partial / "workspace")
+            size = await asyncio.to_thread(_du, partial / "workspace")
             snap = Snapshot(snap_id, owner, sandbox.id, time.time(), size)
-            (dest / "meta.json").write_text(json.dumps({**snap.to_json(), "owner": owner}))
+            (partial / "meta.json").write_text(json.dumps({**snap.to_json(), "owner": owner}))
+            os.rename(partial, dest)
         except BaseException:
-            await asyncio.to_thread(shutil.rmtree, dest, True)  # never leave a partial copy behind
+            await asyncio.to_thread(shutil.rmtree, partial, True)
             raise
         self._snapshots[snap_id] = snap
         return snap
@@ -540,11 +559,11 @@ def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bo
 
 
 def _du(path: Path) -> int:
+    """Bytes ``path`` occupies on disk (allocated blocks: a sparse file counts its data only)."""
     total = 0
     for p in path.rglob("*"):
         with contextlib.suppress(OSError):
-            if p.is_file() and not p.is_symlink():
-                total += p.lstat().st_size
+            total += p.lstat().st_blocks * 512
     return total
 
 
