@@ -60,6 +60,7 @@ class AgentHost:
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._task_owner: dict[str, str] = {}  # task key -> agent path
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
         # count) wraps the turn; without any, nothing changes.
@@ -92,16 +93,20 @@ class AgentHost:
         await self.scheduler.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
-    def spawn(self, key: str, work: Awaitable[Any]) -> "asyncio.Task[Any]":
+    def spawn(self, key: str, work: Awaitable[Any], *, owner: AgentRef | None = None) -> "asyncio.Task[Any]":
         """Run ``work`` in the background under ``key`` (one per key), owned by the
-        host: kept referenced, findable with ``task(key)``, cancelled at ``stop``.
-        Work that must touch an instance does so in turns (``run``)."""
+        host: kept referenced, findable with ``task(key)``, cancelled at ``stop`` (and
+        when ``owner``'s instance is dropped or deleted). Work that must touch an
+        instance does so in turns (``run``)."""
         task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
         self._tasks[key] = task
+        if owner is not None:
+            self._task_owner[key] = owner.path
 
         def forget(t: "asyncio.Task[Any]") -> None:
             if self._tasks.get(key) is t:
                 del self._tasks[key]
+                self._task_owner.pop(key, None)
 
         task.add_done_callback(forget)
         return task
@@ -109,6 +114,11 @@ class AgentHost:
     def task(self, key: str) -> "asyncio.Task[Any] | None":
         """The live background task spawned under ``key``, if any."""
         return self._tasks.get(key)
+
+    def _cancel_tasks_of(self, ref: AgentRef) -> None:
+        for key, path in list(self._task_owner.items()):
+            if path == ref.path and key in self._tasks:
+                self._tasks[key].cancel()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
@@ -141,6 +151,7 @@ class AgentHost:
         ``code`` (1012: clients reconnect and reach the new owner). With ``flush``,
         pending state is written first (a drain); without, it is discarded (a write
         would be refused anyway)."""
+        self._cancel_tasks_of(ref)  # its background work (a chat reply) resumes at the new owner
         slot = self._slots.get(ref.path)
         if slot is None:
             return
@@ -313,11 +324,13 @@ class AgentHost:
             conn._slot = slot
             slot.connections[conn.id] = conn
             has_state = agent.state is not None
+            # A base class's own connect frames (the chat conversation) come first, so
+            # a client that waits for identity before sending has them already.
+            await agent._connected(conn)
             await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
                 await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
             await slot.release(agent._mcp_frame(), only=conn)
-            await agent._connected(conn)
             await agent.on_connect(conn)
 
         token = current_caller.set(conn.principal)
@@ -448,6 +461,7 @@ class AgentHost:
 
     async def delete(self, ref: AgentRef) -> None:
         """Destroy an instance: close its connections, drop its state, schedules and SQL."""
+        self._cancel_tasks_of(ref)
         slot = self._slots.get(ref.path)
         if slot is not None:
             async with slot.lock:
