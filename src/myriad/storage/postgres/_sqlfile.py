@@ -66,6 +66,24 @@ def _open_sqlite(file: Path) -> sqlite3.Connection:
     return conn
 
 
+_VALUES_MAX = 4096  # pages per VALUES list (3 parameters each; PostgreSQL allows 65,535)
+
+
+def _upsert_pages(path: str, pages: dict[int, bytes]) -> tuple[str, tuple[Any, ...]]:
+    """One upsert of the pages: a VALUES list (psycopg adapts plain parameters several
+    times faster than a bytea[] array), arrays past ``_VALUES_MAX`` pages."""
+    numbers = sorted(pages)
+    tail = " ON CONFLICT (path, pgno) DO UPDATE SET data = excluded.data"
+    if len(numbers) <= _VALUES_MAX:
+        params: list[Any] = []
+        for n in numbers:
+            params += (path, n, pages[n])
+        values = ",".join(["(%s,%s,%s)"] * len(numbers))
+        return f"INSERT INTO agent_sql_pages (path, pgno, data) VALUES {values}{tail}", tuple(params)
+    return (f"INSERT INTO agent_sql_pages (path, pgno, data) SELECT %s, n, d FROM unnest(%s::int[], %s::bytea[]) "
+            f"AS u(n, d){tail}", (path, numbers, [pages[n] for n in numbers]))
+
+
 class ShippedSQL:
     """One agent's SQL database: a local SQLite file whose pages are shipped to PostgreSQL."""
 
@@ -165,11 +183,7 @@ class ShippedSQL:
         now = time.time()
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if pages:
-            numbers = sorted(pages)
-            statements.append((
-                "INSERT INTO agent_sql_pages (path, pgno, data) SELECT %s, n, d FROM unnest(%s::int[], %s::bytea[]) "
-                "AS u(n, d) ON CONFLICT (path, pgno) DO UPDATE SET data = excluded.data",
-                (self.path, numbers, [pages[n] for n in numbers])))
+            statements.append(_upsert_pages(self.path, pages))
         if n_pages < self._n_pages:
             statements.append(("DELETE FROM agent_sql_pages WHERE path=%s AND pgno > %s", (self.path, n_pages)))
         statements.append((
