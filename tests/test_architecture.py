@@ -13,10 +13,10 @@ ALLOWED = {
     "telemetry": set(),
     "identity": {"storage", "telemetry"},
     "metering": {"storage", "identity", "telemetry"},
-    "models": {"identity", "metering", "telemetry", "storage"},
+    "models": {"identity", "metering", "telemetry", "storage", "mcp"},
     "sandbox": {"identity", "metering", "telemetry", "storage"},
-    "agents": {"storage", "telemetry", "identity", "metering", "models", "sandbox"},
-    "mcp": {"agents", "sandbox", "identity", "telemetry"},
+    "agents": {"storage", "telemetry", "identity", "metering", "models", "sandbox", "mcp"},
+    "mcp": {"sandbox"},
     "cluster": {"agents", "storage", "telemetry", "identity", "server"},
     "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "mcp"},
     "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp"},
@@ -66,7 +66,7 @@ def test_public_surface():
     import myriad
     import myriad.agents
 
-    assert set(myriad.__all__) == {"Agent", "Connection", "Settings", "callable", "__version__"}
+    assert set(myriad.__all__) == {"Agent", "ChatAgent", "Connection", "Settings", "callable", "tool", "__version__"}
     for name in myriad.agents.__all__:
         assert hasattr(myriad.agents, name)
     assert myriad.Agent is myriad.agents.Agent

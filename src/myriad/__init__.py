@@ -12,16 +12,19 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from myriad.agents import Agent, Connection, callable
+    from myriad.agents.chat import ChatAgent, tool
     from myriad.settings import Settings
 
 _LAZY = {
     "Agent": "myriad.agents",
     "Connection": "myriad.agents",
     "callable": "myriad.agents",
+    "ChatAgent": "myriad.agents.chat",
+    "tool": "myriad.agents.chat",
     "Settings": "myriad.settings",
 }
 
-__all__ = ["Agent", "Connection", "Settings", "callable", "__version__"]
+__all__ = ["Agent", "ChatAgent", "Connection", "Settings", "callable", "tool", "__version__"]
 
 
 def __getattr__(name: str) -> Any:

@@ -39,8 +39,6 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Any:
 # -- serve -----------------------------------------------------------------------
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import asyncio
-
     import uvicorn
 
     from myriad.server import build_services, create_app
@@ -85,12 +83,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
-        ws_ping_interval=None,
+        ws_ping_interval=settings.agents.ping_interval or None,
+        ws_ping_timeout=settings.agents.ping_timeout or None,
         lifespan="on",
     )
     for name in ("uvicorn.access", "uvicorn.error"):  # uvicorn logs WebSocket handshakes on .error
         logging.getLogger(name).addFilter(_RedactTokens())
-    asyncio.run(uvicorn.Server(config).serve())
+    # Server.run, not asyncio.run(serve()): it applies uvicorn's loop setup (uvloop when installed)
+    uvicorn.Server(config).run()
     return 0
 
 

@@ -22,6 +22,8 @@ answers without a mapping table::
     │   ├── DatabaseUnavailable      503 database_unavailable  refused / cut / restarting (retry)
     │   └── FencedOut                409 fenced_out           a write lost its fence (another owner)
     ├── AgentError                   500 agent_error       an agent method failed
+    ├── McpError                     502 mcp_error          a remote MCP server failed or refused
+    │   └── McpTimeout               504 mcp_timeout
     ├── SandboxError                 500 sandbox_error
     │   ├── SandboxUnavailable       503 sandbox_unavailable  the machine cannot sandbox
     │   ├── TierUnavailable          400 tier_unavailable     needs the tier cannot meet
@@ -144,6 +146,16 @@ class AgentError(MyriadError):
     code = "agent_error"
 
 
+class McpError(MyriadError):
+    status = 502
+    code = "mcp_error"
+
+
+class McpTimeout(McpError):
+    status = 504
+    code = "mcp_timeout"
+
+
 class SandboxError(MyriadError):
     code = "sandbox_error"
 
@@ -234,6 +246,8 @@ __all__ = [
     "DatabaseUnavailable",
     "FencedOut",
     "AgentError",
+    "McpError",
+    "McpTimeout",
     "SandboxError",
     "SandboxUnavailable",
     "TierUnavailable",

@@ -34,6 +34,12 @@ class AgentSettings:
     """Cap on instances held in memory; the least recently used idle ones leave first."""
     max_frame_bytes: int = 1_048_576
     """Largest WebSocket frame accepted; bigger ones close the socket with 1009."""
+    ping_interval: float = 20.0
+    """Seconds between WebSocket pings to each client (RFC 6455 control frames, which
+    browsers and ``ws`` answer by themselves): keeps idle sockets open through proxies
+    and finds dead peers. 0 turns pings off."""
+    ping_timeout: float = 20.0
+    """A client that has not answered a ping within this many seconds is closed (1011)."""
     schedule_max_attempts: int = 6
     """A schedule firing that keeps failing is retried this many times, then dropped."""
     schedule_backoff: float = 1.0
@@ -83,6 +89,18 @@ class SandboxSettings:
     """Install Myriad's seccomp deny-list in container sandboxes (x86_64 only)."""
     uid_base: int = 200_000
     """When Myriad runs as root, each container sandbox runs as a host uid in [uid_base, uid_base + 65536)."""
+    egress_allow_private: list[str] = field(default_factory=list)
+    """Non-public addresses, networks or host names sandboxes may reach through the egress
+    proxy (e.g. ``["10.1.2.3"]`` for an internal package mirror). An operator decision: a
+    sandbox's own ``network.allow_private`` may only name entries covered by this list."""
+    isolates_per_tenant: int = 1_000
+    """Live isolates one tenant (with all its agents) may hold; past it the tenant's own
+    least recently used isolate is closed, never another tenant's."""
+    disk_mb: int = 1024
+    """Disk quota of one container sandbox (workspace and /tmp together), in MiB; 0 turns it off."""
+    disk: str = "auto"
+    """Disk quota backend: ``loop`` (an ext4 image per sandbox; needs root), ``fsize`` (a
+    per-file size cap only) or ``auto`` (loop where possible)."""
 
 
 @dataclass
@@ -91,6 +109,10 @@ class ModelsSettings:
 
     config: str = ""
     """Path to the deployment file (TOML); empty serves the simulated models."""
+    responses_ttl: float = 86400.0
+    """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
+    responses_max_per_tenant: int = 10000
+    """Stored responses kept per tenant (the oldest are dropped first)."""
 
 
 @dataclass
@@ -111,7 +133,16 @@ class MeteringSettings:
     """Output tokens reserved for a model call that sets no max_tokens."""
     settle_in_background: bool = False
     """Write actual usage after the call returns, batched (~0.3-0.6 ms less per model call);
-    a crash can then lose the last moments' usage records (holds still expire safely)."""
+    a crash can then lose the last moments' usage records (holds still expire safely).
+    Only for a shared ledger: an owned one (``shared_ledger = false``) always does this."""
+    shared_ledger: bool = False
+    """Whether other processes admit against the same SQLite ledger file. False (one
+    ``myriad serve`` owns its data directory): budgets, limits and holds are kept in
+    memory and settled usage is written in group commits every ``flush_interval``;
+    ``kill -9`` can lose at most that window's usage events (see docs/metering.md).
+    True: every admission is a SQLite transaction (atomic across processes)."""
+    flush_interval: float = 0.02
+    """Seconds between group commits of settled usage when the ledger is owned."""
 
 
 @dataclass

@@ -39,3 +39,50 @@ def test_bad_inputs(keystore):
     for wrong in (key[:-1] + ("A" if key[-1] != "A" else "B"), "myr_000000000000_" + "a" * 27, "nope"):
         with pytest.raises(AuthenticationError):
             keystore.verify(wrong)
+
+
+def test_verify_is_cached_and_revocation_still_applies_at_once(tmp_path):
+    from myriad.identity import KeyStore
+
+    store = KeyStore(tmp_path)
+    store.open()
+    store.create_tenant("acme")
+    a, key_a = store.create_key("acme")
+    b, key_b = store.create_key("acme")
+    statements: list[str] = []
+    store.db.set_trace_callback(statements.append)
+    assert store.verify(key_a).key_id == a.id
+    assert any("FROM api_keys" in s for s in statements)
+    statements.clear()
+    for _ in range(3):
+        assert store.verify(key_a).key_id == a.id
+    assert statements == ["PRAGMA data_version"] * 3  # no SELECT of the key, no hash
+    store.revoke_key(a.id)  # this store: forgotten at once
+    with pytest.raises(AuthenticationError, match="revoked"):
+        store.verify(key_a)
+    assert store.verify(key_b).key_id == b.id
+    other = KeyStore(tmp_path)  # another connection (a CLI in another process writes the same way)
+    other.open()
+    other.revoke_key(b.id)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        store.verify(key_b)
+    with pytest.raises(AuthenticationError, match="invalid"):
+        store.verify(key_b[:-2] + "xx")  # a near-miss of a cached key is not a hit
+    other.close()
+    store.close()
+
+
+def test_cached_key_still_expires(tmp_path, monkeypatch):
+    import time as _time
+
+    from myriad.identity import KeyStore
+
+    store = KeyStore(tmp_path)
+    store.create_tenant("acme")
+    _, key = store.create_key("acme", ttl=60)
+    assert store.verify(key).tenant == "acme"
+    later = _time.time() + 120
+    monkeypatch.setattr("myriad.identity.keys.time.time", lambda: later)
+    with pytest.raises(AuthenticationError, match="expired"):
+        store.verify(key)
+    store.close()

@@ -47,7 +47,7 @@ class LiveServer:
     def headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.key}"}
 
-    def start(self, timeout: float = 20) -> "LiveServer":
+    def start(self, timeout: float = 60) -> "LiveServer":
         env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", **self.env}
         logf = open(self.log, "ab")
         self.proc = subprocess.Popen(

@@ -146,7 +146,7 @@ def test_errors_in_openai_shape(server, client):
         client.embeddings.create(model="fast", input="x")
     h = server.headers()
     for path, content in [("/v1/chat/completions", b"{nope"), ("/v1/chat/completions", b"[1]"),
-                          ("/v1/embeddings", b'{"input": [1, 2]}'), ("/v1/embeddings", b'{"input": "x", "dimensions": -1}')]:
+                          ("/v1/embeddings", b'{"input": [[1, "x"]]}'), ("/v1/embeddings", b'{"input": "x", "dimensions": -1}')]:
         r = httpx.post(server.url + path, content=content, headers=h)
         assert r.status_code == 400, (path, content, r.text)
         assert set(r.json()["error"]) == {"message", "type", "param", "code"}

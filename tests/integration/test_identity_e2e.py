@@ -154,7 +154,7 @@ async def world(tmp_path: Path):
     settings.identity.user_issuer, settings.identity.user_jwks_url = idp.issuer, idp.jwks_url
     settings.identity.user_scopes = "agents egress vault sandbox tools"
     services = build_services(settings, [Courier])
-    sandboxes = Sandboxes(make_settings(tmp_path))
+    sandboxes = Sandboxes(make_settings(tmp_path, egress_allow_private=["127.0.0.1"]))
     sandboxes.egress.add_hook(services.identity.outbound.proxy_hook)
     services.host.sandboxes = sandboxes
     await services.start()
@@ -256,7 +256,7 @@ def test_through_the_sandbox_api_of_a_real_server(tmp_path):
     from tests.integration.live import LiveServer
 
     api = OutsideAPI()
-    server = LiveServer(tmp_path / "data").start()
+    server = LiveServer(tmp_path / "data", env={"MYRIAD_SANDBOX__EGRESS_ALLOW_PRIVATE": "127.0.0.1"}).start()
     try:
         u, h = server.url, server.headers()
         assert httpx.put(u + "/v1/vault/credentials/github", headers=h,

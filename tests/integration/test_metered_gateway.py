@@ -7,6 +7,7 @@ budgets and rate limits refuse before the upstream is touched.
 
 from __future__ import annotations
 
+import time
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
@@ -67,6 +68,9 @@ def nanos(tokens: int, per_million: str) -> int:
 
 
 def ledger_events(server: LiveServer) -> dict[str, dict]:
+    # the server owns its ledger: settled usage reaches the file in group commits every
+    # metering.flush_interval (20 ms); another process reading the file waits that long
+    time.sleep(0.2)
     store = SQLiteLedger(server.data_dir / "metering.db")
     try:
         return {e.cloudevent["data"].get("attributes", {}).get("upstream_id") or e.cloudevent["id"]: e

@@ -1,4 +1,4 @@
-"""Real sandboxes, metered by wrapping: isolate runs (and a container exec when this
+"""Real sandboxes, metered by a hook on their events: isolate runs (and a container exec when this
 machine can run containers) are charged exactly what their results report, to the
 agent that owns them; live sandboxes count against a concurrency limit."""
 
@@ -11,7 +11,7 @@ import pytest
 from myriad import Agent, callable
 from myriad.agents import AgentHost, AgentRef
 from myriad.errors import ConcurrencyLimited
-from myriad.metering import Limit, Meter, MeteredSandboxes, Scope, UsageQuery
+from myriad.metering import Limit, Meter, SandboxMetering, Scope, UsageQuery
 from myriad.sandbox import Sandboxes
 from myriad.settings import AgentSettings
 from tests.sandbox.conftest import make_settings
@@ -27,7 +27,8 @@ async def metered(tmp_path):
     meter = Meter.open(f"sqlite:///{tmp_path}/metering.db")
     meter.add_prices(PRICES)
     sbs = Sandboxes(make_settings(tmp_path))
-    yield MeteredSandboxes(sbs, meter), meter
+    sbs.add_hook(SandboxMetering(meter))
+    yield sbs, meter
     await sbs.aclose()
     meter.close()
 

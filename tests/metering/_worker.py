@@ -53,9 +53,27 @@ def write(db: str, first: int, last: int) -> None:
         sys.stdout.flush()
 
 
+async def owned(db: str, flush_interval: float) -> None:
+    """A process that owns its ledger (admission in memory, group commits): settle events
+    forever; print "<id> <time>" after each settle returned (in memory, not yet durable)."""
+    meter = Meter.open(f"sqlite:///{db}", shared=False, flush_interval=flush_interval)
+    subject = Subject("acme", "ann", "agents/a/1")
+    i = 0
+    while True:
+        async with meter.reserve(subject, EST, operation="model") as r:
+            r.commit(Usage.tokens_of("gpt", input=100 + i % 7, output=10 + i % 5), id=f"ev-{i}")
+        sys.stdout.write(f"ev-{i} {time.time():.6f}\n")
+        sys.stdout.flush()
+        i += 1
+        if i % 20 == 0:
+            await asyncio.sleep(0.001)
+
+
 if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "race":
         print(json.dumps(asyncio.run(race(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])))))
+    elif mode == "owned":
+        asyncio.run(owned(sys.argv[2], float(sys.argv[3])))
     elif mode == "write":
         write(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))

@@ -104,12 +104,12 @@ def test_public_surface_is_exactly_this():
 
     assert set(m.__all__) == {
         "AppendResult", "Budget", "BudgetStatus", "InvoiceLine", "LedgerStore", "Limit", "Meter", "MeteredProvider",
-        "MeteredSandbox", "Notice", "Price", "PriceBook", "PriceVersion", "Reservation", "Resources", "STORES", "Scope",
+        "Notice", "Price", "PriceBook", "PriceVersion", "Reservation", "Resources", "STORES", "Scope",
         "StoredEvent", "Subject", "Usage", "UsageEvent", "UsageQuery", "UsageRow", "budget_report", "charging",
         "current_subject", "estimate_chat", "export_cloudevents", "from_nanos", "invoice_lines", "meter_events",
         "metered", "money_str", "open_store", "rows_to_csv", "usage_report", "usage_of_openai", "write_jsonl",
         "cli_usage", "add_usage_arguments", "parse_when", "GatewayMetering", "meter_gateway", "gateway_price_version",
-        "MeteredSandboxes", "egress_hook", "subject_of_owner", "UsageCounter", "TurnMeter",
+        "SandboxMetering", "egress_hook", "subject_of_owner", "UsageCounter", "TurnMeter",
     }
     for name in m.__all__:
         assert getattr(m, name) is not None

@@ -8,10 +8,11 @@ from myriad.metering._gateway import UNATTRIBUTED
 from myriad.models import Gateway
 
 
-@pytest.fixture
-async def gw(tmp_path):
+@pytest.fixture(params=["owned", "shared"])
+async def gw(tmp_path, request):
     inner = Gateway.simulated()
-    meter = Meter.open(f"sqlite:///{tmp_path}/m.db")
+    # owned: admission in memory (what myriad serve runs); shared: every admission a SQLite transaction
+    meter = Meter.open(f"sqlite:///{tmp_path}/m.db", shared=request.param == "shared")
     meter.ensure_prices(gateway_price_version(inner))
     meter_gateway(inner, meter, default_max_output=256)
     inner.meter = meter  # for the tests' convenience

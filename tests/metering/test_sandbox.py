@@ -1,93 +1,58 @@
-"""Metering sandboxes by wrapping: runs charged from results, live sandboxes counted, egress counted."""
+"""Metering the sandbox room as a hook on its events: runs charged (also when they time
+out), CPU from the cgroup, live sandboxes counted and given back (even by the next process)."""
 
 from dataclasses import dataclass
 
 import pytest
 
-from myriad.errors import BudgetExceeded, ConcurrencyLimited
-from myriad.metering import (
-    Budget,
-    Limit,
-    MeteredSandbox,
-    MeteredSandboxes,
-    Scope,
-    Subject,
-    UsageQuery,
-    egress_hook,
-    subject_of_owner,
-)
+from myriad.errors import BudgetExceeded, ConcurrencyLimited, SandboxTimeout
+from myriad.metering import Budget, Limit, SandboxMetering, Scope, Subject, UsageQuery, egress_hook, subject_of_owner
+from myriad.sandbox import Limits, SandboxEvent
 
-ANN = Subject("acme", "ann", "agents/helper/1")
+OWNER = "acme/helper/1"
 
 
-@dataclass
-class Limits:
-    timeout: float = 2.0
-    memory_mb: int = 512
-    cpu: float = 1.0
+def ev(kind: str, **kw: object) -> SandboxEvent:
+    kw.setdefault("limits", Limits(timeout=2.0, memory_mb=512, cpu=1.0))
+    return SandboxEvent(kind, owner=OWNER, sandbox_id="sbx1", tier="container", **kw)  # type: ignore[arg-type]
 
 
-@dataclass
-class Result:
-    duration_ms: float
-    value: object = None
+def totals(ledger) -> dict[str, int]:
+    return {r.keys["resource"]: r.quantity_micro for r in ledger.totals(UsageQuery("acme", group_by=("resource",)))}
 
 
-class FakeBox:
-    tier = "container"
-    id = "sbx1"
-    limits = Limits()
-
-    async def run(self, code, *, timeout=None):
-        return Result(duration_ms=250.0, value=code)
-
-    def info(self):
-        return {"id": self.id}
-
-
-async def test_sandbox_runs_are_charged_from_the_result(meter, ledger):
-    box = MeteredSandbox(FakeBox(), meter, ANN)
-    res = await box.run("echo hi")
-    assert res.value == "echo hi" and box.info() == {"id": "sbx1"}  # other attributes pass through
-    q = {r.keys["resource"]: r.quantity_micro for r in ledger.totals(UsageQuery("acme", group_by=("resource",)))}
-    assert q == {"sandbox.container.runs": 10**6, "sandbox.container.cpu_ms": 250 * 10**6,
-                 "sandbox.container.wall_ms": 250 * 10**6, "sandbox.container.memory_gb_s": 125_000}
-    # 0.125 GB-s at 0.0000166667 per GB-s
+async def test_an_exec_is_charged_its_cgroup_cpu_and_wall_time(meter, ledger):
+    hook = SandboxMetering(meter)
+    event = ev("exec")
+    async with hook(event):
+        event.wall_ms, event.cpu_ms = 250.0, 100.0
+    assert totals(ledger) == {"sandbox.container.runs": 10**6, "sandbox.container.cpu_ms": 100 * 10**6,
+                              "sandbox.container.wall_ms": 250 * 10**6, "sandbox.container.memory_gb_s": 125_000}
     (row,) = ledger.totals(UsageQuery("acme", resource="sandbox.container.memory_gb_s", group_by=()))
-    assert row.cost_nanos == 2083
+    assert row.cost_nanos == 2083  # 0.125 GB-s at 0.0000166667 per GB-s
 
 
-async def test_sandbox_admission_uses_the_limits_as_worst_case(meter, ledger):
+async def test_an_exec_that_times_out_is_still_charged(meter, ledger):
+    # before: the wrapper charged only returned results; a timeout was never charged
+    hook = SandboxMetering(meter)
+    event = ev("exec")
+    with pytest.raises(SandboxTimeout):
+        async with hook(event):
+            event.wall_ms, event.cpu_ms = 2000.0, 1900.0
+            raise SandboxTimeout("killed at the limit")
+    assert totals(ledger)["sandbox.container.cpu_ms"] == 1900 * 10**6
+    assert meter.store.open_reservations() == 0
+
+
+async def test_admission_uses_the_limits_as_worst_case(meter, ledger):
     ledger.put_budget(Budget(Scope("acme"), "day", hard="0.00001"))  # 10,000 nanos
-    box = MeteredSandbox(FakeBox(), meter, ANN)  # worst case: 1 GB-s = 16,667 nanos
-    with pytest.raises(BudgetExceeded):
-        await box.run("x")
-    await box.run("x", timeout=1.0)  # 0.5 GB-s = 8,334 nanos fits
-
-
-class FakeSandboxes:
-    """The duck shape of ``myriad.sandbox.Sandboxes`` (open / open_for / get / list / close)."""
-
-    def __init__(self):
-        self.live = {}
-
-    async def open(self, *, owner="default", id=None, **kw):
-        box = FakeBox()
-        box.owner, box.id = owner, id or f"sb{len(self.live)}"
-        self.live[(owner, box.id)] = box
-        return box
-
-    async def open_for(self, owner, request):
-        return await self.open(owner=owner, id=request.get("id"))
-
-    def get(self, owner, id):
-        return self.live[(owner, id)]
-
-    def list(self, owner):
-        return [b for (o, _), b in self.live.items() if o == owner]
-
-    async def close(self, owner, id):
-        del self.live[(owner, id)]
+    hook = SandboxMetering(meter)
+    with pytest.raises(BudgetExceeded):  # worst case: 1 GB-s = 16,667 nanos
+        async with hook(ev("run", timeout=2.0)):
+            raise AssertionError("must not run")
+    event = ev("run", timeout=1.0)  # 0.5 GB-s = 8,334 nanos fits
+    async with hook(event):
+        event.wall_ms = 10.0
 
 
 def test_owner_to_subject():
@@ -95,22 +60,33 @@ def test_owner_to_subject():
     assert subject_of_owner("acme") == Subject("acme")
 
 
-async def test_sandboxes_hand_out_metered_sandboxes_and_count_live_ones(meter, ledger):
+async def test_live_slots_are_taken_by_open_and_given_back_by_any_close(meter, ledger):
     ledger.put_limit(Limit(Scope("acme"), "concurrent", 2, operation="sandbox.live"))
-    sbs = MeteredSandboxes(FakeSandboxes(), meter)
-    a = await sbs.open(owner="acme/coder/a")
-    b = await sbs.open_for("acme/coder/b", {"id": "b1"})
-    assert isinstance(a, MeteredSandbox) and isinstance(sbs.get("acme/coder/b", "b1"), MeteredSandbox)
+    hook = SandboxMetering(meter)
+    for i in (1, 2):
+        async with hook(ev("open", instance=f"i{i}")):
+            pass
     with pytest.raises(ConcurrencyLimited):
-        await sbs.open(owner="acme/coder/c")
-    await a.run("x")
-    await sbs.close("acme/coder/b", "b1")
-    await sbs.open(owner="acme/coder/c")  # b's slot came back
-    rows = ledger.totals(UsageQuery("acme", resource="sandbox.container.runs", group_by=("agent",)))
-    assert [(r.keys["agent"], r.quantity_micro) for r in rows] == [("acme/coder/a", 10**6)]
-    del sbs.inner.live[("acme/coder/a", a.id)]  # reaped behind our back
-    assert await sbs.release_closed() == 1
-    assert b is not None
+        async with hook(ev("open", instance="i3")):
+            raise AssertionError("must not open")
+    async with hook(ev("close", instance="i1", reason="evicted")):
+        pass
+    async with hook(ev("open", instance="i3")):  # i1's slot came back
+        pass
+    # a new process (a new hook) after a crash gives back the dead one's slots by id, and
+    # charges the CPU the dead sandbox used after its last charge
+    after_restart = SandboxMetering(meter)
+    async with after_restart(ev("close", instance="i2", reason="crashed", cpu_ms=1500.0)):
+        pass
+    assert meter.store.open_reservations() == 1  # i3
+    assert totals(ledger)["sandbox.container.cpu_ms"] == 1500 * 10**6
+
+
+async def test_background_cpu_is_recorded(meter, ledger):
+    hook = SandboxMetering(meter)
+    async with hook(ev("usage", cpu_ms=42.0)):
+        pass
+    assert totals(ledger) == {"sandbox.container.cpu_ms": 42 * 10**6}
 
 
 async def test_egress_hook_counts_requests(meter, ledger):
@@ -127,8 +103,3 @@ async def test_egress_hook_counts_requests(meter, ledger):
     (row,) = ledger.totals(UsageQuery("acme", resource="egress.requests", group_by=("agent",)))
     assert row.quantity_micro == 2 * 10**6
     assert {e.cloudevent["data"]["attributes"]["host"] for e in ledger.events("acme")} == {"pypi.org", "github.com"}
-
-
-async def test_the_wrapper_passes_isinstance_checks_of_the_tier_class(meter):
-    box = MeteredSandbox(FakeBox(), meter, ANN)
-    assert isinstance(box, FakeBox) and isinstance(box, MeteredSandbox)

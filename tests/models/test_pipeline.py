@@ -140,15 +140,19 @@ async def test_every_door_call_is_traced_and_metered(door):
     stream = await client.chat.completions.create(model="sim-small", messages=MSGS, stream=True)
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     await client.embeddings.create(model="sim-embed", input=["a", "b"])
+    await client.responses.create(model="sim-small", input="hello")
+    async with client.responses.stream(model="sim-small", input="hello") as rs:
+        assert "simulated" in (await rs.get_final_response()).output_text
     assert "simulated" in text
     kinds = [(c.kind, c.stream) for c in rec.exited]
-    assert kinds == [("chat", False), ("chat", True), ("embeddings", False)]
+    assert kinds == [("chat", False), ("chat", True), ("embeddings", False), ("responses", False), ("responses", True)]
     spans = [s for s in services.telemetry.store._snapshot() if s.name.startswith(("chat ", "embeddings "))]
-    assert len(spans) == 3, [s.name for s in spans]  # streamed HTTP chat included
+    assert len(spans) == 5, [s.name for s in spans]  # streamed HTTP chat and responses included
     assert all(s.attributes["myriad.tenant"] == "acme" for s in spans)
+    assert [s.attributes.get("myriad.api") for s in spans].count("responses") == 2
     await services.meter.drain()
     events = services.meter.store.count_events("acme")
-    assert events == 3
+    assert events == 5
     # cost computed once: the span's cost is the ledger's
     from myriad.metering import UsageQuery
 

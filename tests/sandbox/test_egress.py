@@ -14,6 +14,17 @@ import pytest
 
 from myriad.errors import InvalidRequest, PermissionDenied
 from myriad.sandbox import EgressPolicy, EgressRequest, Sandboxes
+from tests.sandbox.conftest import make_settings
+
+
+@pytest.fixture
+async def sandboxes(tmp_path: Path):
+    """The operator opened the host's loopback (for the test servers here)."""
+    sbs = Sandboxes(make_settings(tmp_path, egress_allow_private=["127.0.0.1"]))
+    try:
+        yield sbs
+    finally:
+        await sbs.aclose()
 
 
 class _Echo(BaseHTTPRequestHandler):
@@ -93,6 +104,42 @@ def test_private_addresses_blocked_unless_listed() -> None:
     q = EgressPolicy.from_json({"allow": ["*"], "allow_private": ["10.0.0.0/8", "127.0.0.1"]})
     assert q.check_address("h", "10.9.9.9") is None and q.check_address("h", "127.0.0.1") is None
     assert q.check_address("h", "192.168.1.1") is not None
+
+
+@pytest.mark.parametrize("address", [
+    "64:ff9b::7f00:1", "64:ff9b::a01:203", "2002:7f00:1::1", "2002:a9fe:a9fe::", "::127.0.0.1", "::10.0.0.1",
+    "::ffff:0:127.0.0.1", "64:ff9b:1::1", "2001::1", "2001:db8::1", "100::1", "fe80::1%eth0",
+])
+def test_embedded_private_ipv4_is_not_public(address: str) -> None:
+    # NAT64, 6to4 and IPv4-compatible forms of private addresses (Python 3.11.7's
+    # is_global calls the first six global: this check failed before)
+    assert EgressPolicy.from_json({"allow": ["*"]}).check_address("h", address) is not None, address
+
+
+def test_public_addresses_stay_public() -> None:
+    p = EgressPolicy.from_json({"allow": ["*"]})
+    for address in ("8.8.8.8", "2606:4700:4700::1111", "64:ff9b::808:808", "2002:808:808::1", "::ffff:1.1.1.1"):
+        assert p.check_address("h", address) is None, address
+
+
+def test_private_allowance_must_be_covered_by_the_operator() -> None:
+    p = EgressPolicy.from_json({"allow": ["*"], "allow_private": ["10.1.0.0/16", "127.0.0.1", "mirror.internal"]})
+    assert p.private_outside(["10.0.0.0/8", "127.0.0.1", "mirror.internal"]) == []
+    assert p.private_outside(["10.1.2.0/24", "mirror.internal"]) == ["10.1.0.0/16", "127.0.0.1"]
+    assert p.private_outside([]) == ["10.1.0.0/16", "127.0.0.1", "mirror.internal"]
+    # and the proxy checks the operator's list again at connect time
+    assert p.check_address("h", "127.0.0.1", operator=[]) is not None
+    assert p.check_address("h", "127.0.0.1", operator=["127.0.0.0/8"]) is None
+
+
+async def test_a_sandbox_cannot_grant_itself_private_egress(tmp_path: Path) -> None:
+    sbs = Sandboxes(make_settings(tmp_path, egress_allow_private=["10.0.0.0/8"]))
+    try:
+        with pytest.raises(PermissionDenied, match="operator"):
+            await sbs.open(needs={"shell"}, network={"allow": ["*"], "allow_private": ["127.0.0.1"]})
+        assert sbs.list("default") == []
+    finally:
+        await sbs.aclose()
 
 
 def test_policy_validation() -> None:

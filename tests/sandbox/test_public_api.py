@@ -6,8 +6,8 @@ import myriad.sandbox
 def test_exported_names() -> None:
     assert set(myriad.sandbox.__all__) == {
         "CAPABILITIES", "ContainerSandbox", "ContainerTier", "EgressHook", "EgressPolicy", "EgressProxy",
-        "EgressRequest", "FileInfo", "IsolateSandbox", "IsolateTier", "Limits", "ProcessInfo", "RunResult",
-        "Sandbox", "SandboxInfo", "Sandboxes", "Snapshot", "TIERS", "Tier", "Tool", "render_typescript", "tool",
+        "EgressRequest", "EventKind", "FileInfo", "Hooks", "IsolateSandbox", "IsolateTier", "Limits", "ProcessInfo",
+        "RunResult", "Sandbox", "SandboxEvent", "SandboxHook", "SandboxInfo", "Sandboxes", "Snapshot", "TIERS", "Tier", "Tool", "render_typescript", "tool",
     }
     for name in myriad.sandbox.__all__:
         assert getattr(myriad.sandbox, name) is not None

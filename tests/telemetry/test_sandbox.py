@@ -1,4 +1,4 @@
-"""Sandboxes wrapped by telemetry: lifecycle, exec and tool spans on real sandboxes."""
+"""Telemetry as a hook on the sandbox room's events: lifecycle, exec and tool spans on real sandboxes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from tests.sandbox.conftest import make_settings
 @pytest.fixture
 async def traced(tmp_path, tel):
     sbs = Sandboxes(make_settings(tmp_path))
+    sbs.add_hook(tel.sandbox_hook())
+    tel.observe_sandboxes(sbs.live_by_tier)
     try:
-        yield tel.instrument_sandboxes(sbs)
+        yield sbs
     finally:
         await sbs.aclose()
 
@@ -52,6 +54,7 @@ async def test_isolate_run_and_tool_calls_are_spans(traced, tel):
     assert spans["sandbox.close"][0].attributes[sc.MYRIAD_SANDBOX_ID] == box.id
     assert traced.live_by_tier() == {}
     assert tel.store.sandboxes("acme")["isolate"]["runs"] >= 2
+    assert spans["sandbox.close"][0].attributes["myriad.sandbox.close_reason"] == "deleted"
 
 
 @pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is installed by scripts/setup.sh")

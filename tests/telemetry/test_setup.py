@@ -85,8 +85,8 @@ def test_public_surface_is_exactly_the_intended_one():
     import myriad.telemetry as t
 
     assert sorted(t.__all__) == sorted([
-        "EXPORTERS", "LOG_FORMAT", "REDACTED", "AgentInstrumentation", "GatewayTelemetry", "InstrumentedSandbox",
-        "InstrumentedSandboxes", "Telemetry", "TelemetryMiddleware", "TelemetryStore", "carrier_from_scope",
+        "EXPORTERS", "LOG_FORMAT", "REDACTED", "AgentInstrumentation", "GatewayTelemetry", "SandboxTracing",
+        "Telemetry", "TelemetryMiddleware", "TelemetryStore", "carrier_from_scope",
         "current_tenant", "current_user", "execute_tool", "genai", "inject_headers", "install_log_correlation",
         "metrics_snapshot", "redact_headers", "redact_text", "redact_value", "sandbox_span", "semconv",
         "setup_telemetry", "span_dict", "trace_env", "trace_headers"])

@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, ClassVar, TypeVar
 
+from myriad.agents import protocol
 from myriad.agents.connection import Connection, current_caller
 from myriad.agents.naming import AgentRef, kebab
 from myriad.errors import InvalidRequest
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from myriad.agents.handle import AgentHandle
     from myriad.agents.host import AgentHost, _Slot
+    from myriad.agents.mcp_client import McpClient
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL
 
@@ -217,6 +219,26 @@ class Agent:
         if self._host.identity is None:
             raise InvalidRequest("no identity service is configured on this host")
         return self._host.identity
+
+    @property
+    def mcp(self) -> "McpClient":
+        """This instance's MCP client: connect to remote MCP servers and call their tools
+        (``myriad.agents.mcp_client``)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None:
+            from myriad.agents.mcp_client import McpClient
+
+            client = self.__dict__["_mcp_client"] = McpClient(self)
+        return client
+
+    def _mcp_frame(self) -> str:
+        """The ``cf_agent_mcp_servers`` frame sent on connect: this agent's MCP
+        connections once it has used MCP in this activation or opened its SQL (an
+        agent that never did gets the empty frame without creating a database)."""
+        client = self.__dict__.get("_mcp_client")
+        if client is None and self._sql is None:
+            return protocol.MCP_FRAME
+        return json.dumps(self.mcp.frame())
 
     async def usage(self) -> Any:
         """This agent's budgets and where each stands (``myriad.metering.BudgetStatus``),

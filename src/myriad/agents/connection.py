@@ -33,7 +33,7 @@ class Connection:
     agent, not a reconnect). ``readonly`` connections may call methods but not set state.
     """
 
-    __slots__ = ("id", "state", "readonly", "query", "principal", "_transport", "_slot", "closed")
+    __slots__ = ("id", "state", "readonly", "query", "principal", "_transport", "_slot", "closed", "protocol")
 
     def __init__(self, id: str, transport: Transport, query: dict[str, str] | None = None,
                  principal: Any = None) -> None:
@@ -46,6 +46,9 @@ class Connection:
         self._transport = transport
         self._slot: _Slot | None = None
         self.closed = False
+        self.protocol: dict[str, Any] = {}
+        """Per-connection bookkeeping of protocol extensions (the chat frames' resume
+        handshake); not the agent's (that is ``state``)."""
 
     def set_state(self, state: Any) -> None:
         self.state = state

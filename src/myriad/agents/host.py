@@ -59,6 +59,7 @@ class AgentHost:
         self._slots: dict[str, _Slot] = {}
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
+        self._tasks: dict[str, asyncio.Task[Any]] = {}
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
         # count) wraps the turn; without any, nothing changes.
@@ -91,8 +92,30 @@ class AgentHost:
         await self.scheduler.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
+    def spawn(self, key: str, work: Awaitable[Any]) -> "asyncio.Task[Any]":
+        """Run ``work`` in the background under ``key`` (one per key), owned by the
+        host: kept referenced, findable with ``task(key)``, cancelled at ``stop``.
+        Work that must touch an instance does so in turns (``run``)."""
+        task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
+        self._tasks[key] = task
+
+        def forget(t: "asyncio.Task[Any]") -> None:
+            if self._tasks.get(key) is t:
+                del self._tasks[key]
+
+        task.add_done_callback(forget)
+        return task
+
+    def task(self, key: str) -> "asyncio.Task[Any] | None":
+        """The live background task spawned under ``key``, if any."""
+        return self._tasks.get(key)
+
     async def stop(self) -> None:
         await self.scheduler.stop()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
         if self._sweeper is not None:
             self._sweeper.cancel()
             try:
@@ -257,7 +280,7 @@ class AgentHost:
             await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
                 await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
-            await slot.release(protocol.MCP_FRAME, only=conn)
+            await slot.release(agent._mcp_frame(), only=conn)
             await agent._connected(conn)
             await agent.on_connect(conn)
 

@@ -37,6 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live-containers", type=int, default=40, help="containers held live for memory (default 40)")
     p.add_argument("--baseline", type=int, default=30, help="baseline process starts to time (default 30)")
     p.add_argument("--skip-containers", action="store_true", help="isolates only (no bubblewrap needed)")
+    p.add_argument("--disk-mb", type=int, default=1024,
+                   help="container disk quota in MiB (default 1024, the server's default; 0: no quota)")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -51,7 +53,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-sandbox-"))
     tmp.chmod(0o711)
     settings = SandboxSettings(root=str(tmp / "sandboxes"), warm_isolates=10**9, memory_mb=256, pids=64,
-                               max_containers_per_owner=10**9)
+                               max_containers_per_owner=10**9, disk_mb=args.disk_mb)
     sbs = Sandboxes(settings)
     result: dict[str, Any] = {"bench": "sandbox"}
     rows: list[list[Any]] = []

@@ -3,8 +3,15 @@
 A key looks like ``myr_<id>_<secret>``: ``id`` (12 hex chars) finds the row, the
 secret is never stored, only its SHA-256 (keys are 160 random bits, so a fast hash
 is the right tool; a password hash would only add latency). Comparison is
-constant-time. Keys can expire and be revoked; every use is checked against the
-database, so a revocation applies to the next request.
+constant-time. Keys can expire and be revoked.
+
+``verify`` remembers the keys it accepted (no SELECT and no SHA-256 per request),
+and a revocation still applies to the very next request: this store's own
+``revoke_key`` / ``rotate_key`` drop the key from the cache, and a change made by
+any other connection or process (``myriad keys revoke`` from a shell) changes the
+file's ``PRAGMA data_version`` (and a write on this connection its
+``total_changes``), which every cache hit checks (a read of SQLite's shared memory,
+no I/O) and which empties the cache. Expiry is checked on every hit.
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from myriad.identity.capabilities import parse_scopes
 from myriad.identity.principal import Principal
 from myriad.storage import connect
 
+_CACHE_MAX = 10_000
+"""Accepted keys remembered by ``verify`` (the cache empties when full)."""
 _TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _KEY_RE = re.compile(r"^myr_([0-9a-f]{12})_([A-Za-z0-9_-]{20,64})$")
 
@@ -68,6 +77,8 @@ class KeyStore:
     def __init__(self, data_dir: Path) -> None:
         self._path = Path(data_dir) / "identity.db"
         self._db: sqlite3.Connection | None = None
+        self._verified: dict[str, tuple[Principal, float | None]] = {}
+        self._data_version: tuple[int, int] = (-1, -1)
 
     def open(self) -> None:
         if self._db is not None:  # first start opens it before the server does
@@ -76,9 +87,14 @@ class KeyStore:
         self._db.executescript(_SCHEMA)
 
     def close(self) -> None:
+        self._verified.clear()
         if self._db is not None:
             self._db.close()
             self._db = None
+
+    def _forget(self, key_id: str) -> None:
+        for presented in [k for k, (p, _) in self._verified.items() if p.key_id == key_id]:
+            del self._verified[presented]
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -128,6 +144,7 @@ class KeyStore:
         if tenant is not None:
             q += " AND tenant=?"
             args.append(tenant)
+        self._forget(key_id)
         if self.db.execute(q, args).rowcount == 0:
             raise NotFound(f"no active key {key_id!r}")
 
@@ -156,6 +173,7 @@ class KeyStore:
         if ttl is None and old.expires is not None:
             ttl = max(old.expires - old.created, 1.0)
         info, plaintext = self.create_key(old.tenant, label=old.label, ttl=ttl, scopes=old.scopes)
+        self._forget(key_id)
         if grace > 0:
             until = now + grace if old.expires is None else min(old.expires, now + grace)
             self.db.execute("UPDATE api_keys SET expires=? WHERE id=?", (until, key_id))
@@ -172,10 +190,24 @@ class KeyStore:
         """The principal a presented key stands for; ``AuthenticationError`` otherwise."""
         if not presented:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>' (or ?token=<key> on a WebSocket)")
+        hit = self._verified.get(presented)
+        if hit is not None:
+            db = self.db
+            version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+            if version != self._data_version:  # anyone wrote to the file: forget everything we know
+                self._verified.clear()
+                self._data_version = version
+            else:
+                principal, expires = hit
+                if expires is None or expires >= time.time():
+                    return principal
+                del self._verified[presented]
         m = _KEY_RE.match(presented)
         if not m:
             raise AuthenticationError("malformed API key")
         key_id, secret = m.groups()
+        if not self._verified:
+            self._data_version = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
         row = self.db.execute(
             "SELECT tenant, hash, scopes, expires, revoked FROM api_keys WHERE id=?", (key_id,)
         ).fetchone()
@@ -189,7 +221,11 @@ class KeyStore:
             raise AuthenticationError("API key has been revoked")
         if expires is not None and expires < time.time():
             raise AuthenticationError("API key has expired")
-        return Principal(tenant=tenant, key_id=key_id, scopes=frozenset(scopes.split()))
+        principal = Principal(tenant=tenant, key_id=key_id, scopes=frozenset(scopes.split()))
+        if len(self._verified) >= _CACHE_MAX:
+            self._verified.clear()
+        self._verified[presented] = (principal, expires)
+        return principal
 
 
 def _hash(secret: str) -> bytes:

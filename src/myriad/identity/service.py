@@ -8,6 +8,7 @@ signing key rings and the outbound path. Everything opens lazily on first use.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from dataclasses import dataclass
@@ -17,10 +18,11 @@ from typing import Any, Awaitable, Callable, Mapping
 
 import httpx
 
-from myriad.errors import AuthenticationError, InvalidRequest
+from myriad.errors import AuthenticationError, InvalidRequest, MyriadError
 from myriad.identity import jose
 from myriad.identity._box import SecretBox, secret_key
 from myriad.identity.audit import AuditLog
+from myriad.identity.authorization import AuthorizationServer
 from myriad.identity.httpsig import RequestSigner
 from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
@@ -74,6 +76,20 @@ class Identity:
                        max_ttl=3600, clock=self._clock)
         return RequestSigner(ring, self.settings.signature_agent or self.settings.issuer, clock=self._clock,
                              legacy_agent=self.settings.signature_agent_legacy)
+
+    @cached_property
+    def authorization(self) -> AuthorizationServer:
+        """Myriad as an OAuth 2.1 authorization server (MCP clients: registration, codes with PKCE)."""
+        mac_key = hashlib.sha256(b"myriad-oauth-v1" + secret_key(self.settings.secret_key, self.data_dir)).digest()
+
+        def key_valid(p: Principal) -> bool:
+            try:
+                info = self.keys.get_key(p.key_id, p.tenant)
+            except MyriadError:
+                return False
+            return info.revoked is None and (info.expires is None or info.expires > self._clock())
+
+        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock)
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:

@@ -2,24 +2,26 @@
 
 An agent class declares tools, resources and prompts with ``@mcp.tool()``,
 ``@mcp.resource(uri)`` and ``@mcp.prompt()``; each instance is then an MCP server at
-``/mcp/{agent}/{name}`` (Streamable HTTP; see ``myriad.server.mcp_api`` for the door
-and its authorization). The official ``mcp`` SDK serves the transport and is imported
-only when the first MCP request arrives (extra ``mcp``).
+``/mcp/{agent}/{name}`` (Streamable HTTP; ``myriad.server.mcp_api`` is the door and its
+authorization, ``myriad.server._mcp_servers`` the bridge to the official ``mcp`` SDK,
+imported only when the first MCP request arrives: extra ``mcp``). ``McpSession`` is
+the client's wire, used by agents (``self.mcp``) and the gateway.
 
-Not yet here: agents as MCP *clients* (``self.mcp.connect``), MCP tools in Code Mode,
-the gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
+The client side (``self.mcp``) lives in ``myriad.agents.mcp_client``. Not yet here: the
+gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
 """
 
 from myriad.mcp._declare import Declarations, McpPrompt, McpResource, McpTool, declarations, prompt, resource, tool
-from myriad.mcp._serve import McpServers, Target
+from myriad.mcp._wire import ACCEPTED_VERSIONS, PROTOCOL_VERSION, McpSession
 
 __all__ = [
+    "ACCEPTED_VERSIONS",
+    "PROTOCOL_VERSION",
     "Declarations",
     "McpPrompt",
     "McpResource",
-    "McpServers",
+    "McpSession",
     "McpTool",
-    "Target",
     "declarations",
     "prompt",
     "resource",

@@ -40,7 +40,7 @@ from myriad.metering._wrap import (
     metered,
     usage_of_openai,
 )
-from myriad.metering._sandbox import MeteredSandbox, MeteredSandboxes, egress_hook, subject_of_owner
+from myriad.metering._sandbox import SandboxMetering, egress_hook, subject_of_owner
 from myriad.metering._store import (
     STORES,
     AppendResult,
@@ -60,8 +60,6 @@ __all__ = [
     "LedgerStore",
     "GatewayMetering",
     "MeteredProvider",
-    "MeteredSandbox",
-    "MeteredSandboxes",
     "Limit",
     "Meter",
     "Notice",
@@ -71,6 +69,7 @@ __all__ = [
     "Reservation",
     "Resources",
     "STORES",
+    "SandboxMetering",
     "Scope",
     "StoredEvent",
     "Subject",

@@ -106,7 +106,7 @@ class Reservation:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
-        if self._meter.settle_in_background and self.grant is not None and self.result is None:
+        if self._meter.settle_in_background and not self._meter.local and self.grant is not None and self.result is None:
             # the caller does not wait for the write; see Meter(settle_in_background=...)
             self._meter._enqueue_settle(self.grant.id, self._events or [])
             return
@@ -153,8 +153,16 @@ class Meter:
         default_ttl_s: float = 900.0,
         clock: Callable[[], float] = time.time,
         settle_in_background: bool = False,
+        flush_interval: float = 0.02,
     ) -> None:
+        if not getattr(store, "shared", True):
+            # this process owns the ledger: admission in memory, usage in group commits
+            from myriad.metering._local import LocalLedger
+
+            store = LocalLedger(store, clock=clock, flush_interval=flush_interval)
         self.store = store
+        self.local = not getattr(store, "shared", True)
+        """Admission runs in memory (``LocalLedger``), no database round trip per call."""
         self.clock = clock
         self.source = source
         self.default_ttl_s = default_ttl_s
@@ -179,10 +187,12 @@ class Meter:
         source: str = "/myriad",
         default_ttl_s: float = 900.0,
         clock: Callable[[], float] = time.time,
+        flush_interval: float = 0.02,
         **store_options: Any,
     ) -> "Meter":
         """A meter over the ledger at ``url`` (see ``open_store``); ``clock`` is shared with the store."""
-        return cls(open_store(url, clock=clock, **store_options), source=source, default_ttl_s=default_ttl_s, clock=clock)
+        return cls(open_store(url, clock=clock, **store_options), source=source, default_ttl_s=default_ttl_s, clock=clock,
+                   flush_interval=flush_interval)
 
     def now(self) -> datetime:
         """The meter's current time (event timestamps)."""
@@ -193,7 +203,11 @@ class Meter:
         """A meter from ``Settings`` (its ``metering`` section and ``data_dir``)."""
         m = settings.metering
         url = m.ledger_url or f"sqlite:///{(settings.data_dir / 'metering.db').resolve()}"
-        meter = cls.open(url, synchronous=m.synchronous, default_ttl_s=m.reservation_ttl)
+        options: dict[str, Any] = {"synchronous": m.synchronous}
+        if url.startswith("sqlite:"):
+            options["shared"] = bool(getattr(m, "shared_ledger", False))
+        meter = cls.open(url, default_ttl_s=m.reservation_ttl, flush_interval=float(getattr(m, "flush_interval", 0.02)),
+                         **options)
         meter.settle_in_background = bool(getattr(m, "settle_in_background", False))
         if m.price_file:
             meter.load_prices(m.price_file)

@@ -93,10 +93,15 @@ class SQLiteLedger:
         busy_timeout_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         background_checkpoint: bool = True,
+        shared: bool = True,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidRequest(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
         self.path = _path_of(url)
+        self.shared = shared
+        """Whether other processes write this file too. When False (one process owns it, as
+        ``myriad serve`` does its data directory) the ``Meter`` admits in memory in front of
+        it (``LocalLedger``); when True every admission is this file's own transaction."""
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._clock = clock

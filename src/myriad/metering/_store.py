@@ -142,7 +142,16 @@ class Notice:
 
 @runtime_checkable
 class LedgerStore(Protocol):
-    """Durable, append-only usage ledger with budgets, limits and prices."""
+    """Durable, append-only usage ledger with budgets, limits and prices.
+
+    ``shared``: True when other processes may admit against the same ledger (PostgreSQL;
+    SQLite opened with ``shared=True``), so every ``reserve`` must be the store's own
+    atomic transaction. False when this process owns it: the ``Meter`` then keeps the
+    admission state in memory in front of it (``LocalLedger``) and writes settled
+    usage in group commits. A store without the attribute counts as shared.
+    """
+
+    shared: bool
 
     def append(self, events: Sequence[UsageEvent]) -> AppendResult:
         """Record events; an id already recorded is ignored (counted once)."""

@@ -5,7 +5,7 @@ root wraps the object it hands out::
 
     provider = MeteredProvider(provider, meter, model="gpt-x", deployment="openai-east")
     gateway = MeteredGateway(gateway, meter)          # _gateway.py
-    sandboxes = MeteredSandboxes(sandboxes, meter)    # _sandbox.py
+    sandboxes.add_hook(SandboxMetering(meter))       # _sandbox.py: a hook, not a wrapper
 
 Who is charged comes from the call's context: ``with charging(subject): ...`` (the
 agent host sets it around a turn, the HTTP gateway around a request). Each wrapped

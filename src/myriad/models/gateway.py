@@ -37,6 +37,7 @@ from myriad.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
+from myriad.models._checks import check_chat_request
 from myriad.models._tokens import estimate_message_tokens, estimate_text_tokens
 from myriad.models.cache import SemanticCache
 from myriad.models.knn import KnnRouter
@@ -220,10 +221,12 @@ class Gateway:
     # ------------------------------------------------------------------ chat
 
     async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                   agent: str | None = None) -> ChatResult:
-        """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored)."""
+                   agent: str | None = None, kind: str = "chat") -> ChatResult:
+        """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored).
+        ``kind="responses"``: a Responses API call translated to chat (by
+        ``myriad.models.responses``), metered and traced as such."""
         req, asked, cache_text = self._prepare(body)
-        call = Call("chat", asked, req, tenant=tenant, agent=agent)
+        call = Call(kind, asked, req, tenant=tenant, agent=agent)
         return await self.pipeline.unary(call, lambda c: self._chat(c, cache_text))
 
     async def _chat(self, call: Call, cache_text: str | None) -> ChatResult:
@@ -267,12 +270,13 @@ class Gateway:
             await batches.aclose()  # a consumer that stops early ends the call (and its span) now
 
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                                  agent: str | None = None) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+                                  agent: str | None = None, kind: str = "chat"
+                                  ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
         that arrived from upstream together, so a relay can forward them in one write."""
         req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
-        call = Call("chat", asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
+        call = Call(kind, asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
         relay = self.pipeline.stream(call, lambda c: self._stream_cached(c, cache_text))
         try:
             async for item in relay:
@@ -454,6 +458,7 @@ class Gateway:
         for i, m in enumerate(messages):
             if not isinstance(m, MappingABC) or not isinstance(m.get("role"), str):
                 raise InvalidRequest(f"messages[{i}] must be an object with a 'role'")
+        check_chat_request(body)
         asked = body.get("model") or self.default_model()
         if not isinstance(asked, str):
             raise InvalidRequest("'model' must be a string")
@@ -592,6 +597,14 @@ class Gateway:
         if last is None:
             now = self._clock()
             states = [s for g in self._chain(alias, _Need(0)) for s in self._groups[g]]
+            if need is not None and need.tokens and not any(
+                    s.deployment.context_window >= need.tokens for g in self._chain(alias, need)
+                    for s in self._groups[g]):
+                window = max(s.deployment.context_window for g in self._chain(alias, need) for s in self._groups[g])
+                return ContextWindowExceeded(
+                    f"This model's maximum context length is {window} tokens, but the messages take about "
+                    f"{need.tokens} tokens (no deployment of {alias!r} or its fallbacks has a bigger window). "
+                    "Shorten the messages.", details={"model": alias, "param": "messages"})
             if need is not None and need.caps and not any(
                     not s.deployment.capabilities or need.caps <= s.deployment.capabilities for s in states):
                 return InvalidRequest(f"no deployment of {alias!r} (or its fallbacks) supports "

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from myriad.sandbox.container import ContainerSandbox, ContainerTier, ProcessInfo
 from myriad.sandbox.egress import EgressHook, EgressPolicy, EgressProxy, EgressRequest
+from myriad.sandbox.events import EventKind, Hooks, SandboxEvent, SandboxHook
 from myriad.sandbox.files import FileInfo
 from myriad.sandbox.interface import CAPABILITIES, Limits, RunResult, Sandbox, SandboxInfo, Tier
 from myriad.sandbox.isolate import IsolateSandbox, IsolateTier
@@ -30,13 +31,17 @@ __all__ = [
     "EgressPolicy",
     "EgressProxy",
     "EgressRequest",
+    "EventKind",
     "FileInfo",
+    "Hooks",
     "IsolateSandbox",
     "IsolateTier",
     "Limits",
     "ProcessInfo",
     "RunResult",
     "Sandbox",
+    "SandboxEvent",
+    "SandboxHook",
     "SandboxInfo",
     "Sandboxes",
     "Snapshot",

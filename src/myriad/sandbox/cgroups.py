@@ -69,6 +69,10 @@ class Group(Protocol):
 
     def oom_kills(self) -> int: ...
 
+    def cpu_ns(self) -> int | None:
+        """CPU time used by every process ever in the group, in ns (``None``: not measurable)."""
+        ...
+
 
 class Backend(Protocol):
     name: str
@@ -85,6 +89,10 @@ class Backend(Protocol):
 
     def remove(self, name: str) -> None:
         """Kill and remove a group by name (sweep)."""
+        ...
+
+    def cpu_ns(self, name: str) -> int | None:
+        """The CPU counter of a group by name (the sweep charges what a dead host did not)."""
         ...
 
 
@@ -197,6 +205,11 @@ class _V1Group:
     def memory_bytes(self) -> int:
         return int(_read(self.dirs["memory"] / "memory.usage_in_bytes", "0").strip() or 0)
 
+    def cpu_ns(self) -> int | None:
+        d = self.dirs.get("cpuacct")
+        raw = _read(d / "cpuacct.usage").strip() if d is not None else ""
+        return int(raw) if raw.isdigit() else None
+
     def oom_kills(self) -> int:
         for line in _read(self.dirs["memory"] / "memory.oom_control").splitlines():
             if line.startswith("oom_kill "):
@@ -209,6 +222,7 @@ class CgroupV1:
 
     name = "v1"
     controllers = ("memory", "pids", "cpu", "freezer")
+    optional = ("cpuacct",)  # the CPU counter that meters every CPU-second (often co-mounted with cpu)
 
     def __init__(self, parent: str = "myriad-sandboxes") -> None:
         self.parent = parent
@@ -216,7 +230,7 @@ class CgroupV1:
     def _roots(self) -> dict[str, Path]:
         roots: dict[str, Path] = {}
         for point, opts in _mounts("cgroup"):
-            for c in self.controllers:
+            for c in self.controllers + self.optional:
                 if c in opts and c not in roots:
                     roots[c] = Path(point)
         return roots
@@ -233,7 +247,7 @@ class CgroupV1:
 
     def create(self, name: str, limits: Limits) -> _V1Group:
         roots = self._roots()
-        dirs = {c: roots[c] / self.parent / name for c in self.controllers}
+        dirs = {c: roots[c] / self.parent / name for c in self.controllers + self.optional if c in roots}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
         if limits.memory_mb:
@@ -260,7 +274,14 @@ class CgroupV1:
 
     def remove(self, name: str) -> None:
         roots = self._roots()
-        _V1Group({c: roots[c] / self.parent / name for c in self.controllers}, Limits()).destroy()
+        _V1Group({c: roots[c] / self.parent / name for c in self.controllers + self.optional if c in roots},
+                 Limits()).destroy()
+
+    def cpu_ns(self, name: str) -> int | None:
+        root = self._roots().get("cpuacct")
+        if root is None or not (root / self.parent / name).is_dir():
+            return None
+        return _V1Group({"cpuacct": root / self.parent / name}, Limits()).cpu_ns()
 
 
 # -- cgroup v2 ------------------------------------------------------------------------
@@ -311,6 +332,12 @@ class _V2Group:
 
     def memory_bytes(self) -> int:
         return int(_read(self.path / "memory.current", "0").strip() or 0)
+
+    def cpu_ns(self) -> int | None:
+        for line in _read(self.path / "cpu.stat").splitlines():
+            if line.startswith("usage_usec "):
+                return int(line.split()[1]) * 1000
+        return None
 
     def oom_kills(self) -> int:
         for line in _read(self.path / "memory.events").splitlines():
@@ -380,6 +407,12 @@ class CgroupV2:
         if root is not None:
             _V2Group(root / self.parent / name).destroy()
 
+    def cpu_ns(self, name: str) -> int | None:
+        root = self._root()
+        if root is None or not (root / self.parent / name).is_dir():
+            return None
+        return _V2Group(root / self.parent / name).cpu_ns()
+
 
 # -- rlimits only ---------------------------------------------------------------------
 
@@ -421,6 +454,9 @@ class _RlimitGroup:
     def oom_kills(self) -> int:
         return 0
 
+    def cpu_ns(self) -> int | None:
+        return None
+
 
 class Rlimits:
     """No cgroups: per-process rlimits only (the floor)."""
@@ -440,6 +476,9 @@ class Rlimits:
         return []
 
     def remove(self, name: str) -> None:
+        return None
+
+    def cpu_ns(self, name: str) -> int | None:
         return None
 
 

@@ -23,14 +23,20 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from myriad.errors import Conflict, InvalidRequest, NotFound, SandboxError, SandboxTimeout, SandboxUnavailable
 from myriad.sandbox import bwrap as _bwrap
-from myriad.sandbox import cgroups, seccomp
+from myriad.sandbox import cgroups, disk, seccomp
+from myriad.sandbox.copying import check_tree, copy_tree
 from myriad.sandbox.egress import Attachment, EgressPolicy, EgressProxy, proxy_env
+from myriad.sandbox.events import NO_HOOKS, CloseReason, Hooks, SandboxEvent
+from myriad.sandbox.journal import alive as _alive
+from myriad.sandbox.journal import host_tag as _host_tag
 from myriad.sandbox.files import FileInfo, Workspace
 from myriad.sandbox.processes import BackgroundProcess, Capture, ProcessInfo, feed, kill, pump, read_pipe
 from myriad.sandbox.interface import Limits, OutputCallback, RunResult, SandboxInfo
@@ -51,9 +57,12 @@ class ContainerSandbox:
     tier = "container"
     capabilities = frozenset({"filesystem", "binaries", "shell", "processes", "network", "git", "python",
                               "javascript", "snapshot", "pause"})
+    events: Hooks = NO_HOOKS
+    """Where this sandbox announces its operations (``Sandboxes`` sets its own)."""
 
     def __init__(self, tier: "ContainerTier", *, id: str, owner: str, limits: Limits, group: cgroups.Group,
-                 network: EgressPolicy | None, uid: int | None = None, dirname: str | None = None) -> None:
+                 network: EgressPolicy | None, uid: int | None = None, dirname: str | None = None,
+                 instance: str = "", base: Path | None = None) -> None:
         self._tier = tier
         self.id = id
         self.owner = owner
@@ -61,8 +70,9 @@ class ContainerSandbox:
         self.group = group
         self.network = network
         self.dir = tier.root / (dirname or id)
-        self.workspace_dir = self.dir / "workspace"
-        self.tmp_dir = self.dir / "tmp"
+        base = base or self.dir  # the quota'd file system (disk.py) holding workspace/ and tmp/
+        self.workspace_dir = base / "workspace"
+        self.tmp_dir = base / "tmp"
         self.uid = uid
         """Host uid the sandbox runs as (``None``: Myriad's own, when not root)."""
         self.files = Workspace(self.workspace_dir, owner=uid)
@@ -74,6 +84,28 @@ class ContainerSandbox:
         self._processes: dict[str, BackgroundProcess] = {}
         self._next_process = 0
         self.cgroup_name = ""
+        self.instance = instance
+        self._cpu_reported_ns = 0
+        self._cpu_lock = threading.Lock()
+
+    def _event(self, kind: Any, **fields: Any) -> SandboxEvent:
+        return SandboxEvent(kind, owner=self.owner, sandbox_id=self.id, tier=self.tier, instance=self.instance,
+                            limits=self.limits, sandbox=self, **fields)
+
+    def take_cpu_ms(self) -> float | None:
+        """CPU (ms) every process of the sandbox used since the last call, from the cgroup's
+        counter (background processes and killed commands included); ``None`` without one.
+        The reported total is kept in ``meta.json``, so work done before a crash is still
+        charged when the next host sweeps the sandbox."""
+        with self._cpu_lock:
+            total = self.group.cpu_ns()
+            if total is None:
+                return None
+            delta = max(0, total - self._cpu_reported_ns)
+            if delta:
+                self._cpu_reported_ns = total
+                _update_meta(self.dir, cpu_reported_ns=total)
+            return delta / 1e6
 
     # -- state --------------------------------------------------------------------------
 
@@ -137,7 +169,7 @@ class ContainerSandbox:
             args += ["--info-fd", str(info_w), "--block-fd", str(block_r)]
             # As root, bwrap runs as the sandbox's own unprivileged uid (setpriv keeps
             # the vfork spawn path; a preexec_fn would force a full fork of the host).
-            prefix = ["prlimit", *self.group.rlimit_args(), "--"]
+            prefix = ["prlimit", *self.group.rlimit_args(), *self._tier.disk.rlimit_args(self.limits.disk_mb), "--"]
             if self.uid is not None:
                 prefix += ["setpriv", f"--reuid={self.uid}", f"--regid={self.uid}", "--clear-groups"]
             try:
@@ -232,10 +264,27 @@ class ContainerSandbox:
         partial output in its details. A process killed at the memory limit shows
         in ``RunResult.error``.
         """
+        return await self._exec("exec", cmd, timeout=timeout, env=env, cwd=cwd, stdin=stdin, on_output=on_output)
+
+    async def _exec(self, kind: Any, cmd: str | Sequence[str], *, timeout: float | None = None,
+                    env: dict[str, str] | None = None, cwd: str | None = None, stdin: bytes | str | None = None,
+                    on_output: OutputCallback | None = None, language: str | None = None) -> RunResult:
         argv = self._argv(cmd)
         self._usable()
-        limit = int(self.limits.output_bytes or 1_048_576)
         wall = self._timeout(timeout)
+        async with self.events.around(self._event(kind, timeout=wall, language=language)) as event:
+            started = time.perf_counter()
+            try:
+                event.result = await self._run_process(argv, wall, {**event.env, **(env or {})} if event.env else env,
+                                                       cwd, stdin, on_output)
+                return event.result  # type: ignore[no-any-return]
+            finally:
+                event.wall_ms = (time.perf_counter() - started) * 1000
+                event.cpu_ms = await asyncio.to_thread(self.take_cpu_ms)
+
+    async def _run_process(self, argv: list[str], wall: float, env: dict[str, str] | None, cwd: str | None,
+                           stdin: bytes | str | None, on_output: OutputCallback | None) -> RunResult:
+        limit = int(self.limits.output_bytes or 1_048_576)
         ooms = self.group.oom_kills()
         started = time.perf_counter()
         proc, attachment = await self._spawn(argv, env, cwd, stdin is not None)
@@ -273,13 +322,18 @@ class ContainerSandbox:
         runner = RUNNERS.get(language or "sh")
         if runner is None:
             raise InvalidRequest(f"unknown language {language!r}; choose one of {', '.join(RUNNERS)}")
-        return await self.exec([*runner, code], timeout=timeout)
+        return await self._exec("run", [*runner, code], timeout=timeout, language=language or "sh")
 
     async def git_clone(self, url: str, path: str = "repo", *, ref: str | None = None, depth: int | None = None,
                         timeout: float | None = None) -> RunResult:
         """``git clone`` (and check out ``ref``) inside the sandbox; network goes through the proxy."""
         if not isinstance(url, str) or url.startswith("-") or not url:
             raise InvalidRequest("url must be a repository URL")
+        async with self.events.around(self._event("git_clone")):
+            return await self._git_clone(url, path, ref=ref, depth=depth, timeout=timeout)
+
+    async def _git_clone(self, url: str, path: str, *, ref: str | None, depth: int | None,
+                         timeout: float | None) -> RunResult:
         dest = path if path.startswith("/") else f"/workspace/{path}"
         argv = ["git", "clone", "--quiet"]
         if depth:
@@ -299,6 +353,11 @@ class ContainerSandbox:
         self._usable()
         if sum(1 for p in self._processes.values() if p.proc.returncode is None) >= MAX_PROCESSES:
             raise Conflict(f"sandbox {self.id} already runs {MAX_PROCESSES} background processes")
+        async with self.events.around(self._event("start_process")) as event:
+            event.result = await self._start_process(argv, {**event.env, **(env or {})} if event.env else env, cwd)
+            return event.result  # type: ignore[no-any-return]
+
+    async def _start_process(self, argv: list[str], env: dict[str, str] | None, cwd: str | None) -> ProcessInfo:
         proc, attachment = await self._spawn(argv, env, cwd, False)
         self._next_process += 1
         bp = BackgroundProcess(f"proc_{self._next_process}", argv, proc, attachment, int(self.limits.output_bytes or 1_048_576))
@@ -336,6 +395,10 @@ class ContainerSandbox:
 
     async def wait_process(self, pid: str, timeout: float | None = None) -> ProcessInfo:
         p = self._process(pid)
+        async with self.events.around(self._event("wait_process", timeout=timeout)):
+            return await self._wait_process(p, timeout)
+
+    async def _wait_process(self, p: BackgroundProcess, timeout: float | None) -> ProcessInfo:
         if p.task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(p.task), timeout)
@@ -345,39 +408,46 @@ class ContainerSandbox:
         """Kill a background process and everything it started."""
         p = self._process(pid)
         self.touch()
-        if p.proc.returncode is None:
-            p.killed = True
-            kill(p.proc)
-            if p.task is not None:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(p.task), 5)
-        return p.info()
+        async with self.events.around(self._event("kill_process")):
+            if p.proc.returncode is None:
+                p.killed = True
+                kill(p.proc)
+                if p.task is not None:
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(asyncio.shield(p.task), 5)
+            return p.info()
 
     # -- files --------------------------------------------------------------------------
 
     async def read_file(self, path: str) -> bytes:
         self._usable()
-        return await asyncio.to_thread(self.files.read, path)
+        async with self.events.around(self._event("read_file")):
+            return await asyncio.to_thread(self.files.read, path)
 
     async def write_file(self, path: str, data: bytes | str, mode: int = 0o644) -> int:
         self._usable()
-        return await asyncio.to_thread(self.files.write, path, data, mode)
+        async with self.events.around(self._event("write_file")):
+            return await asyncio.to_thread(self.files.write, path, data, mode)
 
     async def list_files(self, path: str = ".", recursive: bool = False) -> list[FileInfo]:
         self._usable()
-        return await asyncio.to_thread(self.files.list, path, recursive)
+        async with self.events.around(self._event("list_files")):
+            return await asyncio.to_thread(self.files.list, path, recursive)
 
     async def mkdir(self, path: str) -> None:
         self._usable()
-        await asyncio.to_thread(self.files.mkdir, path)
+        async with self.events.around(self._event("mkdir")):
+            await asyncio.to_thread(self.files.mkdir, path)
 
     async def delete_file(self, path: str, recursive: bool = False) -> None:
         self._usable()
-        await asyncio.to_thread(self.files.delete, path, recursive)
+        async with self.events.around(self._event("delete_file")):
+            await asyncio.to_thread(self.files.delete, path, recursive)
 
     async def exists(self, path: str) -> bool:
         self._usable()
-        return await asyncio.to_thread(self.files.exists, path)
+        async with self.events.around(self._event("exists")):
+            return await asyncio.to_thread(self.files.exists, path)
 
     # -- pause, snapshot ----------------------------------------------------------------
 
@@ -387,26 +457,32 @@ class ContainerSandbox:
             raise SandboxError(f"sandbox {self.id} is closed")
         if self.status == "paused":
             return
-        await asyncio.to_thread(self.group.freeze)
-        self.status = "paused"
+        async with self.events.around(self._event("pause")):
+            await asyncio.to_thread(self.group.freeze)
+            self.status = "paused"
         self.touch()
 
     async def resume(self) -> None:
         if self.status != "paused":
             return
-        await asyncio.to_thread(self.group.thaw)
-        self.status = "running"
+        async with self.events.around(self._event("resume")):
+            await asyncio.to_thread(self.group.thaw)
+            self.status = "running"
         self.touch()
 
-    async def snapshot_to(self, dest: Path) -> None:
+    async def _snapshot_to(self, dest: Path) -> None:
         """Copy the workspace to ``dest`` with the sandbox frozen (no file can change mid-copy)."""
         if self.status == "closed":
             raise SandboxError(f"sandbox {self.id} is closed")
+        def copy() -> None:
+            check_tree(self.workspace_dir)  # a fifo, socket or device: a clean 409 before any copy
+            copy_tree(self.workspace_dir, dest)
+
         async with self._frozen():
-            await asyncio.to_thread(shutil.copytree, self.workspace_dir, dest, symlinks=True)
+            await asyncio.to_thread(copy)
         self.touch()
 
-    async def restore_from(self, src: Path) -> None:
+    async def _restore_from(self, src: Path) -> None:
         """Replace the workspace with the snapshot at ``src``."""
         self._usable()
 
@@ -416,7 +492,7 @@ class ContainerSandbox:
                     shutil.rmtree(entry.path)
                 else:
                     os.unlink(entry.path)
-            shutil.copytree(src, self.workspace_dir, symlinks=True, dirs_exist_ok=True)
+            copy_tree(src, self.workspace_dir, dirs_exist_ok=True)
             if self.uid is not None:
                 chown_tree(self.workspace_dir, self.uid)
 
@@ -437,16 +513,29 @@ class ContainerSandbox:
 
     # -- the end ------------------------------------------------------------------------
 
-    async def close(self) -> None:
+    async def close(self, *, reason: CloseReason = "deleted") -> None:
         """Kill every process, remove the cgroup and the sandbox's directory; idempotent."""
         if self.status == "closed":
             return
         self.status = "closed"
+        async with self.events.around(self._event("close", reason=reason)) as event:
+            await self._close()
+            event.cpu_ms = self._final_cpu_ms
+
+    async def _close(self) -> None:
+        self._final_cpu_ms: float | None = None
         for proc in list(self._live):
             kill(proc)
         for a in list(self._attachments):
             a.close()
-        await asyncio.to_thread(self.group.destroy)
+
+        def destroy() -> None:
+            self.group.kill_all()
+            self._final_cpu_ms = self.take_cpu_ms()  # after the kill: nothing runs any more
+            self.group.destroy()
+
+        await asyncio.to_thread(destroy)
+        await asyncio.to_thread(self._tier.disk.release, self.dir)
         for proc in list(self._live):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(proc.wait(), 5)
@@ -454,6 +543,19 @@ class ContainerSandbox:
             if p.task is not None:
                 p.task.cancel()
         await asyncio.to_thread(shutil.rmtree, self.dir, True)
+
+
+def _update_meta(directory: Path, **fields: Any) -> None:
+    meta = directory / "meta.json"
+    try:
+        data = json.loads(meta.read_text())
+    except (OSError, ValueError):
+        return
+    data.update(fields)
+    tmp = meta.with_name("meta.json.tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps(data))
+        os.replace(tmp, meta)
 
 
 def chown_tree(path: Path, uid: int) -> None:
@@ -481,22 +583,15 @@ def _drop_to(uid: int) -> None:
     os.setuid(uid)
 
 
-def _host_tag() -> str:
-    """This host process, as ``pid-starttime`` (pids are reused; start times are not)."""
-    return f"{os.getpid()}-{_start_time(os.getpid())}"
+@dataclass
+class Swept:
+    """A sandbox whose host died, as the sweep found it."""
 
-
-def _start_time(pid: int) -> str:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def _alive(tag: str) -> bool:
-    pid_s, _, start = tag.partition("-")
-    return pid_s.isdigit() and _start_time(int(pid_s)) == start and start != ""
+    id: str
+    owner: str
+    instance: str
+    cpu_ms: float | None
+    """CPU its cgroup used after the last charge (``None``: no counter)."""
 
 
 class ContainerTier:
@@ -519,6 +614,9 @@ class ContainerTier:
         self.seccomp_program: bytes | None = None
         self.privileged = False
         self.cgroup_prefix = ""
+        self.disk: disk.DiskQuota = disk.FileSizeOnly()
+        self.swept: list[Swept] = []
+        """What the sweep on start removed (``Sandboxes.recover`` announces them)."""
 
     def check(self) -> None:
         """Verify bwrap works here (once); pick the cgroup backend; sweep leftovers."""
@@ -564,6 +662,7 @@ class ContainerTier:
         self.backend = cgroups.pick(getattr(self.settings, "cgroup", "auto"), parent)
         if getattr(self.settings, "seccomp", True):
             self.seccomp_program = seccomp.program()
+        self.disk = disk.pick(getattr(self.settings, "disk", "auto"), templates=self.root / "_images")
         self._checked = True
         self.sweep()
 
@@ -581,11 +680,23 @@ class ContainerTier:
             tag = meta.get("host", "")
             if tag and (tag == self.tag or _alive(tag)):
                 continue
+            cpu_ms = None
             if meta.get("cgroup"):
+                with contextlib.suppress(OSError, ValueError):
+                    used = self.backend.cpu_ns(meta["cgroup"])
+                    if used is not None:
+                        cpu_ms = max(0, used - int(meta.get("cpu_reported_ns", 0))) / 1e6
                 with contextlib.suppress(OSError):
                     self.backend.remove(meta["cgroup"])
+            with contextlib.suppress(OSError):
+                self.disk.release(entry)  # never delete through a live mount
+            if os.path.ismount(entry / disk.MOUNT):
+                continue  # still busy: the next sweep tries again
             shutil.rmtree(entry, ignore_errors=True)
             removed.append(entry.name)
+            if meta.get("id"):
+                instance = str(meta.get("instance") or entry.name.rpartition(".")[2])
+                self.swept.append(Swept(str(meta["id"]), str(meta.get("owner", "")), instance, cpu_ms))
         for name in self.backend.orphans():  # this root's subtree only
             tag = name.split(".", 1)[0]
             if tag != self.tag and not _alive(tag):
@@ -601,33 +712,44 @@ class ContainerTier:
             raise SandboxUnavailable("sandbox network egress needs Myriad to run as root "
                                      "(the proxy enters each sandbox's network namespace)")
         # ids are per owner; on disk and in the cgroup tree each sandbox gets a unique name
-        dirname = f"{id}.{secrets.token_hex(6)}"
+        instance = str(options.get("instance") or secrets.token_hex(6))
+        dirname = f"{id}.{instance}"
         d = self.root / dirname
         cgroup_name = f"{self.tag}.{dirname}"
         uid = int(getattr(self.settings, "uid_base", 200_000)) + secrets.randbelow(65536) if self.privileged else None
 
-        def setup() -> cgroups.Group:
+        def setup() -> tuple[cgroups.Group, Path]:
             d.mkdir(mode=0o711 if uid is not None else 0o700)
             os.chmod(d, 0o711 if uid is not None else 0o700)
             (d / "meta.json").write_text(json.dumps({"id": id, "owner": owner, "host": self.tag, "cgroup": cgroup_name,
-                                                     "uid": uid, "created_at": time.time()}))
+                                                     "uid": uid, "created_at": time.time(), "instance": instance,
+                                                     "cpu_reported_ns": 0}))
+            base = self.disk.create(d, limits.disk_mb, uid) if limits.disk_mb else d
             if from_dir is not None:
-                shutil.copytree(from_dir, d / "workspace", symlinks=True)
+                copy_tree(from_dir, base / "workspace")
             else:
-                (d / "workspace").mkdir()
-            (d / "tmp").mkdir(mode=0o700)
+                (base / "workspace").mkdir()
+            (base / "tmp").mkdir(mode=0o700)
             if uid is not None:
-                chown_tree(d / "workspace", uid)
-                os.chown(d / "tmp", uid, uid)
-            return self.backend.create(cgroup_name, limits)  # type: ignore[union-attr]
+                chown_tree(base / "workspace", uid)
+                os.chown(base / "tmp", uid, uid)
+            return self.backend.create(cgroup_name, limits), base  # type: ignore[union-attr]
+
+        def undo() -> None:
+            with contextlib.suppress(OSError):
+                self.disk.release(d)
+            shutil.rmtree(d, ignore_errors=True)
 
         try:
-            group = await asyncio.to_thread(setup)
+            group, base = await asyncio.to_thread(setup)
         except OSError as e:
-            shutil.rmtree(d, ignore_errors=True)
+            await asyncio.to_thread(undo)
             raise SandboxUnavailable(f"could not set up sandbox {id}: {e}") from None
+        except BaseException:
+            await asyncio.to_thread(undo)
+            raise
         sandbox = ContainerSandbox(self, id=id, owner=owner, limits=limits, group=group, network=network, uid=uid,
-                                   dirname=dirname)
+                                   dirname=dirname, instance=instance, base=base)
         sandbox.cgroup_name = cgroup_name
         return sandbox
 

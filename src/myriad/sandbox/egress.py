@@ -9,10 +9,12 @@ one dedicated thread, binds, and leaves), served by this host-side HTTP proxy, a
 For every request the proxy applies the sandbox's ``EgressPolicy``:
 
 1. the host name must match the allowlist and no deny pattern (deny wins);
-2. the proxy resolves the name itself and refuses addresses that are not global
-   (loopback, private, link-local, CGNAT, multicast, reserved) unless the policy
-   lists them in ``allow_private``; it then connects to the vetted address, so a
-   DNS answer cannot change between check and connect;
+2. the proxy resolves the name itself and refuses addresses that are not public
+   (``addresses.is_public``: loopback, private, link-local, CGNAT, multicast,
+   reserved, and IPv6 forms that embed such an IPv4 address) unless the operator
+   lists them (``sandbox.egress_allow_private``) and the policy's ``allow_private``
+   names them too; it then connects to the vetted address, so a DNS answer cannot
+   change between check and connect;
 3. the ``EgressHook``s run (``hooks``) and may refuse the request or, for plain
    HTTP, change its headers. This is where the identity room will inject
    credentials and sign requests (RFC 9421); HTTPS (``CONNECT``) is a tunnel, so
@@ -37,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from myriad.errors import InvalidRequest, PermissionDenied, SandboxUnavailable
+from myriad.sandbox.addresses import is_public, unwrap
 
 PROXY_PORT = 3128
 MAX_CONNECTIONS = 256
@@ -54,8 +57,10 @@ class EgressPolicy:
     allows that port only; without one, any port). ``deny``: the same syntax, and
     it wins.
     ``allow_private``: addresses, networks (``10.0.0.0/8``) or host names that
-    may resolve to non-global addresses (e.g. ``127.0.0.1`` for a test server); it
-    only relaxes the address check, the host must still be allowed.
+    may resolve to non-public addresses (e.g. ``127.0.0.1`` for a test server); it
+    only relaxes the address check, the host must still be allowed, and every entry
+    must be covered by the operator's ``sandbox.egress_allow_private`` (checked when
+    the sandbox opens, and again by the proxy).
     """
 
     allow: list[str] = field(default_factory=list)
@@ -102,19 +107,49 @@ class EgressPolicy:
         where = f"{host}:{port}" if port is not None and any(_match(p, host, None) for p in self.allow) else host
         return f"{where} is not in this sandbox's allowlist"
 
-    def check_address(self, host: str, address: str) -> str | None:
-        """``None`` if ``address`` (what ``host`` resolved to) may be contacted, else why not."""
-        ip = ipaddress.ip_address(address.split("%")[0])
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
-            ip = ip.ipv4_mapped
-        if ip.is_global and not ip.is_multicast:
+    def check_address(self, host: str, address: str, operator: Iterable[str] | None = None) -> str | None:
+        """``None`` if ``address`` (what ``host`` resolved to) may be contacted, else why not.
+
+        A non-public address passes only if this policy's ``allow_private`` covers it
+        and, when ``operator`` is given, the operator's list does too."""
+        ip = unwrap(address)
+        if is_public(ip):
             return None
+        if _covered(self.allow_private, host, ip) and (operator is None or _covered(operator, host, ip)):
+            return None
+        return f"{host} resolves to {ip}, a non-public address (only the operator can permit it: sandbox.egress_allow_private)"
+
+    def private_outside(self, operator: Iterable[str]) -> list[str]:
+        """The ``allow_private`` entries the operator's list does not cover (must be empty)."""
+        ops = [o.strip().lower().rstrip(".") for o in operator]
+        nets = []
+        for o in ops:
+            with contextlib.suppress(ValueError):
+                nets.append(ipaddress.ip_network(o, strict=False))
+        out = []
         for entry in self.allow_private:
-            if entry == host.lower() or entry == str(ip):
-                return None
-            if "/" in entry and ip in ipaddress.ip_network(entry, strict=False):
-                return None
-        return f"{host} resolves to {ip}, a non-public address (list it in allow_private to permit)"
+            if entry in ops:
+                continue
+            try:
+                net = ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                out.append(entry)  # a host name: only an identical operator entry covers it
+                continue
+            if not any(net.version == n.version and net.subnet_of(n) for n in nets):  # type: ignore[arg-type]
+                out.append(entry)
+        return out
+
+
+def _covered(entries: Iterable[str], host: str, ip: Any) -> bool:
+    for entry in entries:
+        if entry == host.lower() or entry == str(ip):
+            return True
+        if "/" in entry:
+            with contextlib.suppress(ValueError):
+                net = ipaddress.ip_network(entry, strict=False)
+                if ip.version == net.version and ip in net:
+                    return True
+    return False
 
 
 def _match(pattern: str, host: str, port: int | None = None) -> bool:
@@ -162,8 +197,11 @@ class EgressEvent:
 class EgressProxy:
     """The host-side proxy shared by all sandboxes of a host."""
 
-    def __init__(self, hooks: Iterable[EgressHook] = (), connect_timeout: float = 10.0, max_events: int = 10_000) -> None:
+    def __init__(self, hooks: Iterable[EgressHook] = (), connect_timeout: float = 10.0, max_events: int = 10_000,
+                 allow_private: Iterable[str] = ()) -> None:
         self.hooks = list(hooks)
+        self.allow_private = [a.strip().lower().rstrip(".") for a in allow_private]
+        """The operator's non-public destinations; a sandbox's policy can narrow, never widen them."""
         self.connect_timeout = connect_timeout
         self.events: deque[EgressEvent] = deque(maxlen=max_events)
         self._executor: ThreadPoolExecutor | None = None
@@ -283,9 +321,11 @@ class EgressProxy:
                 writer.write(b"HTTP/1.1 200 Connection Established\r\n\r\n")
                 await writer.drain()
             else:
-                out = [f"{method} {path} {version}"]
+                # Host is the URI's host (the one policy, hooks and credentials were chosen
+                # for), never what the client put in its own Host header.
+                out = [f"{method} {path} {version}", f"Host: {_host_header(host, port)}"]
                 for k, v in request.headers:
-                    if k.lower() in ("proxy-connection", "proxy-authorization", "connection", "keep-alive"):
+                    if k.lower() in ("host", "proxy-connection", "proxy-authorization", "connection", "keep-alive"):
                         continue
                     out.append(f"{k}: {v}")
                 out.append("Connection: close")
@@ -303,7 +343,7 @@ class EgressProxy:
             return "", f"cannot resolve {host}"
         # Every address must pass: a name with one public and one private answer is refused.
         for info in infos:
-            why = policy.check_address(host, str(info[4][0]))
+            why = policy.check_address(host, str(info[4][0]), self.allow_private)
             if why is not None:
                 return "", why
         return str(infos[0][4][0]), None
@@ -326,6 +366,11 @@ class Attachment:
             self.server.close()
         for task in list(self.tasks):
             task.cancel()
+
+
+def _host_header(host: str, port: int) -> str:
+    name = f"[{host}]" if ":" in host else host
+    return name if port == 80 else f"{name}:{port}"
 
 
 def _split_hostport(value: str, default: int) -> tuple[str, int | None]:

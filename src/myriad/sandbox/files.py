@@ -20,7 +20,7 @@ import stat
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from myriad.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, SandboxUnavailable
+from myriad.errors import Conflict, InvalidRequest, NotFound, PayloadTooLarge, SandboxLimitExceeded, SandboxUnavailable
 
 _SYS_OPENAT2 = 437  # the same number on every architecture (added in 5.6)
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -164,6 +164,8 @@ class Workspace:
         except OSError as e:
             if e.errno == errno.ENXIO:
                 raise InvalidRequest(f"{MOUNT_POINT}/{rel} is not a regular file") from None
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise SandboxLimitExceeded(f"{MOUNT_POINT}/{rel}: the sandbox's disk quota is full") from None
             raise
         finally:
             os.close(fd)

@@ -45,7 +45,8 @@ class Limits:
     ``timeout`` bounds one run/exec; ``memory_mb`` is a hard limit (the V8 heap
     for isolates, the cgroup for containers); ``cpu`` is in cores; ``pids`` caps
     processes; ``output_bytes`` caps each captured stream; ``idle_timeout`` and
-    ``max_lifetime`` bound the life of a container sandbox.
+    ``max_lifetime`` bound the life of a container sandbox; ``disk_mb`` is a
+    container's disk quota (workspace and /tmp together, see ``disk.py``).
     """
 
     timeout: float | None = None
@@ -55,6 +56,7 @@ class Limits:
     output_bytes: int | None = None
     idle_timeout: float | None = None
     max_lifetime: float | None = None
+    disk_mb: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> "Limits":
@@ -76,7 +78,7 @@ class Limits:
             if not math.isfinite(value) or value <= 0 or value > _MAX_LIMIT:  # NaN compares false to all
                 raise InvalidRequest(f"limit {name} must be positive and finite, at most {_MAX_LIMIT:g}, got {value!r}",
                                      details={"field": f"limits.{name}"})
-            setattr(out, name, int(value) if name in ("memory_mb", "pids", "output_bytes") else float(value))
+            setattr(out, name, int(value) if name in ("memory_mb", "pids", "output_bytes", "disk_mb") else float(value))
         return out
 
     def merged(self, defaults: "Limits") -> "Limits":
@@ -163,8 +165,9 @@ class Sandbox(Protocol):
         """True once the sandbox is gone (closed, timed out, expired)."""
         ...
 
-    async def close(self) -> None:
-        """Release everything the sandbox holds; idempotent."""
+    async def close(self, *, reason: Any = "deleted") -> None:
+        """Release everything the sandbox holds; idempotent. ``reason`` (an ``events.CloseReason``)
+        is what the ``close`` event says: ``deleted`` by a caller, ``idle``, ``evicted``, ..."""
         ...
 
 

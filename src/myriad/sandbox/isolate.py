@@ -30,6 +30,7 @@ from myriad.errors import (
     SandboxUnavailable,
     TierUnavailable,
 )
+from myriad.sandbox.events import NO_HOOKS, CloseReason, Hooks, SandboxEvent
 from myriad.sandbox.interface import Limits, RunResult, SandboxInfo
 from myriad.sandbox.tools import Tool, as_tools, render_typescript
 
@@ -126,8 +127,10 @@ class IsolateSandbox:
 
     tier = "isolate"
     capabilities = frozenset({"javascript", "tools"})
+    events: Hooks = NO_HOOKS
+    """Where this sandbox announces its operations (``Sandboxes`` sets its own)."""
 
-    def __init__(self, *, id: str, owner: str, limits: Limits, tools: dict[str, Tool]) -> None:
+    def __init__(self, *, id: str, owner: str, limits: Limits, tools: dict[str, Tool], instance: str = "") -> None:
         self.id = id
         self.owner = owner
         self.limits = limits
@@ -139,10 +142,15 @@ class IsolateSandbox:
         self._lock = asyncio.Lock()
         self._closed = False
         self._dead_reason: str | None = None
+        self.instance = instance
+
+    def _event(self, kind: Any, **fields: Any) -> SandboxEvent:
+        return SandboxEvent(kind, owner=self.owner, sandbox_id=self.id, tier=self.tier, instance=self.instance,
+                            limits=self.limits, sandbox=self, **fields)
 
     # -- life cycle -----------------------------------------------------------------
 
-    async def start(self) -> "IsolateSandbox":
+    async def _start(self) -> "IsolateSandbox":
         """Create the isolate and install console capture and the tools object."""
         mr_mod = _mini_racer()
         # Created inside the running loop, mini-racer reuses it instead of starting a
@@ -160,12 +168,13 @@ class IsolateSandbox:
     def closed(self) -> bool:
         return self._closed
 
-    async def close(self) -> None:
+    async def close(self, *, reason: CloseReason = "deleted") -> None:
         """Dispose of the isolate and release its memory; idempotent."""
         if self._closed:
             return
         self._closed = True
-        await self._dispose()
+        async with self.events.around(self._event("close", reason=reason)):
+            await self._dispose()
 
     async def _dispose(self) -> None:
         racer, self._racer = self._racer, None
@@ -199,12 +208,18 @@ class IsolateSandbox:
         timeout = float(timeout or self.limits.timeout or 30.0)
         if self.limits.timeout:
             timeout = min(timeout, self.limits.timeout)
-        async with self._lock:
-            if self._racer is None:  # the previous run hit a limit: start afresh
-                await self.start()
-            self.last_used_at = time.time()
-            self.runs += 1
-            return await self._run_locked(code, timeout)
+        async with self.events.around(self._event("run", timeout=timeout, language="javascript")) as event:
+            started = time.perf_counter()
+            try:
+                async with self._lock:
+                    if self._racer is None:  # the previous run hit a limit: start afresh
+                        await self._start()
+                    self.last_used_at = time.time()
+                    self.runs += 1
+                    event.result = await self._run_locked(code, timeout)
+                    return event.result  # type: ignore[no-any-return]
+            finally:
+                event.wall_ms = (time.perf_counter() - started) * 1000
 
     async def _run_locked(self, code: str, timeout: float) -> RunResult:
         mr_mod = _mini_racer()
@@ -289,7 +304,9 @@ class IsolateSandbox:
         if tool is None:
             return False, f"no tool named {name!r}"
         try:
-            value = await tool.invoke(json.loads(args_json))
+            args = json.loads(args_json)
+            async with self.events.around(self._event("tool", tool=name, arguments=args)) as event:
+                event.result = value = await tool.invoke(args)
             return True, json.dumps(value, default=_jsonable)
         except MyriadError as e:
             return False, e.message
@@ -345,8 +362,9 @@ class IsolateTier:
     async def create(self, *, id: str, owner: str, limits: Limits, tools: Any = None, **options: Any) -> IsolateSandbox:
         if options.get("network"):
             raise TierUnavailable("the isolate tier has no network; bind a tool that makes the request instead")
-        sandbox = IsolateSandbox(id=id, owner=owner, limits=limits, tools=as_tools(tools))
-        return await sandbox.start()
+        sandbox = IsolateSandbox(id=id, owner=owner, limits=limits, tools=as_tools(tools),
+                                 instance=str(options.get("instance") or ""))
+        return await sandbox._start()
 
     async def aclose(self) -> None:
         return None

@@ -19,6 +19,7 @@ import asyncio
 import builtins
 import contextlib
 import json
+import os
 import re
 import secrets
 import shutil
@@ -28,11 +29,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from myriad.errors import InvalidRequest, NotFound, RateLimited, SandboxError, SandboxUnavailable, TierUnavailable
+from myriad.errors import InvalidRequest, NotFound, PermissionDenied, RateLimited, SandboxError, SandboxUnavailable, TierUnavailable
 from myriad.sandbox.container import ContainerSandbox, ContainerTier
 from myriad.sandbox.egress import EgressPolicy, EgressProxy
+from myriad.sandbox.events import CloseReason, Hooks, SandboxEvent, SandboxHook
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
 from myriad.sandbox.isolate import IsolateTier
+from myriad.sandbox.journal import LiveJournal, alive, host_tag
 
 def _isolate_tier(s: "Sandboxes") -> Tier:
     return IsolateTier(s.settings)
@@ -45,6 +48,7 @@ def _container_tier(s: "Sandboxes") -> Tier:
 TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "container": _container_tier}
 """Tier factories by name; add one here to plug in a new tier."""
 
+_PARTIAL = ".partial-"
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -67,6 +71,7 @@ def _defaults(settings: Any) -> tuple[Limits, Limits]:
     container = Limits(
         timeout=settings.timeout, memory_mb=settings.memory_mb, cpu=settings.cpu, pids=settings.pids,
         output_bytes=settings.output_bytes, idle_timeout=settings.idle_timeout, max_lifetime=settings.max_lifetime,
+        disk_mb=int(getattr(settings, "disk_mb", 0) or 0) or None,
     )
     isolate = Limits(timeout=settings.timeout, memory_mb=settings.isolate_memory_mb, output_bytes=settings.output_bytes)
     return container, isolate
@@ -83,16 +88,96 @@ class Sandboxes:
             settings = SandboxSettings()
         self.settings = settings
         self.root = Path(settings.root) if settings.root else Path(data_dir) / "sandboxes"
-        self.egress = egress or EgressProxy()
+        operator_private = list(getattr(settings, "egress_allow_private", None) or [])
+        self.egress = egress or EgressProxy(allow_private=operator_private)
+        if egress is not None and not egress.allow_private:
+            egress.allow_private = [a.strip().lower().rstrip(".") for a in operator_private]
         self._tier_names = list(tiers) if tiers is not None else list(TIERS)
         self._tiers: dict[str, Tier] = {}
         self._container_defaults, self._isolate_defaults = _defaults(settings)
         self._live: dict[tuple[str, str], Sandbox] = {}
         self._isolates: OrderedDict[tuple[str, str], float] = OrderedDict()  # key -> last used (monotonic)
+        self._isolates_of: dict[str, OrderedDict[tuple[str, str], float]] = {}  # tenant -> its isolates, LRU first
         self._snapshots: dict[str, Snapshot] = {}
         self._open_locks: dict[tuple[str, str], asyncio.Lock] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._reap_interval = reap_interval
+        self._journal = LiveJournal(self.root / "_live")
+        self.events = Hooks([self._journal_hook])
+        """Where every operation is announced: ``sandboxes.events.add(hook)`` (see ``events.py``)."""
+        self._recovery: asyncio.Task[list[SandboxEvent]] | None = None
+
+    def add_hook(self, hook: SandboxHook) -> None:
+        """Add a hook that sees every sandbox operation (metering, tracing, audit)."""
+        self.events.add(hook)
+
+    @contextlib.asynccontextmanager
+    async def _journal_hook(self, event: SandboxEvent) -> Any:
+        yield  # after the operation: only what succeeded is recorded
+        if event.kind == "open":
+            await asyncio.to_thread(self._journal.opened, event.instance, event.owner, event.sandbox_id, event.tier)
+        elif event.kind == "close" and event.instance and event.reason != "crashed":  # not ours
+            await asyncio.to_thread(self._journal.closed, event.instance)
+
+    # -- recovery after a crash ---------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin recovering what a dead host left (called once the event loop runs); opening a
+        sandbox waits for it, so no tenant is refused a slot its dead sandboxes still hold."""
+        if self._recovery is None:
+            self._recovery = asyncio.ensure_future(self.recover())
+
+    async def recover(self) -> builtins.list[SandboxEvent]:
+        """For every sandbox whose host process died (kill -9, power loss): remove what is left
+        (``ContainerTier.sweep``) and emit its ``close`` with ``reason="crashed"`` and the CPU its
+        cgroup used since it was last charged, so hooks give back its slot and charge that work."""
+        swept: dict[str, Any] = {}
+        if "container" in self._tier_names:
+            try:
+                t = self.tier("container")
+                await asyncio.to_thread(t.check)
+                swept = {s.instance: s for s in getattr(t, "swept", [])}
+            except (SandboxUnavailable, SandboxError, OSError):
+                pass
+        await asyncio.to_thread(self._sweep_partial_snapshots)
+        out = []
+        for tag, records in await asyncio.to_thread(self._journal.dead):
+            for rec in records:
+                dead = swept.pop(rec["instance"], None)
+                out.append(SandboxEvent("close", owner=rec["owner"], sandbox_id=rec["id"], tier=rec["tier"],
+                                        instance=rec["instance"], reason="crashed",
+                                        cpu_ms=dead.cpu_ms if dead is not None else None))
+            await asyncio.to_thread(self._journal.forget, tag)
+        for dead in swept.values():  # left by a host that kept no journal
+            out.append(SandboxEvent("close", owner=dead.owner, sandbox_id=dead.id, tier="container",
+                                    instance=dead.instance, reason="crashed", cpu_ms=dead.cpu_ms))
+        for event in out:
+            await self.events.emit(event)
+        return out
+
+    def _sweep_partial_snapshots(self) -> builtins.list[str]:
+        """Remove snapshot copies a dead host left unfinished."""
+        removed = []
+        base = self.root / "_snapshots"
+        for p in base.glob(f"{_PARTIAL}*") if base.is_dir() else []:
+            tag = "-".join(p.name[len(_PARTIAL):].split("-", 2)[:2])  # <pid>-<start time>-<snapshot id>
+            if not alive(tag):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+        return removed
+
+    async def _recovered(self) -> None:
+        if self._recovery is not None and not self._recovery.done():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._recovery)
+
+    def live_by_tier(self) -> dict[str, int]:
+        """Open sandboxes per tier (the ``myriad.sandboxes.live`` gauge)."""
+        out: dict[str, int] = {}
+        for sandbox in list(self._live.values()):
+            if not sandbox.closed:
+                out[sandbox.tier] = out.get(sandbox.tier, 0) + 1
+        return out
 
     # -- tiers --------------------------------------------------------------------------
 
@@ -143,6 +228,12 @@ class Sandboxes:
         policy = network if isinstance(network, EgressPolicy) or network is None else EgressPolicy.from_json(network)
         if policy is not None:
             needs.add("network")
+            outside = policy.private_outside(getattr(self.settings, "egress_allow_private", None) or [])
+            if outside:
+                raise PermissionDenied(
+                    f"network.allow_private names {', '.join(outside)}, which the operator has not opened: reaching "
+                    "non-public addresses is an operator decision (sandbox.egress_allow_private), not a sandbox's",
+                    details={"not_permitted": outside})
         if tools:
             needs.add("tools")
         if id is not None and not (isinstance(id, str) and _ID.match(id)):
@@ -162,8 +253,10 @@ class Sandboxes:
         return await self._create((owner, f"sb_{secrets.token_hex(8)}"), needs, tier, limits, tools, policy)
 
     async def _create(self, key: tuple[str, str], needs: set[str], tier: str | None, limits: Limits | None,
-                      tools: Any, policy: EgressPolicy | None, from_dir: Path | None = None) -> Sandbox:
+                      tools: Any, policy: EgressPolicy | None, from_dir: Path | None = None,
+                      source_id: str | None = None) -> Sandbox:
         t = self.choose(needs, tier)
+        await self._recovered()
         t.check()
         owner, sid = key
         if t.name != "isolate":
@@ -173,14 +266,20 @@ class Sandboxes:
                 raise RateLimited(f"{owner} already holds {held} {t.name} sandboxes (limit {cap}); delete one first")
         defaults = self._isolate_defaults if t.name == "isolate" else self._container_defaults
         merged = (limits or Limits()).capped(defaults).merged(defaults)
-        options: dict[str, Any] = {"tools": tools, "network": policy}
+        instance = secrets.token_hex(6)
+        options: dict[str, Any] = {"tools": tools, "network": policy, "instance": instance}
         if from_dir is not None:
             options["from_dir"] = from_dir
-        sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
+        event = SandboxEvent("open", owner=owner, sandbox_id=sid, tier=t.name, instance=instance, limits=merged,
+                             source_id=source_id)
+        async with self.events.around(event):
+            sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
+            sandbox.events = self.events
+            event.sandbox = sandbox
         self._live[key] = sandbox
         self._touch(key, sandbox)
         if t.name == "isolate":
-            await self._evict_isolates()
+            await self._evict_isolates(tenant_of(owner))
         else:
             self._start_reaper()
         return sandbox
@@ -221,24 +320,52 @@ class Sandboxes:
     async def close(self, owner: str, id: str) -> None:
         """Delete a sandbox (kill its processes, drop its files)."""
         sandbox = self._live.pop((owner, id), None)
-        self._isolates.pop((owner, id), None)
+        self._forget_isolate((owner, id))
         self._open_locks.pop((owner, id), None)
         if sandbox is None or sandbox.closed:
             raise NotFound(f"no sandbox {id!r}")
         await sandbox.close()
 
+    async def _closed_by_host(self, sandbox: Sandbox, reason: CloseReason) -> None:
+        with contextlib.suppress(Exception):
+            await sandbox.close(reason=reason)  # type: ignore[call-arg]
+
     def _touch(self, key: tuple[str, str], sandbox: Sandbox) -> None:
         if sandbox.tier == "isolate":
-            self._isolates[key] = time.monotonic()
+            lru = self._isolates_of.setdefault(tenant_of(key[0]), OrderedDict())
+            lru[key] = self._isolates[key] = time.monotonic()
+            lru.move_to_end(key)
             self._isolates.move_to_end(key)
 
-    async def _evict_isolates(self) -> None:
-        cap = int(getattr(self.settings, "warm_isolates", 10_000))
-        while len(self._isolates) > cap:
-            key, _ = self._isolates.popitem(last=False)
-            sandbox = self._live.pop(key, None)
+    def _forget_isolate(self, key: tuple[str, str]) -> None:
+        self._isolates.pop(key, None)
+        tenant = tenant_of(key[0])
+        lru = self._isolates_of.get(tenant)
+        if lru is not None:
+            lru.pop(key, None)
+            if not lru:
+                del self._isolates_of[tenant]
+
+    async def _evict_isolates(self, tenant: str) -> None:
+        """Keep ``tenant`` within its own cap (its least recently used isolate goes) and the
+        host within ``warm_isolates`` (the tenant holding the most gives one up): one tenant
+        never evicts another's isolates unless that one holds more."""
+        per_tenant = int(getattr(self.settings, "isolates_per_tenant", 1_000))
+        host_cap = int(getattr(self.settings, "warm_isolates", 10_000))
+        while True:
+            lru = self._isolates_of.get(tenant)
+            if lru is not None and len(lru) > per_tenant:
+                victim = next(iter(lru))
+            elif len(self._isolates) > host_cap and self._isolates_of:
+                biggest = max(self._isolates_of.values(), key=len)
+                victim = next(iter(biggest))
+            else:
+                return
+            self._forget_isolate(victim)
+            self._open_locks.pop(victim, None)
+            sandbox = self._live.pop(victim, None)
             if sandbox is not None:
-                await sandbox.close()
+                await self._closed_by_host(sandbox, "evicted")
 
     # -- snapshots ----------------------------------------------------------------------
 
@@ -248,16 +375,35 @@ class Sandboxes:
             raise TierUnavailable(f"sandbox {id} is a {sandbox.tier} sandbox; snapshots need the container tier")
         return sandbox
 
+    def _event(self, kind: Any, sandbox: Sandbox, **fields: Any) -> SandboxEvent:
+        return SandboxEvent(kind, owner=sandbox.owner, sandbox_id=sandbox.id, tier=sandbox.tier,
+                            instance=getattr(sandbox, "instance", ""), sandbox=sandbox, **fields)
+
     async def snapshot(self, owner: str, id: str) -> Snapshot:
         """Save the workspace of a container sandbox; the snapshot outlives the sandbox."""
         sandbox = self._container(owner, id)
+        async with self.events.around(self._event("snapshot", sandbox)) as event:
+            snap = await self._snapshot(owner, sandbox)
+            event.snapshot_id = snap.id
+            return snap
+
+    async def _snapshot(self, owner: str, sandbox: ContainerSandbox) -> Snapshot:
         snap_id = f"snap_{secrets.token_hex(8)}"
         dest = self.root / "_snapshots" / snap_id
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        await sandbox.snapshot_to(dest / "workspace")
-        size = await asyncio.to_thread(_du, dest / "workspace")
-        snap = Snapshot(snap_id, owner, id, time.time(), size)
-        (dest / "meta.json").write_text(json.dumps({**snap.to_json(), "owner": owner}))
+        # copied under a name that says whose copy it is; renamed when complete, so a copy
+        # cut short (a refused special file, a full disk, a killed host) is never mistaken
+        # for a snapshot and is swept (at once, or by the next start's recover())
+        partial = self.root / "_snapshots" / f"{_PARTIAL}{host_tag()}-{snap_id}"
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            await sandbox._snapshot_to(partial / "workspace")
+            size = await asyncio.to_thread(_du, partial / "workspace")
+            snap = Snapshot(snap_id, owner, sandbox.id, time.time(), size)
+            (partial / "meta.json").write_text(json.dumps({**snap.to_json(), "owner": owner}))
+            os.rename(partial, dest)
+        except BaseException:
+            await asyncio.to_thread(shutil.rmtree, partial, True)
+            raise
         self._snapshots[snap_id] = snap
         return snap
 
@@ -276,27 +422,41 @@ class Sandboxes:
     async def restore(self, owner: str, id: str, snapshot_id: str) -> None:
         """Replace sandbox ``id``'s workspace with a snapshot's."""
         snap = self.get_snapshot(owner, snapshot_id)
-        await self._container(owner, id).restore_from(self.root / "_snapshots" / snap.id / "workspace")
+        sandbox = self._container(owner, id)
+        async with self.events.around(self._event("restore", sandbox, snapshot_id=snap.id)):
+            await sandbox._restore_from(self.root / "_snapshots" / snap.id / "workspace")
 
     async def fork(self, owner: str, id: str, *, new_id: str | None = None) -> ContainerSandbox:
-        """A new container sandbox whose workspace starts as a copy of ``id``'s."""
+        """A new container sandbox whose workspace starts as a copy of ``id``'s. The child is
+        an ``open`` like any other (it takes a live-sandbox slot, it counts against the cap)."""
         source = self._container(owner, id)
-        snap = await self.snapshot(owner, id)
-        try:
-            sid = new_id or f"sb_{secrets.token_hex(8)}"
-            if not _ID.match(sid):
-                raise InvalidRequest("sandbox id must be 1-64 letters, digits, '-' or '_'")
-            sandbox = await self._create((owner, sid), set(), "container", source.limits, None, source.network,
-                                         from_dir=self.root / "_snapshots" / snap.id / "workspace")
-        finally:
-            await self.delete_snapshot(owner, snap.id)
+        sid = new_id or f"sb_{secrets.token_hex(8)}"
+        if not isinstance(sid, str) or not _ID.match(sid):
+            raise InvalidRequest("sandbox id must be 1-64 letters, digits, '-' or '_'")
+        if key_exists(self._live, (owner, sid)):
+            from myriad.errors import Conflict
+
+            raise Conflict(f"sandbox {sid} already exists")
+        async with self.events.around(self._event("fork", source)) as event:
+            snap = await self._snapshot(owner, source)
+            try:
+                sandbox = await self._create((owner, sid), set(), "container", source.limits, None, source.network,
+                                             from_dir=self.root / "_snapshots" / snap.id / "workspace",
+                                             source_id=source.id)
+            finally:
+                self._snapshots.pop(snap.id, None)
+                await asyncio.to_thread(shutil.rmtree, self.root / "_snapshots" / snap.id, True)
+            event.result = sandbox
         assert isinstance(sandbox, ContainerSandbox)
         return sandbox
 
     async def delete_snapshot(self, owner: str, snapshot_id: str) -> None:
         snap = self.get_snapshot(owner, snapshot_id)
-        self._snapshots.pop(snap.id, None)
-        await asyncio.to_thread(shutil.rmtree, self.root / "_snapshots" / snap.id, True)
+        event = SandboxEvent("delete_snapshot", owner=owner, sandbox_id=snap.sandbox_id, tier="container",
+                             snapshot_id=snap.id)
+        async with self.events.around(event):
+            self._snapshots.pop(snap.id, None)
+            await asyncio.to_thread(shutil.rmtree, self.root / "_snapshots" / snap.id, True)
 
     # -- expiry -------------------------------------------------------------------------
 
@@ -324,20 +484,32 @@ class Sandboxes:
                     break
                 stale.append(key)
             for key in stale:
-                self._isolates.pop(key, None)
+                self._forget_isolate(key)
                 self._open_locks.pop(key, None)
                 sandbox = self._live.pop(key, None)
                 if sandbox is not None:
-                    await sandbox.close()
+                    await self._closed_by_host(sandbox, "idle")
                     gone.append(key[1])
         for key, sandbox in list(self._live.items()):
             reason = getattr(sandbox, "expiry_reason", lambda _now: None)(now)
             if reason or sandbox.closed:
                 self._live.pop(key, None)
                 self._open_locks.pop(key, None)
-                await sandbox.close()
+                self._forget_isolate(key)
+                await self._closed_by_host(sandbox, "lifetime" if reason and "lifetime" in reason else "idle")
                 gone.append(key[1])
+            else:
+                await self._report_usage(sandbox)
         return gone
+
+    async def _report_usage(self, sandbox: Sandbox) -> None:
+        """CPU a container used since it last reported (background processes) as a ``usage`` event."""
+        take = getattr(sandbox, "take_cpu_ms", None)
+        if take is None:
+            return
+        cpu_ms = await asyncio.to_thread(take)
+        if cpu_ms:
+            await self.events.emit(self._event("usage", sandbox, cpu_ms=cpu_ms))
 
     async def aclose(self) -> None:
         """Close every sandbox and stop the reaper and the tiers."""
@@ -345,11 +517,12 @@ class Sandboxes:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reaper
+        await self._recovered()
         for key, sandbox in list(self._live.items()):
-            with contextlib.suppress(Exception):
-                await sandbox.close()
+            await self._closed_by_host(sandbox, "shutdown")
         self._live.clear()
         self._isolates.clear()
+        self._isolates_of.clear()
         for t in self._tiers.values():
             await t.aclose()
 
@@ -363,6 +536,11 @@ class Sandboxes:
             except (SandboxUnavailable, SandboxError) as e:
                 out[name] = e.message
         return out
+
+
+def tenant_of(owner: str) -> str:
+    """The tenant an owner key belongs to: a tenant name, or the first part of an agent path."""
+    return owner.split("/", 1)[0]
 
 
 def owner_key(owner: Any) -> str:
@@ -381,11 +559,11 @@ def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bo
 
 
 def _du(path: Path) -> int:
+    """Bytes ``path`` occupies on disk (allocated blocks: a sparse file counts its data only)."""
     total = 0
     for p in path.rglob("*"):
         with contextlib.suppress(OSError):
-            if p.is_file() and not p.is_symlink():
-                total += p.lstat().st_size
+            total += p.lstat().st_blocks * 512
     return total
 
 

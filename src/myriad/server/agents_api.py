@@ -22,6 +22,9 @@ CLOSE_AUTH = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_ADDRESS = 4004
 CLOSE_TOO_BIG = 1009
+CLOSE_UNSUPPORTED_TRANSPORT = 4005
+"""``?__agents_transport=capnweb`` (the npm client's experimental Cap'n Web transport)
+is refused at once; 4000-4999 tells the client not to reconnect."""
 
 
 def parse_agent_path(tenant: str, raw_path: str, host: AgentHost) -> tuple[AgentRef, str]:
@@ -71,6 +74,12 @@ class _WebSocketTransport:
 async def agent_websocket(ws: WebSocket) -> None:
     services = ws.app.state.services
     host: AgentHost = services.host
+    transport = ws.query_params.get("__agents_transport")
+    if transport is not None and transport != "websocket":
+        await ws.accept()
+        await ws.close(CLOSE_UNSUPPORTED_TRANSPORT,
+                       f"transport {transport[:20]!r} is not supported: connect without __agents_transport (JSON frames)")
+        return
     try:
         principal = await require_principal(ws)
         ref, _ = parse_agent_path(principal.tenant, _raw_path(ws.scope), host)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 from typing import AsyncIterator
@@ -12,7 +13,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
-from myriad.server import agents_api, gateway_api, identity_api, mcp_api, sandbox_api, telemetry_api, usage_api
+from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, responses_api, sandbox_api,
+                           telemetry_api, usage_api)
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
 
@@ -23,6 +25,7 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse({
         "status": "ok",
         "version": __version__,
+        "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],  # "uvloop" under myriad serve
         "agents": {"classes": sorted(host.classes), "resident": host.resident_count,
                    "connections": host.connection_count, **host.stats},
     })
@@ -53,12 +56,14 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
 
     routes: list[BaseRoute] = [Route("/healthz", health, methods=["GET"])]
     routes += gateway_api.routes()  # first: exact paths, and the hottest (routes are matched in order)
+    routes += responses_api.routes()
     routes += agents_api.routes()
     routes += usage_api.routes()
     routes += sandbox_api.routes()
     routes += telemetry_api.routes()
     routes += identity_api.routes()
     routes += mcp_api.routes()
+    routes += oauth_api.routes()
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
     telemetry_api.install(app, services)
     app.state.services = services

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from myriad.errors import MyriadError
+from myriad.server.gateway_api import openai_body
 
 log = logging.getLogger("myriad.server")
 
@@ -17,7 +18,8 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_reques
 
 async def myriad_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MyriadError)
-    return JSONResponse(exc.to_json(), status_code=exc.status, headers=error_headers(exc))
+    body = openai_body(exc) if request.url.path.startswith("/v1/") else exc.to_json()
+    return JSONResponse(body, status_code=exc.status, headers=error_headers(exc))
 
 
 def error_headers(exc: MyriadError) -> dict[str, str] | None:
@@ -34,7 +36,10 @@ async def http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     message = exc.detail if exc.status_code != 404 else f"no route for {request.method} {request.url.path}"
-    return JSONResponse({"error": {"code": code, "message": message}}, status_code=exc.status_code)
+    error = MyriadError(message)
+    error.status, error.code = exc.status_code, code
+    # OpenAI's four fields (message, type, param, code): what OpenAI clients parse on /v1
+    return JSONResponse(openai_body(error), status_code=exc.status_code)
 
 
 async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:

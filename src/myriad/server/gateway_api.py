@@ -18,14 +18,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from myriad.errors import InvalidRequest, MyriadError, UpstreamRateLimited
+from myriad.errors import InvalidRequest, MyriadError, UnknownModel, UpstreamRateLimited
+from myriad.models._tokenizers import decode_token_arrays, is_token_input, tokenizer_of
 from myriad.server.auth import require_principal
 from myriad.server.params import json_object
 
 MAX_BODY = 16 * 1024 * 1024
 _TYPES = {400: "invalid_request_error", 401: "authentication_error", 402: "insufficient_quota",
           403: "permission_error", 404: "invalid_request_error", 413: "invalid_request_error",
-          429: "rate_limit_error"}
+          405: "invalid_request_error", 429: "rate_limit_error"}
 _DONE = b"data: [DONE]\n\n"
 _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
                 (b"x-accel-buffering", b"no")]
@@ -33,11 +34,11 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
 
 def openai_error(e: MyriadError) -> Response:
     """A ``MyriadError`` as OpenAI's error body, with its status."""
-    return Response(orjson.dumps(_error_body(e)), status_code=e.status, media_type="application/json",
+    return Response(orjson.dumps(openai_body(e)), status_code=e.status, media_type="application/json",
                     headers=_retry_headers(e))
 
 
-def _error_body(e: MyriadError) -> dict[str, Any]:
+def openai_body(e: MyriadError) -> dict[str, Any]:
     # OpenAI's four fields, then the error's own details (a budget's numbers, its
     # reset time): clients that know only OpenAI's shape ignore the extras.
     extra = {k: v for k, v in e.details.items() if k not in ("message", "type", "param", "code")}
@@ -133,7 +134,7 @@ class _SSEResponse:
                 await send({"type": "http.response.body", "body": _sse_bytes(batch), "more_body": True})
             tail = _DONE
         except MyriadError as e:
-            tail = b"data: " + orjson.dumps(_error_body(e)) + b"\n\n"
+            tail = b"data: " + orjson.dumps(openai_body(e)) + b"\n\n"
         finally:
             watcher.cancel()
             await self.stream.aclose()  # type: ignore[attr-defined]
@@ -146,19 +147,22 @@ async def embeddings(request: Request) -> Response:
         gateway = _gateway(request)
         body = await _json_body(request)
         inp = body.get("input")
+        model = body.get("model")
+        if model is not None and not isinstance(model, str):
+            raise InvalidRequest("'model' must be a string", details={"param": "model"})
+        if isinstance(inp, list) and is_token_input(inp):
+            name = model or gateway.default_model("embedding")
+            inp = await decode_token_arrays(inp, tokenizer_of(gateway.config.deployments, name))
         texts = [inp] if isinstance(inp, str) else inp
         if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
-            raise InvalidRequest("'input' must be a string or a non-empty array of strings "
-                                 "(token arrays are not supported)", details={"param": "input"})
+            raise InvalidRequest("'input' must be a string, a non-empty array of strings, or token arrays "
+                                 "(arrays of integers)", details={"param": "input"})
         fmt = body.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             raise InvalidRequest("'encoding_format' must be 'float' or 'base64'", details={"param": "encoding_format"})
         dims = body.get("dimensions")
         if dims is not None and (not isinstance(dims, int) or isinstance(dims, bool) or dims <= 0):
             raise InvalidRequest("'dimensions' must be a positive integer", details={"param": "dimensions"})
-        model = body.get("model")
-        if model is not None and not isinstance(model, str):
-            raise InvalidRequest("'model' must be a string", details={"param": "model"})
         _require_model(principal, model)
         result = await gateway.embed(texts, model=model or None, tenant=principal.tenant, dimensions=dims)
         return Response(orjson.dumps(result.to_openai(fmt)), media_type="application/json")
@@ -175,6 +179,28 @@ async def list_models(request: Request) -> Response:
     data = [{"id": name, "object": "model", "created": 0, "owned_by": "myriad"} for name in gateway.model_names()
             if principal.capabilities.covers(f"models:{name}")]
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    """``GET /v1/models/{id}``: one model, if this key may use it."""
+    try:
+        principal = await require_principal(request)
+        gateway = _gateway(request)
+        name = request.path_params["model"]
+        if name not in gateway.model_names() or not principal.capabilities.covers(f"models:{name}"):
+            raise UnknownModel(f"The model '{name}' does not exist or you do not have access to it.",
+                               details={"param": "model"})
+    except MyriadError as e:
+        return openai_error(e)
+    return Response(orjson.dumps({"id": name, "object": "model", "created": 0, "owned_by": "myriad"}),
+                    media_type="application/json")
+
+
+async def completions(request: Request) -> Response:
+    """``POST /v1/completions``: the legacy text-completions API is not served."""
+    return openai_error(InvalidRequest(
+        "The legacy completions API (/v1/completions, 'prompt') is not served by Myriad; use /v1/chat/completions "
+        "with 'messages' or /v1/responses with 'input'.", details={"param": "prompt"}))
 
 
 async def router_outcomes(request: Request) -> Response:
@@ -211,8 +237,10 @@ def routes() -> list[BaseRoute]:
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+        Route("/v1/completions", completions, methods=["POST"]),
         Route("/v1/router/outcomes", router_outcomes, methods=["POST"]),
     ]
 
 
-__all__ = ["routes", "openai_error"]
+__all__ = ["routes", "openai_error", "openai_body"]

@@ -1,6 +1,7 @@
 """The identity doors.
 
-    POST   /v1/oauth/token                         RFC 8693 token exchange (form or JSON)
+    POST   /v1/oauth/token                         RFC 8693 token exchange (form or JSON); authorization_code
+                                                   and refresh_token grants for OAuth clients (oauth_api)
     POST   /v1/oauth/revoke                        RFC 7009 revocation of a Myriad token (and its descendants)
     GET    /.well-known/jwks.json                  keys of the tokens Myriad mints
     GET    /.well-known/oauth-authorization-server metadata (RFC 8414)
@@ -65,7 +66,11 @@ _OAUTH = {401: "invalid_grant", 403: "invalid_scope"}
 
 async def token(request: Request) -> Response:
     try:
-        result = await _identity(request).exchange(await _body(request))
+        form = await _body(request)
+        if form.get("grant_type") in ("authorization_code", "refresh_token"):  # MCP clients (oauth_api)
+            result = _identity(request).authorization.grant(form)
+        else:
+            result = await _identity(request).exchange(form)
     except MyriadError as e:
         code = e.details.get("oauth") or _OAUTH.get(e.status, "invalid_request")
         if e.details.get("missing_audience") or e.details.get("param") == "resource":
@@ -98,7 +103,8 @@ async def metadata(request: Request) -> Response:
     return JSONResponse({"issuer": issuer, "token_endpoint": issuer + "/v1/oauth/token",
                          "jwks_uri": issuer + "/.well-known/jwks.json",
                          "revocation_endpoint": issuer + "/v1/oauth/revoke",
-                         "grant_types_supported": [GRANT_TOKEN_EXCHANGE],
+                         **_identity(request).authorization.metadata(),
+                         "grant_types_supported": [GRANT_TOKEN_EXCHANGE, "authorization_code", "refresh_token"],
                          "token_endpoint_auth_methods_supported": ["none"]})
 
 

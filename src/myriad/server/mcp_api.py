@@ -21,7 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from myriad.agents import AgentRef, validate_name
 from myriad.errors import MyriadError, NotFound, PermissionDenied
-from myriad.mcp import McpServers, Target
+from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
 from myriad.server.params import read_body
 

@@ -34,6 +34,8 @@ class Services:
     meter: Any = None
     telemetry: Any = None
     identity: Any = None
+    responses: Any = None
+    """``/v1/responses`` over ``models`` (``myriad.models.responses.Responses``)."""
     _closers: list[Any] = field(default_factory=list)
     _starters: list[Any] = field(default_factory=list)
 
@@ -79,15 +81,19 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
             meter.ensure_prices(prices)  # the deployment file's prices, a new version only when they change
         meter_gateway(gateway, meter, default_max_output=settings.metering.default_max_output_tokens)
     identity = Identity(settings.identity, keys, settings.data_dir)
-    # nothing starts until a sandbox opens; tracing inside metering, as for the gateway
-    sandboxes: Any = telemetry.instrument_sandboxes(Sandboxes(settings.sandbox, data_dir=settings.data_dir))
+    # nothing starts until a sandbox opens (or start() recovers what a dead process left);
+    # hooks on the room's events, metering outside tracing as for the gateway
+    sandboxes = Sandboxes(settings.sandbox, data_dir=settings.data_dir)
     # Identity first: scope checks, the user's credentials and the signature, before metering counts it.
     sandboxes.egress.add_hook(identity.outbound.proxy_hook)
     if meter is not None:
-        from myriad.metering import MeteredSandboxes, egress_hook
+        from myriad.metering import SandboxMetering, egress_hook
 
         sandboxes.egress.add_hook(egress_hook(meter))
-        sandboxes = MeteredSandboxes(sandboxes, meter)
+        sandboxes.add_hook(SandboxMetering(meter, live_ttl_s=settings.sandbox.max_lifetime or 86_400.0))
+    if (tracing := telemetry.sandbox_hook()) is not None:
+        sandboxes.add_hook(tracing)
+        telemetry.observe_sandboxes(sandboxes.live_by_tier)
     turn_wrappers: list[Any] = [telemetry.instrument_host()]
     counter = None
     if meter is not None:
@@ -100,6 +106,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
     services = Services(settings=settings, storage=storage, keys=keys, host=host, models=models, meter=meter,
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
+    services.responses = _responses(settings, models)
     host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
@@ -109,12 +116,20 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
         services._starters.append(counter.start)
         services._closers.append(counter.stop)  # flushes the last counts before the meter closes
     services._closers.append(sandboxes.aclose)
+    services._starters.append(sandboxes.start)
     for cls in agent_classes or []:
         host.register(cls)
     for module in settings.agents_modules:
         for cls in agent_classes_in(load_module(module)):
             host.register(cls)
     return services
+
+
+def _responses(settings: Settings, models: Any) -> Any:
+    from myriad.models.responses import MemoryResponseStore, Responses
+
+    return Responses(models, MemoryResponseStore(ttl=settings.models.responses_ttl,
+                                                 max_per_tenant=settings.models.responses_max_per_tenant))
 
 
 def load_module(name: str) -> ModuleType:

@@ -5,11 +5,12 @@ Public surface::
 
     setup_telemetry(settings, env)   -> Telemetry (SDK + exporters from OTEL_* variables)
     Telemetry                        .instrument_gateway(gw)  .instrument_host(host)
-                                     .instrument_sandboxes(s) .asgi_middleware(app)
+                                     .sandbox_hook()         .asgi_middleware(app)
                                      .observe_sandboxes(fn)
                                      .store  .metrics_snapshot()  .aclose()
     TelemetryStore                   bounded in-memory spans, rollups, logs (a SpanProcessor)
-    GatewayTelemetry (a gateway pipeline middleware), InstrumentedSandboxes, TelemetryMiddleware,
+    GatewayTelemetry (a gateway pipeline middleware), SandboxTracing (a sandbox hook),
+    TelemetryMiddleware,
     AgentInstrumentation             the wrappers
     execute_tool, sandbox_span       spans for tools and sandboxes (API-only hooks)
     trace_headers, trace_env, inject_headers   W3C context for outbound calls and sandboxes
@@ -27,7 +28,7 @@ from myriad.telemetry._asgi import TelemetryMiddleware, carrier_from_scope
 from myriad.telemetry._gateway import GatewayTelemetry, current_user
 from myriad.telemetry._logs import LOG_FORMAT, install_log_correlation
 from myriad.telemetry._redact import REDACTED, redact_headers, redact_text, redact_value
-from myriad.telemetry._sandbox import InstrumentedSandbox, InstrumentedSandboxes
+from myriad.telemetry._sandbox import SandboxTracing
 from myriad.telemetry._setup import EXPORTERS, Telemetry, metrics_snapshot, setup_telemetry
 from myriad.telemetry._store import TelemetryStore, span_dict
 from myriad.telemetry._tools import (
@@ -45,8 +46,7 @@ __all__ = [
     "REDACTED",
     "AgentInstrumentation",
     "GatewayTelemetry",
-    "InstrumentedSandbox",
-    "InstrumentedSandboxes",
+    "SandboxTracing",
     "Telemetry",
     "TelemetryMiddleware",
     "TelemetryStore",

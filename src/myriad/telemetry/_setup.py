@@ -205,14 +205,14 @@ class Telemetry:
             self._host_instr = AgentInstrumentation(self)
         return self._host_instr
 
-    def instrument_sandboxes(self, sandboxes: Any) -> Any:
-        """``sandboxes`` wrapped so lifecycle, runs and tool calls are spans and the live
-        sandboxes per tier are observed; ``sandboxes`` itself when disabled."""
-        if not self.enabled or sandboxes is None:
-            return sandboxes
-        from myriad.telemetry._sandbox import InstrumentedSandboxes
+    def sandbox_hook(self) -> Any:
+        """The hook ``Sandboxes.add_hook`` takes: lifecycle, runs and tool calls as spans
+        (``_sandbox.SandboxTracing``); None when disabled."""
+        if not self.enabled:
+            return None
+        from myriad.telemetry._sandbox import SandboxTracing
 
-        return InstrumentedSandboxes(sandboxes, self)
+        return SandboxTracing(self)
 
     def asgi_middleware(self, app: Any) -> Any:
         """``app`` behind HTTP server spans and W3C context extraction; ``app`` when disabled."""

@@ -21,6 +21,7 @@ from functools import lru_cache
 from typing import Any, Mapping, Sequence
 
 from myriad.models._tokens import content_text, estimate_message_tokens, estimate_text_tokens, last_user_text
+from myriad.models.simulated._schema import example_value, structured_text
 
 FINGERPRINT = "fp_simulated"
 """``system_fingerprint`` of every simulated reply: nobody mistakes it for a real model."""
@@ -214,13 +215,16 @@ def make_reply(model: str, body: Mapping[str, Any], profile: Profile, fixed_text
     call = _maybe_tool_call(body)
     if call is not None:
         return Reply(tool_call=call, finish_reason="tool_calls", prompt_tokens=prompt_tokens)
+    last = messages[-1]
+    prompt = last_user_text(messages)
+    if last.get("role") == "tool":
+        prompt = "tool result " + content_text(last.get("content"))
+    fmt = body.get("response_format")
+    if fixed_text is None and fmt is not None:
+        fixed_text = structured_text(fmt, "".join(_reply_tokens(model, prompt, profile.tokens)))
     if fixed_text is not None:
         toks = tuple(re.findall(r"\S+\s*", fixed_text)) or (fixed_text,)
     else:
-        last = messages[-1]
-        prompt = last_user_text(messages)
-        if last.get("role") == "tool":
-            prompt = "tool result " + content_text(last.get("content"))
         toks = _reply_tokens(model, prompt, profile.tokens)
     finish = "stop"
     if isinstance(limit, int) and 0 < limit < len(toks):
@@ -260,27 +264,8 @@ def _maybe_tool_call(body: Mapping[str, Any]) -> dict[str, Any] | None:
 
 
 def _example_args(schema: Mapping[str, Any]) -> dict[str, Any]:
-    props = schema.get("properties") or {}
-    required = schema.get("required") or list(props)
-    out: dict[str, Any] = {}
-    for key in required:
-        p = props.get(key) or {}
-        t = p.get("type")
-        if "enum" in p and p["enum"]:
-            out[key] = p["enum"][0]
-        elif t == "integer":
-            out[key] = 1
-        elif t == "number":
-            out[key] = 1.0
-        elif t == "boolean":
-            out[key] = True
-        elif t == "array":
-            out[key] = []
-        elif t == "object":
-            out[key] = {}
-        else:
-            out[key] = "simulated"
-    return out
+    args = example_value(dict(schema, type="object") if isinstance(schema, Mapping) else {})
+    return args if isinstance(args, dict) else {}
 
 
 # ---------------------------------------------------------------- embeddings

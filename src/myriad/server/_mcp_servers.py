@@ -21,7 +21,7 @@ from typing import Any
 
 from myriad.agents import Agent, AgentHost, AgentRef
 from myriad.errors import InvalidRequest, MyriadError
-from myriad.mcp._declare import Declarations, declarations
+from myriad.mcp import Declarations, declarations
 from myriad.sandbox import Tool
 
 

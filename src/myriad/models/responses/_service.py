@@ -1,0 +1,112 @@
+"""The Responses API over the gateway: one call in, through the gateway's one
+pipeline as a ``responses`` call (so routing, fallbacks, metering, budgets and
+telemetry are the ones chat completions get), one response object or event stream
+out, stored for ``previous_response_id``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator, Mapping
+
+from myriad.errors import MyriadError, NotFound
+from myriad.models.responses._events import Event, ResponseEvents
+from myriad.models.responses._ids import new_id
+from myriad.models.responses._output import output_items, response_object
+from myriad.models.responses._request import ResponsesRequest, parse_request
+from myriad.models.responses._store import MemoryResponseStore, ResponseStore, StoredResponse
+from myriad.models.types import ChatResult
+
+
+class Responses:
+    """``create`` and ``stream`` a response through ``gateway`` (anything with the
+    gateway's ``chat`` / ``chat_stream_batches``), keeping them in ``store``."""
+
+    def __init__(self, gateway: Any, store: ResponseStore | None = None) -> None:
+        self.gateway = gateway
+        self.store: ResponseStore = store if store is not None else MemoryResponseStore()
+
+    def parse(self, body: Mapping[str, Any], tenant: str | None) -> ResponsesRequest:
+        """Validate ``body`` and expand its history from this tenant's stored responses."""
+
+        def previous(rid: str) -> list[dict[str, Any]] | None:
+            stored = self.store.get(tenant, rid)
+            return list(stored.conversation) if stored else None
+
+        return parse_request(body, previous=previous, item=lambda iid: self.store.item(tenant, iid))
+
+    async def create(self, req: ResponsesRequest, *, tenant: str | None = None,
+                     agent: str | None = None) -> tuple[dict[str, Any], ChatResult]:
+        """A finished response (and the chat result behind it, for its deployment)."""
+        chat = req.to_chat()
+        result = await self.gateway.chat(chat, tenant=tenant, agent=agent, kind="responses")
+        choices = result.raw.get("choices") or [{}]
+        finish = choices[0].get("finish_reason")
+        output = output_items(choices[0].get("message") or {}, finish)
+        response = response_object(req, response_id=new_id("resp"), created_at=int(result.raw.get("created") or 0)
+                                   or _now(), model=result.model, output=output, usage=result.usage,
+                                   finish_reason=finish)
+        self._keep(tenant, req, response)
+        return response, result
+
+    async def stream(self, req: ResponsesRequest, *, tenant: str | None = None,
+                     agent: str | None = None) -> AsyncIterator[tuple[str, list[Event]]]:
+        """``(deployment, events)`` as the upstream's chunks arrive. The first item
+        comes only after the gateway committed to a deployment (so a refusal before
+        any output is raised, not streamed); a later failure becomes ``error`` and
+        ``response.failed`` events."""
+        chat = dict(req.to_chat(), stream=True, stream_options={"include_usage": True})
+        batches = self.gateway.chat_stream_batches(chat, tenant=tenant, agent=agent, kind="responses")
+        model = chat.get("model") or self.gateway.default_model()
+        events = ResponseEvents(req, model)
+        try:
+            first = await batches.__anext__()
+        except StopAsyncIteration:
+            first = ("", [])
+        except BaseException:
+            await batches.aclose()
+            raise
+        deployment, batch = first
+        out = events.start()
+        for chunk in batch:
+            out += events.feed(chunk)
+        try:
+            yield deployment, out
+            async for deployment, batch in batches:
+                out = []
+                for chunk in batch:
+                    out += events.feed(chunk)
+                if out:
+                    yield deployment, out
+            out = events.finish()
+        except MyriadError as e:
+            out = events.fail(e.code, e.message)
+        finally:
+            await batches.aclose()
+        if events.response is not None and events.response["status"] != "failed":
+            self._keep(tenant, req, events.response)
+        yield deployment, out
+
+    def get(self, tenant: str | None, response_id: str) -> StoredResponse:
+        stored = self.store.get(tenant, response_id)
+        if stored is None:
+            raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
+        return stored
+
+    def delete(self, tenant: str | None, response_id: str) -> None:
+        if not self.store.delete(tenant, response_id):
+            raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
+
+    def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
+        if not req.store:
+            return
+        self.store.put(tenant, StoredResponse(response=response, input_items=req.new_items,
+                                              conversation=req.items + response["output"]))
+
+
+def _now() -> int:
+    import time
+
+    return int(time.time())
+
+
+__all__ = ["Responses"]

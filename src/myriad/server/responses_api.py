@@ -1,0 +1,129 @@
+"""The OpenAI Responses API door: ``POST /v1/responses`` (JSON or typed SSE events),
+``GET`` / ``DELETE /v1/responses/{id}``, ``GET /v1/responses/{id}/input_items``.
+
+The work is ``myriad.models.responses.Responses`` (``services.responses``); this
+module only authenticates, reads the body and writes the answer. Errors are
+OpenAI-shaped, as on the other ``/v1`` doors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from myriad.errors import InvalidRequest, MyriadError
+from myriad.models.responses import sse
+from myriad.server.auth import require_principal
+from myriad.server.gateway_api import MAX_BODY, openai_error
+from myriad.server.params import json_object
+
+_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
+                (b"x-accel-buffering", b"no")]
+
+
+def _responses(request: Request) -> Any:
+    responses = getattr(request.app.state.services, "responses", None)
+    if responses is None:
+        raise InvalidRequest("no model gateway is configured on this server")
+    return responses
+
+
+async def create(request: Request) -> Any:
+    try:
+        principal = await require_principal(request)
+        responses = _responses(request)
+        body = await json_object(request, MAX_BODY, required=True)
+        model = body.get("model")
+        principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
+        req = responses.parse(body, principal.tenant)
+        if not req.stream:
+            response, result = await responses.create(req, tenant=principal.tenant)
+            return Response(orjson.dumps(response), media_type="application/json",
+                            headers={"x-myriad-deployment": result.deployment})
+        stream = responses.stream(req, tenant=principal.tenant)
+        first = await stream.__anext__()  # refusals before any output are plain HTTP errors
+    except MyriadError as e:
+        return openai_error(e)
+    return _EventStream(first, stream)
+
+
+class _EventStream:
+    """Relays ``(deployment, events)`` batches as server-sent events, one write per
+    batch; a client that goes away stops the relay (and so the upstream call)."""
+
+    def __init__(self, first: tuple[str, list[Any]], stream: AsyncIterator[tuple[str, list[Any]]]) -> None:
+        self.first = first
+        self.stream = stream
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        watcher = asyncio.ensure_future(watch())
+        headers = _SSE_HEADERS + [(b"x-myriad-deployment", self.first[0].encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        try:
+            await send({"type": "http.response.body", "body": sse(self.first[1]), "more_body": True})
+            async for _deployment, events in self.stream:
+                if gone.is_set():
+                    return
+                await send({"type": "http.response.body", "body": sse(events), "more_body": True})
+        finally:
+            watcher.cancel()
+            await self.stream.aclose()  # type: ignore[attr-defined]
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def retrieve(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        stored = _responses(request).get(principal.tenant, request.path_params["response_id"])
+    except MyriadError as e:
+        return openai_error(e)
+    return Response(orjson.dumps(stored.response), media_type="application/json")
+
+
+async def delete(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        rid = request.path_params["response_id"]
+        _responses(request).delete(principal.tenant, rid)
+    except MyriadError as e:
+        return openai_error(e)
+    return Response(orjson.dumps({"id": rid, "object": "response.deleted", "deleted": True}),
+                    media_type="application/json")
+
+
+async def input_items(request: Request) -> Response:
+    try:
+        principal = await require_principal(request)
+        stored = _responses(request).get(principal.tenant, request.path_params["response_id"])
+    except MyriadError as e:
+        return openai_error(e)
+    items = list(stored.input_items)
+    if request.query_params.get("order", "desc") != "asc":
+        items.reverse()
+    return Response(orjson.dumps({"object": "list", "data": items, "first_id": items[0]["id"] if items else None,
+                                  "last_id": items[-1]["id"] if items else None, "has_more": False}),
+                    media_type="application/json")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/v1/responses", create, methods=["POST"]),
+        Route("/v1/responses/{response_id}", retrieve, methods=["GET"]),
+        Route("/v1/responses/{response_id}", delete, methods=["DELETE"]),
+        Route("/v1/responses/{response_id}/input_items", input_items, methods=["GET"]),
+    ]
+
+
+__all__ = ["routes"]

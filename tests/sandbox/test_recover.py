@@ -1,0 +1,47 @@
+"""What a killed host leaves behind is found and announced by the next one's ``recover()``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import AsyncIterator
+
+from myriad.sandbox import SandboxEvent, Sandboxes
+from myriad.sandbox.journal import host_tag
+from tests.sandbox.conftest import make_settings
+
+DEAD = "1-1"  # pid 1 did not start at tick 1: a host that is gone
+
+
+async def test_recover_announces_dead_sandboxes_and_sweeps_partial_copies(tmp_path: Path) -> None:
+    sbs = Sandboxes(make_settings(tmp_path), tiers=["isolate"])
+    live = sbs.root / "_live"
+    live.mkdir(parents=True)
+    (live / DEAD).write_text(
+        "+ " + json.dumps({"instance": "a1", "owner": "acme", "id": "a", "tier": "isolate"}) + "\n"
+        + "+ " + json.dumps({"instance": "b1", "owner": "acme/coder/x", "id": "b", "tier": "isolate"}) + "\n"
+        + "- a1\n")
+    snaps = sbs.root / "_snapshots"
+    (snaps / f".partial-{DEAD}-snap_1" / "workspace").mkdir(parents=True)
+    (snaps / f".partial-{host_tag()}-snap_2" / "workspace").mkdir(parents=True)  # ours, still copying
+    seen: list[SandboxEvent] = []
+
+    @contextlib.asynccontextmanager
+    async def record(event: SandboxEvent) -> AsyncIterator[None]:
+        seen.append(event)
+        yield
+
+    sbs.add_hook(record)
+    try:
+        await sbs.recover()
+        assert [(e.kind, e.owner, e.sandbox_id, e.instance, e.reason) for e in seen] == [
+            ("close", "acme/coder/x", "b", "b1", "crashed")]
+        assert not (live / DEAD).exists()
+        assert sorted(p.name for p in snaps.iterdir()) == [f".partial-{host_tag()}-snap_2"]
+        # our own journal records what we open and close
+        box = await sbs.open(owner="acme", id="c", tier="isolate")
+        await sbs.close("acme", box.id)
+        assert [line.split()[0] for line in (live / host_tag()).read_text().splitlines()] == ["+", "-"]
+    finally:
+        await sbs.aclose()
