@@ -32,7 +32,7 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from myriad.errors import InvalidRequest
 
@@ -173,14 +173,24 @@ class ShippedSQL:
             return False
 
     async def flush(self) -> None:
-        """Ship the committed frames appended since the last flush (one PG transaction)."""
+        """Ship the committed frames appended since the last flush (one statement)."""
+        ship = self.shipment()
+        if ship is not None:
+            statements, shipped = ship
+            await self._storage._write(self.path, statements)
+            shipped()
+
+    def shipment(self) -> tuple[list[tuple[str, tuple[Any, ...]]], Callable[[], None]] | None:
+        """The statements that ship what is pending, and what to call once they are
+        committed; None when nothing is. ``PostgresStorage.save_state`` sends them in
+        the same statement as the turn's state, so a turn's state and SQL are durable
+        together or not at all."""
         if not self.pending:
-            return
+            return None
         pages, n_pages, new_offset = self._collect()
         if not pages and n_pages == self._n_pages:
             self._offset = new_offset
-            return
-        now = time.time()
+            return None
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if pages:
             statements.append(_upsert_pages(self.path, pages))
@@ -189,14 +199,17 @@ class ShippedSQL:
         statements.append((
             "INSERT INTO agent_sql_files VALUES (%s, %s, %s, 1, %s) ON CONFLICT (path) DO UPDATE SET "
             "n_pages = excluded.n_pages, version = agent_sql_files.version + 1, updated = excluded.updated",
-            (self.path, PAGE_SIZE, n_pages, now)))
-        await self._storage._write(self.path, statements)
-        self.version += 1
-        self._full = False
-        self._offset = new_offset
-        self._n_pages = n_pages
-        if new_offset > WAL_LIMIT:
-            self._checkpoint()
+            (self.path, PAGE_SIZE, n_pages, time.time())))
+
+        def shipped() -> None:
+            self.version += 1
+            self._full = False
+            self._offset = new_offset
+            self._n_pages = n_pages
+            if new_offset > WAL_LIMIT:
+                self._checkpoint()
+
+        return statements, shipped
 
     def _checkpoint(self) -> None:
         busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -156,8 +156,14 @@ class PostgresStorage:
             (record.path, record.tenant, record.agent_class, record.name, record.state, record.created,
              record.updated))])
 
-    async def save_state(self, path: str, state: bytes | None) -> None:
-        await self._write(path, [("UPDATE agents SET state=%s, updated=%s WHERE path=%s", (state, time.time(), path))])
+    async def save_state(self, path: str, state: bytes | None, sql: Any = None) -> None:
+        statements = [("UPDATE agents SET state=%s, updated=%s WHERE path=%s", (state, time.time(), path))]
+        ship = sql.shipment() if isinstance(sql, ShippedSQL) else None
+        if ship is not None:  # the turn's SQL writes and its state: durable together or not at all
+            statements = ship[0] + statements
+        await self._write(path, statements)
+        if ship is not None:
+            ship[1]()
 
     async def delete_agent(self, path: str) -> None:
         like = _like_children(path)
