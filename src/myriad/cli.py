@@ -50,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.agents.hibernate_after = args.hibernate_after
     if args.database:
         settings.storage.database = args.database
+    if getattr(args, "cluster", None):
+        from myriad.cluster._cli import run_serve
+
+        return run_serve(args, settings)
     step = _Steps()
     if settings.storage.database:  # here, so a bad URL or a down server is one clear line
         from myriad.server.database import migrate_database
@@ -217,6 +221,9 @@ def _bench_runner(mod: Any) -> Callable[[argparse.Namespace], int]:
 
         result = mod.run(args)
         emit_json(result)
+        from myriad.bench.capacity import save_result
+
+        save_result(result)  # for `myriad capacity`
         return 0
 
     return run
@@ -243,6 +250,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", metavar="URL",
                        help="PostgreSQL URL for all durable state (env MYRIAD_DATABASE; default: SQLite in --data-dir)")
     serve.set_defaults(func=cmd_serve)
+    from myriad.cluster._cli import add_commands as add_cluster_commands, add_serve_arguments as add_cluster_arguments
+
+    add_cluster_arguments(serve)
+    add_cluster_commands(sub, _settings)
 
     db = sub.add_parser("db", help="the shared PostgreSQL database").add_subparsers(dest="verb", required=True,
                                                                                    metavar="VERB")
@@ -283,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage.set_defaults(func=lambda a: cli_usage(a, _settings(a)))
 
     _add_bench(sub)
+    from myriad.bench.capacity import add_command as add_capacity
+
+    add_capacity(sub)
     return parser
 
 

@@ -32,9 +32,18 @@ def clock() -> Clock:
     return Clock()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def identity_database(request: Any) -> str | None:
+    """Each identity test runs on both backends: None = ``identity.db`` in the data
+    directory; else a fresh database on the session's real PostgreSQL server."""
+    if request.param == "sqlite":
+        return None
+    return str(request.getfixturevalue("pg_url"))
+
+
 @pytest.fixture
-def keystore(tmp_path: Path) -> Iterator[KeyStore]:
-    store = KeyStore(tmp_path)
+def keystore(tmp_path: Path, identity_database: str | None) -> Iterator[KeyStore]:
+    store = KeyStore(tmp_path, identity_database)
     store.open()
     store.create_tenant("acme")
     store.create_tenant("other")

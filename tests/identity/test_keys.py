@@ -50,7 +50,7 @@ def test_verify_is_cached_and_revocation_still_applies_at_once(tmp_path):
     a, key_a = store.create_key("acme")
     b, key_b = store.create_key("acme")
     statements: list[str] = []
-    store.db.set_trace_callback(statements.append)
+    store.db.connection.set_trace_callback(statements.append)
     assert store.verify(key_a).key_id == a.id
     assert any("FROM api_keys" in s for s in statements)
     statements.clear()
@@ -68,6 +68,25 @@ def test_verify_is_cached_and_revocation_still_applies_at_once(tmp_path):
         store.verify(key_b)
     with pytest.raises(AuthenticationError, match="invalid"):
         store.verify(key_b[:-2] + "xx")  # a near-miss of a cached key is not a hit
+    other.close()
+    store.close()
+
+
+def test_a_revocation_through_another_process_applies_at_once_on_both_backends(tmp_path, identity_database):
+    from myriad.identity import KeyStore
+
+    store = KeyStore(tmp_path, identity_database)
+    store.create_tenant("acme")
+    a, key_a = store.create_key("acme")
+    for _ in range(3):
+        assert store.verify(key_a).key_id == a.id
+    other = KeyStore(tmp_path, identity_database)  # another process's store (own connection or pool)
+    assert other.verify(key_a).tenant == "acme"
+    other.revoke_key(a.id)
+    with pytest.raises(AuthenticationError, match="revoked"):
+        store.verify(key_a)
+    info, key_c = other.rotate_key(other.create_key("acme", label="ci")[0].id)
+    assert store.verify(key_c).key_id == info.id and store.get_key(info.id).label == "ci"
     other.close()
     store.close()
 

@@ -12,10 +12,13 @@ from myriad.identity._box import SecretBox, secret_key
 SECRET = "ghp_" + "s3cr3tT0k3n" * 3
 
 
-def test_secret_is_encrypted_at_rest_and_only_lent_to_matching_hosts(identity, tmp_path):
+def test_secret_is_encrypted_at_rest_and_only_lent_to_matching_hosts(identity, keystore, tmp_path):
     info = identity.vault.put("acme", "alice", "github", SECRET, domains=["api.github.com", "*.githubusercontent.com"])
     assert info.fingerprint.startswith("sha256:") and SECRET not in repr(info.to_json())
     raw = b"".join(tmp_path.joinpath(f).read_bytes() for f in ("identity.db", "identity.db-wal") if tmp_path.joinpath(f).exists())
+    # every column of every stored row, as the database returns it (either backend)
+    raw += b"".join(repr(tuple(r)).encode() for r in keystore.db.execute("SELECT * FROM credentials"))
+    assert b"github" in raw
     assert SECRET.encode() not in raw and b"s3cr3tT0k3n" not in raw
     [inj] = identity.vault.injections_for("acme", "alice", "api.github.com")
     assert (inj.header, inj.value) == ("authorization", "Bearer " + SECRET)
@@ -30,7 +33,7 @@ def test_ciphertext_is_bound_to_its_row_and_key(identity, keystore, tmp_path, se
     identity.vault.put("acme", "alice", "github", SECRET, domains=["api.github.com"])
     identity.vault.put("acme", "mallory", "github", "mallorys-own-token", domains=["api.github.com"])
     # Copy alice's ciphertext into mallory's row: it must not open there.
-    keystore.db.execute("UPDATE credentials SET sealed=(SELECT sealed FROM credentials WHERE user='alice') WHERE user='mallory'")
+    keystore.db.execute('UPDATE credentials SET sealed=(SELECT sealed FROM credentials WHERE "user"=\'alice\') WHERE "user"=\'mallory\'')
     with pytest.raises(StorageError, match="does not open"):
         identity.vault.injections_for("acme", "mallory", "api.github.com")
     settings.secret_key = "A" * 43  # a different 32-byte key

@@ -47,6 +47,14 @@ upstream_model = "up-tiny"
 context_window = 40
 
 [[deployment]]
+name = "native"
+model = "native"
+provider = "openai"
+base_url = "{base}"
+upstream_model = "up-native"
+options = {{ responses_api = true }}
+
+[[deployment]]
 model = "embed"
 provider = "openai"
 base_url = "{base}"
@@ -54,6 +62,9 @@ upstream_model = "up-embed"
 kind = "embedding"
 
 [groups.fast]
+fallbacks = ["smart"]
+
+[groups.native]
 fallbacks = ["smart"]
 """
 

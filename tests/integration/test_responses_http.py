@@ -151,11 +151,48 @@ def test_responses_ride_the_gateway_fallbacks_and_metering(client, server, upstr
     assert requests_of("smart") == before + 2  # metered as the model that answered
 
 
-def test_mid_stream_failure_is_a_failed_response(client, upstream):
-    upstream.stall_after_first_token_next(1, model="up-primary")
-    events = list(client.responses.create(model="fast", input="break please", stream=True))
+def test_upstreams_that_speak_responses_get_the_call_passed_through(client, server, upstream):
+    def stats() -> dict:
+        return httpx.get(upstream.root_url + "/_simulated/stats").json()
+
+    first = client.responses.with_raw_response.create(model="native", input="call get_weather for Paris",
+                                                      tools=[WEATHER], instructions="Use tools.")
+    assert first.headers["x-myriad-deployment"] == "native" and stats()["responses"] == 1
+    r = first.parse()
+    assert r.model == "native" and r.output[0].type == "function_call" and r.store is True
+    second = client.responses.create(model="native", tools=[WEATHER], previous_response_id=r.id, input=[
+        {"type": "function_call_output", "call_id": r.output[0].call_id, "output": "22C"}])
+    assert "You said: tool result 22C" in second.output_text and stats()["responses"] == 2
+    assert second.previous_response_id == r.id and client.responses.retrieve(second.id).output_text
+    with client.responses.stream(model="native", input="Stream natively") as s:
+        kinds = [e.type for e in s]
+        final = s.get_final_response()
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed" and stats()["responses"] == 3
+    assert final.output_text.startswith("[simulated up-native] You said: Stream natively.")
+    assert client.responses.retrieve(final.id).output_text == final.output_text
+    assert stats()["by_model"].get("up-backup") is None
+    # the Responses upstream is down: the call falls back to a Chat Completions one, translated
+    upstream.fail_next(-1, status=503, model="up-native")
+    try:
+        fell = client.responses.with_raw_response.create(model="native", input="hello", previous_response_id=r.id)
+        assert fell.headers["x-myriad-deployment"] == "backup"
+        assert fell.parse().output_text.startswith("[simulated up-backup]")
+        with client.responses.stream(model="native", input="hello") as s:
+            assert s.get_final_response().output_text.startswith("[simulated up-backup]")
+    finally:
+        upstream.clear_faults()
+
+
+@pytest.mark.parametrize("model", ["fast", "native"])  # translated, passed through
+def test_mid_stream_failure_is_a_failed_response(client, upstream, model):
+    upstream.stall_after_first_token_next(1, model="up-" + ("primary" if model == "fast" else model))
+    events = list(client.responses.create(model=model, input="break please", stream=True))
     assert [e.type for e in events][-2:] == ["error", "response.failed"]
-    assert events[-1].response.status == "failed" and events[-1].response.error.message
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    failed = events[-1].response
+    assert failed.status == "failed" and "broke after it started" in failed.error.message
+    with pytest.raises(openai.NotFoundError):
+        client.responses.retrieve(failed.id)  # a failed response is not kept to continue from
 
 
 def test_openai_errors_name_the_parameter(client, server):
@@ -197,6 +234,7 @@ def test_rest_of_the_openai_surface(client, server, upstream):
         client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "word " * 400}])
     assert e.value.code == "context_length_exceeded" and e.value.body["param"] == "messages"
     assert httpx.get(upstream.root_url + "/_simulated/stats").json()["requests"] == before
+    assert client.models.retrieve("native").id == "native"
     for method, path in [("GET", "/v1/nope"), ("POST", "/v1/chat/nope"), ("GET", "/v1/chat/completions")]:
         r = httpx.request(method, server.url + path, headers=server.headers())
         assert r.status_code in (404, 405), (path, r.text)
@@ -232,3 +270,14 @@ def _tiktoken_cache(monkeypatch, tmp_path_factory):
     if not cache.exists():
         openai_server.tiktoken_cache(cache)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+def test_stored_responses_survive_a_restart(server, client):
+    """Last in this module: it restarts the shared server."""
+    r = client.responses.create(model="fast", input="remember me")
+    server.stop()
+    server.start()
+    fresh = openai.OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0)
+    assert fresh.responses.retrieve(r.id).output_text == r.output_text
+    nxt = fresh.responses.create(model="fast", input="and now?", previous_response_id=r.id)
+    assert nxt.usage.input_tokens > r.usage.input_tokens

@@ -9,14 +9,13 @@ import time
 
 from myriad.errors import BudgetExceeded
 from myriad.metering import Meter, Subject, Usage, UsageEvent
-from myriad.metering._sqlite import SQLiteLedger
-from myriad.metering._store import ReservationRequest
+from myriad.metering._store import ReservationRequest, open_store
 
 EST = Usage.tokens_of("gpt", input=1000, output=1000)
 
 
 async def race(db: str, n: int, start_at: float, actual_fraction: float) -> dict:
-    meters = [Meter(SQLiteLedger(db)) for _ in range(n)]
+    meters = [Meter(open_store(db)) for _ in range(n)]
     actual = Usage.tokens_of("gpt", input=1000, output=int(1000 * actual_fraction))
     admitted = refused = 0
 
@@ -40,7 +39,7 @@ async def race(db: str, n: int, start_at: float, actual_fraction: float) -> dict
 
 def write(db: str, first: int, last: int) -> None:
     """Write events first..last-1; print each id only after its transaction committed."""
-    store = SQLiteLedger(db)
+    store = open_store(db)
     subject = Subject("acme", "ann", "agents/a/1")
     for i in range(first, last):
         ev = UsageEvent(subject, Usage.tokens_of("gpt", input=100 + i % 7, output=10 + i % 5), id=f"ev-{i}")

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from myriad.metering import Meter
-from myriad.metering._sqlite import SQLiteLedger
+from myriad.metering._store import open_store
 
 PRICES = {
     "currency": "USD",
@@ -46,9 +46,23 @@ def db_path(tmp_path):
     return tmp_path / "metering.db"
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request) -> str:
+    """Each ledger test runs on both backends (PostgreSQL: a real throwaway server)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def ledger(db_path, clock):
-    store = SQLiteLedger(db_path, clock=clock)
+def ledger_url(backend, db_path, request) -> str:
+    """The ledger's URL on this test's backend (a fresh database for PostgreSQL)."""
+    if backend == "sqlite":
+        return f"sqlite:///{db_path}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def ledger(ledger_url, clock):
+    store = open_store(ledger_url, clock=clock)
     store.add_price_version(dict(PRICES))  # effective from the clock's "now"
     yield store
     store.close()
@@ -60,3 +74,35 @@ def meter(ledger, clock):
     yield m
     if m._pool is not None:
         m._pool.shutdown(wait=True)
+
+
+class _Busy:
+    """Another process holding the ledger's write lock (SQLite: the file's; PostgreSQL: tenant acme's)."""
+
+    def __init__(self, backend: str, url: str, db_path) -> None:
+        self._sqlite = backend == "sqlite"
+        if backend == "sqlite":
+            import sqlite3
+
+            self._conn = sqlite3.connect(db_path, isolation_level=None)
+            self._conn.execute("BEGIN IMMEDIATE")
+        else:
+            import psycopg
+
+            from myriad.metering._postgres import _LOCK_TENANTS
+
+            self._conn = psycopg.connect(url)  # not autocommit: the lock lives until commit
+            self._conn.execute(_LOCK_TENANTS, (["acme"],))
+
+    def release(self) -> None:
+        if self._sqlite:
+            self._conn.execute("COMMIT")
+        else:
+            self._conn.commit()
+        self._conn.close()
+
+
+@pytest.fixture
+def hold_write_lock(backend, ledger_url, db_path):
+    """``hold_write_lock()`` makes another connection hold the lock a reservation for tenant acme needs."""
+    return lambda: _Busy(backend, ledger_url, db_path)

@@ -1,7 +1,8 @@
 """100 concurrent requests against a budget that covers 5 must never spend more than the budget.
 
-Exercised three ways against one SQLite file: asyncio tasks (each with its own
-connection), OS threads, and separate processes.
+Exercised three ways against one ledger, on both backends (one SQLite file; one
+PostgreSQL database on a real server): asyncio tasks (each with its own connection),
+OS threads, and separate processes (4 x 25 callers).
 """
 
 import asyncio
@@ -17,7 +18,7 @@ import pytest
 
 from myriad.errors import BudgetExceeded
 from myriad.metering import Budget, Meter, Scope, Subject, Usage
-from myriad.metering._sqlite import SQLiteLedger
+from myriad.metering._store import open_store
 
 from .conftest import PRICES
 
@@ -28,14 +29,14 @@ WORKER = Path(__file__).with_name("_worker.py")
 
 
 def setup_db(path) -> None:
-    store = SQLiteLedger(path)
+    store = open_store(path)
     store.add_price_version(dict(PRICES))
     store.put_budget(Budget(Scope("acme"), "month", hard="0.00375", id="tenant-month"))
     store.close()
 
 
 def final_state(path):
-    store = SQLiteLedger(path)
+    store = open_store(path)
     try:
         (st,) = store.budget_status("acme")
         return st, store.count_events("acme"), store.open_reservations("acme")
@@ -44,9 +45,9 @@ def final_state(path):
 
 
 @pytest.mark.parametrize("actual_fraction", [1.0, 0.4])
-async def test_asyncio_tasks_with_separate_connections(db_path, actual_fraction):
-    setup_db(db_path)
-    meters = [Meter(SQLiteLedger(db_path)) for _ in range(100)]
+async def test_asyncio_tasks_with_separate_connections(ledger_url, actual_fraction):
+    setup_db(ledger_url)
+    meters = [Meter(open_store(ledger_url)) for _ in range(100)]
     actual = Usage.tokens_of("gpt", input=1000, output=int(1000 * actual_fraction))
     admitted, refused = [], []
 
@@ -62,7 +63,7 @@ async def test_asyncio_tasks_with_separate_connections(db_path, actual_fraction)
     await asyncio.gather(*(one(i, m) for i, m in enumerate(meters)))
     for m in meters:
         m.close()
-    st, n_events, open_res = final_state(db_path)
+    st, n_events, open_res = final_state(ledger_url)
     assert len(admitted) + len(refused) == 100
     assert st.spent_nanos <= HARD_NANOS and st.reserved_nanos == 0 and open_res == 0
     assert n_events == len(admitted)
@@ -74,14 +75,14 @@ async def test_asyncio_tasks_with_separate_connections(db_path, actual_fraction)
     assert all(e.details["budget"]["id"] == "tenant-month" for e in refused)
 
 
-def test_threads_each_with_their_own_connection(db_path):
-    setup_db(db_path)
+def test_threads_each_with_their_own_connection(ledger_url):
+    setup_db(ledger_url)
     barrier = threading.Barrier(100)
     admitted, refused, errors = [], [], []
 
     def one(i):
         try:
-            m = Meter(SQLiteLedger(db_path))
+            m = Meter(open_store(ledger_url))
             barrier.wait()
             try:
                 with m.reserve(Subject("acme", f"u{i}"), EST) as r:
@@ -100,18 +101,18 @@ def test_threads_each_with_their_own_connection(db_path):
     for t in threads:
         t.join()
     assert not errors
-    st, n_events, _ = final_state(db_path)
+    st, n_events, _ = final_state(ledger_url)
     assert (len(admitted), len(refused)) == (5, 95)
     assert st.spent_nanos == HARD_NANOS and n_events == 5
 
 
 @pytest.mark.parametrize("actual_fraction", [1.0, 0.4])
-def test_processes_sharing_the_file(db_path, actual_fraction):
-    setup_db(db_path)
+def test_processes_sharing_the_ledger(ledger_url, actual_fraction):
+    setup_db(ledger_url)
     start_at = time.time() + 1.5  # let all four interpreters start before anyone reserves
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(["src", "."] + sys.path))
     procs = [
-        subprocess.Popen([sys.executable, str(WORKER), "race", str(db_path), "25", str(start_at), str(actual_fraction)],
+        subprocess.Popen([sys.executable, str(WORKER), "race", str(ledger_url), "25", str(start_at), str(actual_fraction)],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         for _ in range(4)
     ]
@@ -122,7 +123,7 @@ def test_processes_sharing_the_file(db_path, actual_fraction):
         results.append(json.loads(out))
     admitted = sum(r["admitted"] for r in results)
     assert admitted + sum(r["refused"] for r in results) == 100
-    st, n_events, open_res = final_state(db_path)
+    st, n_events, open_res = final_state(ledger_url)
     assert st.spent_nanos <= HARD_NANOS and st.reserved_nanos == 0 and open_res == 0 and n_events == admitted
     if actual_fraction == 1.0:
         assert admitted == 5 and st.spent_nanos == HARD_NANOS

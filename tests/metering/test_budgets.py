@@ -141,12 +141,10 @@ def test_meter_context_works_from_threads(meter, ledger):
     assert e.cloudevent["type"] == "dev.myriad.usage.sandbox" and e.cloudevent["id"] == r.id
 
 
-async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, db_path):
+async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, hold_write_lock):
     import asyncio
-    import sqlite3
 
-    other = sqlite3.connect(db_path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    other = hold_write_lock()  # another process holds the write lock
     try:
         task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
         ticks = 0
@@ -155,26 +153,22 @@ async def test_a_busy_ledger_never_blocks_the_event_loop(meter, ledger, db_path)
             ticks += 1
         assert ticks == 20 and not task.done()
     finally:
-        other.execute("COMMIT")
-        other.close()
+        other.release()
     r = await asyncio.wait_for(task, 10)
     assert r.grant.amount_nanos == EST_NANOS
     await r.__aexit__(None, None, None)
     assert ledger.open_reservations() == 0
 
 
-async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, db_path):
+async def test_a_cancelled_admission_leaves_no_hold(meter, ledger, hold_write_lock):
     import asyncio
-    import sqlite3
 
-    other = sqlite3.connect(db_path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # force the worker-thread path
+    other = hold_write_lock()  # force the worker-thread path
     task = asyncio.ensure_future(meter.reserve(ANN, EST).__aenter__())
     await asyncio.sleep(0.05)
     task.cancel()
     await asyncio.sleep(0.05)
-    other.execute("COMMIT")
-    other.close()
+    other.release()
     await asyncio.sleep(0)
     meter._pool.submit(lambda: None).result()  # the worker drained: reserve, then release
     assert ledger.open_reservations() == 0

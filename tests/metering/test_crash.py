@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from myriad.metering import Budget, Scope, UsageQuery
-from myriad.metering._sqlite import SQLiteLedger
+from myriad.metering._store import open_store
 
 from .conftest import PRICES
 
@@ -32,8 +32,10 @@ def start_writer(db, first, last):
 
 
 def check_consistent(db):
-    """Rollups equal raw events; budget spend equals the sum of event costs; nothing counted twice."""
-    store = SQLiteLedger(db)
+    """Rollups equal raw events; budget spend equals the sum of event costs; nothing counted twice.
+
+    ``db``: a ledger URL, or the path of a SQLite ledger."""
+    store = open_store(str(db) if "://" in str(db) else f"sqlite:///{db}")
     try:
         events = []
         after = 0
@@ -53,15 +55,15 @@ def check_consistent(db):
 
 
 @pytest.mark.integration
-def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(db_path):
-    store = SQLiteLedger(db_path)
+def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(ledger_url):
+    store = open_store(ledger_url)
     store.add_price_version(dict(PRICES))
     store.put_budget(Budget(Scope("acme"), "total", hard="1000"))
     store.close()
 
     acked: list[str] = []
     for round_ in range(2):  # kill it twice, at different depths
-        p = start_writer(db_path, 0, 1_000_000)
+        p = start_writer(ledger_url, 0, 1_000_000)
         want = 400 * (round_ + 1)
         while len(acked) < want:
             line = p.stdout.readline()
@@ -73,16 +75,16 @@ def test_kill_9_mid_stream_loses_nothing_and_counts_nothing_twice(db_path):
         p.wait()
         p.stderr.close()
         assert p.returncode == -signal.SIGKILL
-        present, _ = check_consistent(db_path)
+        present, _ = check_consistent(ledger_url)
         assert set(acked) <= present  # no acknowledged event lost
         # at most the one in flight may be committed without its acknowledgement being printed
         assert len(present - set(acked)) <= 1
 
     # restart and replay everything from the first id: each id still counts once
     total = len(set(acked)) + 300
-    p = start_writer(db_path, 0, total)
+    p = start_writer(ledger_url, 0, total)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 0, err
-    present, st = check_consistent(db_path)
+    present, st = check_consistent(ledger_url)
     assert present == {f"ev-{i}" for i in range(total)}
     assert st.spent_nanos == sum(expected_cost(i) for i in range(total))

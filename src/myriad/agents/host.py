@@ -131,6 +131,42 @@ class AgentHost:
                 await conn.close(1001, "host shutting down")
             self._close_sql(slot)
 
+    def wrap_turn(self, wrapper: Any) -> None:
+        """Add one more turn wrapper (``wrapper.wrap_turn(turn, host)``), outermost."""
+        self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
+
+    async def drop(self, ref: AgentRef, code: int = 1012, reason: str = "", *, flush: bool = False) -> None:
+        """Forget an instance held in memory without hibernating it through storage:
+        its activation moved elsewhere (cluster mode). Its connections close with
+        ``code`` (1012: clients reconnect and reach the new owner). With ``flush``,
+        pending state is written first (a drain); without, it is discarded (a write
+        would be refused anyway)."""
+        slot = self._slots.get(ref.path)
+        if slot is None:
+            return
+        if flush:
+            async with slot.lock:
+                try:
+                    await slot.drain()
+                except Exception as e:
+                    log.error("could not flush %s before handing it over: %s", ref.path, e)
+        slot._dirty, slot._outbox = False, []
+        for conn in list(slot.connections.values()):
+            conn._slot = None
+            await conn.close(code, reason)
+        slot.connections.clear()
+        self._close_sql(slot)
+        slot.agent = None
+        self._resident.pop(ref.path, None)
+        self._slots.pop(ref.path, None)
+
+    async def drop_all(self, code: int = 1012, reason: str = "", *, flush: bool = False) -> int:
+        """``drop`` every instance in memory; returns how many there were."""
+        slots = list(self._slots.values())
+        for slot in slots:
+            await self.drop(slot.ref, code, reason, flush=flush)
+        return len(slots)
+
     @property
     def resident_count(self) -> int:
         return len(self._resident)

@@ -17,6 +17,8 @@ BENCHES: dict[str, str] = {
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
     "storage": "myriad.bench.storage",
+    "mcp": "myriad.bench.mcp",
+    "scale": "myriad.bench.scale",
 }
 
 __all__ = ["BENCHES"]

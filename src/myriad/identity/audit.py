@@ -8,11 +8,11 @@ written, so a secret can never land in the log.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from myriad.identity._db import IdentityDB
 from myriad.identity.principal import Principal
 
 _SCHEMA = """
@@ -48,9 +48,9 @@ class AuditEntry:
 class AuditLog:
     """Append-only records of identity-relevant actions."""
 
-    def __init__(self, db: sqlite3.Connection, redact: Callable[[str], str] = lambda s: s) -> None:
+    def __init__(self, db: IdentityDB, redact: Callable[[str], str] = lambda s: s) -> None:
         self._db, self._redact = db, redact
-        db.executescript(_SCHEMA)
+        db.schema(_SCHEMA)
 
     def record(self, principal: Principal | None, action: str, target: str, outcome: str = "allowed",
                *, tenant: str | None = None, **detail: Any) -> None:

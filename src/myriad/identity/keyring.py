@@ -11,7 +11,6 @@ secret key; ``kid`` is the key's RFC 7638 thumbprint.
 from __future__ import annotations
 
 import json
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from myriad.identity._box import SecretBox
+from myriad.identity._db import IdentityDB
 from myriad.identity.jose import jwk_thumbprint, load_public_jwk, public_jwk
 
 CACHE_TTL = 60.0
@@ -50,14 +50,14 @@ class SigningKey:
 class KeyRing:
     """The signing keys of one purpose, in the identity database."""
 
-    def __init__(self, db: sqlite3.Connection, box: SecretBox, *, purpose: str, rotation: float,
+    def __init__(self, db: IdentityDB, box: SecretBox, *, purpose: str, rotation: float,
                  max_ttl: float, clock: Callable[[], float] = time.time) -> None:
         self._db, self._box, self.purpose = db, box, purpose
         self.rotation, self.max_ttl, self._clock = rotation, max_ttl, clock
         self._lock = threading.Lock()
         self._cache: dict[str, SigningKey] = {}
         self._public_cache: dict[str, tuple[dict[str, Any], Any, float, float]] = {}
-        db.executescript(_SCHEMA)
+        db.schema(_SCHEMA)
 
     def current(self) -> SigningKey:
         """The key that signs now (created if there is none or the last one retired)."""

@@ -12,6 +12,10 @@ any other connection or process (``myriad keys revoke`` from a shell) changes th
 file's ``PRAGMA data_version`` (and a write on this connection its
 ``total_changes``), which every cache hit checks (a read of SQLite's shared memory,
 no I/O) and which empties the cache. Expiry is checked on every hit.
+
+On PostgreSQL (``database`` set) there is no such free signal from other machines,
+so nothing is cached: every ``verify`` reads the key's row (one indexed SELECT), and
+a revocation anywhere applies to the next request everywhere.
 """
 
 from __future__ import annotations
@@ -20,15 +24,14 @@ import hashlib
 import hmac
 import re
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from myriad.errors import AuthenticationError, Conflict, InvalidName, InvalidRequest, NotFound
+from myriad.identity._db import Duplicate, IdentityDB, open_identity_db
 from myriad.identity.capabilities import parse_scopes
 from myriad.identity.principal import Principal
-from myriad.storage import connect
 
 _CACHE_MAX = 10_000
 """Accepted keys remembered by ``verify`` (the cache empties when full)."""
@@ -72,19 +75,24 @@ def validate_tenant(name: str) -> str:
 
 
 class KeyStore:
-    """Tenants and their API keys in ``identity.db`` under the data directory."""
+    """Tenants and their API keys: in ``identity.db`` under the data directory, or in
+    PostgreSQL when ``database`` is a ``postgresql://`` URL (shared by every process)."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self._path = Path(data_dir) / "identity.db"
-        self._db: sqlite3.Connection | None = None
+    def __init__(self, data_dir: Path, database: str | None = None, *, pool_size: int = 4,
+                 connect_timeout: float = 5.0) -> None:
+        self._data_dir = Path(data_dir)
+        self.database = database or None
+        self._options = {"pool_size": pool_size, "connect_timeout": connect_timeout} if self.database else {}
+        self._db: IdentityDB | None = None
         self._verified: dict[str, tuple[Principal, float | None]] = {}
-        self._data_version: tuple[int, int] = (-1, -1)
+        self._data_version: object = None
 
     def open(self) -> None:
         if self._db is not None:  # first start opens it before the server does
             return
-        self._db = connect(self._path)
-        self._db.executescript(_SCHEMA)
+        db = open_identity_db(self._data_dir, self.database, **self._options)
+        db.schema(_SCHEMA)
+        self._db = db
 
     def close(self) -> None:
         self._verified.clear()
@@ -97,7 +105,7 @@ class KeyStore:
             del self._verified[presented]
 
     @property
-    def db(self) -> sqlite3.Connection:
+    def db(self) -> IdentityDB:
         if self._db is None:
             self.open()
         assert self._db is not None
@@ -108,7 +116,7 @@ class KeyStore:
         validate_tenant(name)
         try:
             self.db.execute("INSERT INTO tenants VALUES (?, ?)", (name, time.time()))
-        except sqlite3.IntegrityError:
+        except Duplicate:
             raise Conflict(f"tenant {name!r} already exists") from None
         return name
 
@@ -192,8 +200,7 @@ class KeyStore:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>' (or ?token=<key> on a WebSocket)")
         hit = self._verified.get(presented)
         if hit is not None:
-            db = self.db
-            version = (db.execute("PRAGMA data_version").fetchone()[0], db.total_changes)
+            version = self.db.change_token()
             if version != self._data_version:  # anyone wrote to the file: forget everything we know
                 self._verified.clear()
                 self._data_version = version
@@ -207,7 +214,7 @@ class KeyStore:
             raise AuthenticationError("malformed API key")
         key_id, secret = m.groups()
         if not self._verified:
-            self._data_version = (self.db.execute("PRAGMA data_version").fetchone()[0], self.db.total_changes)
+            self._data_version = self.db.change_token()
         row = self.db.execute(
             "SELECT tenant, hash, scopes, expires, revoked FROM api_keys WHERE id=?", (key_id,)
         ).fetchone()
@@ -222,6 +229,8 @@ class KeyStore:
         if expires is not None and expires < time.time():
             raise AuthenticationError("API key has expired")
         principal = Principal(tenant=tenant, key_id=key_id, scopes=frozenset(scopes.split()))
+        if self._data_version is None:  # no cheap way to see other processes' writes: never cache
+            return principal
         if len(self._verified) >= _CACHE_MAX:
             self._verified.clear()
         self._verified[presented] = (principal, expires)

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import sqlite3
 import time
 from typing import Any, Callable
 from urllib.parse import quote
 
 from myriad.errors import AuthenticationError, InvalidRequest, PermissionDenied
 from myriad.identity import jose
+from myriad.identity._db import IdentityDB
 from myriad.identity.capabilities import Scopes, parse_scopes
 from myriad.identity.keyring import KeyRing
 from myriad.identity.principal import RESOURCE_PREFIX, Principal
@@ -60,12 +60,12 @@ class TokenService:
 
     def __init__(self, ring: KeyRing, *, issuer: str, trust_domain: str, agent_ttl: float = 300.0,
                  delegated_ttl: float = 300.0, clock: Callable[[], float] = time.time,
-                 db: sqlite3.Connection | None = None) -> None:
+                 db: IdentityDB | None = None) -> None:
         self.ring, self.issuer, self.trust_domain = ring, issuer, trust_domain
         self.agent_ttl, self.delegated_ttl, self._clock = agent_ttl, delegated_ttl, clock
         self._db = db
         if db is not None:
-            db.executescript(_REVOKED_SCHEMA)
+            db.schema(_REVOKED_SCHEMA)
 
     # -- revocation (RFC 7009) ---------------------------------------------------
     def revoke(self, token: jose.Unverified) -> bool:
@@ -84,7 +84,7 @@ class TokenService:
         if not isinstance(jti, str) or not isinstance(exp, (int, float)):
             return False
         now = self._clock()
-        self._db.execute("INSERT OR IGNORE INTO revoked_tokens VALUES (?, ?)", (jti, float(exp)))
+        self._db.execute("INSERT INTO revoked_tokens VALUES (?, ?) ON CONFLICT DO NOTHING", (jti, float(exp)))
         self._db.execute("DELETE FROM revoked_tokens WHERE exp < ?", (now - 3600,))
         return True
 

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 
 from myriad.errors import InvalidRequest, NotFound
 from myriad.identity._box import SecretBox
+from myriad.identity._db import IdentityDB
 from myriad.identity.capabilities import MATCHERS
 
 _SCHEMA = """
@@ -108,10 +108,10 @@ class Redactor:
 class CredentialVault:
     """Sealed credentials in the identity database."""
 
-    def __init__(self, db: sqlite3.Connection, box: SecretBox, redactor: Redactor | None = None) -> None:
+    def __init__(self, db: IdentityDB, box: SecretBox, redactor: Redactor | None = None) -> None:
         self._db, self._box = db, box
         self.redactor = redactor or Redactor()
-        db.executescript(_SCHEMA)
+        db.schema(_SCHEMA)
 
     def put(self, tenant: str, user: str, provider: str, secret: str, *, domains: list[str],
             header: str = "authorization", prefix: str = "Bearer ") -> CredentialInfo:
@@ -131,25 +131,27 @@ class CredentialVault:
         domains = sorted({d.lower() for d in domains})
         now = time.time()
         self._db.execute(
-            "INSERT OR REPLACE INTO credentials VALUES (?,?,?,?,?,?,?,?)",
+            "INSERT INTO credentials VALUES (?,?,?,?,?,?,?,?) ON CONFLICT (tenant, \"user\", provider) DO UPDATE SET"
+            " sealed=excluded.sealed, domains=excluded.domains, header=excluded.header, prefix=excluded.prefix,"
+            " updated=excluded.updated",
             (tenant, user, provider, self._box.seal((prefix + secret).encode(), _aad(tenant, user, provider)),
              json.dumps(domains), header.lower(), "", now))
         return CredentialInfo(tenant, user, provider, domains, header.lower(), _fingerprint(prefix + secret), now)
 
     def credentials(self, tenant: str, user: str | None = None) -> list[CredentialInfo]:
-        q = "SELECT tenant, user, provider, sealed, domains, header, updated FROM credentials WHERE tenant=?"
+        q = 'SELECT tenant, "user", provider, sealed, domains, header, updated FROM credentials WHERE tenant=?'
         args: list[Any] = [tenant]
         if user is not None:
-            q += " AND user=?"
+            q += ' AND "user"=?'
             args.append(user)
         out = []
-        for t, u, p, sealed, domains, header, updated in self._db.execute(q + " ORDER BY user, provider", args):
+        for t, u, p, sealed, domains, header, updated in self._db.execute(q + ' ORDER BY "user", provider', args):
             value = self._box.open(sealed, _aad(t, u, p)).decode()
             out.append(CredentialInfo(t, u, p, json.loads(domains), header, _fingerprint(value), updated))
         return out
 
     def delete(self, tenant: str, user: str, provider: str) -> None:
-        cur = self._db.execute("DELETE FROM credentials WHERE tenant=? AND user=? AND provider=?", (tenant, user, provider))
+        cur = self._db.execute('DELETE FROM credentials WHERE tenant=? AND "user"=? AND provider=?', (tenant, user, provider))
         if cur.rowcount == 0:
             raise NotFound(f"no credential {provider!r} for this user")
 
@@ -157,7 +159,7 @@ class CredentialVault:
         """The headers to add to a request from (tenant, user) to ``host``. For the
         outbound path only; callers decide (by scope) whether to use them."""
         out = []
-        rows = self._db.execute("SELECT provider, sealed, domains, header FROM credentials WHERE tenant=? AND user=?",
+        rows = self._db.execute('SELECT provider, sealed, domains, header FROM credentials WHERE tenant=? AND "user"=?',
                                 (tenant, user))
         for provider, sealed, domains, header in rows:
             if any(MATCHERS["egress"](d, host) for d in json.loads(domains)):

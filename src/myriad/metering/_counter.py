@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from decimal import Decimal
 
-from myriad.metering._events import Subject, Usage, UsageEvent
+from myriad.metering._events import new_id, Subject, Usage, UsageEvent
 from myriad.metering._meter import Meter
 from myriad.metering._store import AppendResult
 
@@ -59,7 +58,7 @@ class UsageCounter:
             counts, self._counts = self._counts, {}
             now = self.meter.now()
             self._pending += [
-                UsageEvent(subject, Usage(dict(q)), id=f"cnt_{uuid.uuid4().hex}", source=self.source,
+                UsageEvent(subject, Usage(dict(q)), id=new_id("cnt_"), source=self.source,
                            type=f"dev.myriad.usage.{self.type}", time=now)
                 for subject, q in counts.items() if any(q.values())
             ]

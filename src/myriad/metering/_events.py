@@ -250,6 +250,22 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_ids: list[Any] = []
+
+
+def new_id(prefix: str) -> str:
+    """A unique id without a syscall: 64 random bits drawn once per process (again in a
+    forked child), then a counter. Unique across processes and restarts, like a UUID4."""
+    if not _ids:
+        import itertools
+        import os
+
+        _ids[:] = [os.urandom(8).hex(), itertools.count()]
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_ids.clear)
+    return f"{prefix}{_ids[0]}{next(_ids[1]):x}"
+
+
 def to_us(t: datetime) -> int:
     """A timezone-aware datetime as integer microseconds since the epoch."""
     if t.tzinfo is None:

@@ -84,11 +84,15 @@ class GatewayMetering:
         """``quantities`` priced at the dearest deployment that could serve ``model``
         (which deployment that is depends only on the model and the resources' shape:
         remembered per price-book version)."""
+        candidates = self._candidates(model, kind)
+        if len(candidates) == 1:  # nothing to compare: the one that can serve it
+            d = candidates[0]
+            return Usage(quantities, model=str(d.model), deployment=str(d.name))
         book = self.meter.store.price_book()
         now = int(self.meter.clock() * 1_000_000)
         best: Usage | None = None
         best_cost = -1
-        for d in self._candidates(model, kind):
+        for d in candidates:
             u = Usage(quantities, model=str(d.model), deployment=str(d.name))
             c = book.estimate_nanos(u, now)
             if c > best_cost:

@@ -27,9 +27,9 @@ Never lost: anything written before (a flush is one transaction: all of it or no
 
 Reads that must see every settled event (``totals``, ``events``, ``notices``,
 ``count_events``, ``budget_status``) first write the queue. Budgets and limits are
-read once per tenant and again every ``config_ttl`` seconds (so a budget set by
-another process, e.g. ``myriad usage budget set`` from a shell, applies within that
-time); a change made through this view applies at once.
+read once per tenant and re-read every ``config_ttl`` seconds by the group-commit
+thread (so a budget set by another process, e.g. ``myriad usage budget set`` from a
+shell, applies within that time); a change made through this view applies at once.
 """
 
 from __future__ import annotations
@@ -105,6 +105,9 @@ class LocalLedger:
         self._stop = False
         self.flushes = 0
         """Group commits written (for tests and stats)."""
+        self.flushed = 0
+        self.flush_cpu_s = 0.0
+        """CPU seconds the group commits took (thread time), for benches."""
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -127,7 +130,7 @@ class LocalLedger:
         """The tenant's budgets and limits, (re)read when missing or older than ``config_ttl``.
         Called without ``_lock``; writes the queue first so the budgets' spend it reads is whole."""
         t = self._tenants.get(tenant)
-        if t is not None and time.monotonic() - t.loaded_at < self.config_ttl:
+        if t is not None:  # refreshed every config_ttl by the group-commit thread, not here
             return t
         with self._flush_lock, self._lock:
             self._write_pending_locked()
@@ -327,14 +330,30 @@ class LocalLedger:
                     self._thread.start()
 
     def _flush_loop(self) -> None:
+        refreshed = time.monotonic()
         while not self._stop:
             self._wake.wait(self.flush_interval)
             self._wake.clear()
             try:
                 self.flush()
+                if time.monotonic() - refreshed >= self.config_ttl:
+                    refreshed = time.monotonic()
+                    self._refresh_config()
             except Exception as e:  # noqa: BLE001 - never die: the queue is kept and retried
                 log.warning("writing %d usage event(s) to the ledger failed, retrying: %s", len(self._pending), e)
                 time.sleep(0.5)
+
+    def _refresh_config(self) -> None:
+        """Re-read the known tenants' budgets, limits and prices (another process may have
+        changed them); off the request path. A new budget's spend is read when first needed."""
+        for tenant in list(self._tenants):
+            budgets, limits = self.store.budgets(tenant), self.store.limits(tenant)
+            with self._lock:
+                if tenant in self._tenants:
+                    self._tenants[tenant] = _Tenant(budgets, limits, time.monotonic())
+        book = self.store.price_book()
+        with self._lock:
+            self._book = book
 
     def flush(self) -> int:
         """Write every queued event now (one transaction); returns how many."""
@@ -343,6 +362,7 @@ class LocalLedger:
                 batch, self._pending = self._pending, []
             if not batch:
                 return 0
+            cpu = time.thread_time()
             try:
                 self.store.append(batch)
             except BaseException:
@@ -350,6 +370,8 @@ class LocalLedger:
                     self._pending[:0] = batch
                 raise
             self.flushes += 1
+            self.flushed += len(batch)
+            self.flush_cpu_s += time.thread_time() - cpu
             return len(batch)
 
     def _write_pending_locked(self) -> None:

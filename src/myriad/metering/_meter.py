@@ -20,13 +20,12 @@ import concurrent.futures
 import functools
 import logging
 import time
-import uuid
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from myriad.errors import Conflict, InvalidRequest
-from myriad.metering._events import EVENT_TYPE_PREFIX, Subject, Usage, UsageEvent
+from myriad.metering._events import EVENT_TYPE_PREFIX, Subject, Usage, UsageEvent, new_id
 from myriad.metering._limits import Budget, BudgetStatus, Limit
 from myriad.metering._prices import PriceVersion
 from myriad.metering._store import AppendResult, Grant, LedgerStore, ReservationRequest, UsageQuery, UsageRow, open_store
@@ -308,7 +307,7 @@ class Meter:
         source: str | None = None,
     ) -> Reservation:
         """Admit an operation that may use up to ``estimate``; raises ``BudgetExceeded`` / ``RateLimited`` on entry."""
-        req = ReservationRequest(subject, estimate, operation, ttl_s or self.default_ttl_s, id or "res_" + uuid.uuid4().hex)
+        req = ReservationRequest(subject, estimate, operation, ttl_s or self.default_ttl_s, id or new_id("res_"))
         return Reservation(self, req, source=source or f"{self.source}/{operation}", type=EVENT_TYPE_PREFIX + operation.split(".")[0])
 
     def hold(self, subject: Subject, operation: str, *, ttl_s: float | None = None) -> Reservation:
@@ -332,7 +331,7 @@ class Meter:
         return UsageEvent(
             subject=subject,
             usage=usage,
-            id=id or str(uuid.uuid4()),
+            id=id or new_id("ev_"),
             source=source or self.source,
             type=type if "." in type else EVENT_TYPE_PREFIX + type,
             time=time or self.now(),

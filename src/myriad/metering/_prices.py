@@ -54,9 +54,22 @@ class Price:
             raise InvalidRequest(f"price of {self.resource} names a deployment but no model")
 
     def cost_nanos(self, quantity_micro: int) -> int:
-        """Exact cost of ``quantity_micro`` micro-units, rounded half-even to nanos."""
-        exact = Decimal(quantity_micro) * self.unit_price * COST_SCALE / (Decimal(self.per) * QUANTITY_SCALE)
-        return int(exact.to_integral_value(rounding=ROUND_HALF_EVEN))
+        """Exact cost of ``quantity_micro`` micro-units, rounded half-even to nanos.
+
+        Integer arithmetic on the price as an exact fraction (no Decimal per call): the
+        same result as ``Decimal(q) * unit_price * 1e9 / (per * 1e6)`` rounded half-even."""
+        ratio = self.__dict__.get("_ratio")
+        if ratio is None:
+            num, den = self.unit_price.as_integer_ratio()
+            ratio = (num * COST_SCALE, den * self.per * QUANTITY_SCALE)
+            object.__setattr__(self, "_ratio", ratio)
+        if quantity_micro < 0:
+            return -self.cost_nanos(-quantity_micro)
+        q, r = divmod(quantity_micro * ratio[0], ratio[1])
+        twice = 2 * r
+        if twice > ratio[1] or (twice == ratio[1] and q & 1):
+            q += 1
+        return q
 
     def to_json(self) -> dict[str, Any]:
         d: dict[str, Any] = {"resource": self.resource, "unit_price": str(self.unit_price), "per": self.per}
@@ -163,7 +176,14 @@ class PriceBook:
         v = self.at(t_us)
         if v is None:
             return None, micro, {r: 0 for r in micro}
-        return v.version, micro, v.cost_lines(micro, usage.model, usage.deployment)
+        # priced once per usage and version: the pipeline's pricer, the admission view and
+        # the ledger row all ask for the same usage object's cost
+        memo = usage.__dict__.get("_priced")
+        if memo is not None and memo[0] is v:
+            return v.version, micro, memo[1]
+        lines = v.cost_lines(micro, usage.model, usage.deployment)
+        object.__setattr__(usage, "_priced", (v, lines))
+        return v.version, micro, lines
 
     def estimate_nanos(self, usage: Usage, t_us: int) -> int:
         """Total cost of ``usage`` at ``t_us``, in nanos."""

@@ -29,6 +29,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
+import orjson
+
 from myriad.errors import Conflict, InvalidRequest, NotFound, PermissionDenied, StorageError
 from myriad.metering._events import Subject, UsageEvent, from_us, iso, money_str, to_us
 from myriad.metering._admission import CHECKS, budget_exceeded
@@ -318,8 +320,8 @@ class SQLiteLedger:
                 " price_version, cost_nanos, body, lines) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(id) DO NOTHING",
                 (
                     ev.id, s.tenant, s.user, s.agent, t_us, now, ev.source, ev.type, ev.usage.model, ev.usage.deployment,
-                    version, cost, json.dumps(ev.to_cloudevent(), separators=(",", ":")),
-                    json.dumps({r: [micro[r], costs[r]] for r in micro}, separators=(",", ":")),
+                    version, cost, orjson.dumps(ev.to_cloudevent(), default=str).decode(),
+                    orjson.dumps({r: [micro[r], costs[r]] for r in micro}).decode(),
                 ),
             )
             if cur.rowcount == 0:

@@ -3,10 +3,10 @@
 A ``LedgerStore`` is synchronous and thread-safe; every method that changes state
 is one database transaction, so a crash leaves either all of it or none of it.
 The ``Meter`` runs store calls off the event loop. Implementations register by
-URL scheme in ``STORES``: ``sqlite:///path/to/metering.db`` (embedded default);
-a PostgreSQL one (``postgresql://``) can follow the same contract — the SQL in
-``_sqlite.py`` uses only row locks (``BEGIN IMMEDIATE`` there would be
-``SELECT ... FOR UPDATE`` on the budget rows) and upserts.
+URL scheme in ``STORES``: ``sqlite:///path/to/metering.db`` (embedded default) and
+``postgresql://user@host/db`` (``_postgres.py``: shared by processes and machines;
+a per-tenant advisory lock where SQLite takes its file's write lock).
+The PostgreSQL ledger is always ``shared`` (see ``LedgerStore``).
 """
 
 from __future__ import annotations
@@ -212,6 +212,8 @@ class LedgerStore(Protocol):
 
 STORES: dict[str, str] = {
     "sqlite": "myriad.metering._sqlite:SQLiteLedger",
+    "postgresql": "myriad.metering._postgres:PostgresLedger",
+    "postgres": "myriad.metering._postgres:PostgresLedger",
 }
 """URL scheme -> ``module:Class`` of a ``LedgerStore`` taking ``(url, **options)``."""
 

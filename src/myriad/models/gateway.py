@@ -39,6 +39,7 @@ from myriad.errors import (
 )
 from myriad.models._checks import check_chat_request
 from myriad.models._tokens import estimate_message_tokens, estimate_text_tokens
+from myriad.models.responses._passthrough import deliver_events, event_commits
 from myriad.models.cache import SemanticCache
 from myriad.models.knn import KnnRouter
 from myriad.models.semantic import SemanticRouter
@@ -220,16 +221,22 @@ class Gateway:
 
     # ------------------------------------------------------------------ chat
 
-    async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                   agent: str | None = None, kind: str = "chat") -> ChatResult:
+    async def chat(self, body: Mapping[str, Any], *, tenant: str | None = None, agent: str | None = None,
+                   kind: str = "chat", passthrough: Mapping[str, Any] | None = None) -> ChatResult:
         """A chat completion for an OpenAI-shaped ``body`` (``stream`` is ignored).
+
         ``kind="responses"``: a Responses API call translated to chat (by
-        ``myriad.models.responses``), metered and traced as such."""
+        ``myriad.models.responses``), metered and traced as such; ``passthrough`` is
+        then the call as a Responses body, sent as it is to a deployment whose
+        provider ``speaks_responses`` (``.raw`` is then the upstream's response object)."""
         req, asked, cache_text = self._prepare(body)
         call = Call(kind, asked, req, tenant=tenant, agent=agent)
-        return await self.pipeline.unary(call, lambda c: self._chat(c, cache_text))
+        if passthrough is not None:
+            cache_text = None
+        return await self.pipeline.unary(call, lambda c: self._chat(c, cache_text, passthrough))
 
-    async def _chat(self, call: Call, cache_text: str | None) -> ChatResult:
+    async def _chat(self, call: Call, cache_text: str | None,
+                    passthrough: Mapping[str, Any] | None = None) -> ChatResult:
         req, asked, tenant = call.body, call.model, call.tenant
         assert isinstance(req, dict)
         probe = None
@@ -242,6 +249,9 @@ class Gateway:
         prompt_tokens = estimate_message_tokens(req["messages"])
 
         async def send(state: DeploymentState, provider: Provider) -> dict[str, Any]:
+            if passthrough is not None and getattr(provider, "speaks_responses", False):
+                return await provider.responses(  # type: ignore[attr-defined]
+                    dict(passthrough, model=state.deployment.upstream_model))
             return await provider.chat(dict(req, model=state.deployment.upstream_model))
 
         raw, state, attempts = await self._call(alias, prompt_tokens, send, stream=False,
@@ -270,26 +280,31 @@ class Gateway:
             await batches.aclose()  # a consumer that stops early ends the call (and its span) now
 
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
-                                  agent: str | None = None, kind: str = "chat"
+                                  agent: str | None = None, kind: str = "chat",
+                                  passthrough: Mapping[str, Any] | None = None
                                   ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
-        that arrived from upstream together, so a relay can forward them in one write."""
+        that arrived from upstream together, so a relay can forward them in one write.
+        ``kind`` and ``passthrough`` as for :meth:`chat`: a deployment that takes the
+        Responses body as it is streams the upstream's Responses events instead."""
         req, asked, cache_text = self._prepare(body)
         want_usage = bool((req.get("stream_options") or {}).get("include_usage"))
         call = Call(kind, asked, req, tenant=tenant, agent=agent, stream=True, want_usage=want_usage)
-        relay = self.pipeline.stream(call, lambda c: self._stream_cached(c, cache_text))
+        if passthrough is not None:
+            cache_text = None
+        relay = self.pipeline.stream(call, lambda c: self._stream_cached(c, cache_text, passthrough))
         try:
             async for item in relay:
                 yield item
         finally:
             await relay.aclose()
 
-    async def _stream_cached(self, call: Call, cache_text: str | None
+    async def _stream_cached(self, call: Call, cache_text: str | None, passthrough: Mapping[str, Any] | None = None
                              ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         req, asked, tenant = call.body, call.model, call.tenant
         assert isinstance(req, dict)
         if cache_text is None or self.cache is None:
-            inner = self._stream(call)
+            inner = self._stream(call, passthrough)
             try:
                 async for item in inner:
                     yield item
@@ -315,7 +330,8 @@ class Gateway:
         if completed is not None:
             self.cache.store(probe, completed)
 
-    async def _stream(self, call: Call) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+    async def _stream(self, call: Call, passthrough: Mapping[str, Any] | None = None
+                      ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
         req, asked, tenant = call.body, call.model, call.tenant
         assert isinstance(req, dict)
         alias = await self._route(asked, req, tenant)
@@ -338,13 +354,22 @@ class Gateway:
                 call.attempts = attempts
                 attempt_timeout = min(d.timeout or cfg.attempt_timeout, deadline - now)
                 state.started(now, prompt_tokens)
-                agen = self.provider(d.name).stream(dict(req, model=d.upstream_model))
+                provider = self.provider(d.name)
+                committing: Callable[[Mapping[str, Any]], bool]
+                deliver: Callable[[list[dict[str, Any]], str, Call], list[dict[str, Any]]]
+                if passthrough is not None and getattr(provider, "speaks_responses", False):
+                    agen = provider.responses_stream(  # type: ignore[attr-defined]
+                        dict(passthrough, model=d.upstream_model, stream=True))
+                    committing, deliver = event_commits, deliver_events
+                else:
+                    agen = provider.stream(dict(req, model=d.upstream_model))
+                    committing, deliver = _committing, _deliver
                 head: list[dict[str, Any]] = []
                 try:
                     async with asyncio.timeout(attempt_timeout):
                         async for batch in agen:
                             head += batch
-                            if any(map(_committing, batch)):
+                            if any(map(committing, batch)):
                                 break
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:
                     err = _as_model_error(e, d, attempt_timeout)
@@ -365,7 +390,7 @@ class Gateway:
                 call.deployment = d.name
                 call.response_id = head[0].get("id") if head else None
                 try:
-                    out = _deliver(head, asked, call)
+                    out = deliver(head, asked, call)
                     call.first_chunk_s = time.perf_counter() - call.started
                     if out:
                         yield d.name, out
@@ -378,7 +403,7 @@ class Gateway:
                                 batch = await agen.__anext__()
                             except StopAsyncIteration:
                                 break
-                        out = _deliver(batch, asked, call)
+                        out = deliver(batch, asked, call)
                         if out:
                             yield d.name, out
                 except (ModelError, TimeoutError, asyncio.TimeoutError) as e:

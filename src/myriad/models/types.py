@@ -25,6 +25,10 @@ class Usage:
     def from_openai(cls, usage: Mapping[str, Any] | None) -> "Usage":
         if not usage:
             return cls()
+        if "input_tokens" in usage and "prompt_tokens" not in usage:  # the Responses API's names
+            usage = {"prompt_tokens": usage.get("input_tokens"), "completion_tokens": usage.get("output_tokens"),
+                     "total_tokens": usage.get("total_tokens"),
+                     "prompt_tokens_details": usage.get("input_tokens_details")}
         p = int(usage.get("prompt_tokens") or 0)
         c = int(usage.get("completion_tokens") or 0)
         details = usage.get("prompt_tokens_details") or {}

@@ -107,6 +107,8 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
     services.responses = _responses(settings, models)
+    if hasattr(services.responses.store, "close"):
+        services._closers.append(services.responses.store.close)
     host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:
@@ -126,10 +128,15 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
 
 
 def _responses(settings: Settings, models: Any) -> Any:
-    from myriad.models.responses import MemoryResponseStore, Responses
+    from myriad.models.responses import MemoryResponseStore, Responses, SQLiteResponseStore
 
-    return Responses(models, MemoryResponseStore(ttl=settings.models.responses_ttl,
-                                                 max_per_tenant=settings.models.responses_max_per_tenant))
+    m = settings.models
+    if m.responses_store == "memory":
+        return Responses(models, MemoryResponseStore(ttl=m.responses_ttl, max_per_tenant=m.responses_max_per_tenant))
+    if m.responses_store != "sqlite":
+        raise ConfigError(f"models.responses_store must be 'sqlite' or 'memory', not {m.responses_store!r}")
+    return Responses(models, SQLiteResponseStore(settings.data_dir / "responses.db", ttl=m.responses_ttl,
+                                                 max_per_tenant=m.responses_max_per_tenant))
 
 
 def load_module(name: str) -> ModuleType:

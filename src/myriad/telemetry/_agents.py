@@ -20,6 +20,7 @@ from opentelemetry import context, trace
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.trace import SpanKind
 
+from myriad.telemetry import _fast as fast
 from myriad.telemetry import semconv as sc
 from myriad.telemetry._gateway import current_user, fail
 from myriad.telemetry._tools import current_tenant
@@ -57,7 +58,7 @@ class AgentInstrumentation:
             user = current_user()
             if user:
                 attrs[sc.MYRIAD_USER] = user
-            span = tracer.start_span("invoke_agent " + cls, kind=SpanKind.INTERNAL, attributes=attrs)
+            span = fast.start(tracer, "invoke_agent " + cls, SpanKind.INTERNAL, attrs)
             token = context.attach(trace.set_span_in_context(span))
             tenant_token = current_tenant.set(ref.tenant)
             started = time.perf_counter()

@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl
 from opentelemetry import context, propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from myriad.telemetry import _fast as fast
 from myriad.telemetry import semconv as sc
 from myriad.telemetry._gateway import fail
 
@@ -88,7 +89,7 @@ class TelemetryMiddleware:
             if k == b"user-agent":
                 attrs[sc.USER_AGENT_ORIGINAL] = v.decode("latin-1")[:256]
                 break
-        span = self._tracer.start_span(method, context=parent, kind=SpanKind.SERVER, attributes=attrs)
+        span = fast.start(self._tracer, method, SpanKind.SERVER, attrs, context=parent)
         token = context.attach(trace.set_span_in_context(span, parent))
         started = time.perf_counter()
         status: list[int] = [0]
@@ -107,19 +108,21 @@ class TelemetryMiddleware:
         finally:
             context.detach(token)
             mattrs: dict[str, Any] = {sc.HTTP_REQUEST_METHOD: method}
+            end: dict[str, Any] = {}
             route = getattr(scope.get("route"), "path", None)
             if route:
                 span.update_name(f"{method} {route}")
-                span.set_attribute(sc.HTTP_ROUTE, route)
+                end[sc.HTTP_ROUTE] = route
                 mattrs[sc.HTTP_ROUTE] = route
             principal = scope.get("myriad.principal")
             tenant = getattr(principal, "tenant", None)
             if tenant:
-                span.set_attribute(sc.MYRIAD_TENANT, tenant)
+                end[sc.MYRIAD_TENANT] = tenant
             code = status[0] or (500 if error is not None else 0)
             if code:
-                span.set_attribute(sc.HTTP_RESPONSE_STATUS_CODE, code)
+                end[sc.HTTP_RESPONSE_STATUS_CODE] = code
                 mattrs[sc.HTTP_RESPONSE_STATUS_CODE] = code
+            fast.put(span, end)
             if error is not None:
                 mattrs[sc.ERROR_TYPE] = fail(span, error)
             elif code >= 500:

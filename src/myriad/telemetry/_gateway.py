@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from opentelemetry import baggage, context, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from myriad.telemetry import _fast as fast
 from myriad.telemetry import genai
 from myriad.telemetry import semconv as sc
 from myriad.telemetry._redact import redact_text
@@ -113,8 +114,10 @@ class GatewayTelemetry:
                 attrs[sc.GEN_AI_INPUT_MESSAGES] = genai.input_messages(msgs)
             if call.stream:
                 call.output_text = []
-        call.state["telemetry"] = self._tracer.start_span(f"{op} {call.model}", kind=SpanKind.CLIENT,
-                                                          attributes=attrs)
+        content = attrs.pop(sc.GEN_AI_INPUT_MESSAGES, None)
+        span = call.state["telemetry"] = fast.start(self._tracer, f"{op} {call.model}", SpanKind.CLIENT, attrs)
+        if content is not None:
+            span.set_attribute(sc.GEN_AI_INPUT_MESSAGES, content)  # free text: through the SDK's limits
 
     def attach(self, call: Any) -> Any:
         return context.attach(trace.set_span_in_context(call.state["telemetry"]))
@@ -151,7 +154,7 @@ class GatewayTelemetry:
             if call.response_id:
                 attrs[sc.GEN_AI_RESPONSE_ID] = str(call.response_id)
             if call.finish_reasons:
-                attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = list(call.finish_reasons)
+                attrs[sc.GEN_AI_RESPONSE_FINISH_REASONS] = tuple(call.finish_reasons)
             if call.first_chunk_s is not None and call.stream:
                 attrs[sc.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = call.first_chunk_s
             if u is not None:
@@ -164,14 +167,15 @@ class GatewayTelemetry:
                 attrs[sc.MYRIAD_COST_USD] = float(call.cost_usd)
             if call.cached:
                 attrs[sc.MYRIAD_CACHE_HIT] = True
-            if self._capture:
+            fast.put(span, attrs)
+            if self._capture:  # free text: through the SDK's limits
                 if call.stream and call.output_text is not None:
-                    attrs[sc.GEN_AI_OUTPUT_MESSAGES] = genai.output_messages(
+                    span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES, genai.output_messages(
                         [{"message": {"role": "assistant", "content": "".join(call.output_text)},
-                          "finish_reason": call.finish_reasons[-1] if call.finish_reasons else None}])
+                          "finish_reason": call.finish_reasons[-1] if call.finish_reasons else None}]))
                 elif call.result is not None and isinstance(getattr(call.result, "raw", None), Mapping):
-                    attrs[sc.GEN_AI_OUTPUT_MESSAGES] = genai.output_messages(call.result.raw.get("choices") or ())
-            span.set_attributes(attrs)
+                    span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES,
+                                       genai.output_messages(call.result.raw.get("choices") or ()))
         error = call.error
         if error is not None and not isinstance(error, GeneratorExit):
             mattrs[sc.ERROR_TYPE] = fail(span, error)

@@ -55,7 +55,8 @@ class ResponsesRequest:
     metadata: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     reasoning: dict[str, Any] | None = None
-    include_usage: bool = True
+    original: dict[str, Any] = field(default_factory=dict)
+    """The body as the client sent it (for passing the call through)."""
 
     def to_chat(self) -> dict[str, Any]:
         """The same call as an OpenAI Chat Completions body."""
@@ -129,6 +130,7 @@ def parse_request(body: Mapping[str, Any], *, previous: Callable[[str], "list[di
         max_output_tokens=_positive_int(body, "max_output_tokens"), temperature=_number(body, "temperature", 0, 2),
         top_p=_number(body, "top_p", 0, 1), parallel_tool_calls=_flag(body, "parallel_tool_calls", True),
         metadata=_metadata(body.get("metadata")), user=_str(body, "user"), reasoning=_reasoning(body.get("reasoning")),
+        original=dict(body),
     )
     if not req.items:
         raise _bad("'input' must not be empty", "input")
@@ -296,7 +298,7 @@ def _tools(raw: Any) -> list[dict[str, Any]]:
         if params is not None and not isinstance(params, Mapping):
             raise _bad(f"{where}.parameters must be a JSON schema object", f"{where}.parameters")
         out.append({"type": "function", "name": name, "description": t.get("description"),
-                    "parameters": dict(params) if params is not None else None, "strict": t.get("strict", True)})
+                    "parameters": dict(params) if params is not None else None, "strict": t.get("strict")})
     return out
 
 

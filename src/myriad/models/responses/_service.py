@@ -12,6 +12,7 @@ from myriad.errors import MyriadError, NotFound
 from myriad.models.responses._events import Event, ResponseEvents
 from myriad.models.responses._ids import new_id
 from myriad.models.responses._output import output_items, response_object
+from myriad.models.responses._passthrough import PassthroughEvents, as_ours, upstream_body
 from myriad.models.responses._request import ResponsesRequest, parse_request
 from myriad.models.responses._store import MemoryResponseStore, ResponseStore, StoredResponse
 from myriad.models.types import ChatResult
@@ -38,7 +39,12 @@ class Responses:
                      agent: str | None = None) -> tuple[dict[str, Any], ChatResult]:
         """A finished response (and the chat result behind it, for its deployment)."""
         chat = req.to_chat()
-        result = await self.gateway.chat(chat, tenant=tenant, agent=agent, kind="responses")
+        result = await self.gateway.chat(chat, tenant=tenant, agent=agent, kind="responses",
+                                         passthrough=upstream_body(req))
+        if result.raw.get("object") == "response":  # the deployment took the call as it was
+            response = as_ours(req, result.raw)
+            self._keep(tenant, req, response)
+            return response, result
         choices = result.raw.get("choices") or [{}]
         finish = choices[0].get("finish_reason")
         output = output_items(choices[0].get("message") or {}, finish)
@@ -55,9 +61,9 @@ class Responses:
         any output is raised, not streamed); a later failure becomes ``error`` and
         ``response.failed`` events."""
         chat = dict(req.to_chat(), stream=True, stream_options={"include_usage": True})
-        batches = self.gateway.chat_stream_batches(chat, tenant=tenant, agent=agent, kind="responses")
+        batches = self.gateway.chat_stream_batches(chat, tenant=tenant, agent=agent, kind="responses",
+                                                   passthrough=upstream_body(req))
         model = chat.get("model") or self.gateway.default_model()
-        events = ResponseEvents(req, model)
         try:
             first = await batches.__anext__()
         except StopAsyncIteration:
@@ -66,6 +72,11 @@ class Responses:
             await batches.aclose()
             raise
         deployment, batch = first
+        events: ResponseEvents | PassthroughEvents
+        if batch and str(batch[0].get("type", "")).startswith("response."):
+            events = PassthroughEvents(req)  # the deployment streams Responses events itself
+        else:
+            events = ResponseEvents(req, model)
         out = events.start()
         for chunk in batch:
             out += events.feed(chunk)

@@ -101,7 +101,7 @@ class SimulatedUpstream:
     def __init__(self, config: SimulatedConfig | None = None) -> None:
         self.config = config or SimulatedConfig()
         self.faults = FaultQueue()
-        self.stats: dict[str, Any] = {"requests": 0, "by_status": {}, "by_model": {}, "in_flight": 0}
+        self.stats: dict[str, Any] = {"requests": 0, "by_status": {}, "by_model": {}, "in_flight": 0, "responses": 0}
         self._ids = itertools.count(1)
 
     # ------------------------------------------------------------ plumbing
@@ -128,6 +128,8 @@ class SimulatedUpstream:
                 status = await self._chat(await _read_body(receive), headers, receive, send)
             elif path == "/v1/embeddings" and method == "POST":
                 status = await self._embeddings(await _read_body(receive), headers, send)
+            elif path == "/v1/responses" and method == "POST":
+                status = await self._responses(await _read_body(receive), headers, receive, send)
             elif path == "/v1/messages" and method == "POST":
                 status = await self._messages(await _read_body(receive), headers, receive, send)
             elif path == "/v1/models" and method == "GET":
@@ -326,6 +328,42 @@ class SimulatedUpstream:
         await _respond(send, 200, _anthropic.message(mid, model, reply))
         return 200
 
+    async def _responses(self, raw: bytes, headers: Mapping[str, str], receive: Receive, send: Send) -> int:
+        """The OpenAI Responses shape (see ``_responses``); nothing is stored here."""
+        from myriad.errors import MyriadError
+        from myriad.models.responses import parse_request
+        from myriad.models.simulated import _responses
+
+        body = _parse_json(raw)
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise _HTTPError(400, "Missing required parameter: 'model'.", "invalid_request_error", "missing_required_parameter")
+        try:
+            req = parse_request(body, previous=lambda _id: None, item=lambda _id: None)
+        except MyriadError as e:
+            raise _HTTPError(e.status, e.message, "invalid_request_error", e.details.get("param")) from None
+        self.stats["responses"] += 1
+        base, profile = self._resolve(model, headers)
+        self._count_model(base)
+        fault = self._fault(base, headers)
+        if fault is not None and fault.kind != "stall_after_first":
+            await self._apply_fault(fault, receive)
+        reply = make_reply(base, req.to_chat(), profile, headers.get("x-simulated-reply"))
+        if reply.prompt_tokens > profile.context_window:
+            raise _HTTPError(400, f"Your input exceeds the context window of this model ({reply.prompt_tokens} > "
+                             f"{profile.context_window} tokens, simulated upstream).", "invalid_request_error",
+                             "context_length_exceeded")
+        if req.stream:
+            stall = fault.seconds if fault is not None and fault.kind == "stall_after_first" else None
+            await _responses.stream(send, req, model, reply, profile, stall,
+                                    lambda s: _sleep_or_disconnect(s, receive))
+            return 200
+        delay = profile.total_latency(reply.completion_tokens)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await _respond(send, 200, orjson.dumps(_responses.response(req, model, reply)))
+        return 200
+
     # ------------------------------------------------------------ embeddings, models
 
     async def _embeddings(self, raw: bytes, headers: Mapping[str, str], send: Send) -> int:
@@ -381,7 +419,7 @@ class SimulatedUpstream:
             self.faults.clear()
         elif path == "/_simulated/reset" and method == "POST":
             self.faults.clear()
-            self.stats.update({"requests": 0, "by_status": {}, "by_model": {}})
+            self.stats.update({"requests": 0, "by_status": {}, "by_model": {}, "responses": 0})
         elif not (path == "/_simulated/stats" and method == "GET"):
             raise _HTTPError(404, f"no route {method} {path}", "invalid_request_error", "not_found")
         await _respond(send, 200, orjson.dumps(self.stats, option=orjson.OPT_NON_STR_KEYS))

@@ -1,0 +1,179 @@
+"""The identity database: one small interface, SQLite (embedded default) or PostgreSQL.
+
+Every identity store (keys, signing keys, revoked tokens, the vault, the audit log)
+talks to an ``IdentityDB``: ``execute(sql, params)`` with ``?`` placeholders and SQL
+both engines accept (``ON CONFLICT`` upserts, ``"user"`` quoted), returning rows
+with ``fetchone``/``fetchall``/iteration and ``rowcount``. Each call is its own
+autocommitted statement, as it always was on SQLite.
+
+- ``SQLiteDB``: ``identity.db`` in the data directory (WAL); ``schema(ddl)`` creates
+  a store's tables on first use.
+- ``PostgresDB``: schema ``myriad_identity`` in the ``--database``, every table
+  made by the versioned migrations in ``_pg_schema.py``; ``schema`` is a no-op.
+  Shared by every process and machine; connections from a bounded pool.
+
+A duplicate key raises ``Duplicate`` (a ``Conflict``) on both engines.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+
+from myriad.errors import Conflict, MyriadError
+
+
+class Duplicate(Conflict):
+    """An INSERT met an existing primary or unique key."""
+
+
+class Rows(Protocol):
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+@runtime_checkable
+class IdentityDB(Protocol):
+    """Where the identity stores keep their rows."""
+
+    dialect: str
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows: ...
+
+    def schema(self, ddl: str) -> None:
+        """Create a store's tables if missing (SQLite; PostgreSQL's come from migrations)."""
+        ...
+
+    def change_token(self) -> object:
+        """Something that changes whenever anyone (any process) writes, read without I/O;
+        None when the engine cannot tell (then callers must not cache rows)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class SQLiteDB:
+    """``IdentityDB`` on one SQLite file (autocommit, WAL)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        from myriad.storage import connect
+
+        self.path = Path(path)
+        self._conn = connect(self.path)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        try:
+            return self._conn.execute(sql, params)
+        except sqlite3.IntegrityError as e:
+            raise Duplicate(str(e)) from None
+
+    def schema(self, ddl: str) -> None:
+        self._conn.executescript(ddl)
+
+    def change_token(self) -> object:
+        # data_version: another connection committed; total_changes: this one wrote
+        return (self._conn.execute("PRAGMA data_version").fetchone()[0], self._conn.total_changes)
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+class _Result:
+    __slots__ = ("_rows", "rowcount")
+
+    def __init__(self, rows: list[Any], rowcount: int) -> None:
+        self._rows, self.rowcount = rows, rowcount
+
+    def fetchone(self) -> Any:
+        return self._rows[0] if self._rows else None
+
+    def fetchall(self) -> list[Any]:
+        return list(self._rows)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self._rows)
+
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class PostgresDB:
+    """``IdentityDB`` on PostgreSQL (schema ``myriad_identity``), thread-safe."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 5.0, migrate: bool = True) -> None:
+        from myriad.identity._pg_schema import MIGRATIONS, SCHEMA_NAME
+        from myriad.storage._pgpool import apply_migrations, open_pool
+
+        self.url = url
+        self._sql: dict[str, str] = {}
+        self._pool = open_pool(url, schema=SCHEMA_NAME, max_size=pool_size, timeout=connect_timeout, name="myriad-identity")
+        if migrate:
+            try:
+                self._guard(lambda: apply_migrations(self._pool, "identity", MIGRATIONS))
+            except BaseException:
+                self._pool.close()
+                raise
+
+    def _guard(self, fn: Any) -> Any:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        from myriad.storage._pgpool import unavailable
+
+        try:
+            return fn()
+        except MyriadError:
+            raise
+        except psycopg.errors.UniqueViolation as e:
+            raise Duplicate(str(e).splitlines()[0]) from None
+        except (psycopg.Error, PoolTimeout) as e:
+            raise unavailable(e, self.url, "identity database is unavailable") from None
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        q = self._sql.get(sql)
+        if q is None:
+            q = self._sql[sql] = _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+
+        def run() -> _Result:
+            with self._pool.connection() as conn:
+                cur = conn.execute(q, tuple(params))
+                rows = cur.fetchall() if cur.description is not None else []
+                return _Result(rows, cur.rowcount)
+
+        result: _Result = self._guard(run)
+        return result
+
+    def schema(self, ddl: str) -> None:
+        return None
+
+    def change_token(self) -> object:
+        return None
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def open_identity_db(data_dir: Path, database: str | None = None, **options: Any) -> IdentityDB:
+    """PostgreSQL when ``database`` is a URL, else ``<data_dir>/identity.db``."""
+    if database:
+        return PostgresDB(database, **options)
+    return SQLiteDB(Path(data_dir) / "identity.db")
+
+
+__all__ = ["Duplicate", "IdentityDB", "PostgresDB", "Rows", "SQLiteDB", "open_identity_db"]
