@@ -39,7 +39,8 @@ if (( want_test )); then
   # the local embedder's tests need torch: the CPU wheel by exact version (a bare
   # `torch` would resolve to a multi-GB CUDA build); ~40 s on a fresh machine
   python3 -m pip install -q --disable-pip-version-check torch==2.13.0
-  python3 -m pip install -q --disable-pip-version-check -e ".[test,embeddings]"
+  # cluster: Ray 2.60.0 (~380 MB) for tests/cluster (a real 2-node Ray cluster on this machine)
+  python3 -m pip install -q --disable-pip-version-check -e ".[test,embeddings,cluster]"
 else
   python3 -m pip install -q --disable-pip-version-check -e ".[telemetry]"
 fi
@@ -47,5 +48,7 @@ fi
 if (( want_test )); then
   echo "==> npm install (tests/node: the npm 'agents' client)"
   (cd tests/node && npm install --no-audit --no-fund --silent)
+  echo "==> npm install (tests/node/chat: useAgentChat of @cloudflare/ai-chat, with ai 7)"
+  (cd tests/node/chat && npm install --no-audit --no-fund --silent)
 fi
 echo "==> setup done"

@@ -19,7 +19,7 @@ ALLOWED = {
     "mcp": {"sandbox"},
     "cluster": {"agents", "storage", "telemetry", "identity", "server"},
     "server": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "mcp"},
-    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp"},
+    "bench": {"agents", "storage", "sandbox", "models", "identity", "metering", "telemetry", "server", "mcp", "cluster"},
 }
 COMMON = {"errors", "settings", "safe_json"}
 

@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from myriad.server import build_services, create_app
-    from myriad.server.bootstrap import ensure_default_tenant
+    from myriad.server.bootstrap import ensure_default_tenant, secure_data_dir
 
     modules = [m for spec in (args.agents or []) for m in spec.split(",") if m]
     settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
@@ -50,6 +50,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.agents.hibernate_after = args.hibernate_after
     if args.database:
         settings.storage.database = args.database
+    if getattr(args, "cluster", None):
+        from myriad.cluster._cli import run_serve
+
+        return run_serve(args, settings)
     step = _Steps()
     if settings.storage.database:  # here, so a bad URL or a down server is one clear line
         from myriad.server.database import migrate_database
@@ -57,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         step(f"migrating database {_redact(settings.storage.database)}")
         migrate_database(settings.storage.database, settings.storage.connect_timeout)
     step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
+    secure_data_dir(settings.data_dir)  # before anything writes there
     services = build_services(settings)
     step(f"opening data directory {settings.data_dir.resolve()}")
     key_note = ensure_default_tenant(services.keys, settings.data_dir)
@@ -77,10 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "",
     ]
     print("\n".join(banner), flush=True)
+    from myriad.server.slow_clients import guarded_http_protocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_http_protocol(settings.header_timeout, settings.body_timeout),
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
         ws_ping_interval=settings.agents.ping_interval or None,
@@ -218,6 +226,9 @@ def _bench_runner(mod: Any) -> Callable[[argparse.Namespace], int]:
 
         result = mod.run(args)
         emit_json(result)
+        from myriad.bench.capacity import save_result
+
+        save_result(result)  # for `myriad capacity`
         return 0
 
     return run
@@ -244,6 +255,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--database", metavar="URL",
                        help="PostgreSQL URL for all durable state (env MYRIAD_DATABASE; default: SQLite in --data-dir)")
     serve.set_defaults(func=cmd_serve)
+    from myriad.cluster._cli import add_commands as add_cluster_commands, add_serve_arguments as add_cluster_arguments
+
+    add_cluster_arguments(serve)
+    add_cluster_commands(sub, _settings)
 
     db = sub.add_parser("db", help="the shared PostgreSQL database").add_subparsers(dest="verb", required=True,
                                                                                    metavar="VERB")
@@ -284,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     usage.set_defaults(func=lambda a: cli_usage(a, _settings(a)))
 
     _add_bench(sub)
+    from myriad.bench.capacity import add_command as add_capacity
+
+    add_capacity(sub)
     return parser
 
 

@@ -15,6 +15,7 @@ answers without a mapping table::
     ├── PermissionDenied             403 forbidden         a scope or tenant does not cover it
     ├── NotFound                     404 not_found
     ├── Conflict                     409 conflict
+    │   └── AgentElsewhere           409 agent_moved          cluster: another shard holds the agent
     ├── BudgetExceeded               402 budget_exceeded
     ├── RateLimited                  429 rate_limited
     │   └── ConcurrencyLimited       429 concurrency_limited
@@ -104,6 +105,13 @@ class NotFound(MyriadError):
 class Conflict(MyriadError):
     status = 409
     code = "conflict"
+
+
+class AgentElsewhere(Conflict):
+    """Cluster mode: this process does not hold the agent (another shard does, or this
+    one is draining or lost its lease); the front door routes the request there."""
+
+    code = "agent_moved"
 
 
 class BudgetExceeded(MyriadError):
@@ -239,6 +247,7 @@ __all__ = [
     "PermissionDenied",
     "NotFound",
     "Conflict",
+    "AgentElsewhere",
     "BudgetExceeded",
     "RateLimited",
     "ConcurrencyLimited",

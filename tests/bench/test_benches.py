@@ -38,3 +38,14 @@ def test_sandbox_bench_smoke():
     assert r["baseline_node"]["p50_ms"] > 0
     assert r["container"]["n"] == 3 and r["container"]["p50_ms"] > 0 and r["bwrap_alone"]["p50_ms"] > 0
     assert r["baseline_fork_exec"]["p50_ms"] > 0
+
+
+@pytest.mark.integration
+def test_mcp_bench_smoke():
+    r = bench("mcp", "--calls", "20")
+    assert r["round_trip"]["direct"]["n"] == 20 and r["round_trip"]["myriad"]["n"] == 20
+    assert r["round_trip"]["myriad"]["server_cpu_ms_per_call"] > 0
+    ten = r["ten_tools"]
+    assert ten["round_trips"]["model_calls"] == 11 and ten["code_mode"]["model_calls"] == 2
+    assert ten["code_mode"]["script_result"] == {"sum": sum((k + 1) * (k + 1) for k in range(10))}
+    assert ten["round_trips"]["total_tokens"] > ten["code_mode"]["total_tokens"] > 0

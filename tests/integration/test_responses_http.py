@@ -87,6 +87,21 @@ def test_input_items_and_previous_response_id_carry_the_conversation(client, ser
     assert e.value.body["param"] == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         other.responses.retrieve(first.id)
+    # an end user (a user token of this tenant) has their own: not the tenant key's, not another user's
+    def user_client(name: str) -> openai.OpenAI:
+        r = httpx.post(server.url + "/v1/admin/user-tokens", headers=server.headers(), json={
+            "user": name, "scope": "models", "resource": "urn:myriad:models"})
+        assert r.status_code == 200, r.text
+        return openai.OpenAI(base_url=server.url + "/v1", api_key=r.json()["access_token"], max_retries=0)
+
+    alice, bob = user_client("alice"), user_client("bob")
+    mine = alice.responses.create(model="fast", input="alice here")
+    assert alice.responses.retrieve(mine.id).id == mine.id
+    for stranger in (bob, client):
+        with pytest.raises(openai.NotFoundError):
+            stranger.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.create(model="fast", input="x", previous_response_id=first.id)
 
 
 def test_stream_events(client):
@@ -270,3 +285,14 @@ def _tiktoken_cache(monkeypatch, tmp_path_factory):
     if not cache.exists():
         openai_server.tiktoken_cache(cache)
     monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(cache))
+
+
+def test_stored_responses_survive_a_restart(server, client):
+    """Last in this module: it restarts the shared server."""
+    r = client.responses.create(model="fast", input="remember me")
+    server.stop()
+    server.start()
+    fresh = openai.OpenAI(base_url=server.url + "/v1", api_key=server.key, max_retries=0)
+    assert fresh.responses.retrieve(r.id).output_text == r.output_text
+    nxt = fresh.responses.create(model="fast", input="and now?", previous_response_id=r.id)
+    assert nxt.usage.input_tokens > r.usage.input_tokens

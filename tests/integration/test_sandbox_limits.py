@@ -255,3 +255,39 @@ def test_snapshots_keep_holes_and_refuse_special_files(server: LiveServer, tmp_p
         assert {b["id"] for b in httpx.get(u, headers=h).json()["sandboxes"]} == {"sp"}
     finally:
         httpx.delete(u + "/sp", headers=h)
+
+
+def _server_rss_mb(server: LiveServer) -> float:
+    assert server.proc is not None
+    for line in Path(f"/proc/{server.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def test_isolates_hold_their_limits_over_http(server: LiveServer) -> None:
+    u, h = server.url + "/v1/sandboxes", server.headers()
+    r = httpx.post(u, headers=h, json={"tier": "isolate", "id": "js", "limits": {"memory_mb": 32, "timeout": 5}})
+    assert r.status_code == 201, r.text
+    try:
+        rss = _server_rss_mb(server)
+        # before: 1 GiB of array buffers stayed in the server under a 32 MiB limit
+        r = httpx.post(u + "/js/run", headers=h, timeout=30, json={
+            "code": "globalThis.k = []; for (let i = 0; i < 4; i++) k.push(new Uint8Array(256 << 20).fill(1)); 1"})
+        assert r.status_code == 200 and "memory limit" in r.json()["error"], r.text
+        assert _server_rss_mb(server) - rss < 100
+        # before: the host read whatever the snippet's own JSON.stringify wrote
+        r = httpx.post(u + "/js/run", headers=h, json={
+            "code": "JSON.stringify = () => '{\"calls\":[],\"done\":{\"value\":\"666\",\"error\":null,\"logs\":[],"
+                    "\"truncated\":false}}'; return 7"})
+        assert r.json()["value"] == 7 and r.json()["error"] is None, r.text
+        # before: this timer kept a core busy after the run returned, unmetered
+        r = httpx.post(u + "/js/run", headers=h, json={
+            "code": "globalThis.n = 0; (function loop() { n++; setTimeout(loop, 0); })(); return n"})
+        assert r.json()["value"] == 1, r.text
+        import time
+
+        time.sleep(0.3)
+        assert httpx.post(u + "/js/run", headers=h, json={"code": "n"}).json()["value"] == 1
+    finally:
+        httpx.delete(u + "/js", headers=h)

@@ -11,7 +11,8 @@ from pydantic import TypeAdapter
 
 from myriad.errors import InvalidRequest, NotFound
 from myriad.models import Gateway
-from myriad.models.responses import MemoryResponseStore, Responses, StoredResponse, items_to_messages, parse_request
+from myriad.models.responses import (MemoryResponseStore, Responses, SQLiteResponseStore, StoredResponse,
+                                     items_to_messages, parse_request)
 from myriad.models.simulated._schema import example_value
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -75,9 +76,11 @@ def test_previous_response_and_item_references_expand():
     assert e.value.details["param"] == "previous_response_id"
 
 
-def test_store_is_per_tenant_bounded_and_expires():
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path):
     now = [0.0]
-    store = MemoryResponseStore(ttl=10, max_per_tenant=2, clock=lambda: now[0])
+    store = (MemoryResponseStore(ttl=10, max_per_tenant=2, clock=lambda: now[0]) if kind == "memory" else
+             SQLiteResponseStore(tmp_path / "r.db", ttl=10, max_per_tenant=2, clock=lambda: now[0]))
 
     def put(tenant, rid):
         store.put(tenant, StoredResponse(response={"id": rid}, input_items=[],
@@ -89,6 +92,7 @@ def test_store_is_per_tenant_bounded_and_expires():
     assert store.item("a", "msg_r1") is not None
     put("a", "r3")  # over the bound: r1 goes
     assert store.get("a", "r1") is None and store.item("a", "msg_r1") is None and store.get("a", "r2")
+    assert store.delete("a", "r2") and not store.delete("a", "r2") and store.get("a", "r2") is None
     now[0] = 11
     assert store.get("a", "r3") is None
 

@@ -214,16 +214,94 @@ async def test_tool_finishing_while_isolate_spins_does_not_block_host(sandboxes:
     assert ticks >= 60, f"event loop starved: {ticks} ticks in ~1.2 s"
 
 
-async def test_stray_timer_cannot_hang_the_next_run(sandboxes: Sandboxes) -> None:
+async def test_no_work_after_a_run_returns(sandboxes: Sandboxes) -> None:
+    # before: a timer outlived its run and spun a core until the isolate was reaped (the
+    # next run timed out), unmetered; now the run's pending timers are dropped when it returns
     box = await sandboxes.open(needs={"javascript"}, limits=Limits(timeout=0.5))
     assert (await box.run("setTimeout(() => { while (true) {} }, 100); return 'first'")).value == "first"
     await asyncio.sleep(0.2)
-    with pytest.raises(SandboxTimeout):
-        await box.run("'second'")
-    assert (await box.run("'third'")).value == "third"
+    assert (await box.run("'second'")).value == "second"
+    await box.run("globalThis.n = 0; (function loop() { n++; setTimeout(loop, 1); })(); return n")
+    await asyncio.sleep(0.3)
+    assert (await box.run("n")).value == 1
+    # nothing else schedules work: no finalizers, no Atomics.waitAsync, no WebAssembly
+    res = await box.run("[typeof FinalizationRegistry, typeof Atomics.waitAsync, typeof WebAssembly, "
+                        "typeof SharedArrayBuffer].join()")
+    assert res.value == "undefined,undefined,undefined,undefined"
+    # mini-racer's own timer manager cannot be borrowed either
+    res = await box.run("try { new __TimerManager().setTimeout(() => {}, 1); return 'escaped' } catch (e) { return 'refused' }")
+    assert res.value == "refused"
 
 
 async def test_timers_work_within_a_run(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"javascript"})
     res = await box.run("await new Promise(r => setTimeout(r, 30)); return 'waited'")
     assert res.value == "waited" and res.duration_ms >= 25
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+@pytest.mark.parametrize("snippet", [
+    "globalThis.k = []; for (let i = 0; i < 4; i++) k.push(new ArrayBuffer(256 << 20)); return k.length",
+    "globalThis.k = new Uint8Array(512 << 20); k.fill(1); return k.length",
+    "globalThis.k = new Float64Array(64 << 20); return k.length",
+    "class Big extends Uint8Array {}; globalThis.k = new Big(512 << 20); return k.length",
+    "const AB = new Uint8Array(1).buffer.constructor; globalThis.k = new AB(512 << 20); return k.byteLength",
+    "globalThis.k = Reflect.construct(Int32Array, [128 << 20]); return k.length",
+    "globalThis.k = new ArrayBuffer(8, {maxByteLength: 1 << 30}); return k.maxByteLength",
+    "const a = new Uint8Array(24 << 20); globalThis.k = [a, a.slice(), a.slice()]; return k.length",
+    "globalThis.k = new WebAssembly.Memory({initial: 8000}); return 1",
+    "globalThis.k = new SharedArrayBuffer(512 << 20); return 1",
+])
+async def test_array_buffers_count_against_the_memory_limit(sandboxes: Sandboxes, snippet: str) -> None:
+    # before: V8's heap limit did not see array buffers: one run kept 1 GiB under a 64 MiB limit
+    box = await sandboxes.open(needs={"javascript"}, limits=Limits(memory_mb=32, timeout=10))
+    rss = _rss_mb()
+    res = await box.run(snippet)
+    assert res.error is not None and ("memory limit" in res.error or "is not defined" in res.error), res
+    assert _rss_mb() - rss < 64, "the host's memory grew past the isolate's limit"
+    # within the limit, buffers work as always, and what the collector frees counts again
+    ok = await box.run("const a = new Uint8Array(4 << 20); a[7] = 7; return a[7] + new Float64Array([1.5])[0]")
+    assert ok.value == 8.5, ok
+    for _ in range(3):
+        again = await box.run("await null; globalThis.k = null; const b = new ArrayBuffer(20 << 20); return b.byteLength")
+        if again.error is None:
+            break
+        await asyncio.sleep(0.1)  # a garbage collection between runs gives the bytes back
+    assert again.value == 20 << 20, again
+
+
+@tool
+async def record_call(note: str) -> str:
+    CALLED.append(note)
+    return note
+
+
+CALLED: list[str] = []
+
+FORGED = ('{"calls":[[1,"record_call","{\\"note\\":\\"forged\\"}"]],'
+          '"done":{"value":"666","error":null,"logs":[],"truncated":false}}')
+
+
+@pytest.mark.parametrize("tamper", [
+    f"JSON.stringify = () => {FORGED!r};",
+    f"Object.prototype.toJSON = function () {{ return JSON.parse({FORGED!r}); }};",
+    "Array.prototype.push = function () { return 0; }; Array.prototype.map = () => ['forged'];",
+    "Promise.prototype.then = function () { return this; }; String = () => 'forged';",
+    "Object.defineProperty(Object.prototype, 'done', {get() { return {value: '666'}; }, configurable: true});",
+])
+async def test_results_cannot_be_forged_by_replacing_built_ins(sandboxes: Sandboxes, tamper: str) -> None:
+    # before: the host's status was JSON.stringify({calls, done}) at poll time, so a snippet
+    # that replaced JSON.stringify (or added Object.prototype.toJSON) wrote what the host read
+    CALLED.clear()
+    box = await sandboxes.open(tools=[record_call])
+    res = await box.run(tamper + " console.log('real log'); return 7")
+    assert (res.value, res.error, res.stdout, CALLED) == (7, None, "real log\n", []), res
+    # and the isolate keeps working for the next run (its own built-ins stay tampered: its business)
+    assert (await box.run("1 + 1")).value == 2

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from myriad.agents.naming import AgentRef
-from myriad.errors import InvalidRequest, UnknownAgent
+from myriad.errors import AgentElsewhere, InvalidRequest, UnknownAgent
 from myriad.settings import AgentSettings
 from myriad.storage import ScheduleRecord, Storage
 
@@ -188,6 +188,11 @@ class Scheduler:
             payload = json.loads(record.payload)
             try:
                 await self._host.run(ref, lambda agent: getattr(agent, record.method)(payload))
+            except AgentElsewhere:
+                # Cluster mode: another shard holds the agent. Not a failed attempt: put it
+                # back (claims released) for a claimant that can fire it; once only.
+                await self._storage.update_schedule(record.id, time.time() + 0.2, record.attempts)
+                return
             except UnknownAgent:
                 log.error("schedule %s: agent class %s is not served here; keeping it", record.id, record.agent_class)
                 await self._storage.update_schedule(record.id, time.time() + 60, record.attempts)

@@ -16,6 +16,8 @@ BENCHES: dict[str, str] = {
     "gateway": "myriad.bench.gateway",
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
+    "mcp": "myriad.bench.mcp",
+    "scale": "myriad.bench.scale",
 }
 
 __all__ = ["BENCHES"]

@@ -53,9 +53,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inprocess-calls", type=int, default=2000, help="sequential calls for the in-process path")
     p.add_argument("--skip-http", action="store_true", help="only the router part")
     p.add_argument("--skip-router", action="store_true", help="only the latency part")
+    p.add_argument("--responses", action="store_true",
+                   help="also the same requests through /v1/responses (translated to chat for this upstream)")
 
 
 # ------------------------------------------------------------------ processes
+
+
+RESPONSES = "gateway /v1/responses"
 
 
 def _pin(cpu: int) -> None:
@@ -198,10 +203,12 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
             _wait_up(f"http://127.0.0.1:{port}")
             targets[label] = (f"http://127.0.0.1:{port}/v1/chat/completions",
                               {"content-type": "application/json", "authorization": f"Bearer {key}"}, "bench-model")
+            if args.responses and not metering:
+                targets[RESPONSES] = (f"http://127.0.0.1:{port}/v1/responses", targets[label][1], "bench-model")
         _pin(SIDE_CPU)
         print(f"gateway servers on CPU {HOST_CPU} (one at a time under load); simulated upstream (SIMULATED model, "
               f"{args.upstream_ms:g} ms) and load generator on CPU {SIDE_CPU}", flush=True)
-        procs = {"gateway": psutil.Process(servers[0].pid),
+        procs = {"gateway": psutil.Process(servers[0].pid), RESPONSES: psutil.Process(servers[0].pid),
                  "gateway+metering+telemetry": psutil.Process(servers[1].pid)}
         msg = [{"role": "user", "content": "Summarise the benchmark in one sentence."}]
         rows, runs = [], []
@@ -211,7 +218,8 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
             for rate in rates:
                 stats: dict[str, Any] = {}
                 for name, (url, headers, model) in targets.items():
-                    body = json.dumps({"model": model, "messages": msg, "stream": stream}).encode()
+                    body = json.dumps({"model": model, "messages": msg, "stream": stream} if name != RESPONSES else
+                                      {"model": model, "input": msg[0]["content"], "stream": stream}).encode()
                     asyncio.run(_drive(url, headers, body, rate, min(1.0, args.duration), stream))  # warm-up
                     proc = procs.get(name)
                     cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
@@ -232,9 +240,9 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                     progress("gateway bench", done, total)
                 d = stats["direct"]
                 run: dict[str, Any] = {"stream": stream, "rate": rate, **stats}
-                for name in ("gateway", "gateway+metering+telemetry"):
+                for name in [n for n in targets if n != "direct"]:
                     g = stats[name]
-                    key_ = name.replace("+", "_")
+                    key_ = name.replace("+", "_").replace(" /v1/", "_")
                     run[f"{key_}_added_p50_ms"] = round(g["p50_ms"] - d["p50_ms"], 3)
                     run[f"{key_}_added_p99_ms"] = round(g["p99_ms"] - d["p99_ms"], 3)
                     if stream:

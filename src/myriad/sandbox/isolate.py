@@ -35,6 +35,7 @@ from myriad.sandbox.interface import Limits, RunResult, SandboxInfo
 from myriad.sandbox.tools import Tool, as_tools, render_typescript
 
 LANGUAGES = {None, "javascript", "js"}
+_BUFFER_LIMIT = "array buffers would exceed the isolate memory limit"
 MAX_CODE_BYTES = 1_048_576
 
 # Runs once per isolate. Python never calls into a running isolate synchronously
@@ -45,66 +46,205 @@ MAX_CODE_BYTES = 1_048_576
 # ever makes a cancelable wait time out.
 _BOOTSTRAP = r"""
 (() => {
-  const LIMIT = %(limit)d;
-  let out = [], size = 0, truncated = false, queue = [], done = null, nextId = 0;
-  const pending = new Map();
-  const fmt = (a) => {
-    if (typeof a === 'string') return a;
-    if (a instanceof Error) return String(a.stack || a);
-    try { const s = JSON.stringify(a); return s === undefined ? String(a) : s; } catch (e) { return String(a); }
+  'use strict';
+  const LIMIT = %(limit)d, BUDGET = %(budget)d, MB = %(mb)d, NAMES = %(names)s;
+  // Every built-in the host's protocol relies on is captured here, before any snippet
+  // runs: a snippet that replaces JSON.stringify, Array.prototype.push, Promise.prototype
+  // .then or Object.prototype.toJSON changes its own values, never what the host reads.
+  const stringify = JSON.stringify, parse = JSON.parse, S = String, P = Promise, then = Promise.prototype.then;
+  const reflectApply = Reflect.apply, reflectConstruct = Reflect.construct, ownKeys = Reflect.ownKeys;
+  const defineProperty = Object.defineProperty, gopd = Object.getOwnPropertyDescriptor, freeze = Object.freeze;
+  const getPrototypeOf = Object.getPrototypeOf, setPrototypeOf = Object.setPrototypeOf, arrayFrom = Array.from;
+  const ErrorC = Error, TypeErrorC = TypeError, RangeErrorC = RangeError, trunc = Math.trunc, NumberC = Number;
+  const SAB = SharedArrayBuffer, Int32 = Int32Array, waitAsync = Atomics.waitAsync, FR = FinalizationRegistry;
+  const abByteLength = gopd(ArrayBuffer.prototype, 'byteLength').get;
+  const AsyncFunction = getPrototypeOf(async function () {}).constructor;
+
+  // -- memory: array buffers (and typed arrays' backing stores) count against the limit.
+  // V8's heap limit does not see them (one run kept 1 GiB under a 64 MiB limit); the bytes
+  // of live buffers are counted here and given back when the garbage collector frees them.
+  let external = 0;
+  const registry = new FR((n) => { external -= n; });
+  const charge = (n) => {
+    if (!(n > 0)) return 0;
+    if (external + n > BUDGET) {
+      throw new RangeErrorC('array buffers would exceed the isolate memory limit of ' + MB + ' MiB');
+    }
+    external += n;
+    return n;
   };
-  const log = (level) => (...args) => {
-    const line = args.map(fmt).join(' ');
-    if (size + line.length > LIMIT) { truncated = true; return; }
-    size += line.length + 1;
-    out.push({level, message: line});
+  const toIndex = (x) => (x === undefined ? 0 : trunc(NumberC(x)));
+  const isBuffer = (x) => { try { reflectApply(abByteLength, x, []); return true; } catch (e) { return false; } };
+  const wrap = (Orig, plan) => {
+    const W = function (...args) {
+      if (new.target === undefined) throw new TypeErrorC("Constructor " + Orig.name + " requires 'new'");
+      const p = plan(args);  // {n: bytes to charge, a: the arguments, coerced once}
+      const n = charge(p.n);
+      let obj;
+      try { obj = reflectConstruct(Orig, p.a, new.target === W ? Orig : new.target); }
+      catch (e) { external -= n; throw e; }
+      if (n) registry.register(obj, n);
+      return obj;
+    };
+    for (const key of ownKeys(Orig)) {
+      if (key !== 'length' && key !== 'name' && key !== 'prototype') defineProperty(W, key, gopd(Orig, key));
+    }
+    defineProperty(W, 'name', {value: Orig.name});
+    defineProperty(W, 'length', {value: Orig.length});
+    W.prototype = Orig.prototype;
+    defineProperty(Orig.prototype, 'constructor', {value: W, writable: true, configurable: true, enumerable: false});
+    setPrototypeOf(W, getPrototypeOf(Orig));
+    defineProperty(globalThis, Orig.name, {value: W, writable: true, configurable: true, enumerable: false});
+    return W;
   };
-  globalThis.console = Object.freeze({log: log('log'), info: log('info'), debug: log('debug'),
-                                      warn: log('warn'), error: log('error')});
-  const t = {};
-  for (const name of %(names)s) {
-    t[name] = (args) => new Promise((resolve, reject) => {
-      let encoded;
-      try { encoded = JSON.stringify(args === undefined ? {} : args); }
-      catch (e) { reject(new TypeError('tools.' + name + ': arguments are not JSON-serialisable')); return; }
-      const id = ++nextId;
-      pending.set(id, {resolve, reject});
-      queue.push([id, name, encoded]);
+  wrap(ArrayBuffer, (a) => {
+    const len = toIndex(a[0]);
+    const opts = a[1];
+    if (opts !== undefined && opts !== null && typeof opts === 'object') {
+      const max = opts.maxByteLength;
+      if (max !== undefined) {
+        const m = toIndex(max);
+        return {n: m > len ? m : len, a: [len, {maxByteLength: m}]};
+      }
+    }
+    return {n: len, a: [len]};
+  });
+  for (const T of [Int8Array, Uint8Array, Uint8ClampedArray, Int16Array, Uint16Array, Int32Array, Uint32Array,
+                   Float32Array, Float64Array, BigInt64Array, BigUint64Array]) {
+    const bpe = T.BYTES_PER_ELEMENT;
+    wrap(T, (a) => {
+      const src = a[0];
+      if (src !== null && (typeof src === 'object' || typeof src === 'function')) {
+        if (isBuffer(src)) return {n: 0, a};  // a view on an existing (already counted) buffer
+        const list = arrayFrom(src);  // iterated once: what is counted is what is copied
+        return {n: list.length * bpe, a: [list]};
+      }
+      const len = toIndex(src);
+      return {n: len * bpe, a: [len]};
     });
   }
-  Object.defineProperty(globalThis, 'tools', {value: Object.freeze(t), writable: false, configurable: false});
-  const AsyncFunction = Object.getPrototypeOf(async function () {}).constructor;
+  for (const m of ['transfer', 'transferToFixedLength']) {
+    const orig = ArrayBuffer.prototype[m];
+    if (typeof orig !== 'function') continue;
+    defineProperty(ArrayBuffer.prototype, m, {writable: true, configurable: true, value: function (len) {
+      const n = charge(len === undefined ? reflectApply(abByteLength, this, []) : toIndex(len));
+      let out;
+      try { out = reflectApply(orig, this, len === undefined ? [] : [toIndex(len)]); } catch (e) { external -= n; throw e; }
+      if (n) registry.register(out, n);
+      return out;
+    }});
+  }
+  // no other way to allocate outside the heap, and nothing that runs after a run returns:
+  // WebAssembly memories, shared buffers, Atomics.waitAsync (timers) and finalizers are gone.
+  for (const name of ['WebAssembly', 'SharedArrayBuffer', 'FinalizationRegistry']) delete globalThis[name];
+  delete Atomics.waitAsync;
+
+  // -- timers: each belongs to its run; when the run returns, the pending ones are dropped.
+  let run = 0, nextTimer = 1;
+  const timers = {__proto__: null};
+  const setTimeoutImpl = function (fn, delay, ...args) {
+    if (typeof fn !== 'function') throw new TypeErrorC('setTimeout needs a function');
+    const id = nextTimer++;
+    const mine = run;
+    timers[id] = mine;
+    const fire = () => {
+      if (timers[id] !== mine || mine !== run) return;
+      delete timers[id];
+      reflectApply(fn, undefined, args);
+    };
+    // at least 1 ms: a zero wait would resolve as a microtask, inside the current job
+    const w = waitAsync(new Int32(new SAB(4)), 0, 0, NumberC(delay) > 1 ? NumberC(delay) : 1);
+    reflectApply(then, w.value, [fire]);
+    return id;
+  };
+  const clearTimeoutImpl = (id) => { delete timers[id]; };
+  for (const [name, value] of [['setTimeout', setTimeoutImpl], ['clearTimeout', clearTimeoutImpl]]) {
+    defineProperty(globalThis, name, {value, writable: false});  // mini-racer's are non-configurable vars
+  }
+
+  // -- console, tools, the run itself
+  let out = [], size = 0, truncated = false, queue = [], done = null, nextId = 0;
+  const pending = {__proto__: null};
+  const fmt = (a) => {
+    if (typeof a === 'string') return a;
+    try {
+      if (a instanceof ErrorC) return S(a.stack || a);
+      const s = stringify(a);
+      return s === undefined ? S(a) : s;
+    } catch (e) { return '[unprintable]'; }
+  };
+  const log = (level) => (...args) => {
+    let line = '';
+    for (let i = 0; i < args.length; i++) line += (i ? ' ' : '') + fmt(args[i]);
+    if (size + line.length > LIMIT) { truncated = true; return; }
+    size += line.length + 1;
+    out[out.length] = {__proto__: null, level, message: line};
+  };
+  globalThis.console = freeze({log: log('log'), info: log('info'), debug: log('debug'),
+                               warn: log('warn'), error: log('error')});
+  const t = {};
+  for (const name of NAMES) {
+    t[name] = (args) => new P((resolve, reject) => {
+      let encoded;
+      try { encoded = stringify(args === undefined ? {} : args); }
+      catch (e) { reject(new TypeErrorC('tools.' + name + ': arguments are not JSON-serialisable')); return; }
+      if (typeof encoded !== 'string') encoded = '{}';
+      const id = ++nextId;
+      pending[id] = {__proto__: null, resolve, reject};
+      queue[queue.length] = {__proto__: null, id, name, args: encoded};
+    });
+  }
+  defineProperty(globalThis, 'tools', {value: freeze(t), writable: false, configurable: false});
   const compile = (src) => {
     try { return new AsyncFunction('return (' + src + '\n);'); } catch (e) { return new AsyncFunction(src); }
   };
+  // The status the host reads is assembled from strings and numbers by hand, never by
+  // calling anything a snippet can reach.
   const poll = () => {
-    const r = JSON.stringify({calls: queue, done});
+    let r = '{"calls":[';
+    for (let i = 0; i < queue.length; i++) {
+      const c = queue[i];
+      r += (i ? ',' : '') + '[' + c.id + ',' + stringify(c.name) + ',' + stringify(c.args) + ']';
+    }
+    r += '],"done":';
+    if (done === null) {
+      r += 'null}';
+    } else {
+      r += '{"value":' + stringify(done.value) + ',"error":' + (done.error === null ? 'null' : stringify(done.error))
+        + ',"truncated":' + (truncated ? 'true' : 'false') + ',"logs":[';
+      for (let i = 0; i < out.length; i++) {
+        r += (i ? ',' : '') + '{"level":' + stringify(out[i].level) + ',"message":' + stringify(out[i].message) + '}';
+      }
+      r += ']}}';
+      done = null; out = []; size = 0; truncated = false;
+      for (const k in pending) delete pending[k];
+    }
     queue = [];
-    if (done !== null) { done = null; out = []; size = 0; truncated = false; pending.clear(); }
     return r;
   };
-  const hidden = (name, value) => Object.defineProperty(globalThis, name, {value, writable: false, configurable: false, enumerable: false});
+  const hidden = (name, value) => defineProperty(globalThis, name, {value, writable: false, configurable: false, enumerable: false});
   hidden('__myriad_poll', poll);
   hidden('__myriad_settle', (id, ok, payload) => {
-    const p = pending.get(id);
+    const p = pending[id];
     if (p === undefined) return 0;
-    pending.delete(id);
-    if (ok) p.resolve(JSON.parse(payload)); else p.reject(new Error(payload));
+    delete pending[id];
+    if (ok) p.resolve(parse(payload)); else p.reject(new ErrorC(payload));
     return 1;
   });
   hidden('__myriad_start', (src) => {
     (async () => {
-      let value, error = null;
+      let value, error = null, encoded;
       try {
         value = await compile(src)();
         if (typeof value === 'function') value = await value();
       } catch (e) {
-        error = (e && e.stack) ? String(e.stack) : String(e);
+        try { error = (e && e.stack) ? S(e.stack) : S(e); } catch (e2) { error = 'an error that cannot be printed'; }
+        if (typeof error !== 'string') error = 'error';
       }
-      let encoded;
-      try { encoded = JSON.stringify(value === undefined ? null : value); }
-      catch (e) { encoded = 'null'; error = error || ('result is not JSON-serialisable: ' + e); }
-      done = {value: encoded === undefined ? 'null' : encoded, error, logs: out, truncated};
+      try { encoded = stringify(value === undefined ? null : value); }
+      catch (e) { encoded = 'null'; error = error || ('result is not JSON-serialisable: ' + S(e)); }
+      run++;  // the run has returned: every timer it left is dropped, none fires from now on
+      done = {__proto__: null, value: typeof encoded === 'string' ? encoded : 'null', error};
     })();
     return poll();
   });
@@ -158,7 +298,9 @@ class IsolateSandbox:
         self._racer = mr = mr_mod.MiniRacer()
         try:
             mr.set_hard_memory_limit(int(self.limits.memory_mb or 64) * 1024 * 1024)
-            mr.eval(_BOOTSTRAP % {"limit": int(self.limits.output_bytes or 1_048_576), "names": json.dumps(sorted(self.tools))})
+            mb = int(self.limits.memory_mb or 64)
+            mr.eval(_BOOTSTRAP % {"limit": int(self.limits.output_bytes or 1_048_576), "names": json.dumps(sorted(self.tools)),
+                                  "budget": mb * 1024 * 1024, "mb": mb})
         except BaseException:
             await self._dispose()
             raise
@@ -241,12 +383,19 @@ class IsolateSandbox:
                 raise self._oom() from None
             await self._kill(f"failed: {e}")
             return RunResult(error=str(e), exit_code=1, duration_ms=_ms(started))
+        except SandboxError:
+            await self._kill("malformed status")
+            raise
         finally:
             for task in calls:
                 task.cancel()
         limit = int(self.limits.output_bytes or 1_048_576)
         if len(raw["value"]) > limit:
             raise SandboxLimitExceeded(f"the result is {len(raw['value'])} bytes, limit {limit}")
+        if raw["error"] and _BUFFER_LIMIT in raw["error"] and self._racer is not None:
+            # the snippet ran into the array-buffer budget: collect now, so the bytes its
+            # dropped buffers held count again from the next run (finalizers give them back)
+            self._racer.low_memory_notification()
         logs = raw["logs"]
         stdout = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("log", "info", "debug"))
         stderr = "".join(f"{entry['message']}\n" for entry in logs if entry["level"] in ("warn", "error"))
@@ -277,7 +426,7 @@ class IsolateSandbox:
         """Run queued tool calls and feed their results back until the snippet finishes."""
         idle = 0.0  # poll once at once: microtasks ran at the end of the last eval
         while True:
-            state = json.loads(status)
+            state = _status(status)
             for call_id, name, args_json in state["calls"]:
                 calls[asyncio.ensure_future(self._call_tool(name, args_json))] = call_id
             if state["done"] is not None:
@@ -334,6 +483,31 @@ class IsolateSandbox:
             limits=self.limits.to_json(),
             capabilities=sorted(self.capabilities),
         )
+
+
+_LEVELS = frozenset({"log", "info", "debug", "warn", "error"})
+
+
+def _status(raw: Any) -> dict[str, Any]:
+    """The isolate's status, checked field by field (it is built from captured built-ins,
+    so a mismatch is a bug, and must not turn into anything the host acts on)."""
+    try:
+        state = json.loads(raw) if isinstance(raw, str) else None
+        calls, done = state["calls"], state["done"]  # type: ignore[index]
+        ok = isinstance(calls, list) and all(
+            isinstance(c, list) and len(c) == 3 and type(c[0]) is int and isinstance(c[1], str) and isinstance(c[2], str)
+            for c in calls)
+        if done is not None:
+            ok = ok and isinstance(done, dict) and isinstance(done.get("value"), str) \
+                and (done.get("error") is None or isinstance(done.get("error"), str)) \
+                and isinstance(done.get("truncated"), bool) and isinstance(done.get("logs"), list) \
+                and all(isinstance(e, dict) and e.get("level") in _LEVELS and isinstance(e.get("message"), str)
+                        for e in done["logs"])
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise SandboxError("the isolate answered with a malformed status; it was terminated")
+    return state  # type: ignore[return-value]
 
 
 def _jsonable(value: Any) -> Any:

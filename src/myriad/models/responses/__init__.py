@@ -6,7 +6,7 @@ Public surface::
     ResponsesRequest     a validated request; ``to_chat()`` is the same call for Chat Completions
     parse_request        validate a body (400s name the parameter)
     ResponseEvents       chat chunks -> typed Responses stream events
-    ResponseStore, MemoryResponseStore, StoredResponse
+    ResponseStore, MemoryResponseStore, SQLiteResponseStore, StoredResponse
     response_usage, output_items, response_object, sse
 
 Providers that speak only Chat Completions are reached by translation both ways.
@@ -16,6 +16,7 @@ from myriad.models.responses._events import ResponseEvents, sse
 from myriad.models.responses._output import output_items, output_text, response_object, response_usage
 from myriad.models.responses._request import ResponsesRequest, items_to_messages, parse_request
 from myriad.models.responses._service import Responses
+from myriad.models.responses._sqlite import SQLiteResponseStore
 from myriad.models.responses._store import MemoryResponseStore, ResponseStore, StoredResponse
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "ResponseStore",
     "Responses",
     "ResponsesRequest",
+    "SQLiteResponseStore",
     "StoredResponse",
     "items_to_messages",
     "output_items",

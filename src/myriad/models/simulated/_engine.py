@@ -234,15 +234,16 @@ def make_reply(model: str, body: Mapping[str, Any], profile: Profile, fixed_text
 
 
 def _maybe_tool_call(body: Mapping[str, Any]) -> dict[str, Any] | None:
-    """Call a tool when asked to: ``tool_choice`` required/named, or the last user
-    message names a tool. A tool result as the last message gets a text answer."""
+    """Call a tool when asked to: ``tool_choice`` required/named (always, as OpenAI's
+    models must), or the last user message names a tool. With ``auto``, a tool result
+    as the last message gets a text answer."""
     tools = body.get("tools")
     if not tools or not isinstance(tools, list):
         return None
     messages = body["messages"]
-    if messages[-1].get("role") == "tool":
-        return None
     choice = body.get("tool_choice", "auto")
+    if messages[-1].get("role") == "tool" and not (choice == "required" or isinstance(choice, Mapping)):
+        return None
     fns = [t.get("function") or {} for t in tools if isinstance(t, Mapping)]
     chosen: Mapping[str, Any] | None = None
     if choice == "none":

@@ -1,0 +1,371 @@
+"""A node's front door: one ASGI app that routes every request and WebSocket for an
+agent to the shard that holds it, and everything else to any shard.
+
+It does not run agents or read credentials: shards authenticate (the same keys and
+identity on every shard), so a request the front door forwards is judged exactly as
+in embedded mode. What it adds is routing:
+
+1. the placement key of the URL (``placement.placement_key``: the root agent's
+   ``class/name``) picks a shard by rendezvous over the live, non-draining shards
+   of the directory (refreshed every ``refresh`` seconds), or the shard it last
+   found holding that key;
+2. a shard that does not hold the address answers ``agent_moved`` (HTTP 409, or
+   a WebSocket close 4004 before any frame) naming the holder: the front door
+   goes there instead; with no live holder (it died, its lease has not expired
+   yet) it waits and places again, up to ``route_timeout`` seconds;
+3. a shard that refuses connections is avoided until the next refresh.
+
+A WebSocket is accepted from the client only once the shard has accepted it and
+sent its first frame, so re-routing is invisible to clients. When a shard's side
+closes abnormally (it died), the client's socket closes with 1012, and clients
+reconnect (the npm ``agents`` client does by itself) to the new owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from typing import Any
+
+from myriad.cluster.activation import MOVED_PREFIX
+from myriad.cluster.directory import Directory, ShardInfo
+from myriad.cluster.placement import placement_key, rendezvous
+
+log = logging.getLogger("myriad.cluster")
+
+_HOP = {b"host", b"connection", b"keep-alive", b"upgrade", b"transfer-encoding", b"te", b"trailer",
+        b"proxy-authorization", b"proxy-connection", b"content-length"}
+_WS_SKIP = {b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
+            b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length"}
+_MAX_OWNERS = 1_000_000
+
+
+class _Moved(Exception):
+    def __init__(self, holder: str) -> None:
+        self.holder = holder
+
+
+class FrontDoor:
+    """The ASGI app of a node's front door (see the module docstring)."""
+
+    def __init__(self, database: str, *, refresh: float = 0.5, route_timeout: float = 10.0,
+                 max_frame_bytes: int = 1_048_576) -> None:
+        self.directory = Directory(database)
+        self.refresh_every = refresh
+        self.route_timeout = route_timeout
+        self.max_frame_bytes = max_frame_bytes
+        self.live: dict[str, ShardInfo] = {}
+        self.placeable: list[str] = []
+        self.owners: dict[str, str] = {}
+        self.suspect: dict[str, float] = {}
+        self.stats = {"http": 0, "websockets": 0, "moved": 0, "retries": 0, "unavailable": 0}
+        self._rr = itertools.count()
+        self._client: Any = None
+        self._task: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Lock | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        import aiohttp
+
+        await self.directory.connect()
+        self._refreshing = asyncio.Lock()
+        await self.refresh()
+        self._client = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, connect=3.0),
+            connector=aiohttp.TCPConnector(limit=1000, limit_per_host=0, enable_cleanup_closed=True),
+            auto_decompress=False, skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"))
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        if self._client is not None:
+            await self._client.close()
+        await self.directory.close()
+
+    async def refresh(self) -> None:
+        assert self._refreshing is not None
+        async with self._refreshing:
+            shards = await self.directory.shards()
+            self.live = {s.id: s for s in shards}
+            self.placeable = [s.id for s in shards if not s.draining]
+            now = time.monotonic()
+            self.suspect = {k: v for k, v in self.suspect.items() if v > now and k in self.live}
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.refresh_every)
+            try:
+                await self.refresh()
+            except Exception as e:  # keep routing with the last view
+                log.warning("front door could not refresh the shard list: %s", e)
+
+    # -- routing -------------------------------------------------------------------
+    def _usable(self, sid: str) -> bool:
+        return sid in self.live and self.suspect.get(sid, 0.0) <= time.monotonic()
+
+    def _pick(self, key: str | None, hint: str | None, avoid: set[str] = set()) -> ShardInfo | None:
+        if hint and self._usable(hint):
+            return self.live[hint]
+        candidates = [s for s in self.placeable if self._usable(s) and s not in avoid]
+        if not candidates:
+            return None
+        if key is None:
+            return self.live[candidates[next(self._rr) % len(candidates)]]
+        cached = self.owners.get(key)
+        if cached is not None and self._usable(cached) and cached not in avoid:
+            return self.live[cached]
+        sid = rendezvous(key, candidates)
+        return self.live[sid] if sid else None
+
+    async def _route(self, key: str | None, attempt: Any) -> Any:
+        """Call ``attempt(shard)`` on the owner, following moves and avoiding dead
+        shards, until it returns or ``route_timeout`` passes (then None)."""
+        deadline = time.monotonic() + self.route_timeout
+        hint: str | None = None
+        avoid: set[str] = set()  # shards that said "not here, and no live holder" to this request
+        while True:
+            shard = self._pick(key, hint, avoid)
+            if shard is None and avoid:
+                avoid.clear()  # every placeable shard said so: try them again after the pause below
+            hint = None
+            if shard is not None:
+                try:
+                    result = await attempt(shard)
+                except _Moved as m:
+                    self.stats["moved"] += 1
+                    if key is not None:
+                        self.owners.pop(key, None)
+                    if m.holder and m.holder != shard.id and self._usable(m.holder):
+                        hint = m.holder
+                        continue
+                    if not m.holder:
+                        avoid.add(shard.id)  # draining or without a lease: place it elsewhere
+                        continue
+                except OSError:
+                    self.suspect[shard.id] = time.monotonic() + max(1.0, self.refresh_every * 2)
+                else:
+                    if key is not None:
+                        if len(self.owners) >= _MAX_OWNERS:
+                            self.owners.clear()
+                        self.owners[key] = shard.id
+                    return result
+            if time.monotonic() > deadline:
+                self.stats["unavailable"] += 1
+                return None
+            self.stats["retries"] += 1
+            await asyncio.sleep(0.1)
+            try:
+                await self.refresh()
+            except Exception:
+                pass
+
+    # -- ASGI ----------------------------------------------------------------------
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "websocket":
+            await self._websocket(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.start()
+                except Exception as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.stop()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.stats["http"] += 1
+        path = scope["path"]
+        if path == "/healthz" and scope["method"] == "GET":
+            await _json(send, 200, {"status": "ok", "role": "front-door", "shards": len(self.live),
+                                    "placeable": len(self.placeable), **self.stats})
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        raw = scope.get("raw_path") or path.encode()
+        target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
+        client = scope.get("client")
+        if client:
+            headers.append(("x-forwarded-for", client[0]))
+
+        async def attempt(shard: ShardInfo) -> Any:
+            import aiohttp
+
+            try:
+                response = await self._client.request(scope["method"], f"http://{shard.address}{target}",
+                                                      headers=headers, data=bytes(body), allow_redirects=False)
+            except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                raise OSError(str(e)) from None
+            if response.status == 409:
+                content = await response.read()
+                response.release()
+                holder = _moved_holder(content)
+                if holder is not None:
+                    raise _Moved(holder)
+                return response, content
+            return response, None
+
+        routed = await self._route(placement_key(path), attempt)
+        if routed is None:
+            await _json(send, 503, {"error": {"code": "cluster_unavailable", "retry_after": 1,
+                                              "message": "no shard could take this request in time; retry shortly"}},
+                        [(b"retry-after", b"1")])
+            return
+        response, content = routed
+        out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP]
+        status = response.status
+        if content is not None:
+            out.append((b"content-length", str(len(content)).encode()))
+            await send({"type": "http.response.start", "status": status, "headers": out})
+            await send({"type": "http.response.body", "body": content})
+            return
+        length = response.headers.get("content-length")
+        if length is not None:
+            out.append((b"content-length", length.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        try:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        finally:
+            response.release()
+        await send({"type": "http.response.body", "body": b""})
+
+    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        self.stats["websockets"] += 1
+        message = await receive()
+        if message["type"] != "websocket.connect":
+            return
+        raw = scope.get("raw_path") or scope["path"].encode()
+        target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _WS_SKIP]
+        subprotocols = scope.get("subprotocols") or None
+        refused: list[tuple[int, str]] = []
+
+        async def attempt(shard: ShardInfo) -> Any:
+            try:
+                upstream = await connect(f"ws://{shard.address}{target}", additional_headers=headers,
+                                         subprotocols=subprotocols, compression=None, ping_interval=None,
+                                         max_size=self.max_frame_bytes + 1024, open_timeout=5, close_timeout=2)
+            except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
+                raise OSError(str(e)) from None
+            try:
+                first = await upstream.recv()
+            except ConnectionClosed as e:
+                code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (1006, "")
+                if code == 4004 and reason.startswith(MOVED_PREFIX):
+                    holder = reason[len(MOVED_PREFIX):]
+                    raise _Moved("" if holder.startswith("(") else holder) from None
+                if code in (1006, 1011, 1012):
+                    raise OSError(f"shard closed with {code}") from None
+                refused.append((code, reason))
+                return None, None
+            return upstream, first
+
+        routed = await self._route(placement_key(scope["path"]), attempt)
+        if routed is None or routed[0] is None:
+            code, reason = refused[-1] if refused else (1013, "no shard could take this agent in time; retry")
+            await send({"type": "websocket.accept"})
+            await send({"type": "websocket.close", "code": code, "reason": reason})
+            return
+        upstream, first = routed
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        await _ws_send(send, first)
+        await self._pump(upstream, receive, send)
+
+    async def _pump(self, upstream: Any, receive: Any, send: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        async def client_to_shard() -> None:
+            while True:
+                message = await receive()
+                kind = message["type"]
+                if kind == "websocket.receive":
+                    text = message.get("text")
+                    await upstream.send(text if text is not None else message.get("bytes") or b"")
+                elif kind == "websocket.disconnect":
+                    await upstream.close(message.get("code", 1000) if message.get("code", 1000) in range(1000, 5000)
+                                         and message.get("code") not in (1005, 1006) else 1000)
+                    return
+
+        pump = asyncio.get_running_loop().create_task(client_to_shard())
+        code, reason = 1012, "shard went away; reconnect"
+        try:
+            async for frame in upstream:
+                await _ws_send(send, frame)
+            if upstream.close_code is not None and upstream.close_code not in (1005, 1006):
+                code, reason = upstream.close_code, upstream.close_reason or ""
+        except ConnectionClosed as e:
+            if e.rcvd is not None and e.rcvd.code not in (1005, 1006):
+                code, reason = e.rcvd.code, e.rcvd.reason
+        except Exception:
+            pass
+        finally:
+            if not pump.done():
+                pump.cancel()
+                try:
+                    await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
+                except Exception:
+                    pass
+            try:
+                await pump
+            except (asyncio.CancelledError, ConnectionClosed, Exception):
+                pass
+            await upstream.close()
+
+
+def _moved_holder(content: bytes) -> str | None:
+    try:
+        error = json.loads(content).get("error", {})
+    except (ValueError, AttributeError):
+        return None
+    if isinstance(error, dict) and error.get("code") == "agent_moved":
+        return str(error.get("holder") or "")
+    return None
+
+
+async def _ws_send(send: Any, frame: Any) -> None:
+    if isinstance(frame, str):
+        await send({"type": "websocket.send", "text": frame})
+    else:
+        await send({"type": "websocket.send", "bytes": bytes(frame)})
+
+
+async def _json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    data = json.dumps(body).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
+                            *(headers or [])]})
+    await send({"type": "http.response.body", "body": data})
+
+
+__all__ = ["FrontDoor"]
