@@ -104,6 +104,12 @@ def test_any_door_reaches_any_agent_once(cluster: Env) -> None:
     assert httpx.get(f"{env.doors[0].url}/v1/agents", headers={"Authorization": "Bearer nope"}).status_code == 401
     held = {s["id"]: s["activations"] for s in env.live_shards()}
     assert sum(held.values()) == 12
+    # deleting an agent no shard holds yet: the shard takes the activation to delete it
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/never-seen", headers=env.headers)
+    assert r.status_code == 204, r.text
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/r1", headers=env.headers)
+    assert r.status_code == 204, r.text
+    assert env.rpc(0, "r1", "add", 0).json() == {"result": 0}
 
 
 def test_single_activation_sigstop(cluster: Env) -> None:
