@@ -153,7 +153,8 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def _keystore(args: argparse.Namespace) -> Any:
     from myriad.identity import KeyStore
 
-    store = KeyStore(_settings(args).data_dir)
+    settings = _settings(args)
+    store = KeyStore(settings.data_dir, settings.storage.database, connect_timeout=settings.storage.connect_timeout)
     store.open()
     return store
 
