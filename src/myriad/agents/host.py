@@ -62,6 +62,10 @@ class AgentHost:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._task_owner: dict[str, str] = {}  # task key -> agent path
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
+        # Steps of work a turn started (a chat reply's chunks) run under the same input
+        # gate and the same wrap_turn wrappers (the cluster fence), but are not turns to
+        # the instrumentation: one reply is one turn in metering and telemetry.
+        self._step: Callable[[_Slot, Callable[[Agent], Awaitable[Any]]], Awaitable[Any]] = self._turn
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
         # count) wraps the turn; without any, nothing changes.
         wrappers = instrumentation if isinstance(instrumentation, (list, tuple)) else [instrumentation]
@@ -142,8 +146,10 @@ class AgentHost:
             self._close_sql(slot)
 
     def wrap_turn(self, wrapper: Any) -> None:
-        """Add one more turn wrapper (``wrapper.wrap_turn(turn, host)``), outermost."""
+        """Add one more turn wrapper (``wrapper.wrap_turn(turn, host)``), outermost.
+        It also wraps the steps of ``run_step``."""
         self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
+        self._step = wrapper.wrap_turn(self._step, self)
 
     async def drop(self, ref: AgentRef, code: int = 1012, reason: str = "", *, flush: bool = False) -> None:
         """Forget an instance held in memory without hibernating it through storage:
@@ -448,6 +454,13 @@ class AgentHost:
         """Run arbitrary code as a turn of the instance (schedules, MCP calls, tests, admin);
         ``caller`` is what the agent sees as ``self.caller``."""
         return await self._as(caller, self._turn(self._slot(ref), body))
+
+    async def run_step(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
+        """Run a step of work an earlier turn started (a chat reply's next chunks) under
+        the instance's input gate, waking it if needed. Not a turn of its own to
+        metering and telemetry (the turn that started the work was counted)."""
+        result: T = await self._step(self._slot(ref), body)
+        return result
 
     async def get_state(self, ref: AgentRef) -> Any:
         slot = self._slots.get(ref.path)

@@ -17,6 +17,7 @@ BENCHES: dict[str, str] = {
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
     "mcp": "myriad.bench.mcp",
+    "chat": "myriad.bench.chat",
     "scale": "myriad.bench.scale",
 }
 
