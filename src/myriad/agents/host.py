@@ -34,6 +34,21 @@ from myriad.storage import AgentRecord, Storage
 log = logging.getLogger("myriad.agents")
 T = TypeVar("T")
 
+class TurnInfo:
+    """One agent turn as every turn middleware sees it (built once per turn)."""
+
+    __slots__ = ("ref", "woke", "started", "error", "state")
+
+    def __init__(self, ref: AgentRef, woke: bool) -> None:
+        self.ref = ref
+        self.woke = woke
+        """The instance was not in memory: this turn wakes (or creates) it."""
+        self.started = time.perf_counter()
+        self.error: BaseException | None = None
+        self.state: dict[str, Any] = {}
+        """Scratch space, one key per middleware (a span, a context token)."""
+
+
 class AgentHost:
     """Every agent instance on this process, behind one turn queue per instance."""
 
@@ -67,10 +82,19 @@ class AgentHost:
         # the instrumentation: one reply is one turn in metering and telemetry.
         self._step: Callable[[_Slot, Callable[[Agent], Awaitable[Any]]], Awaitable[Any]] = self._turn
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
-        # count) wraps the turn; without any, nothing changes.
+        # count) is turn middleware: each sees one TurnInfo per turn (enter in order, exit
+        # in reverse). An object with only ``wrap_turn`` still wraps the turn. None: no cost.
+        self._turn_mw: list[Any] = []
         wrappers = instrumentation if isinstance(instrumentation, (list, tuple)) else [instrumentation]
         for wrapper in wrappers:
-            if wrapper is not None:
+            if wrapper is None:
+                continue
+            if hasattr(wrapper, "enter") and hasattr(wrapper, "exit"):
+                self._turn_mw.append(wrapper)
+                observe = getattr(wrapper, "observe", None)
+                if observe is not None:
+                    observe(self)
+            else:
                 self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
 
     # -- registry ----------------------------------------------------------------
@@ -209,6 +233,22 @@ class AgentHost:
         return slot
 
     async def _turn(self, slot: _Slot, body: Callable[[Agent], Awaitable[T]]) -> T:
+        mw = self._turn_mw
+        if not mw:
+            return await self._run_turn(slot, body)
+        info = TurnInfo(slot.ref, slot.agent is None)
+        for m in mw:
+            m.enter(info)
+        try:
+            return await self._run_turn(slot, body)
+        except BaseException as e:
+            info.error = e
+            raise
+        finally:
+            for m in reversed(mw):
+                m.exit(info)
+
+    async def _run_turn(self, slot: _Slot, body: Callable[[Agent], Awaitable[T]]) -> T:
         async with slot.lock:
             agent = slot.agent
             if agent is None:
@@ -506,4 +546,4 @@ class _Collector(StreamingResponse):
             self.chunks.append(frame["result"])
 
 
-__all__ = ["AgentHost", "RpcError"]
+__all__ = ["AgentHost", "RpcError", "TurnInfo"]
