@@ -211,18 +211,28 @@ async def test_a_reply_is_one_turn_to_instrumentation_however_many_chunks(storag
                 return await turn(slot, body)
             return counted
 
-    h = AgentHost(storage, AgentSettings(hibernate_after=3600), instrumentation=Counting())
+    class Middleware:  # the turn-middleware shape (enter/exit with a TurnInfo)
+        turns = 0
+
+        def enter(self, info: Any) -> None:
+            Middleware.turns += 1
+
+        def exit(self, info: Any) -> None:
+            pass
+
+    h = AgentHost(storage, AgentSettings(hibernate_after=3600), instrumentation=[Counting(), Middleware()])
     await h.start()
     try:
         fresh(h)
         ref = AgentRef("t", "scripted", "m")
         conn, wire = await connect(h, ref)
-        before = Counting.turns
+        before, before_mw = Counting.turns, Middleware.turns
         await h.frame(ref, conn, request("r6"))
         for w in ["a ", "b ", "c ", "d ", "e "]:
             await GATE.put(w)
         await GATE.put(None)
         await until(lambda: any(f["done"] for f in wire.of("r6")), "done")
-        assert len(wire.of("r6")) == 10 and Counting.turns - before == 1  # the request frame only
+        assert len(wire.of("r6")) == 10  # 9 chunks and the end
+        assert Counting.turns - before == 1 and Middleware.turns - before_mw == 1  # the request frame only
     finally:
         await h.stop()

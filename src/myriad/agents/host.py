@@ -80,7 +80,7 @@ class AgentHost:
         # Steps of work a turn started (a chat reply's chunks) run under the same input
         # gate and the same wrap_turn wrappers (the cluster fence), but are not turns to
         # the instrumentation: one reply is one turn in metering and telemetry.
-        self._step: Callable[[_Slot, Callable[[Agent], Awaitable[Any]]], Awaitable[Any]] = self._turn
+        self._step: Callable[[_Slot, Callable[[Agent], Awaitable[Any]]], Awaitable[Any]] = self._run_turn
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
         # count) is turn middleware: each sees one TurnInfo per turn (enter in order, exit
         # in reverse). An object with only ``wrap_turn`` still wraps the turn. None: no cost.
