@@ -87,6 +87,21 @@ def test_input_items_and_previous_response_id_carry_the_conversation(client, ser
     assert e.value.body["param"] == "previous_response_id"
     with pytest.raises(openai.NotFoundError):
         other.responses.retrieve(first.id)
+    # an end user (a user token of this tenant) has their own: not the tenant key's, not another user's
+    def user_client(name: str) -> openai.OpenAI:
+        r = httpx.post(server.url + "/v1/admin/user-tokens", headers=server.headers(), json={
+            "user": name, "scope": "models", "resource": "urn:myriad:models"})
+        assert r.status_code == 200, r.text
+        return openai.OpenAI(base_url=server.url + "/v1", api_key=r.json()["access_token"], max_retries=0)
+
+    alice, bob = user_client("alice"), user_client("bob")
+    mine = alice.responses.create(model="fast", input="alice here")
+    assert alice.responses.retrieve(mine.id).id == mine.id
+    for stranger in (bob, client):
+        with pytest.raises(openai.NotFoundError):
+            stranger.responses.retrieve(mine.id)
+    with pytest.raises(openai.NotFoundError):
+        alice.responses.create(model="fast", input="x", previous_response_id=first.id)
 
 
 def test_stream_events(client):

@@ -26,6 +26,13 @@ _SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no
                 (b"x-accel-buffering", b"no")]
 
 
+def _owner(principal: Any) -> str:
+    """Whose stored responses a caller sees: the tenant's, or an end user's own when
+    the caller acts for one (a user token), so users of a tenant never read each other's."""
+    user = getattr(principal, "user", None)
+    return f"{principal.tenant}\x00user:{user}" if user else principal.tenant
+
+
 def _responses(request: Request) -> Any:
     responses = getattr(request.app.state.services, "responses", None)
     if responses is None:
@@ -40,12 +47,13 @@ async def create(request: Request) -> Any:
         body = await json_object(request, MAX_BODY, required=True)
         model = body.get("model")
         principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
-        req = responses.parse(body, principal.tenant)
+        owner = _owner(principal)
+        req = responses.parse(body, owner)
         if not req.stream:
-            response, result = await responses.create(req, tenant=principal.tenant)
+            response, result = await responses.create(req, tenant=principal.tenant, owner=owner)
             return Response(orjson.dumps(response), media_type="application/json",
                             headers={"x-myriad-deployment": result.deployment})
-        stream = responses.stream(req, tenant=principal.tenant)
+        stream = responses.stream(req, tenant=principal.tenant, owner=owner)
         first = await stream.__anext__()  # refusals before any output are plain HTTP errors
     except MyriadError as e:
         return openai_error(e)
@@ -86,7 +94,7 @@ class _EventStream:
 async def retrieve(request: Request) -> Response:
     try:
         principal = await require_principal(request)
-        stored = _responses(request).get(principal.tenant, request.path_params["response_id"])
+        stored = _responses(request).get(_owner(principal), request.path_params["response_id"])
     except MyriadError as e:
         return openai_error(e)
     return Response(orjson.dumps(stored.response), media_type="application/json")
@@ -96,7 +104,7 @@ async def delete(request: Request) -> Response:
     try:
         principal = await require_principal(request)
         rid = request.path_params["response_id"]
-        _responses(request).delete(principal.tenant, rid)
+        _responses(request).delete(_owner(principal), rid)
     except MyriadError as e:
         return openai_error(e)
     return Response(orjson.dumps({"id": rid, "object": "response.deleted", "deleted": True}),
@@ -106,7 +114,7 @@ async def delete(request: Request) -> Response:
 async def input_items(request: Request) -> Response:
     try:
         principal = await require_principal(request)
-        stored = _responses(request).get(principal.tenant, request.path_params["response_id"])
+        stored = _responses(request).get(_owner(principal), request.path_params["response_id"])
     except MyriadError as e:
         return openai_error(e)
     items = list(stored.input_items)

@@ -27,7 +27,8 @@ class Responses:
         self.store: ResponseStore = store if store is not None else MemoryResponseStore()
 
     def parse(self, body: Mapping[str, Any], tenant: str | None) -> ResponsesRequest:
-        """Validate ``body`` and expand its history from this tenant's stored responses."""
+        """Validate ``body`` and expand its history from the stored responses of
+        ``tenant`` (or of whichever owner the caller partitions the store by)."""
 
         def previous(rid: str) -> list[dict[str, Any]] | None:
             stored = self.store.get(tenant, rid)
@@ -35,15 +36,16 @@ class Responses:
 
         return parse_request(body, previous=previous, item=lambda iid: self.store.item(tenant, iid))
 
-    async def create(self, req: ResponsesRequest, *, tenant: str | None = None,
-                     agent: str | None = None) -> tuple[dict[str, Any], ChatResult]:
-        """A finished response (and the chat result behind it, for its deployment)."""
+    async def create(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
+                     owner: str | None = None) -> tuple[dict[str, Any], ChatResult]:
+        """A finished response (and the chat result behind it, for its deployment).
+        ``owner`` is whose store it goes to (default: the tenant's)."""
         chat = req.to_chat()
         result = await self.gateway.chat(chat, tenant=tenant, agent=agent, kind="responses",
                                          passthrough=upstream_body(req))
         if result.raw.get("object") == "response":  # the deployment took the call as it was
             response = as_ours(req, result.raw)
-            self._keep(tenant, req, response)
+            self._keep(owner or tenant, req, response)
             return response, result
         choices = result.raw.get("choices") or [{}]
         finish = choices[0].get("finish_reason")
@@ -51,11 +53,11 @@ class Responses:
         response = response_object(req, response_id=new_id("resp"), created_at=int(result.raw.get("created") or 0)
                                    or _now(), model=result.model, output=output, usage=result.usage,
                                    finish_reason=finish)
-        self._keep(tenant, req, response)
+        self._keep(owner or tenant, req, response)
         return response, result
 
-    async def stream(self, req: ResponsesRequest, *, tenant: str | None = None,
-                     agent: str | None = None) -> AsyncIterator[tuple[str, list[Event]]]:
+    async def stream(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
+                     owner: str | None = None) -> AsyncIterator[tuple[str, list[Event]]]:
         """``(deployment, events)`` as the upstream's chunks arrive. The first item
         comes only after the gateway committed to a deployment (so a refusal before
         any output is raised, not streamed); a later failure becomes ``error`` and
@@ -94,7 +96,7 @@ class Responses:
         finally:
             await batches.aclose()
         if events.response is not None and events.response["status"] != "failed":
-            self._keep(tenant, req, events.response)
+            self._keep(owner or tenant, req, events.response)
         yield deployment, out
 
     def get(self, tenant: str | None, response_id: str) -> StoredResponse:
