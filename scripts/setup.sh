@@ -48,5 +48,7 @@ fi
 if (( want_test )); then
   echo "==> npm install (tests/node: the npm 'agents' client)"
   (cd tests/node && npm install --no-audit --no-fund --silent)
+  echo "==> npm install (tests/node/chat: useAgentChat of @cloudflare/ai-chat, with ai 7)"
+  (cd tests/node/chat && npm install --no-audit --no-fund --silent)
 fi
 echo "==> setup done"

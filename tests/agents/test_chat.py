@@ -19,8 +19,10 @@ class Scripted(ChatAgent):
 
     async def on_chat_message(self, turn: ChatTurn):
         GATE = type(self).gate
-        yield {"type": "start"}
-        yield {"type": "text-start", "id": "t"}
+        if not turn.started:  # a reply picked up after a crash continues where it was cut
+            yield {"type": "start"}
+        if turn.open_text_id is None:
+            yield {"type": "text-start", "id": "t"}
         while (word := await GATE.get()) is not None:
             if word == "!":
                 raise RuntimeError("model fell over")
@@ -111,7 +113,8 @@ async def test_connect_mid_stream_is_told_and_probe_finds_it(host: AgentHost):
     await GATE.put("one ")
     await until(lambda: len(wire.of("r2")) >= 3, "chunks")
     other, other_wire = await connect(host, ref, "c2")
-    assert other_wire.frames[-1] == {"type": "cf_agent_stream_resuming", "id": "r2"}
+    assert other_wire.frames[1] == {"type": "cf_agent_stream_resuming", "id": "r2"}  # told before identity
+    assert other_wire.frames[2]["type"] == "cf_agent_identity"
     await GATE.put("two")  # not sent to c2 before it ACKs (it would get it twice)
     await until(lambda: any("two" in f["body"] for f in wire.of("r2")), "two")
     assert not other_wire.of("r2")
@@ -174,3 +177,23 @@ def test_accumulator_and_openai_messages():
     assert out[4] == {"role": "assistant", "content": "ok"}
     msg["parts"][1].update(state="approval-responded", approval={"id": "ap", "approved": False})
     assert {"role": "tool", "tool_call_id": "c1", "content": DENIED} in to_openai([user, msg])
+
+
+async def test_dropped_activation_stops_its_reply_and_the_next_owner_finishes_it(host: AgentHost):
+    fresh(host)
+    ref = AgentRef("t", "scripted", "d")
+    conn, wire = await connect(host, ref)
+    await host.frame(ref, conn, request("r5"))
+    await GATE.put("before ")
+    await until(lambda: any("before" in f["body"] for f in wire.of("r5")), "first delta")
+    await host.drop(ref)  # the activation moved (cluster handover): its producer stops
+    await asyncio.sleep(0.01)
+    assert host.task("chat:t/scripted/d:r5") is None
+    again, again_wire = await connect(host, ref, "c3")  # the new owner: the reply is picked up
+    assert {"type": "cf_agent_stream_resuming", "id": "r5"} in again_wire.frames
+    await host.frame(ref, again, json.dumps({"type": "cf_agent_stream_resume_ack", "id": "r5"}))
+    await GATE.put("after")
+    await GATE.put(None)
+    await until(lambda: any(f["done"] for f in again_wire.of("r5")), "finished by the next owner")
+    messages = await host.run(ref, _messages)
+    assert messages[-1]["parts"][0]["text"] == "before after"

@@ -243,3 +243,31 @@ def test_drain_moves_agents_without_errors(cluster: Env) -> None:
         assert _pid_of(env, 0, n) != drained_pid
     subprocess.run([sys.executable, "-m", "myriad", "cluster", "drain", node[:10], "--undo", "--database", env.database],
                    env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60, check=True)
+
+
+def test_losing_a_whole_node(cluster: Env) -> None:
+    """Every process of one Ray node goes (its raylet, its workers with the shard, and
+    its `myriad serve` front door): its agents answer again through the other node's
+    front door within 5 s, with their state."""
+    env = cluster
+    shards = env.wait_shards(2)
+    by_node = {s["node"]: s["pid"] for s in shards}
+    doomed = env.ray.nodes[1]
+    doomed_pid = by_node[doomed.node_id]
+    names = [f"n{i}" for i in range(12)]
+    for n in names:
+        assert env.rpc(0, n, "add", 5).json() == {"result": 5}
+    moving = [n for n in names if _pid_of(env, 0, n) == doomed_pid]
+    assert moving
+    env.doors[1].proc.send_signal(signal.SIGKILL)  # the node's front door (and the shards' owner)
+    env.ray.cluster.remove_node(doomed, allow_graceful=False)  # raylet and every worker on it
+    gone = time.monotonic()
+    recovered = {}
+    for n in moving:
+        r = env.rpc(0, n, "add", 1, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"result": 6}  # the state survived the node
+        recovered[n] = time.monotonic() - gone
+    assert max(recovered.values()) < 5.0, recovered
+    live = env.live_shards()
+    assert [s["pid"] for s in live] == [by_node[env.ray.nodes[0].node_id]]

@@ -29,5 +29,5 @@ provider = "simulated"
 [[deployment]]
 model = "slow"
 provider = "simulated"
-options = { ttft = 0.05, tps = 12, tokens = 40, chunk_interval = 0.0 }
+options = { ttft = 0.05, tps = 16, tokens = 28, chunk_interval = 0.0 }
 """

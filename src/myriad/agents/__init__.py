@@ -8,7 +8,7 @@ model gateway / sandbox manager objects it is given).
 from myriad.agents.agent import Agent, StreamingResponse, callable
 from myriad.agents.connection import Connection, Transport
 from myriad.agents.handle import AgentHandle
-from myriad.agents.host import AgentHost
+from myriad.agents.host import AgentHost, TurnInfo
 from myriad.agents.naming import AgentRef, kebab, validate_name
 from myriad.agents.protocol import RpcError
 from myriad.agents.schedules import Schedule
@@ -23,6 +23,7 @@ __all__ = [
     "Schedule",
     "StreamingResponse",
     "Transport",
+    "TurnInfo",
     "callable",
     "kebab",
     "validate_name",

@@ -266,8 +266,8 @@ class Agent:
         """A client connected (after identity and state were sent)."""
 
     async def _connected(self, connection: Connection) -> None:
-        """What a base class sends on connect after the protocol's frames, before
-        ``on_connect`` (``ChatAgent`` sends the conversation)."""
+        """What a base class sends on connect, before the identity frame (``ChatAgent``
+        sends the conversation, so it is there when the client is ready)."""
 
     async def on_message(self, connection: Connection, message: str) -> None:
         """A frame that is not part of the protocol (RPC, state) arrived. The default

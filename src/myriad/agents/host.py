@@ -34,6 +34,21 @@ from myriad.storage import AgentRecord, Storage
 log = logging.getLogger("myriad.agents")
 T = TypeVar("T")
 
+class TurnInfo:
+    """One agent turn as every turn middleware sees it (built once per turn)."""
+
+    __slots__ = ("ref", "woke", "started", "error", "state")
+
+    def __init__(self, ref: AgentRef, woke: bool) -> None:
+        self.ref = ref
+        self.woke = woke
+        """The instance was not in memory: this turn wakes (or creates) it."""
+        self.started = time.perf_counter()
+        self.error: BaseException | None = None
+        self.state: dict[str, Any] = {}
+        """Scratch space, one key per middleware (a span, a context token)."""
+
+
 class AgentHost:
     """Every agent instance on this process, behind one turn queue per instance."""
 
@@ -60,12 +75,22 @@ class AgentHost:
         self._resident: OrderedDict[str, _Slot] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._tasks: dict[str, asyncio.Task[Any]] = {}
+        self._task_owner: dict[str, str] = {}  # task key -> agent path
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
-        # count) wraps the turn; without any, nothing changes.
+        # count) is turn middleware: each sees one TurnInfo per turn (enter in order, exit
+        # in reverse). An object with only ``wrap_turn`` still wraps the turn. None: no cost.
+        self._turn_mw: list[Any] = []
         wrappers = instrumentation if isinstance(instrumentation, (list, tuple)) else [instrumentation]
         for wrapper in wrappers:
-            if wrapper is not None:
+            if wrapper is None:
+                continue
+            if hasattr(wrapper, "enter") and hasattr(wrapper, "exit"):
+                self._turn_mw.append(wrapper)
+                observe = getattr(wrapper, "observe", None)
+                if observe is not None:
+                    observe(self)
+            else:
                 self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
 
     # -- registry ----------------------------------------------------------------
@@ -92,16 +117,20 @@ class AgentHost:
         await self.scheduler.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_forever())
 
-    def spawn(self, key: str, work: Awaitable[Any]) -> "asyncio.Task[Any]":
+    def spawn(self, key: str, work: Awaitable[Any], *, owner: AgentRef | None = None) -> "asyncio.Task[Any]":
         """Run ``work`` in the background under ``key`` (one per key), owned by the
-        host: kept referenced, findable with ``task(key)``, cancelled at ``stop``.
-        Work that must touch an instance does so in turns (``run``)."""
+        host: kept referenced, findable with ``task(key)``, cancelled at ``stop`` (and
+        when ``owner``'s instance is dropped or deleted). Work that must touch an
+        instance does so in turns (``run``)."""
         task: "asyncio.Task[Any]" = asyncio.get_running_loop().create_task(work)  # type: ignore[arg-type]
         self._tasks[key] = task
+        if owner is not None:
+            self._task_owner[key] = owner.path
 
         def forget(t: "asyncio.Task[Any]") -> None:
             if self._tasks.get(key) is t:
                 del self._tasks[key]
+                self._task_owner.pop(key, None)
 
         task.add_done_callback(forget)
         return task
@@ -109,6 +138,11 @@ class AgentHost:
     def task(self, key: str) -> "asyncio.Task[Any] | None":
         """The live background task spawned under ``key``, if any."""
         return self._tasks.get(key)
+
+    def _cancel_tasks_of(self, ref: AgentRef) -> None:
+        for key, path in list(self._task_owner.items()):
+            if path == ref.path and key in self._tasks:
+                self._tasks[key].cancel()
 
     async def stop(self) -> None:
         await self.scheduler.stop()
@@ -141,6 +175,7 @@ class AgentHost:
         ``code`` (1012: clients reconnect and reach the new owner). With ``flush``,
         pending state is written first (a drain); without, it is discarded (a write
         would be refused anyway)."""
+        self._cancel_tasks_of(ref)  # its background work (a chat reply) resumes at the new owner
         slot = self._slots.get(ref.path)
         if slot is None:
             return
@@ -192,6 +227,22 @@ class AgentHost:
         return slot
 
     async def _turn(self, slot: _Slot, body: Callable[[Agent], Awaitable[T]]) -> T:
+        mw = self._turn_mw
+        if not mw:
+            return await self._run_turn(slot, body)
+        info = TurnInfo(slot.ref, slot.agent is None)
+        for m in mw:
+            m.enter(info)
+        try:
+            return await self._run_turn(slot, body)
+        except BaseException as e:
+            info.error = e
+            raise
+        finally:
+            for m in reversed(mw):
+                m.exit(info)
+
+    async def _run_turn(self, slot: _Slot, body: Callable[[Agent], Awaitable[T]]) -> T:
         async with slot.lock:
             agent = slot.agent
             if agent is None:
@@ -313,11 +364,13 @@ class AgentHost:
             conn._slot = slot
             slot.connections[conn.id] = conn
             has_state = agent.state is not None
+            # A base class's own connect frames (the chat conversation) come first, so
+            # a client that waits for identity before sending has them already.
+            await agent._connected(conn)
             await slot.release(protocol.identity_frame(ref.name, ref.agent_class, has_state), only=conn)
             if has_state:
                 await slot.release(protocol.state_frame(json.dumps(agent.state)), only=conn)
             await slot.release(agent._mcp_frame(), only=conn)
-            await agent._connected(conn)
             await agent.on_connect(conn)
 
         token = current_caller.set(conn.principal)
@@ -448,6 +501,7 @@ class AgentHost:
 
     async def delete(self, ref: AgentRef) -> None:
         """Destroy an instance: close its connections, drop its state, schedules and SQL."""
+        self._cancel_tasks_of(ref)
         slot = self._slots.get(ref.path)
         if slot is not None:
             async with slot.lock:
@@ -479,4 +533,4 @@ class _Collector(StreamingResponse):
             self.chunks.append(frame["result"])
 
 
-__all__ = ["AgentHost", "RpcError"]
+__all__ = ["AgentHost", "RpcError", "TurnInfo"]

@@ -27,7 +27,7 @@ class _Slot:
 
     __slots__ = (
         "ref", "cls", "agent", "lock", "connections", "last_active",
-        "_storage", "_dirty", "_outbox", "_io_lock", "_kick", "hooks",
+        "_storage", "_dirty", "_outbox", "_io_lock", "_kick", "hooks", "_drainer",
     )
 
     def __init__(self, ref: AgentRef, cls: "type[Agent]", storage: "Storage") -> None:
@@ -42,6 +42,7 @@ class _Slot:
         self._outbox: list[tuple[str, Connection | None, frozenset[str] | set[str]]] = []
         self._io_lock = asyncio.Lock()
         self._kick = False
+        self._drainer: asyncio.Task[None] | None = None
         self.hooks: list[tuple[Any, Connection | None]] = []
 
     # -- state -------------------------------------------------------------------
@@ -103,7 +104,8 @@ class _Slot:
     def _kick_drain(self) -> None:
         self._kick = False
         if self.pending:
-            asyncio.get_running_loop().create_task(self._drain_quietly())
+            # referenced by the slot until it finishes (a task nobody holds may be collected)
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_quietly())
 
     async def _drain_quietly(self) -> None:
         try:

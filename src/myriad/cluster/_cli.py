@@ -44,6 +44,8 @@ def run_serve(args: argparse.Namespace, settings: Any) -> int:
 
     url = database_url(args, settings)
     settings.storage.database = url  # shards keep agents in PostgreSQL: any shard can take any agent
+    if not settings.metering.ledger_url:
+        settings.metering.ledger_url = url  # one ledger: budgets and limits hold across every shard and node
     migrate_cluster(url, settings.storage.connect_timeout)
     keys = KeyStore(settings.data_dir)
     keys.open()

@@ -1,4 +1,4 @@
-"""Metering agent turns, by wrapping the host's turn (like telemetry does).
+"""Metering agent turns: turn middleware of the host (like telemetry's).
 
 ``AgentHost(instrumentation=[..., TurnMeter(counter)])``: every turn adds one
 ``agent.turns`` to the agent's subject in a ``UsageCounter`` (no I/O on the turn's
@@ -21,18 +21,12 @@ class TurnMeter:
     def __init__(self, counter: UsageCounter) -> None:
         self.counter = counter
 
-    def wrap_turn(self, turn: Callable[[Any, Any], Awaitable[T]], host: Any = None
-                  ) -> Callable[[Any, Any], Awaitable[T]]:
-        add = self.counter.add
+    def enter(self, info: Any) -> None:
+        return None
 
-        async def metered_turn(slot: Any, body: Any) -> T:
-            try:
-                return await turn(slot, body)
-            finally:
-                ref = slot.ref
-                add(Subject(ref.tenant, agent=ref.path), Resources.AGENT_TURNS)
-
-        return metered_turn
+    def exit(self, info: Any) -> None:
+        ref = info.ref
+        self.counter.add(Subject(ref.tenant, agent=ref.path), Resources.AGENT_TURNS)
 
 
 __all__ = ["TurnMeter"]

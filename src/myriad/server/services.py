@@ -6,6 +6,7 @@ import importlib
 import inspect
 import os
 import sys
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
@@ -37,36 +38,65 @@ class Services:
     responses: Any = None
     """``/v1/responses`` over ``models`` (``myriad.models.responses.Responses``)."""
     _closers: list[Any] = field(default_factory=list)
+    """Close callbacks (sync or async), in build order; they run in reverse."""
     _starters: list[Any] = field(default_factory=list)
+    """Start callbacks (sync or async), run in order after the host and telemetry started."""
+    _stack: AsyncExitStack | None = None
 
     async def start(self) -> None:
+        """Start every room. Each one's close is pushed on one ``AsyncExitStack`` as it
+        starts, so ``close`` (or a failure half-way through starting) unwinds exactly what
+        started, in reverse; background tasks belong to the room that started them."""
+        stack = AsyncExitStack()
+        try:
+            await self._start(stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def _start(self, stack: AsyncExitStack) -> None:
         if self.settings.storage.database:  # create or upgrade every component's tables first
             import asyncio
 
             await asyncio.to_thread(migrate_database, self.settings.storage.database,
                                     self.settings.storage.connect_timeout)
         await self.storage.open()
+        stack.push_async_callback(self.storage.close)
         self.keys.open()
+        stack.callback(self.keys.close)
+        for close in self._closers:
+            stack.push_async_callback(_maybe_await, close)
         await self.host.start()
+        stack.push_async_callback(self.host.stop)
         if self.telemetry is not None:
             await self.telemetry.start()
         for start in self._starters:
-            start()
+            await _maybe_await(start)
 
     async def close(self) -> None:
-        await self.host.stop()
-        for close in reversed(self._closers):
-            result = close()
-            if inspect.isawaitable(result):
-                await result
-        await self.storage.close()
-        self.keys.close()
+        stack, self._stack = self._stack, None
+        if stack is None:  # never started: close what was built (same order as a started one)
+            stack = AsyncExitStack()
+            stack.push_async_callback(self.storage.close)
+            stack.callback(self.keys.close)
+            for close in self._closers:
+                stack.push_async_callback(_maybe_await, close)
+            stack.push_async_callback(self.host.stop)
+        await stack.aclose()
+
+
+async def _maybe_await(fn: Any) -> None:
+    result = fn()
+    if inspect.isawaitable(result):
+        await result
 
 
 def build_services(settings: Settings, agent_classes: list[type[Agent]] | None = None) -> Services:
     """Build (but do not start) every room from settings."""
     storage = build_storage(settings)
-    keys = KeyStore(settings.data_dir)
+    keys = KeyStore(settings.data_dir, settings.storage.database, pool_size=max(2, settings.storage.pool_size // 2),
+                    connect_timeout=settings.storage.connect_timeout)
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     gateway = Gateway.from_settings(settings.models, env=os.environ)
     # One pipeline (myriad.models.pipeline): identity, then tracing, then admission, then the gateway.

@@ -1,7 +1,8 @@
 """The agent host's instrumentation: an ``invoke_agent {agent}`` span per turn and the
 host gauges.
 
-``AgentHost`` accepts this object as ``instrumentation`` and calls ``wrap_turn`` once,
+``AgentHost`` accepts this object as ``instrumentation`` (turn middleware: ``enter`` and
+``exit`` with the turn's ``TurnInfo``),
 at construction, with its turn method; nothing else in the host knows about
 telemetry, and a host built without it runs exactly the code it always did. The
 host is duck-typed (telemetry imports no other room): a turn is called as
@@ -42,41 +43,32 @@ class AgentInstrumentation:
         self.refresh_interval = refresh_interval
         self._gauges = False
 
-    def wrap_turn(self, turn: Callable[[Any, Any], Awaitable[T]], host: Any = None
-                  ) -> Callable[[Any, Any], Awaitable[T]]:
-        """``turn`` wrapped in an ``invoke_agent`` span (current while it runs)."""
-        if host is not None:
-            self.observe(host)
-        tracer, record = self._tracer, self._turn_duration.record
+    # -- turn middleware (the host calls enter/exit with one TurnInfo per turn) -------------
+    def enter(self, info: Any) -> None:
+        """Start the turn's ``invoke_agent`` span and make it current while the turn runs."""
+        ref = info.ref
+        cls = ref.agent_class
+        attrs = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: cls,
+                 sc.GEN_AI_AGENT_ID: ref.path, sc.GEN_AI_CONVERSATION_ID: ref.path,
+                 sc.MYRIAD_TENANT: ref.tenant, sc.MYRIAD_AGENT_WOKE: info.woke}
+        user = current_user()
+        if user:
+            attrs[sc.MYRIAD_USER] = user
+        span = fast.start(self._tracer, "invoke_agent " + cls, SpanKind.INTERNAL, attrs)
+        info.state["telemetry"] = (span, context.attach(trace.set_span_in_context(span)),
+                                   current_tenant.set(ref.tenant))
+        self.inflight += 1
 
-        async def traced_turn(slot: Any, body: Any) -> T:
-            ref = slot.ref
-            cls = ref.agent_class
-            attrs = {sc.GEN_AI_OPERATION_NAME: sc.OP_INVOKE_AGENT, sc.GEN_AI_AGENT_NAME: cls,
-                     sc.GEN_AI_AGENT_ID: ref.path, sc.GEN_AI_CONVERSATION_ID: ref.path,
-                     sc.MYRIAD_TENANT: ref.tenant, sc.MYRIAD_AGENT_WOKE: slot.agent is None}
-            user = current_user()
-            if user:
-                attrs[sc.MYRIAD_USER] = user
-            span = fast.start(tracer, "invoke_agent " + cls, SpanKind.INTERNAL, attrs)
-            token = context.attach(trace.set_span_in_context(span))
-            tenant_token = current_tenant.set(ref.tenant)
-            started = time.perf_counter()
-            self.inflight += 1
-            mattrs = {sc.GEN_AI_AGENT_NAME: cls}
-            try:
-                return await turn(slot, body)
-            except BaseException as e:
-                mattrs[sc.ERROR_TYPE] = fail(span, e)
-                raise
-            finally:
-                self.inflight -= 1
-                current_tenant.reset(tenant_token)
-                context.detach(token)
-                span.end()
-                record(time.perf_counter() - started, mattrs)
-
-        return traced_turn
+    def exit(self, info: Any) -> None:
+        span, token, tenant_token = info.state.pop("telemetry")
+        self.inflight -= 1
+        current_tenant.reset(tenant_token)
+        context.detach(token)
+        mattrs = {sc.GEN_AI_AGENT_NAME: info.ref.agent_class}
+        if info.error is not None:
+            mattrs[sc.ERROR_TYPE] = fail(span, info.error)
+        span.end()
+        self._turn_duration.record(time.perf_counter() - info.started, mattrs)
 
     # -- gauges -----------------------------------------------------------------------
     def observe(self, host: Any) -> None:

@@ -221,7 +221,7 @@ class ChatAgent(Agent):
         return f"chat:{self.ref.path}:{request_id}"
 
     async def _connected(self, conn: Connection) -> None:
-        await conn.send(frames.messages(self._chat.messages()))
+        await conn.send(frames.messages(self._chat.messages(), connect=True))
         row = self._live_active()
         if row is not None:  # tell it at once; it ACKs to be replayed (or probes first)
             conn.protocol[_PENDING] = row.request_id
@@ -237,7 +237,7 @@ class ChatAgent(Agent):
     def _spawn(self, request_id: str, *, after: "asyncio.Task[Any] | None", recovering: bool,
                owner: str | None = None) -> None:
         self._host.spawn(self._key(request_id),
-                         _produce(self._host, self.ref, request_id, after, recovering, owner))
+                         _produce(self._host, self.ref, request_id, after, recovering, owner), owner=self.ref)
 
     def _start(self, continuation: bool, owner: str | None, request_id: str | None = None) -> str:
         request_id = request_id or _new_id()

@@ -104,15 +104,28 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> "psyc
         translate(e, url)
 
 
-def sync_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad") -> "psycopg_pool.ConnectionPool[Any]":
-    """A bounded pool of synchronous autocommit connections (not opened yet: call ``open()``)."""
+def sync_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad",
+              search_path: str | None = None, session: dict[str, str] | None = None) -> "psycopg_pool.ConnectionPool[Any]":
+    """A bounded pool of synchronous autocommit connections (not opened yet: call ``open()``).
+
+    ``search_path``: the schema unqualified table names resolve to (a store's own, e.g.
+    ``myriad_identity``); ``session``: settings every new connection gets
+    (``{"synchronous_commit": "off"}``)."""
     _driver()
     import psycopg_pool
 
     check_url(url)
+    gucs = dict(session or {})
+    if search_path:
+        gucs["search_path"] = f"{search_path}, public"
+
+    def configure(conn: Any) -> None:
+        for guc, value in gucs.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (guc, value))
+
     return psycopg_pool.ConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout, open=False, name=name,
                                        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-                                       reconnect_timeout=float("inf"))
+                                       reconnect_timeout=float("inf"), configure=configure if gucs else None)
 
 
 def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0,
