@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from myriad.server import build_services, create_app
-    from myriad.server.bootstrap import ensure_default_tenant
+    from myriad.server.bootstrap import ensure_default_tenant, secure_data_dir
 
     modules = [m for spec in (args.agents or []) for m in spec.split(",") if m]
     settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         step(f"migrating database {_redact(settings.storage.database)}")
         migrate_database(settings.storage.database, settings.storage.connect_timeout)
     step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
+    secure_data_dir(settings.data_dir)  # before anything writes there
     services = build_services(settings)
     step(f"opening data directory {settings.data_dir.resolve()}")
     key_note = ensure_default_tenant(services.keys, settings.data_dir)
@@ -81,10 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "",
     ]
     print("\n".join(banner), flush=True)
+    from myriad.server.slow_clients import guarded_http_protocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_http_protocol(settings.header_timeout, settings.body_timeout),
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
         ws_ping_interval=settings.agents.ping_interval or None,
@@ -149,7 +153,8 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
 def _keystore(args: argparse.Namespace) -> Any:
     from myriad.identity import KeyStore
 
-    store = KeyStore(_settings(args).data_dir)
+    settings = _settings(args)
+    store = KeyStore(settings.data_dir, settings.storage.database, connect_timeout=settings.storage.connect_timeout)
     store.open()
     return store
 

@@ -48,9 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     s.stop()
 
 
-def _user_token(server: LiveServer, user: str) -> str:
+def _user_token(server: LiveServer, user: str, extra: str = "") -> str:
     r = httpx.post(f"{server.url}/v1/admin/user-tokens", headers=server.headers(), json={
-        "user": user, "scope": "agents egress vault sandbox tools", "resource": ["urn:myriad:agents", "urn:myriad:egress"],
+        "user": user, "scope": "agents egress vault sandbox tools" + extra, "resource": ["urn:myriad:agents", "urn:myriad:egress"],
         "ttl": 600})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
@@ -81,7 +81,8 @@ def test_connect_call_and_the_token_stays_in_the_vault(server: LiveServer, upstr
 
 
 def test_another_user_gets_no_token_injected(server: LiveServer, upstream: str) -> None:
-    alice, bob = _user_token(server, "alice"), _user_token(server, "bob")
+    # bob's token may reach other users' instances ('users'); without it the door refuses (test_user_isolation.py)
+    alice, bob = _user_token(server, "alice"), _user_token(server, "bob", extra=" users")
     assert _rpc(server, alice, "shared", "connect", upstream + "/mcp", "calc", TOKEN).status_code == 200
     # bob drives the same instance: the outbound path injects bob's credentials (none), so the upstream refuses
     r = _rpc(server, bob, "shared", "call", "calc", "add", {"a": 1, "b": 1})

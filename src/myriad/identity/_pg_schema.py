@@ -58,8 +58,9 @@ CREATE TABLE IF NOT EXISTS myriad_identity.audit (
 CREATE INDEX IF NOT EXISTS audit_tenant_at ON myriad_identity.audit(tenant, at);
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
-"""(version, SQL) for the ``identity`` component, oldest first."""
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+"""The ``identity`` component's schema history, (version, SQL) oldest first: the composition
+root registers it as ``Migrations("identity", MIGRATIONS)`` (``myriad db migrate`` applies it)."""
 
 TABLES = ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit")
 """Every identity table, in an order that satisfies foreign keys (for ``myriad db copy``)."""

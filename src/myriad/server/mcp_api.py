@@ -11,7 +11,6 @@ accepted; ``tools/call`` needs the scope ``mcp:{agent}:{tool}`` and is refused w
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from starlette.requests import Request
@@ -19,10 +18,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
+from myriad import safe_json
 from myriad.agents import AgentRef, validate_name
 from myriad.errors import MyriadError, NotFound, PermissionDenied
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
+from myriad.server.ownership import require_agent
 from myriad.server.params import read_body
 
 MAX_BODY = 4 * 1024 * 1024
@@ -54,8 +55,10 @@ def _error(request: Request, exc: MyriadError, agent: str, name: str) -> JSONRes
 def _tool_called(body: bytes) -> str | None:
     """The tool a JSON-RPC ``tools/call`` body names (None for any other message)."""
     try:
-        msg = json.loads(body)
-    except ValueError:
+        msg = safe_json.loads(body, "body")
+    except safe_json.JSONLimitExceeded:
+        raise  # too deep or NaN: a 400 here, before the SDK's own parser sees it
+    except safe_json.InvalidJSON:
         return None  # the SDK answers the parse error
     if isinstance(msg, dict) and msg.get("method") == "tools/call":
         params = msg.get("params")
@@ -75,6 +78,7 @@ class McpDoor:
             host = request.app.state.services.host
             host.agent_class(agent)
             ref = AgentRef(principal.tenant, agent, validate_name(name))
+            await require_agent(request, principal, ref)
             servers = _servers(request)
             if not servers.declarations(agent):
                 raise NotFound(f"agent class {agent!r} declares no MCP tools, resources or prompts")
