@@ -224,6 +224,11 @@ class StorageSettings:
     """Most connections one process holds to the database."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection before a request fails with 503."""
+    synchronous_commit: str = "on"
+    """PostgreSQL ``synchronous_commit`` of the runtime's writes: ``on`` waits for the
+    server's WAL fsync (survives the database machine losing power); ``off`` returns
+    once the server has the commit (survives the loss of Myriad's machine, like SQLite's
+    default; a database crash can lose its last fraction of a second)."""
 
 
 @dataclass

@@ -16,6 +16,7 @@ BENCHES: dict[str, str] = {
     "gateway": "myriad.bench.gateway",
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
+    "storage": "myriad.bench.storage",
     "mcp": "myriad.bench.mcp",
     "scale": "myriad.bench.scale",
 }

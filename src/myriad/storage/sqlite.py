@@ -190,7 +190,8 @@ class SQLiteStorage:
              record.created, record.updated),
         )
 
-    async def save_state(self, path: str, state: bytes | None) -> None:
+    async def save_state(self, path: str, state: bytes | None, sql: Any = None) -> None:
+        # ``sql``: a local file is durable as it is written; nothing to send along
         self.db.execute("UPDATE agents SET state=?, updated=? WHERE path=?", (state, time.time(), path))
 
     async def delete_agent(self, path: str) -> None:
