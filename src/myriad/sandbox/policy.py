@@ -274,7 +274,7 @@ class Sandboxes:
                              source_id=source_id)
         async with self.events.around(event):
             sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
-            sandbox.events = self.events
+            sandbox.events = self.events  # type: ignore[attr-defined]
             event.sandbox = sandbox
         self._live[key] = sandbox
         self._touch(key, sandbox)
