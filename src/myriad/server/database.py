@@ -38,7 +38,8 @@ def build_storage(settings: Settings) -> Any:
     if not url:
         return SQLiteStorage(settings.data_dir)
     return PostgresStorage(url, settings.data_dir, pool_size=settings.storage.pool_size,
-                           timeout=settings.storage.connect_timeout, run_migrations=False)
+                           timeout=settings.storage.connect_timeout, run_migrations=False,
+                           synchronous_commit=settings.storage.synchronous_commit)
 
 
 __all__ = ["migrations", "migrate_database", "build_storage"]

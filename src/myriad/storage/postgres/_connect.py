@@ -128,16 +128,20 @@ def sync_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str =
                                        reconnect_timeout=float("inf"), configure=configure if gucs else None)
 
 
-def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0,
-               name: str = "myriad") -> "psycopg_pool.AsyncConnectionPool[Any]":
+def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad",
+               synchronous_commit: str = "on") -> "psycopg_pool.AsyncConnectionPool[Any]":
     """A bounded pool of asyncio autocommit connections (not opened yet: ``await pool.open()``)."""
     _driver()
     import psycopg_pool
 
     check_url(url)
+    if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise ConfigError(f"storage.synchronous_commit must be on or off, got {synchronous_commit!r}")
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(timeout))}
+    if synchronous_commit != "on":
+        kwargs["options"] = f"-c synchronous_commit={synchronous_commit}"
     return psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout, open=False,
-                                            name=name, reconnect_timeout=float("inf"),
-                                            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+                                            name=name, reconnect_timeout=float("inf"), kwargs=kwargs)
 
 
 def probe(url: str, timeout: float = 5.0) -> None:
