@@ -6,6 +6,7 @@ out, stored for ``previous_response_id``.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any, AsyncIterator, Mapping
 
 from myriad.errors import MyriadError, NotFound
@@ -45,7 +46,7 @@ class Responses:
                                          passthrough=upstream_body(req))
         if result.raw.get("object") == "response":  # the deployment took the call as it was
             response = as_ours(req, result.raw)
-            self._keep(owner or tenant, req, response)
+            await self._keep(owner or tenant, req, response)
             return response, result
         choices = result.raw.get("choices") or [{}]
         finish = choices[0].get("finish_reason")
@@ -53,7 +54,7 @@ class Responses:
         response = response_object(req, response_id=new_id("resp"), created_at=int(result.raw.get("created") or 0)
                                    or _now(), model=result.model, output=output, usage=result.usage,
                                    finish_reason=finish)
-        self._keep(owner or tenant, req, response)
+        await self._keep(owner or tenant, req, response)
         return response, result
 
     async def stream(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
@@ -96,7 +97,7 @@ class Responses:
         finally:
             await batches.aclose()
         if events.response is not None and events.response["status"] != "failed":
-            self._keep(owner or tenant, req, events.response)
+            await self._keep(owner or tenant, req, events.response)
         yield deployment, out
 
     def get(self, tenant: str | None, response_id: str) -> StoredResponse:
@@ -109,11 +110,16 @@ class Responses:
         if not self.store.delete(tenant, response_id):
             raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
 
-    def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
+    async def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
+        # kept before the answer is released, so the client's next call can continue from it
         if not req.store:
             return
-        self.store.put(tenant, StoredResponse(response=response, input_items=req.new_items,
-                                              conversation=req.items + response["output"]))
+        stored = StoredResponse(response=response, input_items=req.new_items,
+                                conversation=req.items + response["output"])
+        if getattr(self.store, "blocking_io", False):
+            await asyncio.to_thread(self.store.put, tenant, stored)
+        else:
+            self.store.put(tenant, stored)
 
 
 def _now() -> int:

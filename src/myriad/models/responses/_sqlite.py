@@ -2,9 +2,9 @@
 processes of one host. Same contract as ``MemoryResponseStore`` (per tenant,
 ``ttl`` seconds each, at most ``max_per_tenant``, oldest dropped first).
 
-Calls are short primary-key reads and single-row writes on a WAL database
-(``synchronous=NORMAL``), made on the caller's thread: ~0.1 ms, as the metering
-ledger's are.
+Reads are short primary-key lookups on a WAL database (``synchronous=NORMAL``);
+a write is one small transaction, which ``Responses`` runs in a worker thread so
+the event loop never waits on the disk.
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ CREATE INDEX IF NOT EXISTS response_items_by_response ON response_items (tenant,
 
 
 class SQLiteResponseStore:
+    blocking_io = True
+    """``put`` waits on the disk (~0.5 ms under load, ~0.1 ms of it CPU): callers on an
+    event loop run it in a thread."""
+
     def __init__(self, path: str | Path, ttl: float = 24 * 3600, max_per_tenant: int = 10_000,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -69,9 +73,10 @@ class SQLiteResponseStore:
                             orjson.dumps(stored.input_items), orjson.dumps(stored.conversation)))
                 db.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)",
                                [(t, item_id, rid) for item_id in stored.items])
-                old = [r[0] for r in db.execute(
-                    "SELECT id FROM responses WHERE tenant = ? ORDER BY seq DESC LIMIT -1 OFFSET ?",
-                    (t, self.max_per_tenant))]
+                # seq grows by one per put: what is max_per_tenant puts old goes (an index
+                # range, usually one row; deletions only make the tenant hold fewer)
+                old = [r[0] for r in db.execute("SELECT id FROM responses WHERE tenant = ? AND seq <= ?",
+                                                (t, seq - self.max_per_tenant))]
                 for old_id in old:
                     self._delete(db, t, old_id)
                 self._puts += 1
