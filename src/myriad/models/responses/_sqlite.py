@@ -109,8 +109,8 @@ class SQLiteResponseStore:
         with self._db_lock:
             row = self._conn().execute("SELECT response_id FROM response_items WHERE tenant = ? AND item_id = ?",
                                        (t, item_id)).fetchone()
-        stored = self.get(tenant, row[0]) if row else None
-        return stored.items.get(item_id) if stored else None
+        found = self.get(tenant, row[0]) if row else None
+        return found.items.get(item_id) if found else None
 
     # ------------------------------------------------------------------ writing
 
