@@ -18,6 +18,7 @@ BENCHES: dict[str, str] = {
     "telemetry": "myriad.bench.telemetry",
     "storage": "myriad.bench.storage",
     "mcp": "myriad.bench.mcp",
+    "chat": "myriad.bench.chat",
     "scale": "myriad.bench.scale",
 }
 

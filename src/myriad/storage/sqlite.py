@@ -287,6 +287,10 @@ class SQLiteStorage:
     async def open_agent_sql(self, path: str) -> _AgentSQL:
         return self.agent_sql(path)
 
+    def sql_file(self, path: str) -> Path:
+        """Where the SQL database of the agent at ``path`` lives (it may not exist yet)."""
+        return self._sql_path(path)
+
     def _sql_path(self, path: str) -> Path:
         # Names are validated to a filename-safe alphabet; the hash shards the directory
         # and keeps sub-agent paths (which contain "/") flat.
