@@ -83,7 +83,7 @@ class Responses:
         output = before + output_items(choices[0].get("message") or {}, finish)
         response = response_object(req, response_id=new_id("resp"), created_at=_now(), model=result.model,
                                    output=output, usage=result.usage, finish_reason=finish)
-        self._keep(owner or tenant, req, response)
+        await self._keep(owner or tenant, req, response)
         return response, result
 
     async def stream(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
