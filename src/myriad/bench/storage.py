@@ -6,7 +6,10 @@ into the agent's own SQL and returns (through the output gate: on PostgreSQL its
 pages are shipped before the reply), the same turn without SQL (the baseline that
 the SQL insert's cost is read against), and waking a random hibernated agent
 (the hibernation benchmark's wake, here from each backend). Per MB of agent SQL:
-the cost to ship a 1 MB row and to rebuild the file on an empty machine.
+the cost to ship a 1 MB row and to rebuild the file on an empty machine. And the
+metering ledger's budget reserve+commit (``myriad.bench._ledger``) on the same
+backends (the ledger with synchronous NORMAL / FULL, PostgreSQL's
+synchronous_commit off / on to match).
 
 Columns: SQLite as embedded (synchronous=NORMAL: no fsync per write), SQLite with
 an fsync per write (``durable_fsync``), PostgreSQL with ``synchronous_commit=on``
@@ -189,14 +192,20 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         cpu = _ServerCPU(pg_data)
         none = _ServerCPU(None)
+        from myriad.bench._ledger import reserve_commit
+
         results = []
         results.append(await _one_backend("sqlite", SQLiteStorage(tmp / "sqlite"), args, none))
+        results[-1]["budget"] = await reserve_commit(f"sqlite:///{tmp / 'sqlite' / 'metering.db'}", args.ops)
         results.append(await _one_backend("sqlite fsync", SQLiteStorage(tmp / "sqlite-fsync", durable_fsync=True),
                                           args, none))
+        results[-1]["budget"] = await reserve_commit(f"sqlite:///{tmp / 'sqlite-fsync' / 'metering.db'}", args.ops,
+                                                     synchronous="FULL")
         for sc in ("on", "off"):
             db = server.create_database() if server is not None else url
             results.append(await _one_backend(f"postgres sc={sc}", PostgresStorage(
                 db, tmp / f"pg-{sc}", pool_size=4, synchronous_commit=sc), args, cpu))
+            results[-1]["budget"] = await reserve_commit(db, args.ops, synchronous="FULL" if sc == "on" else "NORMAL")
     finally:
         if server is not None:
             server.destroy()
@@ -210,7 +219,9 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                      ("wake", "wake hibernated + call p50 / p99 ms"),
                      ("resident_call", "baseline: resident call p50 / p99 ms")]:
         rows.append([what, *[f"{r[op]['p50_ms']:.3f} / {r[op]['p99_ms']:.3f}" for r in results]])
-    for op in ("save_state", "load_agent", "sql_insert_turn"):
+    rows.append(["budget reserve+commit p50 / p99 ms", *[f"{r['budget']['p50_ms']:.3f} / {r['budget']['p99_ms']:.3f}"
+                                                          for r in results]])
+    for op in ("save_state", "load_agent", "sql_insert_turn", "budget"):
         rows.append([f"{op} CPU ms/op (this process)", *[r[op]["cpu_ms"] for r in results]])
     for op in ("save_state", "load_agent", "sql_insert_turn"):
         rows.append([f"{op} CPU ms/op (PostgreSQL)", *[r[op]["db_cpu_ms"] for r in results]])
