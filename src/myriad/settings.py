@@ -89,6 +89,8 @@ class SandboxSettings:
     """A container sandbox is deleted this many seconds after creation, used or not."""
     max_containers_per_owner: int = 32
     """Live container sandboxes one owner (tenant or agent) may hold at once."""
+    max_snapshots_per_owner: int = 32
+    """Snapshots one owner may keep (each is at most one workspace, copied sparsely)."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
     isolate_idle_timeout: float = 60.0

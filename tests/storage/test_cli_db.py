@@ -27,3 +27,19 @@ def test_bad_databases_are_one_line_not_a_traceback(postgres: Any, tmp_path: Pat
         assert r.returncode == 2, r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
         assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_database_setting_from_toml_env_and_flag(tmp_path: Path) -> None:
+    from myriad.settings import Settings
+
+    toml = tmp_path / "myriad.toml"
+    toml.write_text('[storage]\ndatabase = "postgresql://a@toml/db"\npool_size = 3\n')
+    assert Settings.load(toml, env={}).storage.database == "postgresql://a@toml/db"
+    s = Settings.load(toml, env={"MYRIAD_DATABASE": "postgresql://a@env/db"})
+    assert s.storage.database == "postgresql://a@env/db" and s.storage.pool_size == 3
+    assert Settings.load(env={}).storage.database is None  # embedded SQLite by default
+    from myriad.server.database import build_storage
+    from myriad.storage import PostgresStorage, SQLiteStorage
+
+    assert isinstance(build_storage(Settings.load(env={})), SQLiteStorage)
+    assert isinstance(build_storage(s), PostgresStorage)
