@@ -42,7 +42,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from myriad.server import build_services, create_app
-    from myriad.server.bootstrap import ensure_default_tenant
+    from myriad.server.bootstrap import ensure_default_tenant, secure_data_dir
 
     modules = [m for spec in (args.agents or []) for m in spec.split(",") if m]
     settings = _settings(args, host=args.host, port=args.port, agents_modules=modules or None)
@@ -61,6 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         step(f"migrating database {_redact(settings.storage.database)}")
         migrate_database(settings.storage.database, settings.storage.connect_timeout)
     step("loading agent modules " + (", ".join(settings.agents_modules) or "(none)"))
+    secure_data_dir(settings.data_dir)  # before anything writes there
     services = build_services(settings)
     step(f"opening data directory {settings.data_dir.resolve()}")
     key_note = ensure_default_tenant(services.keys, settings.data_dir)
@@ -81,10 +82,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "",
     ]
     print("\n".join(banner), flush=True)
+    from myriad.server.slow_clients import guarded_http_protocol
+
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
+        http=guarded_http_protocol(settings.header_timeout, settings.body_timeout),
         log_level=settings.log_level,
         ws_max_size=settings.agents.max_frame_bytes,
         ws_ping_interval=settings.agents.ping_interval or None,
@@ -144,12 +148,31 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from myriad.server.dbcopy import copy_database
+
+    settings = _settings(args)
+    url = args.database or settings.storage.database
+    if not url:
+        print("myriad: error: no database: pass --to postgresql://... (or set MYRIAD_DATABASE)", file=sys.stderr)
+        return 2
+    source = Path(args.source) if args.source else settings.data_dir
+    report = copy_database(source, url, timeout=settings.storage.connect_timeout)
+    print(f"copied {source} into {_redact(url)}")
+    for line in report.lines():
+        print(f"  {line}")
+    print(f"note: the vault and signing keys open only with the same identity key: copy {source / 'identity.key'} into "
+          "every machine's data directory, or set identity.secret_key (MYRIAD_IDENTITY__SECRET_KEY) everywhere")
+    return 0
+
+
 # -- tenants and keys ------------------------------------------------------------
 
 def _keystore(args: argparse.Namespace) -> Any:
     from myriad.identity import KeyStore
 
-    store = KeyStore(_settings(args).data_dir)
+    settings = _settings(args)
+    store = KeyStore(settings.data_dir, settings.storage.database, connect_timeout=settings.storage.connect_timeout)
     store.open()
     return store
 
@@ -260,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm = db.add_parser("migrate", parents=[common], help="create or upgrade every component's tables")
     dm.add_argument("--database", metavar="URL", help="PostgreSQL URL (default: MYRIAD_DATABASE / [storage] database)")
     dm.set_defaults(func=cmd_db_migrate)
+    dc = db.add_parser("copy", parents=[common], help="move an embedded deployment (SQLite files) into PostgreSQL")
+    dc.add_argument("--from", dest="source", metavar="DIR", help="the data directory to copy (default: --data-dir)")
+    dc.add_argument("--to", dest="database", metavar="URL", help="PostgreSQL URL (default: MYRIAD_DATABASE / [storage] database)")
+    dc.set_defaults(func=cmd_db_copy)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True, metavar="VERB")
     t = tenants.add_parser("create", parents=[common], help="create a tenant")

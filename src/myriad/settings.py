@@ -34,6 +34,15 @@ class AgentSettings:
     """Cap on instances held in memory; the least recently used idle ones leave first."""
     max_frame_bytes: int = 1_048_576
     """Largest WebSocket frame accepted; bigger ones close the socket with 1009."""
+    frame_rate: float = 100.0
+    """Frames per second one WebSocket may send (sustained); past it the server stops
+    reading that socket for a while (TCP pushes back on the client), so one flooding
+    client cannot starve the others."""
+    frame_burst: int = 20
+    """Frames one WebSocket may send at once before ``frame_rate`` applies."""
+    revalidate_every: float = 10.0
+    """Seconds between re-checks of open WebSockets' credentials (a revoked or expired
+    one closes its sockets with 4001; revoking through the admin door closes at once)."""
     ping_interval: float = 20.0
     """Seconds between WebSocket pings to each client (RFC 6455 control frames, which
     browsers and ``ws`` answer by themselves): keeps idle sockets open through proxies
@@ -80,6 +89,8 @@ class SandboxSettings:
     """A container sandbox is deleted this many seconds after creation, used or not."""
     max_containers_per_owner: int = 32
     """Live container sandboxes one owner (tenant or agent) may hold at once."""
+    max_snapshots_per_owner: int = 32
+    """Snapshots one owner may keep (each is at most one workspace, copied sparsely)."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
     isolate_idle_timeout: float = 60.0
@@ -116,6 +127,13 @@ class ModelsSettings:
     """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
     responses_max_per_tenant: int = 10000
     """Stored responses kept per tenant (the oldest are dropped first)."""
+    mcp_allow_private: bool = False
+    """Let ``type: "mcp"`` tools reach MCP servers on private addresses (loopback, RFC 1918):
+    an operator's decision for servers on its own network, never a tenant's."""
+    mcp_max_rounds: int = 8
+    """Model turns one request may spend calling ``type: "mcp"`` tools before it answers."""
+    mcp_timeout: float = 30.0
+    """Seconds the gateway waits for one MCP server request."""
 
 
 @dataclass
@@ -215,6 +233,11 @@ class StorageSettings:
     """Most connections one process holds to the database."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection before a request fails with 503."""
+    synchronous_commit: str = "on"
+    """PostgreSQL ``synchronous_commit`` of the runtime's writes: ``on`` waits for the
+    server's WAL fsync (survives the database machine losing power); ``off`` returns
+    once the server has the commit (survives the loss of Myriad's machine, like SQLite's
+    default; a database crash can lose its last fraction of a second)."""
 
 
 @dataclass
@@ -226,6 +249,10 @@ class Settings:
     port: int = 8787
     agents_modules: list[str] = field(default_factory=list)
     log_level: str = "info"
+    header_timeout: float = 10.0
+    """Seconds a connection may take to send a request's headers (slow clients cost little)."""
+    body_timeout: float = 30.0
+    """Longest pause, in seconds, between two pieces of a request body."""
     gc_threshold: list[int] = field(default_factory=lambda: [50_000, 50, 100])
     """``gc.set_threshold`` for the server process (empty: Python's 700,10,10). Fewer,
     rarer collections: with 2,000 sessions the default's gen-2 pauses put p99 at

@@ -197,3 +197,73 @@ async def test_dropped_activation_stops_its_reply_and_the_next_owner_finishes_it
     await until(lambda: any(f["done"] for f in again_wire.of("r5")), "finished by the next owner")
     messages = await host.run(ref, _messages)
     assert messages[-1]["parts"][0]["text"] == "before after"
+
+
+async def test_a_reply_is_one_turn_to_instrumentation_however_many_chunks(storage: Any):
+    from myriad.settings import AgentSettings
+
+    class Counting:
+        turns = 0
+
+        def wrap_turn(self, turn: Any, host: Any = None) -> Any:
+            async def counted(slot: Any, body: Any) -> Any:
+                Counting.turns += 1
+                return await turn(slot, body)
+            return counted
+
+    class Middleware:  # the turn-middleware shape (enter/exit with a TurnInfo)
+        turns = 0
+
+        def enter(self, info: Any) -> None:
+            Middleware.turns += 1
+
+        def exit(self, info: Any) -> None:
+            pass
+
+    h = AgentHost(storage, AgentSettings(hibernate_after=3600), instrumentation=[Counting(), Middleware()])
+    await h.start()
+    try:
+        fresh(h)
+        ref = AgentRef("t", "scripted", "m")
+        conn, wire = await connect(h, ref)
+        before, before_mw = Counting.turns, Middleware.turns
+        await h.frame(ref, conn, request("r6"))
+        for w in ["a ", "b ", "c ", "d ", "e "]:
+            await GATE.put(w)
+        await GATE.put(None)
+        await until(lambda: any(f["done"] for f in wire.of("r6")), "done")
+        assert len(wire.of("r6")) == 10  # 9 chunks and the end
+        assert Counting.turns - before == 1 and Middleware.turns - before_mw == 1  # the request frame only
+    finally:
+        await h.stop()
+
+
+async def test_replies_queue_and_a_queued_one_can_be_cancelled(host: AgentHost):
+    fresh(host)
+    ref = AgentRef("t", "scripted", "q")
+    conn, wire = await connect(host, ref)
+    await host.frame(ref, conn, request("first"))
+    await host.frame(ref, conn, request("second"))  # waits for the first (the "queue" policy)
+    await host.frame(ref, conn, request("third"))
+    await until(lambda: len(wire.of("first")) >= 2, "first started")
+    assert not wire.of("second") and not wire.of("third")
+    await host.frame(ref, conn, json.dumps({"type": "cf_agent_chat_request_cancel", "id": "second"}))
+    await until(lambda: any(f["done"] for f in wire.of("second")), "second ended while queued")
+    await asyncio.sleep(0.05)
+    assert not wire.of("third")  # still behind first
+    assert wire.of("second") == [{"type": "cf_agent_use_chat_response", "id": "second", "body": "",
+                                  "done": True, "outcome": "aborted"}]
+    await host.frame(ref, conn, request("fourth"))
+    await GATE.put(None)  # first ends; third runs, then fourth (never two at once)
+    await until(lambda: any(f["done"] for f in wire.of("first")), "first done")
+    await until(lambda: len(wire.of("third")) >= 2, "third started")
+    await asyncio.sleep(0.05)
+    assert not wire.of("fourth")
+    await GATE.put(None)
+    await until(lambda: any(f["done"] for f in wire.of("third")), "third done")
+    await until(lambda: len(wire.of("fourth")) >= 2, "fourth started")
+    await GATE.put(None)
+    await until(lambda: any(f["done"] for f in wire.of("fourth")), "fourth done")
+    # nothing left streaming: a probe finds no reply to resume
+    await host.frame(ref, conn, json.dumps({"type": "cf_agent_stream_resume_request", "probeId": "z"}))
+    assert wire.frames[-1]["type"] == "cf_agent_stream_resume_none"

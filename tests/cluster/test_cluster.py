@@ -104,6 +104,28 @@ def test_any_door_reaches_any_agent_once(cluster: Env) -> None:
     assert httpx.get(f"{env.doors[0].url}/v1/agents", headers={"Authorization": "Bearer nope"}).status_code == 401
     held = {s["id"]: s["activations"] for s in env.live_shards()}
     assert sum(held.values()) == 12
+    # deleting an agent no shard holds yet: the shard takes the activation to delete it
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/never-seen", headers=env.headers)
+    assert r.status_code == 204, r.text
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/r1", headers=env.headers)
+    assert r.status_code == 204, r.text
+    assert env.rpc(0, "r1", "add", 0).json() == {"result": 0}
+
+
+def test_v1_doors_through_the_front_door(cluster: Env) -> None:
+    """The openai client (streaming too) and /v1/usage work unchanged through a front door."""
+    from openai import OpenAI
+
+    env = cluster
+    client = OpenAI(base_url=f"{env.doors[1].url}/v1", api_key=env.key, max_retries=0)
+    assert "sim-small" in {m.id for m in client.models.list()}
+    chunks = list(client.chat.completions.create(model="sim-small", stream=True,
+                                                 messages=[{"role": "user", "content": "hello there"}]))
+    assert len(chunks) > 2 and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reply = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content and reply.usage.total_tokens > 0
+    r = httpx.get(f"{env.doors[0].url}/v1/usage", headers=env.headers, timeout=20)
+    assert r.status_code == 200, r.text
 
 
 def test_single_activation_sigstop(cluster: Env) -> None:
@@ -243,3 +265,31 @@ def test_drain_moves_agents_without_errors(cluster: Env) -> None:
         assert _pid_of(env, 0, n) != drained_pid
     subprocess.run([sys.executable, "-m", "myriad", "cluster", "drain", node[:10], "--undo", "--database", env.database],
                    env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=60, check=True)
+
+
+def test_losing_a_whole_node(cluster: Env) -> None:
+    """Every process of one Ray node goes (its raylet, its workers with the shard, and
+    its `myriad serve` front door): its agents answer again through the other node's
+    front door within 5 s, with their state."""
+    env = cluster
+    shards = env.wait_shards(2)
+    by_node = {s["node"]: s["pid"] for s in shards}
+    doomed = env.ray.nodes[1]
+    doomed_pid = by_node[doomed.node_id]
+    names = [f"n{i}" for i in range(12)]
+    for n in names:
+        assert env.rpc(0, n, "add", 5).json() == {"result": 5}
+    moving = [n for n in names if _pid_of(env, 0, n) == doomed_pid]
+    assert moving
+    env.doors[1].proc.send_signal(signal.SIGKILL)  # the node's front door (and the shards' owner)
+    env.ray.cluster.remove_node(doomed, allow_graceful=False)  # raylet and every worker on it
+    gone = time.monotonic()
+    recovered = {}
+    for n in moving:
+        r = env.rpc(0, n, "add", 1, timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json() == {"result": 6}  # the state survived the node
+        recovered[n] = time.monotonic() - gone
+    assert max(recovered.values()) < 5.0, recovered
+    live = env.live_shards()
+    assert [s["pid"] for s in live] == [by_node[env.ray.nodes[0].node_id]]

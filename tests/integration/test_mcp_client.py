@@ -48,9 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     s.stop()
 
 
-def _user_token(server: LiveServer, user: str) -> str:
+def _user_token(server: LiveServer, user: str, extra: str = "") -> str:
     r = httpx.post(f"{server.url}/v1/admin/user-tokens", headers=server.headers(), json={
-        "user": user, "scope": "agents egress vault sandbox tools", "resource": ["urn:myriad:agents", "urn:myriad:egress"],
+        "user": user, "scope": "agents egress vault sandbox tools" + extra, "resource": ["urn:myriad:agents", "urn:myriad:egress"],
         "ttl": 600})
     assert r.status_code == 200, r.text
     return str(r.json()["access_token"])
@@ -75,13 +75,17 @@ def test_connect_call_and_the_token_stays_in_the_vault(server: LiveServer, upstr
     # ... and the agent holds it nowhere: not in its state, not in its SQL
     dump = json.dumps(_rpc(server, alice, "a1", "dump").json())
     assert TOKEN not in dump and "calc" in dump
+    # each call is metered to the agent
+    events = httpx.get(f"{server.url}/v1/usage/events", headers=server.headers()).text
+    assert '"mcp.calls"' in events and "researcher" in events
     # the user's vault lists it (as a fingerprint)
     creds = httpx.get(f"{server.url}/v1/vault/credentials", headers=server.headers()).json()
     assert any(c["provider"] == "mcp-calc" for c in creds.get("credentials", creds if isinstance(creds, list) else []))
 
 
 def test_another_user_gets_no_token_injected(server: LiveServer, upstream: str) -> None:
-    alice, bob = _user_token(server, "alice"), _user_token(server, "bob")
+    # bob's token may reach other users' instances ('users'); without it the door refuses (test_user_isolation.py)
+    alice, bob = _user_token(server, "alice"), _user_token(server, "bob", extra=" users")
     assert _rpc(server, alice, "shared", "connect", upstream + "/mcp", "calc", TOKEN).status_code == 200
     # bob drives the same instance: the outbound path injects bob's credentials (none), so the upstream refuses
     r = _rpc(server, bob, "shared", "call", "calc", "add", {"a": 1, "b": 1})

@@ -13,6 +13,6 @@ def test_serve_runs_on_uvloop(tmp_path):
     pytest.importorskip("uvloop")
     s = LiveServer(tmp_path / "data", agents="examples.counter").start()
     try:
-        assert httpx.get(s.url + "/healthz").json()["loop"] == "uvloop"
+        assert httpx.get(s.url + "/healthz", headers=s.headers()).json()["loop"] == "uvloop"
     finally:
         s.stop()

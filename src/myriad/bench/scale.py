@@ -149,17 +149,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         database = pg.create_database()
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-scale-"))
     settings = Settings.load(data_dir=tmp / "data", agents_modules=["myriad.bench._scale_agent"])
-    if hasattr(settings, "storage"):
-        settings.storage.database = database
+    settings.storage.database = database
     settings.telemetry.enabled = False
-    keys = KeyStore(settings.data_dir)
+    from myriad.cluster.directory import migrate_cluster
+
+    migrate_cluster(database)
+    keys = KeyStore(settings.data_dir, database)
     keys.open()
     ensure_default_tenant(keys, settings.data_dir)
     keys.close()
     key = (settings.data_dir / "default.key").read_text().strip()
     result: dict[str, Any] = {"bench": "scale", "cpus": os.cpu_count(), "sessions": args.sessions,
                               "duration_s": args.duration, "lease_ttl_s": args.ttl,
-                              "storage": "postgresql" if hasattr(settings, "storage") else "sqlite"}
+                              "storage": "postgresql"}
     ray = start_ray("local", 2)
     door_port = _free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}

@@ -131,6 +131,8 @@ class Activations:
                 self.deadline = renewed[0]
                 if renewed[1] and not self._drained:
                     self._signal("drain", shard)
+                elif not renewed[1] and self.draining:  # the drain was undone
+                    self.draining = self._drained = False
         if conn is not None:
             conn.close()
 
@@ -177,6 +179,8 @@ class Activations:
         self.deadline, draining = renewed
         if draining and not self._drained:
             await self._handle("drain", self.shard_id)
+        elif not draining and self.draining:
+            self.draining = self._drained = False
 
     async def _lost(self, why: str) -> None:
         self.stats["leases_lost"] += 1
@@ -232,6 +236,14 @@ class Activations:
                 await host.drop(slot.ref, 1012, "agent moved to another shard; reconnect")
                 raise AgentMoved("") from None
 
+        # Deleting an agent is not a turn but writes its rows: it too needs the activation.
+        delete = host.delete
+
+        async def fenced_delete(ref: Any) -> None:
+            await self.ensure(ref.path)
+            await delete(ref)
+
+        host.delete = fenced_delete
         return fenced_turn
 
     # -- the fence (myriad.storage.Fence) -------------------------------------------

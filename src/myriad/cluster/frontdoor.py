@@ -112,16 +112,16 @@ class FrontDoor:
     def _usable(self, sid: str) -> bool:
         return sid in self.live and self.suspect.get(sid, 0.0) <= time.monotonic()
 
-    def _pick(self, key: str | None, hint: str | None) -> ShardInfo | None:
+    def _pick(self, key: str | None, hint: str | None, avoid: set[str] = set()) -> ShardInfo | None:
         if hint and self._usable(hint):
             return self.live[hint]
-        candidates = [s for s in self.placeable if self._usable(s)]
+        candidates = [s for s in self.placeable if self._usable(s) and s not in avoid]
         if not candidates:
             return None
         if key is None:
             return self.live[candidates[next(self._rr) % len(candidates)]]
         cached = self.owners.get(key)
-        if cached is not None and self._usable(cached):
+        if cached is not None and self._usable(cached) and cached not in avoid:
             return self.live[cached]
         sid = rendezvous(key, candidates)
         return self.live[sid] if sid else None
@@ -131,8 +131,11 @@ class FrontDoor:
         shards, until it returns or ``route_timeout`` passes (then None)."""
         deadline = time.monotonic() + self.route_timeout
         hint: str | None = None
+        avoid: set[str] = set()  # shards that said "not here, and no live holder" to this request
         while True:
-            shard = self._pick(key, hint)
+            shard = self._pick(key, hint, avoid)
+            if shard is None and avoid:
+                avoid.clear()  # every placeable shard said so: try them again after the pause below
             hint = None
             if shard is not None:
                 try:
@@ -143,6 +146,9 @@ class FrontDoor:
                         self.owners.pop(key, None)
                     if m.holder and m.holder != shard.id and self._usable(m.holder):
                         hint = m.holder
+                        continue
+                    if not m.holder:
+                        avoid.add(shard.id)  # draining or without a lease: place it elsewhere
                         continue
                 except OSError:
                     self.suspect[shard.id] = time.monotonic() + max(1.0, self.refresh_every * 2)

@@ -15,7 +15,10 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from myriad.agents import AgentHost, AgentRef, Connection, validate_name
 from myriad.errors import AuthenticationError, InvalidRequest, MyriadError, PermissionDenied
-from myriad.server.auth import require_principal
+from myriad.server.auth import presented_key, require_principal
+from myriad.server.live_sockets import live_sockets
+from myriad.server.ownership import require_agent
+from myriad.server.slow_clients import FrameRate
 from myriad.server.params import json_object
 
 CLOSE_AUTH = 4001
@@ -84,6 +87,7 @@ async def agent_websocket(ws: WebSocket) -> None:
         principal = await require_principal(ws)
         ref, _ = parse_agent_path(principal.tenant, _raw_path(ws.scope), host)
         principal.require(f"agents:{ref.agent_class}")
+        await require_agent(ws, principal, ref)
     except (AuthenticationError, PermissionDenied) as e:
         await ws.accept()
         await ws.close(CLOSE_AUTH if e.status == 401 else CLOSE_FORBIDDEN, e.message[:120])
@@ -97,10 +101,14 @@ async def agent_websocket(ws: WebSocket) -> None:
     query.pop("token", "")
     conn = Connection(query.pop("_pk", "") or uuid.uuid4().hex, _WebSocketTransport(ws), query, principal=principal)
     max_bytes = services.settings.agents.max_frame_bytes
+    rate = FrameRate(services.settings.agents.frame_rate, services.settings.agents.frame_burst)
+    sockets, presented = live_sockets(ws.app), presented_key(ws)
+    handle = sockets.add(presented, principal.key_id, conn.close)
     code, reason = 1000, ""
     try:
         await host.connect(ref, conn)
         while True:
+            await rate.take()
             message = await ws.receive()
             if message["type"] == "websocket.disconnect":
                 code = message.get("code", 1000)
@@ -124,6 +132,7 @@ async def agent_websocket(ws: WebSocket) -> None:
         code, reason = CLOSE_BAD_ADDRESS, e.message[:120]
         await conn.close(code, reason)
     finally:
+        sockets.remove(presented, handle)
         await host.disconnect(ref, conn, code, reason)
 
 
@@ -132,6 +141,7 @@ async def agent_http(request: Request) -> Response:
     host: AgentHost = request.app.state.services.host
     ref, _rest = parse_agent_path(principal.tenant, _raw_path(request.scope), host)
     principal.require(f"agents:{ref.agent_class}")
+    await require_agent(request, principal, ref)
     result = await host.request(ref, request, caller=principal)
     if isinstance(result, Response):
         return result
@@ -163,7 +173,9 @@ async def _ref(request: Request) -> AgentRef:
     cls_name = request.path_params["agent"]
     host.agent_class(cls_name)
     principal.require(f"agents:{cls_name}")
-    return AgentRef(principal.tenant, cls_name, validate_name(request.path_params["name"]))
+    ref = AgentRef(principal.tenant, cls_name, validate_name(request.path_params["name"]))
+    await require_agent(request, principal, ref)
+    return ref
 
 
 async def agent_state(request: Request) -> JSONResponse:

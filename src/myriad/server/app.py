@@ -13,13 +13,23 @@ from starlette.responses import JSONResponse
 from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
+from myriad.errors import MyriadError
 from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, responses_api, sandbox_api,
                            telemetry_api, usage_api)
+from myriad.server.auth import require_principal
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
 
 
 async def health(request: Request) -> JSONResponse:
+    """Anonymous callers learn only that the server is up; a caller with a valid
+    credential also gets the version, the event loop and the agent host's counts."""
+    if request.headers.get("authorization") is None:
+        return JSONResponse({"status": "ok"})
+    try:
+        await require_principal(request)
+    except MyriadError:
+        return JSONResponse({"status": "ok"})
     services: Services = request.app.state.services
     host = services.host
     return JSONResponse({

@@ -34,6 +34,8 @@ from myriad.errors import InvalidRequest, MyriadError, PermissionDenied
 from myriad.identity import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, GRANT_TOKEN_EXCHANGE, Identity, Principal
 from myriad.identity.httpsig import authority
 from myriad.server.auth import require_principal
+from myriad.server.live_sockets import live_sockets
+from myriad.server.ownership import require_tenant_wide
 from myriad.server.params import parse_json_object
 
 MAX_BODY = 64 * 1024
@@ -123,6 +125,7 @@ def _key_json(k: Any) -> dict[str, Any]:
 async def _admin(request: Request) -> tuple[Identity, Principal]:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the admin door")
     return _identity(request), principal
 
 
@@ -159,6 +162,13 @@ async def rotate_key(request: Request) -> Response:
     identity, principal = await _admin(request)
     body = await _body(request)
     grace = _ttl(body.get("grace"), "grace") or 0.0
+    old = identity.keys.get_key(request.path_params["key_id"], principal.tenant)
+    try:  # rotating hands out a new key with the old one's scopes: only as much as the caller holds
+        principal.capabilities.narrow(old.scopes.split())
+    except PermissionDenied as e:
+        identity.audit.record(principal, "key.rotate", old.id, "denied", reason=e.message)
+        raise PermissionDenied(f"a key can rotate only keys no broader than itself ({e.message})",
+                               details=e.details) from None
     info, plaintext = identity.keys.rotate_key(request.path_params["key_id"], principal.tenant, grace=grace)
     identity.audit.record(principal, "key.rotate", request.path_params["key_id"], new_key=info.id, grace=grace)
     return JSONResponse({**_key_json(info), "key": plaintext, "replaces": request.path_params["key_id"]}, status_code=201)
@@ -168,6 +178,7 @@ async def revoke_key(request: Request) -> Response:
     identity, principal = await _admin(request)
     identity.keys.revoke_key(request.path_params["key_id"], principal.tenant)
     identity.audit.record(principal, "key.revoke", request.path_params["key_id"])
+    await live_sockets(request.app).close_key(request.path_params["key_id"])  # its open WebSockets: 4001 now
     return Response(status_code=204)
 
 

@@ -47,6 +47,7 @@ from starlette.routing import BaseRoute, Route
 from myriad.errors import InvalidRequest, MyriadError, NotFound, PayloadTooLarge, TierUnavailable
 from myriad.sandbox import ContainerSandbox, Sandbox, Sandboxes
 from myriad.server.auth import require_principal
+from myriad.server.ownership import owners
 from myriad.server.params import json_object
 
 MAX_BODY = 64 * 1024 * 1024
@@ -62,8 +63,26 @@ async def _ctx(request: Request) -> tuple[Sandboxes, str]:
 
 
 async def _sandbox(request: Request) -> tuple[Sandboxes, str, Sandbox]:
+    """The addressed sandbox, if this principal may touch it: created by its user
+    (a user's token), and of a tier its scopes cover (``sandbox:<tier>``) on every
+    door, not only at creation."""
     sandboxes, tenant = await _ctx(request)
-    return sandboxes, tenant, sandboxes.get(tenant, request.path_params["id"])
+    sandbox = sandboxes.get(tenant, request.path_params["id"])
+    principal = await require_principal(request)
+    owners(request.app).require("sandbox", tenant, sandbox.id, principal)
+    principal.require(f"sandbox:{sandbox.tier}")
+    return sandboxes, tenant, sandbox
+
+
+def _visible(request: Request, tenant: str, sandbox: Sandbox) -> bool:
+    principal = request.scope["myriad.principal"]
+    return owners(request.app).reaches("sandbox", tenant, sandbox.id, principal) and \
+        principal.capabilities.covers(f"sandbox:{sandbox.tier}")
+
+
+async def _snapshot_id(request: Request, tenant: str, snap_id: str) -> str:
+    owners(request.app).require("snapshot", tenant, snap_id, await require_principal(request))
+    return snap_id
 
 
 async def _container(request: Request, what: str) -> ContainerSandbox:
@@ -140,12 +159,13 @@ async def create(request: Request) -> Response:
     body = await _json(request, required=False)
     sandbox = await sandboxes.open_for(tenant, body)
     await _admit(request, sandboxes, tenant, sandbox)
+    owners(request.app).record("sandbox", tenant, sandbox.id, await require_principal(request))
     return JSONResponse(sandbox.info().to_json(), status_code=201)
 
 
 async def list_sandboxes(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
-    return JSONResponse({"sandboxes": [s.info().to_json() for s in sandboxes.list(tenant)]})
+    return JSONResponse({"sandboxes": [s.info().to_json() for s in sandboxes.list(tenant) if _visible(request, tenant, s)]})
 
 
 async def get_sandbox(request: Request) -> Response:
@@ -154,8 +174,9 @@ async def get_sandbox(request: Request) -> Response:
 
 
 async def delete_sandbox(request: Request) -> Response:
-    sandboxes, tenant = await _ctx(request)
-    await sandboxes.close(tenant, request.path_params["id"])
+    sandboxes, tenant, sandbox = await _sandbox(request)
+    await sandboxes.close(tenant, sandbox.id)
+    owners(request.app).forget("sandbox", tenant, sandbox.id)
     return JSONResponse({"id": request.path_params["id"], "deleted": True})
 
 
@@ -306,35 +327,38 @@ async def resume(request: Request) -> Response:
 
 
 async def snapshot(request: Request) -> Response:
-    sandboxes, tenant = await _ctx(request)
-    snap = await sandboxes.snapshot(tenant, request.path_params["id"])
+    sandboxes, tenant, sandbox = await _sandbox(request)
+    snap = await sandboxes.snapshot(tenant, sandbox.id)
+    owners(request.app).record("snapshot", tenant, snap.id, await require_principal(request))
     return JSONResponse(snap.to_json(), status_code=201)
 
 
 async def restore(request: Request) -> Response:
-    sandboxes, tenant = await _ctx(request)
+    sandboxes, tenant, _ = await _sandbox(request)
     body = await _json(request)
-    snap_id = _field(body, "snapshot_id", str, required=True)
+    snap_id = await _snapshot_id(request, tenant, _field(body, "snapshot_id", str, required=True))
     await sandboxes.restore(tenant, request.path_params["id"], snap_id)
     return JSONResponse({"id": request.path_params["id"], "restored_from": snap_id})
 
 
 async def fork(request: Request) -> Response:
-    sandboxes, tenant = await _ctx(request)
+    sandboxes, tenant, sandbox = await _sandbox(request)
     body = await _json(request, required=False)
-    child = await sandboxes.fork(tenant, request.path_params["id"], new_id=_field(body, "id", str))
+    child = await sandboxes.fork(tenant, sandbox.id, new_id=_field(body, "id", str))
     await _admit(request, sandboxes, tenant, child)
+    owners(request.app).record("sandbox", tenant, child.id, await require_principal(request))
     return JSONResponse(child.info().to_json(), status_code=201)
 
 
 async def get_snapshot(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
-    return JSONResponse(sandboxes.get_snapshot(tenant, request.path_params["snapshot_id"]).to_json())
+    snap_id = await _snapshot_id(request, tenant, request.path_params["snapshot_id"])
+    return JSONResponse(sandboxes.get_snapshot(tenant, snap_id).to_json())
 
 
 async def delete_snapshot(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
-    await sandboxes.delete_snapshot(tenant, request.path_params["snapshot_id"])
+    await sandboxes.delete_snapshot(tenant, await _snapshot_id(request, tenant, request.path_params["snapshot_id"]))
     return JSONResponse({"id": request.path_params["snapshot_id"], "deleted": True})
 
 

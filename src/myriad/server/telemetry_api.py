@@ -31,6 +31,7 @@ from myriad import __version__
 from myriad.errors import AuthenticationError, InvalidRequest, NotFound
 from myriad.identity import Principal
 from myriad.server.auth import presented_key, require_principal
+from myriad.server.ownership import require_tenant_wide
 from myriad.server.params import int_param
 
 COOKIE = "myriad_dashboard"
@@ -51,13 +52,21 @@ def _asset(name: str) -> str:
 
 
 async def _principal(request: Request) -> Principal:
+    """The caller, who must be able to read the whole tenant's usage: the dashboard
+    shows every user's turns, traces and ledger. So: the ``usage`` scope, a token's
+    audience must include ``urn:myriad:usage``, and no token acting for one user."""
+    principal: Principal | None = None
     if presented_key(request) is None:
         cookie = request.cookies.get(COOKIE)
         if cookie:
             principal = request.app.state.services.keys.verify(cookie)
             request.scope["myriad.principal"] = principal
-            return principal  # type: ignore[no-any-return]
-    return await require_principal(request)
+    if principal is None:
+        principal = await require_principal(request)
+    principal.admit("usage")
+    principal.require("usage")
+    require_tenant_wide(principal, "the dashboard")
+    return principal
 
 
 def _telemetry(request: Request) -> Any:

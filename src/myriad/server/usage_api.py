@@ -47,6 +47,7 @@ from myriad.metering import (
     usage_report,
 )
 from myriad.server.auth import require_principal
+from myriad.server.ownership import require_tenant_wide
 from myriad.server.params import int_param, json_object
 
 MAX_EXPORT = 100_000
@@ -60,7 +61,23 @@ async def _ctx(request: Request) -> tuple[Meter, Principal]:
     other = request.query_params.get("tenant")
     if other is not None and other != principal.tenant:
         raise PermissionDenied("an API key can read only its own tenant's usage")
+    if principal.user is not None and request.url.path not in _USER_VIEWS:
+        require_tenant_wide(principal, f"{request.method} {request.url.path}")
     return meter, principal
+
+
+_USER_VIEWS = ("/v1/usage", "/v1/usage/budgets", "/v1/usage/prices")
+"""The views a token acting for a user may read (GET), each narrowed to that user."""
+
+
+def _user(request: Request, p: Principal) -> str | None:
+    """The ``user`` filter: a user's token sees only its own user (403 for another)."""
+    asked = request.query_params.get("user")
+    if p.user is None:
+        return asked
+    if asked not in (None, p.user):
+        raise PermissionDenied("a token acting for a user reads only that user's usage")
+    return p.user
 
 
 def _time(request: Request, name: str) -> Any:
@@ -73,7 +90,7 @@ async def usage(request: Request) -> Response:
     meter, p = await _ctx(request)
     q = request.query_params
     by = tuple(x.strip() for x in q.get("by", "resource,model").split(",") if x.strip())
-    query = UsageQuery(p.tenant, user=q.get("user"), agent=q.get("agent"), resource=q.get("resource"),
+    query = UsageQuery(p.tenant, user=_user(request, p), agent=q.get("agent"), resource=q.get("resource"),
                        model=q.get("model"), start=_time(request, "since"), end=_time(request, "until"),
                        group_by=by, bucket=q.get("bucket"))
     fmt = q.get("format", "json")
@@ -88,6 +105,7 @@ async def usage(request: Request) -> Response:
 async def budgets(request: Request) -> Response:
     meter, p = await _ctx(request)
     if request.method == "POST":
+        require_tenant_wide(p, "setting budgets")
         body = await _json(request)
         unknown = set(body) - {"id", "user", "agent", "period", "hard", "soft"}
         if unknown:
@@ -98,7 +116,8 @@ async def budgets(request: Request) -> Response:
         await meter.run(meter.store.put_budget, b)
         return JSONResponse(b.to_json(), status_code=201)
     q = request.query_params
-    subject = Subject(p.tenant, q.get("user"), q.get("agent")) if (q.get("user") or q.get("agent")) else None
+    user = _user(request, p)
+    subject = Subject(p.tenant, user, q.get("agent")) if (user or q.get("agent")) else None
     return JSONResponse({"budgets": await meter.run(budget_report, meter.store, p.tenant, subject)})
 
 
