@@ -157,6 +157,7 @@ async def _admit(request: Request, sandboxes: Sandboxes, tenant: str, sandbox: S
 async def create(request: Request) -> Response:
     sandboxes, tenant = await _ctx(request)
     body = await _json(request, required=False)
+    _field(body, "id", str)  # a list or object here was a TypeError 500 (found by tests/security/test_fuzz_http.py)
     sandbox = await sandboxes.open_for(tenant, body)
     await _admit(request, sandboxes, tenant, sandbox)
     owners(request.app).record("sandbox", tenant, sandbox.id, await require_principal(request))
