@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from typing import Any, AsyncIterator
 
 from starlette.requests import Request
@@ -51,6 +52,8 @@ from myriad.server.ownership import owners
 from myriad.server.params import json_object
 
 MAX_BODY = 64 * 1024 * 1024
+_UPLOAD_HANDOVER = asyncio.Semaphore(1)
+"""Uploads arrive concurrently on disk; only one at a time is in memory."""
 MAX_JSON = 2 * 1024 * 1024
 
 
@@ -247,13 +250,18 @@ async def write_file(request: Request) -> Response:
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_BODY:
         raise PayloadTooLarge(f"uploads are limited to {MAX_BODY} bytes")
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_BODY:
-            raise PayloadTooLarge(f"uploads are limited to {MAX_BODY} bytes")
-        chunks.append(chunk)
-    written = await sandbox.write_file(path, b"".join(chunks))
+    # Stream the upload to a spool file (disk past 1 MiB), then hand it over one upload at a
+    # time: eight concurrent 60 MB uploads held 0.5 GB in memory while they arrived.
+    with tempfile.SpooledTemporaryFile(max_size=1 << 20) as spool:
+        total = 0
+        async for chunk in request.stream():
+            total += len(chunk)
+            if total > MAX_BODY:
+                raise PayloadTooLarge(f"uploads are limited to {MAX_BODY} bytes")
+            spool.write(chunk)
+        async with _UPLOAD_HANDOVER:
+            spool.seek(0)
+            written = await sandbox.write_file(path, spool.read())
     return JSONResponse({"path": path, "bytes": written})
 
 
