@@ -11,7 +11,7 @@ want_test=0
 SUDO=""
 [[ $(id -u) -ne 0 ]] && SUDO="sudo"
 
-apt_pkgs=(bubblewrap)
+apt_pkgs=(bubblewrap e2fsprogs mount)  # e2fsprogs + mount: per-sandbox disk images (sandbox/disk.py)
 if (( want_test )); then
   apt_pkgs+=(nodejs npm git curl python3 chromium postgresql)  # git/curl/python3: used inside sandboxes by tests/sandbox; chromium: dashboard tests; postgresql: tests start their own servers (tests/pg.py)
 fi

@@ -148,12 +148,31 @@ def cmd_db_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_db_copy(args: argparse.Namespace) -> int:
+    from myriad.server.dbcopy import copy_database
+
+    settings = _settings(args)
+    url = args.database or settings.storage.database
+    if not url:
+        print("myriad: error: no database: pass --to postgresql://... (or set MYRIAD_DATABASE)", file=sys.stderr)
+        return 2
+    source = Path(args.source) if args.source else settings.data_dir
+    report = copy_database(source, url, timeout=settings.storage.connect_timeout)
+    print(f"copied {source} into {_redact(url)}")
+    for line in report.lines():
+        print(f"  {line}")
+    print(f"note: the vault and signing keys open only with the same identity key: copy {source / 'identity.key'} into "
+          "every machine's data directory, or set identity.secret_key (MYRIAD_IDENTITY__SECRET_KEY) everywhere")
+    return 0
+
+
 # -- tenants and keys ------------------------------------------------------------
 
 def _keystore(args: argparse.Namespace) -> Any:
     from myriad.identity import KeyStore
 
-    store = KeyStore(_settings(args).data_dir)
+    settings = _settings(args)
+    store = KeyStore(settings.data_dir, settings.storage.database, connect_timeout=settings.storage.connect_timeout)
     store.open()
     return store
 
@@ -264,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     dm = db.add_parser("migrate", parents=[common], help="create or upgrade every component's tables")
     dm.add_argument("--database", metavar="URL", help="PostgreSQL URL (default: MYRIAD_DATABASE / [storage] database)")
     dm.set_defaults(func=cmd_db_migrate)
+    dc = db.add_parser("copy", parents=[common], help="move an embedded deployment (SQLite files) into PostgreSQL")
+    dc.add_argument("--from", dest="source", metavar="DIR", help="the data directory to copy (default: --data-dir)")
+    dc.add_argument("--to", dest="database", metavar="URL", help="PostgreSQL URL (default: MYRIAD_DATABASE / [storage] database)")
+    dc.set_defaults(func=cmd_db_copy)
 
     tenants = sub.add_parser("tenants", help="manage tenants").add_subparsers(dest="verb", required=True, metavar="VERB")
     t = tenants.add_parser("create", parents=[common], help="create a tenant")

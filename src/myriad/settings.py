@@ -89,6 +89,8 @@ class SandboxSettings:
     """A container sandbox is deleted this many seconds after creation, used or not."""
     max_containers_per_owner: int = 32
     """Live container sandboxes one owner (tenant or agent) may hold at once."""
+    max_snapshots_per_owner: int = 32
+    """Snapshots one owner may keep (each is at most one workspace, copied sparsely)."""
     warm_isolates: int = 10_000
     """Isolates kept warm per host (least recently used leave first)."""
     isolate_idle_timeout: float = 60.0
@@ -125,6 +127,13 @@ class ModelsSettings:
     """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
     responses_max_per_tenant: int = 10000
     """Stored responses kept per tenant (the oldest are dropped first)."""
+    mcp_allow_private: bool = False
+    """Let ``type: "mcp"`` tools reach MCP servers on private addresses (loopback, RFC 1918):
+    an operator's decision for servers on its own network, never a tenant's."""
+    mcp_max_rounds: int = 8
+    """Model turns one request may spend calling ``type: "mcp"`` tools before it answers."""
+    mcp_timeout: float = 30.0
+    """Seconds the gateway waits for one MCP server request."""
 
 
 @dataclass
@@ -224,6 +233,11 @@ class StorageSettings:
     """Most connections one process holds to the database."""
     connect_timeout: float = 5.0
     """Seconds to wait for a connection before a request fails with 503."""
+    synchronous_commit: str = "on"
+    """PostgreSQL ``synchronous_commit`` of the runtime's writes: ``on`` waits for the
+    server's WAL fsync (survives the database machine losing power); ``off`` returns
+    once the server has the commit (survives the loss of Myriad's machine, like SQLite's
+    default; a database crash can lose its last fraction of a second)."""
 
 
 @dataclass

@@ -197,3 +197,42 @@ async def test_dropped_activation_stops_its_reply_and_the_next_owner_finishes_it
     await until(lambda: any(f["done"] for f in again_wire.of("r5")), "finished by the next owner")
     messages = await host.run(ref, _messages)
     assert messages[-1]["parts"][0]["text"] == "before after"
+
+
+async def test_a_reply_is_one_turn_to_instrumentation_however_many_chunks(storage: Any):
+    from myriad.settings import AgentSettings
+
+    class Counting:
+        turns = 0
+
+        def wrap_turn(self, turn: Any, host: Any = None) -> Any:
+            async def counted(slot: Any, body: Any) -> Any:
+                Counting.turns += 1
+                return await turn(slot, body)
+            return counted
+
+    class Middleware:  # the turn-middleware shape (enter/exit with a TurnInfo)
+        turns = 0
+
+        def enter(self, info: Any) -> None:
+            Middleware.turns += 1
+
+        def exit(self, info: Any) -> None:
+            pass
+
+    h = AgentHost(storage, AgentSettings(hibernate_after=3600), instrumentation=[Counting(), Middleware()])
+    await h.start()
+    try:
+        fresh(h)
+        ref = AgentRef("t", "scripted", "m")
+        conn, wire = await connect(h, ref)
+        before, before_mw = Counting.turns, Middleware.turns
+        await h.frame(ref, conn, request("r6"))
+        for w in ["a ", "b ", "c ", "d ", "e "]:
+            await GATE.put(w)
+        await GATE.put(None)
+        await until(lambda: any(f["done"] for f in wire.of("r6")), "done")
+        assert len(wire.of("r6")) == 10  # 9 chunks and the end
+        assert Counting.turns - before == 1 and Middleware.turns - before_mw == 1  # the request frame only
+    finally:
+        await h.stop()

@@ -104,6 +104,28 @@ def test_any_door_reaches_any_agent_once(cluster: Env) -> None:
     assert httpx.get(f"{env.doors[0].url}/v1/agents", headers={"Authorization": "Bearer nope"}).status_code == 401
     held = {s["id"]: s["activations"] for s in env.live_shards()}
     assert sum(held.values()) == 12
+    # deleting an agent no shard holds yet: the shard takes the activation to delete it
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/never-seen", headers=env.headers)
+    assert r.status_code == 204, r.text
+    r = httpx.delete(f"{env.doors[1].url}/v1/agents/tally/r1", headers=env.headers)
+    assert r.status_code == 204, r.text
+    assert env.rpc(0, "r1", "add", 0).json() == {"result": 0}
+
+
+def test_v1_doors_through_the_front_door(cluster: Env) -> None:
+    """The openai client (streaming too) and /v1/usage work unchanged through a front door."""
+    from openai import OpenAI
+
+    env = cluster
+    client = OpenAI(base_url=f"{env.doors[1].url}/v1", api_key=env.key, max_retries=0)
+    assert "sim-small" in {m.id for m in client.models.list()}
+    chunks = list(client.chat.completions.create(model="sim-small", stream=True,
+                                                 messages=[{"role": "user", "content": "hello there"}]))
+    assert len(chunks) > 2 and "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    reply = client.chat.completions.create(model="sim-small", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content and reply.usage.total_tokens > 0
+    r = httpx.get(f"{env.doors[0].url}/v1/usage", headers=env.headers, timeout=20)
+    assert r.status_code == 200, r.text
 
 
 def test_single_activation_sigstop(cluster: Env) -> None:

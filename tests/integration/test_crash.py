@@ -4,10 +4,26 @@ import asyncio
 import json
 import random
 
+from pathlib import Path
+from typing import Any, Iterator
+
 import httpx
+import pytest
 import websockets
 
 from tests.integration.live import LiveServer
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def crash_server(request: Any, tmp_path: Path) -> Iterator[LiveServer]:
+    """A server on each storage backend (PostgreSQL: a fresh database of the session's server)."""
+    env = {}
+    if request.param == "postgres":
+        # a claim left by the killed process expires within the test's wait
+        env = {"MYRIAD_DATABASE": request.getfixturevalue("pg_url"), "MYRIAD_AGENTS__SCHEDULE_LEASE": "2"}
+    server = LiveServer(tmp_path / "data", env=env).start()
+    yield server
+    server.stop()
 
 
 async def _hammer(server: LiveServer, name: str, acked: dict[str, int], stop: asyncio.Event) -> None:
@@ -28,7 +44,8 @@ async def _hammer(server: LiveServer, name: str, acked: dict[str, int], stop: as
         pass
 
 
-async def test_kill9_under_load_loses_nothing_acknowledged(live_server: LiveServer):
+async def test_kill9_under_load_loses_nothing_acknowledged(crash_server: LiveServer):
+    live_server = crash_server
     names = [f"crash-{i}" for i in range(16)]
     acked: dict[str, int] = {}
     stop = asyncio.Event()

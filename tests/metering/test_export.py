@@ -109,7 +109,7 @@ def test_public_surface_is_exactly_this():
         "current_subject", "estimate_chat", "export_cloudevents", "from_nanos", "invoice_lines", "meter_events",
         "metered", "money_str", "open_store", "rows_to_csv", "usage_report", "usage_of_openai", "write_jsonl",
         "cli_usage", "add_usage_arguments", "parse_when", "GatewayMetering", "meter_gateway", "gateway_price_version",
-        "SandboxMetering", "egress_hook", "subject_of_owner", "UsageCounter", "TurnMeter",
+        "SandboxMetering", "egress_hook", "subject_of_owner", "UsageCounter", "TurnMeter", "LEDGER_MIGRATIONS",
     }
     for name in m.__all__:
         assert getattr(m, name) is not None

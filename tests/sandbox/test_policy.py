@@ -139,3 +139,25 @@ async def test_containers_per_owner_are_capped(tmp_path: Path) -> None:
         await sbs.open(needs={"shell"}, owner="t")
     finally:
         await sbs.aclose()
+
+
+@pytest.mark.integration
+async def test_snapshots_per_owner_are_capped(tmp_path) -> None:
+    # each snapshot is at most one (quota'd, sparse) workspace; their number is capped too,
+    # or a tenant could fill the host's disk one snapshot at a time
+    from myriad.errors import RateLimited
+    from tests.sandbox.conftest import make_settings
+
+    sbs = Sandboxes(make_settings(tmp_path, max_snapshots_per_owner=2))
+    try:
+        await sbs.open(owner="a", id="c", needs={"filesystem"})
+        first = await sbs.snapshot("a", "c")
+        await sbs.snapshot("a", "c")
+        with pytest.raises(RateLimited, match="2 snapshots"):
+            await sbs.snapshot("a", "c")
+        await sbs.delete_snapshot("a", first.id)
+        await sbs.snapshot("a", "c")
+        await sbs.open(owner="b", id="c", needs={"filesystem"})
+        await sbs.snapshot("b", "c")  # another owner has its own count
+    finally:
+        await sbs.aclose()

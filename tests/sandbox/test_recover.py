@@ -45,3 +45,34 @@ async def test_recover_announces_dead_sandboxes_and_sweeps_partial_copies(tmp_pa
         assert [line.split()[0] for line in (live / host_tag()).read_text().splitlines()] == ["+", "-"]
     finally:
         await sbs.aclose()
+
+
+async def test_background_cpu_is_reported_between_operations(tmp_path: Path) -> None:
+    import asyncio
+
+    import pytest
+
+    pytest.importorskip("myriad.sandbox.cgroups")
+    sbs = Sandboxes(make_settings(tmp_path))
+    seen: list[SandboxEvent] = []
+
+    @contextlib.asynccontextmanager
+    async def record(event: SandboxEvent) -> AsyncIterator[None]:
+        yield
+        seen.append(event)
+
+    sbs.add_hook(record)
+    try:
+        box = await sbs.open(owner="acme", id="bg", needs={"processes"})
+        if box.take_cpu_ms() is None:  # type: ignore[attr-defined]
+            pytest.skip("no cgroup CPU counter on this machine (rlimit backend)")
+        await box.start_process("while :; do :; done")  # type: ignore[attr-defined]
+        await asyncio.sleep(1.0)
+        await sbs.reap()  # the reaper reports what ran between operations
+        usage = [e.cpu_ms for e in seen if e.kind == "usage" and e.sandbox_id == "bg"]
+        assert usage and usage[0] > 100, usage  # before: background CPU was never charged
+        await sbs.close("acme", "bg")
+        (close,) = [e for e in seen if e.kind == "close"]
+        assert close.cpu_ms is not None and close.cpu_ms >= 0
+    finally:
+        await sbs.aclose()

@@ -77,7 +77,14 @@ async def test_fenced_writes_fail_once_the_fence_moves(pg_url: str, tmp_path: Pa
         with pytest.raises(FencedOut):
             await sql.flush()
         assert sql.pending  # nothing was shipped
+        with pytest.raises(FencedOut):  # state and SQL in one statement: neither is written
+            await s.save_state("t/c/a", b'{"n":3}', sql)
+        assert sql.pending
         assert (await s.load_agent("t/c/a")).state == b'{"n":1}'
+        conn.execute("UPDATE fence_owner SET token = 1")  # (the fence holds again)
+        await s.save_state("t/c/a", b'{"n":4}', sql)
+        assert not sql.pending
+        assert conn.execute("SELECT version FROM agent_sql_files").fetchone() == (2,)
     await s.close()
 
 

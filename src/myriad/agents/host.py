@@ -77,6 +77,10 @@ class AgentHost:
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._task_owner: dict[str, str] = {}  # task key -> agent path
         self.stats = {"wakes": 0, "hibernations": 0, "turns": 0, "turn_errors": 0}
+        # Steps of work a turn started (a chat reply's chunks) run under the same input
+        # gate and the same wrap_turn wrappers (the cluster fence), but are not turns to
+        # the instrumentation: one reply is one turn in metering and telemetry.
+        self._step: Callable[[_Slot, Callable[[Agent], Awaitable[Any]]], Awaitable[Any]] = self._run_turn
         # Cross-cutting turn behaviour (telemetry's invoke_agent span, metering's turn
         # count) is turn middleware: each sees one TurnInfo per turn (enter in order, exit
         # in reverse). An object with only ``wrap_turn`` still wraps the turn. None: no cost.
@@ -166,8 +170,10 @@ class AgentHost:
             self._close_sql(slot)
 
     def wrap_turn(self, wrapper: Any) -> None:
-        """Add one more turn wrapper (``wrapper.wrap_turn(turn, host)``), outermost."""
+        """Add one more turn wrapper (``wrapper.wrap_turn(turn, host)``), outermost.
+        It also wraps the steps of ``run_step``."""
         self._turn = wrapper.wrap_turn(self._turn, self)  # type: ignore[method-assign]
+        self._step = wrapper.wrap_turn(self._step, self)
 
     async def drop(self, ref: AgentRef, code: int = 1012, reason: str = "", *, flush: bool = False) -> None:
         """Forget an instance held in memory without hibernating it through storage:
@@ -488,6 +494,13 @@ class AgentHost:
         """Run arbitrary code as a turn of the instance (schedules, MCP calls, tests, admin);
         ``caller`` is what the agent sees as ``self.caller``."""
         return await self._as(caller, self._turn(self._slot(ref), body))
+
+    async def run_step(self, ref: AgentRef, body: Callable[[Agent], Awaitable[T]]) -> T:
+        """Run a step of work an earlier turn started (a chat reply's next chunks) under
+        the instance's input gate, waking it if needed. Not a turn of its own to
+        metering and telemetry (the turn that started the work was counted)."""
+        result: T = await self._step(self._slot(ref), body)
+        return result
 
     async def get_state(self, ref: AgentRef) -> Any:
         slot = self._slots.get(ref.path)

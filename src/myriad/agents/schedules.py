@@ -101,6 +101,7 @@ class Scheduler:
         self.owner = uuid.uuid4().hex  # this host's name on its claims
         self.lease = getattr(settings, "schedule_lease", CLAIM_LEASE)
         self._renewed = 0.0
+        self.max_firing = 64  # schedules this host fires at once
 
     async def add(self, agent: "Agent", when: Any, method: str, payload: Any, *, new: bool = False) -> Schedule:
         if not isinstance(method, str) or not callable(getattr(type(agent), method, None)) or method.startswith("_"):
@@ -160,16 +161,25 @@ class Scheduler:
                 if self._in_flight and now - self._renewed > self.lease / 3:
                     await self._storage.renew_claims(self.owner, list(self._in_flight), now + self.lease)
                     self._renewed = now
-                for record in await self._storage.claim_due(now, 256, self.owner, self.lease):
+                # claim only what can fire now: a claim waiting behind hundreds of others
+                # for a connection could outlive its lease and be taken by another host
+                room = self.max_firing - len(self._in_flight)
+                claimed = await self._storage.claim_due(now, room, self.owner, self.lease) if room > 0 else []
+                if claimed:
+                    self._renewed = now
+                for record in claimed:
                     if record.id not in self._in_flight:
                         self._in_flight.add(record.id)
                         task = asyncio.get_running_loop().create_task(self._fire(record))
                         self._fires.add(task)
                         task.add_done_callback(self._fires.discard)
-                nxt = await self._storage.next_due()
-                # add() sets the wakeup event, so an idle host need not poll every second;
-                # the cap only bounds how long a clock jump can delay a firing.
-                delay = _IDLE_WAIT if nxt is None else min(_IDLE_WAIT, max(0.005, nxt - time.time()))
+                if len(self._in_flight) >= self.max_firing:
+                    delay = self.lease / 3  # full: each finished firing sets the wakeup event
+                else:
+                    nxt = await self._storage.next_due()
+                    # add() sets the wakeup event, so an idle host need not poll every second;
+                    # the cap only bounds how long a clock jump can delay a firing.
+                    delay = _IDLE_WAIT if nxt is None else min(_IDLE_WAIT, max(0.005, nxt - time.time()))
                 if self._in_flight:
                     delay = min(delay, self.lease / 3)
             except Exception as e:  # storage trouble: log and try again shortly

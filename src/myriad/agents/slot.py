@@ -82,12 +82,14 @@ class _Slot:
 
     async def drain(self) -> None:
         async with self._io_lock:
-            if self._sql_pending():  # SQL writes are durable before what follows them, like state
-                await self.agent._sql.flush()  # type: ignore[union-attr]
+            # SQL writes are durable before what follows them, like state, and together with it
+            sql = self.agent._sql if self._sql_pending() else None  # type: ignore[union-attr]
+            if self._dirty is False and sql is not None:
+                await sql.flush()
             if self._dirty is not False:
                 data, self._dirty = self._dirty, False
                 try:
-                    await self._storage.save_state(self.ref.path, data)  # type: ignore[arg-type]
+                    await self._storage.save_state(self.ref.path, data, sql)  # type: ignore[arg-type]
                 except BaseException:
                     if self._dirty is False:
                         self._dirty = data

@@ -16,7 +16,9 @@ BENCHES: dict[str, str] = {
     "gateway": "myriad.bench.gateway",
     "identity": "myriad.bench.identity",
     "telemetry": "myriad.bench.telemetry",
+    "storage": "myriad.bench.storage",
     "mcp": "myriad.bench.mcp",
+    "chat": "myriad.bench.chat",
     "scale": "myriad.bench.scale",
 }
 

@@ -236,6 +236,14 @@ class Activations:
                 await host.drop(slot.ref, 1012, "agent moved to another shard; reconnect")
                 raise AgentMoved("") from None
 
+        # Deleting an agent is not a turn but writes its rows: it too needs the activation.
+        delete = host.delete
+
+        async def fenced_delete(ref: Any) -> None:
+            await self.ensure(ref.path)
+            await delete(ref)
+
+        host.delete = fenced_delete
         return fenced_turn
 
     # -- the fence (myriad.storage.Fence) -------------------------------------------

@@ -5,6 +5,7 @@ outbound requests (RFC 9421, Web Bot Auth) and the audit log.
 May import: storage.
 """
 
+from myriad.identity._pg_schema import MIGRATIONS as IDENTITY_MIGRATIONS
 from myriad.identity.audit import AuditEntry, AuditLog
 from myriad.identity.capabilities import Scopes, parse_scopes, require, sandbox_scopes
 from myriad.identity.httpsig import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, NonceCache, RequestSigner, verify_request
@@ -25,6 +26,7 @@ __all__ = [
     "DIRECTORY_PATH",
     "DOORS",
     "GRANT_TOKEN_EXCHANGE",
+    "IDENTITY_MIGRATIONS",
     "Identity",
     "KeyInfo",
     "KeyStore",

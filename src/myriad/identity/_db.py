@@ -118,23 +118,22 @@ class PostgresDB:
 
     def __init__(self, url: str, *, pool_size: int = 4, connect_timeout: float = 5.0, migrate: bool = True) -> None:
         from myriad.identity._pg_schema import MIGRATIONS, SCHEMA_NAME
-        from myriad.storage._pgpool import apply_migrations, open_pool
+        from myriad.storage.postgres import Migrations, migrate as run_migrations, probe, sync_pool
 
         self.url = url
         self._sql: dict[str, str] = {}
-        self._pool = open_pool(url, schema=SCHEMA_NAME, max_size=pool_size, timeout=connect_timeout, name="myriad-identity")
+        probe(url, connect_timeout)  # a bad URL or a refused connection: one clear line, now
         if migrate:
-            try:
-                self._guard(lambda: apply_migrations(self._pool, "identity", MIGRATIONS))
-            except BaseException:
-                self._pool.close()
-                raise
+            run_migrations(url, [Migrations("identity", MIGRATIONS)], timeout=connect_timeout)
+        self._pool = sync_pool(url, max_size=pool_size, timeout=connect_timeout, name="myriad-identity",
+                               search_path=SCHEMA_NAME)
+        self._pool.open(wait=False)
 
     def _guard(self, fn: Any) -> Any:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from myriad.storage._pgpool import unavailable
+        from myriad.storage.postgres import translate
 
         try:
             return fn()
@@ -143,7 +142,7 @@ class PostgresDB:
         except psycopg.errors.UniqueViolation as e:
             raise Duplicate(str(e).splitlines()[0]) from None
         except (psycopg.Error, PoolTimeout) as e:
-            raise unavailable(e, self.url, "identity database is unavailable") from None
+            translate(e, self.url)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Rows:
         q = self._sql.get(sql)

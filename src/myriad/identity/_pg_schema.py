@@ -58,10 +58,22 @@ CREATE TABLE IF NOT EXISTS myriad_identity.audit (
 CREATE INDEX IF NOT EXISTS audit_tenant_at ON myriad_identity.audit(tenant, at);
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
-"""(version, SQL) for the ``identity`` component, oldest first."""
+_V2 = """
+CREATE TABLE IF NOT EXISTS myriad_identity.mcp_servers (
+    tenant TEXT NOT NULL,
+    label TEXT NOT NULL,
+    url TEXT NOT NULL,
+    sealed BYTEA,
+    updated DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (tenant, label)
+);
+"""
 
-TABLES = ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit")
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+"""The ``identity`` component's schema history, (version, SQL) oldest first: the composition
+root registers it as ``Migrations("identity", MIGRATIONS)`` (``myriad db migrate`` applies it)."""
+
+TABLES = ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers")
 """Every identity table, in an order that satisfies foreign keys (for ``myriad db copy``)."""
 
 __all__ = ["MIGRATIONS", "SCHEMA_NAME", "TABLES"]

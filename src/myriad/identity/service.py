@@ -26,6 +26,7 @@ from myriad.identity.authorization import AuthorizationServer
 from myriad.identity.httpsig import RequestSigner
 from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
+from myriad.identity.mcp_servers import McpServerRegistry
 from myriad.identity.outbound import OutboundAuthorizer
 from myriad.identity.principal import Principal
 from myriad.identity.tokens import (
@@ -65,6 +66,11 @@ class Identity:
     @cached_property
     def vault(self) -> CredentialVault:
         return CredentialVault(self.keys.db, self._box)
+
+    @cached_property
+    def mcp_servers(self) -> McpServerRegistry:
+        """The MCP servers each tenant registered for the gateway's ``type: "mcp"`` tools."""
+        return McpServerRegistry(self.keys.db, self._box)
 
     @cached_property
     def audit(self) -> AuditLog:

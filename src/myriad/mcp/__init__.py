@@ -12,6 +12,7 @@ gateway's ``tools: [{"type": "mcp"}]`` and per-session instances.
 """
 
 from myriad.mcp._declare import Declarations, McpPrompt, McpResource, McpTool, declarations, prompt, resource, tool
+from myriad.mcp._guard import PublicOnlyTransport
 from myriad.mcp._wire import ACCEPTED_VERSIONS, PROTOCOL_VERSION, McpSession
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "McpResource",
     "McpSession",
     "McpTool",
+    "PublicOnlyTransport",
     "declarations",
     "prompt",
     "resource",

@@ -26,14 +26,16 @@ ACCEPTED_VERSIONS = ("2025-11-25", "2025-06-18", "2025-03-26")
 class McpSession:
     """One protocol session with a server (reopened when the server forgets it)."""
 
-    def __init__(self, url: str, http: httpx.AsyncClient, timeout: float, label: str) -> None:
+    def __init__(self, url: str, http: httpx.AsyncClient, timeout: float, label: str,
+                 headers: dict[str, str] | None = None) -> None:
         self.url, self.http, self.timeout, self.label = url, http, timeout, label
+        self.extra_headers = headers or {}
         self.session_id: str | None = None
         self.version: str | None = None
         self._ids = itertools.count(1)
 
     def _headers(self) -> dict[str, str]:
-        h = {"accept": "application/json, text/event-stream", "content-type": "application/json"}
+        h = {**self.extra_headers, "accept": "application/json, text/event-stream", "content-type": "application/json"}
         if self.session_id:
             h["mcp-session-id"] = self.session_id
         if self.version:

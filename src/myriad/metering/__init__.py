@@ -31,6 +31,7 @@ from myriad.metering._export import (
 from myriad.metering._gateway import GatewayMetering, gateway_price_version, meter_gateway
 from myriad.metering._limits import Budget, BudgetStatus, Limit, Scope
 from myriad.metering._meter import Meter, Reservation
+from myriad.metering._postgres_schema import MIGRATIONS as LEDGER_MIGRATIONS
 from myriad.metering._prices import Price, PriceBook, PriceVersion
 from myriad.metering._wrap import (
     MeteredProvider,
@@ -57,6 +58,7 @@ __all__ = [
     "Budget",
     "BudgetStatus",
     "InvoiceLine",
+    "LEDGER_MIGRATIONS",
     "LedgerStore",
     "GatewayMetering",
     "MeteredProvider",

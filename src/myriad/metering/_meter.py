@@ -201,8 +201,12 @@ class Meter:
     def from_settings(cls, settings: Any) -> "Meter":
         """A meter from ``Settings`` (its ``metering`` section and ``data_dir``)."""
         m = settings.metering
-        url = m.ledger_url or f"sqlite:///{(settings.data_dir / 'metering.db').resolve()}"
+        storage = getattr(settings, "storage", None)
+        database = getattr(storage, "database", None)  # --database: the ledger goes there too
+        url = m.ledger_url or database or f"sqlite:///{(settings.data_dir / 'metering.db').resolve()}"
         options: dict[str, Any] = {"synchronous": m.synchronous}
+        if not url.startswith("sqlite:") and storage is not None:
+            options.update(pool_size=max(2, storage.pool_size // 2), connect_timeout=storage.connect_timeout)
         if url.startswith("sqlite:"):
             options["shared"] = bool(getattr(m, "shared_ledger", False))
         meter = cls.open(url, default_ttl_s=m.reservation_ttl, flush_interval=float(getattr(m, "flush_interval", 0.02)),

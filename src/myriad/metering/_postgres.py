@@ -21,8 +21,10 @@ ended by the server), so a dead process never holds a budget.
   resumes by ``after_seq`` safely); across tenants a later-committing event may hold
   a smaller ``seq``.
 
-Connections come from a bounded pool (``storage._pgpool``); a database that is down
-or restarting makes calls fail at once with a ``StorageError`` naming it.
+Connections come from a bounded pool (``myriad.storage.postgres.sync_pool``); a
+database that is down or restarting makes a call fail with ``DatabaseUnavailable``
+(503, one line naming it) within ``connect_timeout``, and the pool reconnects by
+itself when it is back.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ class PostgresLedger:
         migrate: bool = True,
         **_ignored: Any,
     ) -> None:
-        from myriad.storage._pgpool import apply_migrations, open_pool
+        from myriad.storage.postgres import Migrations, migrate as run_migrations, probe, sync_pool
 
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise InvalidRequest(f"synchronous must be NORMAL, FULL or EXTRA, got {synchronous!r}")
@@ -135,14 +137,12 @@ class PostgresLedger:
         # process (it is in the server); FULL: it is also on the server's disk (fsync) before
         # the call returns, surviving a crash of the database machine too.
         sync = "on" if synchronous.upper() in ("FULL", "EXTRA") else "off"
-        self._pool = open_pool(url, schema=SCHEMA_NAME, max_size=pool_size, timeout=connect_timeout, name="myriad-ledger",
-                               session={"synchronous_commit": sync})
-        try:
-            if migrate:
-                self._guard(lambda: apply_migrations(self._pool, "metering", MIGRATIONS), "cannot create the ledger's tables")
-        except BaseException:
-            self._pool.close()
-            raise
+        probe(url, connect_timeout)  # a bad URL or a refused connection: one clear line, now
+        if migrate:
+            run_migrations(url, [Migrations("metering", MIGRATIONS)], timeout=connect_timeout)
+        self._pool = sync_pool(url, max_size=pool_size, timeout=connect_timeout, name="myriad-ledger",
+                               search_path=SCHEMA_NAME, session={"synchronous_commit": sync})
+        self._pool.open(wait=False)
         self._book = PriceBook()
         self._book_version = -1
         self._book_read_at = -1.0
@@ -153,27 +153,13 @@ class PostgresLedger:
     def _now_us(self) -> int:
         return int(self._clock() * 1_000_000)
 
-    def _guard(self, fn: Callable[[], Any], what: str) -> Any:
-        """Run ``fn``; a database error becomes one clear ``StorageError``."""
-        import psycopg
-        from psycopg_pool import PoolTimeout
-
-        from myriad.storage._pgpool import unavailable
-
-        try:
-            return fn()
-        except MyriadError:
-            raise
-        except (psycopg.Error, PoolTimeout) as e:
-            raise unavailable(e, self.url, what) from None
-
     @contextmanager
     def _tx(self, tenants: Iterable[str] = (), *, global_lock: bool = False) -> Iterator[Any]:
         """One transaction holding the advisory locks of ``tenants`` (sorted: no deadlocks)."""
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from myriad.storage._pgpool import unavailable
+        from myriad.storage.postgres import translate
 
         names = sorted(set(tenants))
         try:
@@ -185,8 +171,10 @@ class PostgresLedger:
                 yield conn
         except MyriadError:
             raise
+        except psycopg.errors.UniqueViolation as e:
+            raise Conflict(str(e).splitlines()[0]) from None
         except (psycopg.Error, PoolTimeout) as e:
-            raise unavailable(e, self.url, "metering ledger is unavailable") from None
+            translate(e, self.url)
 
     def close(self) -> None:
         self._pool.close()
@@ -361,7 +349,7 @@ class PostgresLedger:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from myriad.storage._pgpool import unavailable
+        from myriad.storage.postgres import translate
 
         try:
             with self._pool.connection() as conn:
@@ -389,7 +377,7 @@ class PostgresLedger:
         except psycopg.errors.UniqueViolation as e:
             raise Conflict(str(e).splitlines()[0]) from None
         except (psycopg.Error, PoolTimeout) as e:
-            raise unavailable(e, self.url, "metering ledger is unavailable") from None
+            translate(e, self.url)
 
     def _book_at(self, run: Callable[..., list[list[Any] | None]], latest: int) -> PriceBook:
         if latest != self._book_version:

@@ -74,7 +74,8 @@ CREATE TABLE IF NOT EXISTS myriad_metering.notices(
 );
 """
 
-MIGRATIONS: list[tuple[int, str]] = [(1, _V1)]
-"""(version, SQL) for the ``metering`` component, oldest first."""
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1),)
+"""The ``metering`` component's schema history, (version, SQL) oldest first: the composition
+root registers it as ``Migrations("metering", MIGRATIONS)`` (``myriad db migrate`` applies it)."""
 
 __all__ = ["MIGRATIONS", "SCHEMA_NAME"]

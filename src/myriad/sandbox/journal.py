@@ -84,7 +84,7 @@ class LiveJournal:
 
     def dead(self) -> list[tuple[str, list[dict[str, Any]]]]:
         """``(tag, sandboxes still open)`` for each journal whose host process is gone."""
-        out = []
+        out: list[tuple[str, list[dict[str, Any]]]] = []
         if not self.directory.is_dir():
             return out
         for path in self.directory.iterdir():

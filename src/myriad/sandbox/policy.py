@@ -114,10 +114,11 @@ class Sandboxes:
     @contextlib.asynccontextmanager
     async def _journal_hook(self, event: SandboxEvent) -> Any:
         yield  # after the operation: only what succeeded is recorded
+        # one short line, flushed (not fsynced) to the page cache: cheaper inline than a thread hop
         if event.kind == "open":
-            await asyncio.to_thread(self._journal.opened, event.instance, event.owner, event.sandbox_id, event.tier)
+            self._journal.opened(event.instance, event.owner, event.sandbox_id, event.tier)
         elif event.kind == "close" and event.instance and event.reason != "crashed":  # not ours
-            await asyncio.to_thread(self._journal.closed, event.instance)
+            self._journal.closed(event.instance)
 
     # -- recovery after a crash ---------------------------------------------------------
 
@@ -274,7 +275,7 @@ class Sandboxes:
                              source_id=source_id)
         async with self.events.around(event):
             sandbox = await t.create(id=sid, owner=owner, limits=merged, **options)
-            sandbox.events = self.events
+            sandbox.events = self.events  # type: ignore[attr-defined]
             event.sandbox = sandbox
         self._live[key] = sandbox
         self._touch(key, sandbox)
@@ -382,6 +383,10 @@ class Sandboxes:
     async def snapshot(self, owner: str, id: str) -> Snapshot:
         """Save the workspace of a container sandbox; the snapshot outlives the sandbox."""
         sandbox = self._container(owner, id)
+        cap = int(getattr(self.settings, "max_snapshots_per_owner", 32))
+        held = await asyncio.to_thread(self._snapshots_of, owner)
+        if held >= cap:
+            raise RateLimited(f"{owner} already keeps {held} snapshots (limit {cap}); delete one first")
         async with self.events.around(self._event("snapshot", sandbox)) as event:
             snap = await self._snapshot(owner, sandbox)
             event.snapshot_id = snap.id
@@ -406,6 +411,14 @@ class Sandboxes:
             raise
         self._snapshots[snap_id] = snap
         return snap
+
+    def _snapshots_of(self, owner: str) -> int:
+        n = 0
+        base = self.root / "_snapshots"
+        for meta in base.glob("snap_*/meta.json") if base.is_dir() else []:
+            with contextlib.suppress(OSError, ValueError):
+                n += json.loads(meta.read_text()).get("owner") == owner
+        return n
 
     def get_snapshot(self, owner: str, snapshot_id: str) -> Snapshot:
         snap = self._snapshots.get(snapshot_id)

@@ -15,7 +15,7 @@ _DOORS = (
     ("/v1/chat/", "models", "models"), ("/v1/embeddings", "models", "models"), ("/v1/models", "models", "models"),
     ("/v1/agents", "agents", "agents"), ("/agents/", "agents", "agents"), ("/v1/usage", "usage", "usage"),
     ("/v1/admin", "admin", "admin"), ("/v1/sandboxes", "sandboxes", "sandbox"), ("/v1/snapshots", "sandboxes", "sandbox"),
-    ("/v1/vault", "vault", "vault"), ("/mcp/", "mcp", "mcp"),
+    ("/v1/vault", "vault", "vault"), ("/mcp/", "mcp", "mcp"), ("/v1/mcp/", "admin", "admin"),
 )
 
 

@@ -16,9 +16,11 @@ from myriad.storage import Migrations, PostgresStorage, SQLiteStorage
 
 def migrations() -> list[Migrations]:
     """Every component's migrations, in the order they are applied."""
+    from myriad.identity import IDENTITY_MIGRATIONS
+    from myriad.metering import LEDGER_MIGRATIONS
     from myriad.storage.postgres import RUNTIME_MIGRATIONS
 
-    return [RUNTIME_MIGRATIONS]
+    return [RUNTIME_MIGRATIONS, Migrations("identity", IDENTITY_MIGRATIONS), Migrations("metering", LEDGER_MIGRATIONS)]
 
 
 def migrate_database(url: str, timeout: float = 5.0) -> dict[str, list[int]]:
@@ -36,7 +38,8 @@ def build_storage(settings: Settings) -> Any:
     if not url:
         return SQLiteStorage(settings.data_dir)
     return PostgresStorage(url, settings.data_dir, pool_size=settings.storage.pool_size,
-                           timeout=settings.storage.connect_timeout, run_migrations=False)
+                           timeout=settings.storage.connect_timeout, run_migrations=False,
+                           synchronous_commit=settings.storage.synchronous_commit)
 
 
 __all__ = ["migrations", "migrate_database", "build_storage"]

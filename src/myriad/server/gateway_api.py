@@ -20,6 +20,8 @@ from starlette.routing import BaseRoute, Route
 
 from myriad.errors import InvalidRequest, MyriadError, UnknownModel, UpstreamRateLimited
 from myriad.models._tokenizers import decode_token_arrays, is_token_input, tokenizer_of
+from myriad.models.mcp_tools import mcp_specs
+from myriad.server import mcp_api
 from myriad.server.auth import require_principal
 from myriad.server.params import json_object
 
@@ -82,6 +84,15 @@ async def chat_completions(request: Request) -> Any:
         flag = request.headers.get("x-myriad-cache")
         if flag is not None and "cache" not in body:
             body["cache"] = flag.lower() in ("1", "true", "on", "yes")
+        specs = mcp_specs(body)
+        if specs:  # MCP tools: Myriad runs the tool loop (mcp_api)
+            if body.get("stream"):
+                raise InvalidRequest("stream=true with mcp tools is not supported on /v1/chat/completions yet: "
+                                     "use stream=false", details={"param": "stream"})
+            result, calls = await mcp_api.chat_with_mcp_tools(request, principal, gateway, body, specs)
+            raw = {**result.raw, "mcp_calls": calls}  # Myriad's extension: what the tools did
+            return Response(orjson.dumps(raw), media_type="application/json",
+                            headers={"x-myriad-deployment": result.deployment})
         if not body.get("stream"):
             result = await gateway.chat(body, tenant=principal.tenant)
             headers = {"x-myriad-deployment": result.deployment}

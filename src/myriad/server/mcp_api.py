@@ -23,8 +23,9 @@ from myriad.agents import AgentRef, validate_name
 from myriad.errors import MyriadError, NotFound, PermissionDenied
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
+from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
 from myriad.server.ownership import require_agent
-from myriad.server.params import read_body
+from myriad.server.params import json_object, read_body
 
 MAX_BODY = 4 * 1024 * 1024
 PRM_PREFIX = "/.well-known/oauth-protected-resource"
@@ -125,6 +126,66 @@ async def protected_resource(request: Request) -> Response:
     })
 
 
+# -- the gateway's MCP tools: the tenant's registry and the tool loop -------------------
+
+async def chat_with_mcp_tools(request: Request, principal: Any, gateway: Any, body: dict[str, Any],
+                              specs: list[dict[str, Any]]) -> tuple[Any, list[dict[str, Any]]]:
+    """A chat completion whose ``type: "mcp"`` tools Myriad calls (``myriad.models.mcp_tools``)."""
+    toolset = await open_toolset(request, principal, specs)
+    try:
+        settings = request.app.state.services.settings.models
+        return await chat_with_mcp(lambda turn: gateway.chat(turn, tenant=principal.tenant), body, toolset,
+                                   max_rounds=settings.mcp_max_rounds)
+    finally:
+        await toolset.aclose()
+
+
+async def open_toolset(request: Request, principal: Any, specs: list[dict[str, Any]]) -> McpToolset:
+    services = request.app.state.services
+    registry = services.identity.mcp_servers if services.identity is not None else None
+    meter = services.meter
+
+    def resolve(label: str) -> tuple[str, dict[str, str]]:
+        if registry is None:
+            raise NotFound(f"no MCP server registry on this server; give server_url for {label!r}")
+        return registry.get(principal.tenant, label).url, registry.headers(principal.tenant, label)
+
+    async def record(server: str, tool: str, failed: bool) -> None:
+        if meter is not None:
+            from myriad.metering import Subject, Usage
+
+            await meter.record(Subject(principal.tenant, user=principal.user), Usage({MCP_CALLS: 1}), type="mcp",
+                               source=f"{meter.source}/gateway/mcp",
+                               attributes={"server": server, "tool": tool, "failed": failed})
+
+    settings = services.settings.models
+    return await McpToolset.open(specs, resolve, allow_private=settings.mcp_allow_private,
+                                 timeout=settings.mcp_timeout, record=record)
+
+
+async def list_servers(request: Request) -> Response:
+    principal = await require_principal(request)
+    principal.require("admin")
+    servers = request.app.state.services.identity.mcp_servers.list(principal.tenant)
+    return JSONResponse({"servers": [s.to_json() for s in servers]})
+
+
+async def put_server(request: Request) -> Response:
+    principal = await require_principal(request)
+    principal.require("admin")
+    body = await json_object(request, 64 * 1024, required=True)
+    info = request.app.state.services.identity.mcp_servers.put(
+        principal.tenant, request.path_params["label"], body.get("server_url"), body.get("token"))
+    return JSONResponse(info.to_json())
+
+
+async def delete_server(request: Request) -> Response:
+    principal = await require_principal(request)
+    principal.require("admin")
+    request.app.state.services.identity.mcp_servers.delete(principal.tenant, request.path_params["label"])
+    return Response(status_code=204)
+
+
 async def close(app: Any) -> None:
     servers = getattr(app.state, "mcp_servers", None)
     if servers is not None:
@@ -135,6 +196,9 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/mcp/{agent}/{name}", McpDoor(), methods=["GET", "POST", "DELETE"]),
         Route(PRM_PREFIX + "/mcp/{agent}/{name}", protected_resource, methods=["GET"]),
+        Route("/v1/mcp/servers", list_servers, methods=["GET"]),
+        Route("/v1/mcp/servers/{label}", put_server, methods=["PUT"]),
+        Route("/v1/mcp/servers/{label}", delete_server, methods=["DELETE"]),
     ]
 
 

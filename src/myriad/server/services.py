@@ -95,7 +95,8 @@ async def _maybe_await(fn: Any) -> None:
 def build_services(settings: Settings, agent_classes: list[type[Agent]] | None = None) -> Services:
     """Build (but do not start) every room from settings."""
     storage = build_storage(settings)
-    keys = KeyStore(settings.data_dir)
+    keys = KeyStore(settings.data_dir, settings.storage.database, pool_size=max(2, settings.storage.pool_size // 2),
+                    connect_timeout=settings.storage.connect_timeout)
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     gateway = Gateway.from_settings(settings.models, env=os.environ)
     # One pipeline (myriad.models.pipeline): identity, then tracing, then admission, then the gateway.

@@ -104,7 +104,9 @@ class Storage(Protocol):
     async def create_agent(self, record: AgentRecord) -> None:
         """Insert the row if absent (idempotent)."""
 
-    async def save_state(self, path: str, state: bytes | None) -> None: ...
+    async def save_state(self, path: str, state: bytes | None, sql: AgentSQL | None = None) -> None:
+        """Store the state; with ``sql``, also make its pending writes durable, atomically
+        with the state (a turn's state and SQL are durable together or not at all)."""
 
     async def delete_agent(self, path: str) -> None:
         """Remove the row, its schedules and its SQL database (and those of its sub-agents)."""

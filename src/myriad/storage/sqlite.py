@@ -190,7 +190,8 @@ class SQLiteStorage:
              record.created, record.updated),
         )
 
-    async def save_state(self, path: str, state: bytes | None) -> None:
+    async def save_state(self, path: str, state: bytes | None, sql: Any = None) -> None:
+        # ``sql``: a local file is durable as it is written; nothing to send along
         self.db.execute("UPDATE agents SET state=?, updated=? WHERE path=?", (state, time.time(), path))
 
     async def delete_agent(self, path: str) -> None:
@@ -285,6 +286,10 @@ class SQLiteStorage:
 
     async def open_agent_sql(self, path: str) -> _AgentSQL:
         return self.agent_sql(path)
+
+    def sql_file(self, path: str) -> Path:
+        """Where the SQL database of the agent at ``path`` lives (it may not exist yet)."""
+        return self._sql_path(path)
 
     def _sql_path(self, path: str) -> Path:
         # Names are validated to a filename-safe alphabet; the hash shards the directory

@@ -94,12 +94,14 @@ class ChatStore:
     def finish(self, request_id: str, status: str) -> None:
         self._sql("UPDATE cf_chat_streams SET status = ? WHERE request_id = ?", status, request_id)
 
-    def append(self, request_id: str, body: str) -> int:
-        """Store the next chunk of a reply; returns its sequence number (0, 1, ...)."""
-        rows = self._sql("INSERT INTO cf_chat_chunks (request_id, seq, body) VALUES"
-                         " (?, (SELECT COALESCE(MAX(seq), -1) + 1 FROM cf_chat_chunks WHERE request_id = ?), ?)"
-                         " RETURNING seq", request_id, request_id, body)
-        return int(rows[0]["seq"])
+    def append_many(self, request_id: str, first_seq: int, bodies: list[str]) -> None:
+        """Store chunks ``first_seq``, ``first_seq + 1``, ... of a reply in one statement
+        (one transaction): durable when this returns."""
+        rows = ", ".join("(?, ?, ?)" for _ in bodies)
+        params: list[Any] = []
+        for i, body in enumerate(bodies):
+            params += [request_id, first_seq + i, body]
+        self._sql(f"INSERT INTO cf_chat_chunks (request_id, seq, body) VALUES {rows}", *params)
 
     def chunks(self, request_id: str) -> list[str]:
         return [r["body"] for r in self._sql(

@@ -81,7 +81,21 @@ class ChatTurn:
     body: dict[str, Any] = field(default_factory=dict)
     """The request's custom body fields (``useAgentChat({ body })``)."""
     owner: str | None = None
+    next_seq: int = 0
     _acc: Accumulator | None = None
+
+    def _prepare(self, chunk: Any) -> str:
+        """Check a chunk, fill in what the protocol wants (``start``'s message id), fold
+        it into ``message`` at once (the next model step reads it), return its JSON."""
+        if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
+            raise InvalidRequest("on_chat_message must yield UI message chunks (dicts with a 'type')")
+        if chunk["type"] == "start":
+            chunk = {k: v for k, v in chunk.items() if k != "messageId"}
+            if not self.continuation:
+                chunk["messageId"] = self.message["id"]
+        assert self._acc is not None
+        self._acc.apply(chunk)
+        return json.dumps(chunk)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -396,25 +410,21 @@ class ChatAgent(Agent):
         for body in chunks:
             acc.apply(json.loads(body))
         return ChatTurn(request_id, history, acc.message, continuation=row.continuation, recovering=recovering,
-                        started=bool(chunks), open_text_id=acc.open_text_id(),
+                        started=bool(chunks), open_text_id=acc.open_text_id(), next_seq=len(chunks),
                         client_tools=list(self._chat.context("clientTools") or []),
                         body=dict(self._chat.context("body") or {}), owner=owner, _acc=acc)
 
-    async def _chat_emit(self, turn: ChatTurn, chunk: Any) -> None:
-        if not isinstance(chunk, dict) or not isinstance(chunk.get("type"), str):
-            raise InvalidRequest("on_chat_message must yield UI message chunks (dicts with a 'type')")
-        if self._chat.stream(turn.request_id) is None:
-            raise asyncio.CancelledError  # cleared under it
-        if chunk["type"] == "start":
-            chunk = {k: v for k, v in chunk.items() if k != "messageId"}
-            if not turn.continuation:
-                chunk["messageId"] = turn.message["id"]
-        assert turn._acc is not None
-        turn._acc.apply(chunk)
-        body = json.dumps(chunk)
-        seq = self._chat.append(turn.request_id, body)
-        await self.broadcast(frames.response(turn.request_id, body, seq=seq, continuation=turn.continuation),
-                             exclude=self._pending_ids())
+    async def _chat_emit(self, turn: ChatTurn, bodies: list[str]) -> None:
+        """Write a batch of chunks (one statement) and send each, in one turn."""
+        if (self.ref.path, turn.request_id) in _CANCELLED:
+            raise asyncio.CancelledError  # cancelled or cleared while this batch waited
+        first = turn.next_seq
+        self._chat.append_many(turn.request_id, first, bodies)
+        turn.next_seq += len(bodies)
+        skip = self._pending_ids()
+        for i, body in enumerate(bodies):
+            await self.broadcast(frames.response(turn.request_id, body, seq=first + i,
+                                                 continuation=turn.continuation), exclude=skip)
 
     async def _chat_end(self, turn: ChatTurn, outcome: str, error: str | None) -> None:
         row = self._chat.stream(turn.request_id)
@@ -440,31 +450,65 @@ def _awaits_client(message: dict[str, Any]) -> bool:
                for p in message.get("parts") or ())
 
 
+_END = object()
+_MAX_BATCH = 256
+
+
 async def _produce(host: Any, ref: Any, request_id: str, after: "asyncio.Task[Any] | None",
                    recovering: bool, owner: str | None) -> None:
-    """One reply: ``on_chat_message``'s chunks, each handed to the agent in a turn."""
+    """One reply. ``on_chat_message`` runs in its own task (``pump``) and queues its
+    chunks; this loop hands them to the agent in turns, as many as are waiting per turn
+    (one SQL statement, one turn for a burst; one per chunk when the model is slower
+    than the host)."""
     if after is not None:
         await asyncio.wait([after])  # replies run in arrival order (the "queue" policy)
-    turn: ChatTurn | None = await host.run(ref, lambda a: a._chat_begin(request_id, recovering, owner))
+    turn: ChatTurn | None = await host.run_step(ref, lambda a: a._chat_begin(request_id, recovering, owner))
     if turn is None:
         return
-    agent: ChatAgent = await host.run(ref, _itself)
+    agent: ChatAgent = await host.run_step(ref, _itself)
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+
+    async def pump() -> None:
+        try:
+            reply = agent.on_chat_message(turn)
+            if inspect.isawaitable(reply):  # an async def returning an async iterator
+                reply = await reply
+            async for chunk in reply:
+                queue.put_nowait(turn._prepare(chunk))
+            queue.put_nowait(_END)
+        except Exception as e:
+            queue.put_nowait(e)
+
     outcome, error = "completed", None
+    pumping = asyncio.get_running_loop().create_task(pump())
     try:
-        reply = agent.on_chat_message(turn)
-        if inspect.isawaitable(reply):  # an async def returning an async iterator
-            reply = await reply
-        async for chunk in reply:
-            await host.run(ref, lambda a, c=chunk: a._chat_emit(turn, c))
+        done = False
+        while not done:
+            batch: list[str] = []
+            item = await queue.get()
+            while True:
+                if item is _END:
+                    done = True
+                elif isinstance(item, Exception):
+                    raise item
+                else:
+                    batch.append(item)
+                if done or queue.empty() or len(batch) >= _MAX_BATCH:
+                    break
+                item = queue.get_nowait()
+            if batch:
+                await host.run_step(ref, lambda a, b=batch: a._chat_emit(turn, b))
     except asyncio.CancelledError:
         if (ref.path, request_id) not in _CANCELLED:
             raise  # the host is stopping: the row stays 'streaming' and is picked up after restart
-        _CANCELLED.discard((ref.path, request_id))
         outcome = "aborted"
     except Exception as e:
         log.warning("chat reply %s of %s failed: %s", request_id, ref.path, e)
         outcome, error = "error", str(e) or type(e).__name__
-    await host.run(ref, lambda a: a._chat_end(turn, outcome, error))
+    finally:
+        pumping.cancel()
+    _CANCELLED.discard((ref.path, request_id))
+    await host.run_step(ref, lambda a: a._chat_end(turn, outcome, error))
 
 
 async def _itself(agent: Agent) -> Agent:

@@ -104,27 +104,44 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> "psyc
         translate(e, url)
 
 
-def sync_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad") -> "psycopg_pool.ConnectionPool[Any]":
-    """A bounded pool of synchronous autocommit connections (not opened yet: call ``open()``)."""
+def sync_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad",
+              search_path: str | None = None, session: dict[str, str] | None = None) -> "psycopg_pool.ConnectionPool[Any]":
+    """A bounded pool of synchronous autocommit connections (not opened yet: call ``open()``).
+
+    ``search_path``: the schema unqualified table names resolve to (a store's own, e.g.
+    ``myriad_identity``); ``session``: settings every new connection gets
+    (``{"synchronous_commit": "off"}``)."""
     _driver()
     import psycopg_pool
 
     check_url(url)
+    gucs = dict(session or {})
+    if search_path:
+        gucs["search_path"] = f"{search_path}, public"
+
+    def configure(conn: Any) -> None:
+        for guc, value in gucs.items():
+            conn.execute("SELECT set_config(%s, %s, false)", (guc, value))
+
     return psycopg_pool.ConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout, open=False, name=name,
                                        kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
-                                       reconnect_timeout=float("inf"))
+                                       reconnect_timeout=float("inf"), configure=configure if gucs else None)
 
 
-def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0,
-               name: str = "myriad") -> "psycopg_pool.AsyncConnectionPool[Any]":
+def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str = "myriad",
+               synchronous_commit: str = "on") -> "psycopg_pool.AsyncConnectionPool[Any]":
     """A bounded pool of asyncio autocommit connections (not opened yet: ``await pool.open()``)."""
     _driver()
     import psycopg_pool
 
     check_url(url)
+    if synchronous_commit not in ("on", "off", "local", "remote_write", "remote_apply"):
+        raise ConfigError(f"storage.synchronous_commit must be on or off, got {synchronous_commit!r}")
+    kwargs: dict[str, Any] = {"autocommit": True, "connect_timeout": max(1, int(timeout))}
+    if synchronous_commit != "on":
+        kwargs["options"] = f"-c synchronous_commit={synchronous_commit}"
     return psycopg_pool.AsyncConnectionPool(url, min_size=1, max_size=max_size, timeout=timeout, open=False,
-                                            name=name, reconnect_timeout=float("inf"),
-                                            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))})
+                                            name=name, reconnect_timeout=float("inf"), kwargs=kwargs)
 
 
 def probe(url: str, timeout: float = 5.0) -> None:

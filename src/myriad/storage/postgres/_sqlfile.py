@@ -32,7 +32,7 @@ import sqlite3
 import struct
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from myriad.errors import InvalidRequest
 
@@ -64,6 +64,24 @@ def _open_sqlite(file: Path) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=OFF")  # a cache: PostgreSQL holds the durable copy
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+_VALUES_MAX = 4096  # pages per VALUES list (3 parameters each; PostgreSQL allows 65,535)
+
+
+def _upsert_pages(path: str, pages: dict[int, bytes]) -> tuple[str, tuple[Any, ...]]:
+    """One upsert of the pages: a VALUES list (psycopg adapts plain parameters several
+    times faster than a bytea[] array), arrays past ``_VALUES_MAX`` pages."""
+    numbers = sorted(pages)
+    tail = " ON CONFLICT (path, pgno) DO UPDATE SET data = excluded.data"
+    if len(numbers) <= _VALUES_MAX:
+        params: list[Any] = []
+        for n in numbers:
+            params += (path, n, pages[n])
+        values = ",".join(["(%s,%s,%s)"] * len(numbers))
+        return f"INSERT INTO agent_sql_pages (path, pgno, data) VALUES {values}{tail}", tuple(params)
+    return (f"INSERT INTO agent_sql_pages (path, pgno, data) SELECT %s, n, d FROM unnest(%s::int[], %s::bytea[]) "
+            f"AS u(n, d){tail}", (path, numbers, [pages[n] for n in numbers]))
 
 
 class ShippedSQL:
@@ -155,34 +173,43 @@ class ShippedSQL:
             return False
 
     async def flush(self) -> None:
-        """Ship the committed frames appended since the last flush (one PG transaction)."""
+        """Ship the committed frames appended since the last flush (one statement)."""
+        ship = self.shipment()
+        if ship is not None:
+            statements, shipped = ship
+            await self._storage._write(self.path, statements)
+            shipped()
+
+    def shipment(self) -> tuple[list[tuple[str, tuple[Any, ...]]], Callable[[], None]] | None:
+        """The statements that ship what is pending, and what to call once they are
+        committed; None when nothing is. ``PostgresStorage.save_state`` sends them in
+        the same statement as the turn's state, so a turn's state and SQL are durable
+        together or not at all."""
         if not self.pending:
-            return
+            return None
         pages, n_pages, new_offset = self._collect()
         if not pages and n_pages == self._n_pages:
             self._offset = new_offset
-            return
-        now = time.time()
+            return None
         statements: list[tuple[str, tuple[Any, ...]]] = []
         if pages:
-            numbers = sorted(pages)
-            statements.append((
-                "INSERT INTO agent_sql_pages (path, pgno, data) SELECT %s, n, d FROM unnest(%s::int[], %s::bytea[]) "
-                "AS u(n, d) ON CONFLICT (path, pgno) DO UPDATE SET data = excluded.data",
-                (self.path, numbers, [pages[n] for n in numbers])))
+            statements.append(_upsert_pages(self.path, pages))
         if n_pages < self._n_pages:
             statements.append(("DELETE FROM agent_sql_pages WHERE path=%s AND pgno > %s", (self.path, n_pages)))
         statements.append((
             "INSERT INTO agent_sql_files VALUES (%s, %s, %s, 1, %s) ON CONFLICT (path) DO UPDATE SET "
             "n_pages = excluded.n_pages, version = agent_sql_files.version + 1, updated = excluded.updated",
-            (self.path, PAGE_SIZE, n_pages, now)))
-        await self._storage._write(self.path, statements)
-        self.version += 1
-        self._full = False
-        self._offset = new_offset
-        self._n_pages = n_pages
-        if new_offset > WAL_LIMIT:
-            self._checkpoint()
+            (self.path, PAGE_SIZE, n_pages, time.time())))
+
+        def shipped() -> None:
+            self.version += 1
+            self._full = False
+            self._offset = new_offset
+            self._n_pages = n_pages
+            if new_offset > WAL_LIMIT:
+                self._checkpoint()
+
+        return statements, shipped
 
     def _checkpoint(self) -> None:
         busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()

@@ -55,6 +55,9 @@ CREATE TABLE agent_sql_pages (
     data bytea NOT NULL,
     PRIMARY KEY (path, pgno)
 );
+-- a 4 KB page fits a heap page: never compressed or moved out of line (TOAST), which
+-- made each page upsert several times dearer
+ALTER TABLE agent_sql_pages ALTER COLUMN data SET STORAGE PLAIN;
 
 -- Fenced writes: SELECT myriad_fence(<condition>) aborts the transaction when the
 -- condition is not true (storage.interface.Fence; cluster mode's leases).

@@ -46,13 +46,14 @@ class PostgresStorage:
     """
 
     def __init__(self, url: str, data_dir: Path, *, pool_size: int = 10, timeout: float = 5.0,
-                 fence: Fence | None = None, run_migrations: bool = True) -> None:
+                 fence: Fence | None = None, run_migrations: bool = True, synchronous_commit: str = "on") -> None:
         self.url = check_url(url)
         self.data_dir = Path(data_dir)
         self.pool_size = pool_size
         self.timeout = timeout
         self.fence = fence
         self._run_migrations = run_migrations
+        self.synchronous_commit = synchronous_commit
         self._pool: Any = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -65,7 +66,8 @@ class PostgresStorage:
             translate(e, self.url)
         if self._run_migrations:
             await asyncio.to_thread(migrate, self.url, [RUNTIME_MIGRATIONS], timeout=self.timeout)
-        self._pool = async_pool(self.url, max_size=self.pool_size, timeout=self.timeout, name="myriad-storage")
+        self._pool = async_pool(self.url, max_size=self.pool_size, timeout=self.timeout, name="myriad-storage",
+                                synchronous_commit=self.synchronous_commit)
         await self._pool.open()
         (self.data_dir / "sqlcache").mkdir(parents=True, exist_ok=True)
 
@@ -99,22 +101,36 @@ class PostgresStorage:
                 translate(e, self.url)
         raise DatabaseUnavailable("database connection lost twice in a row; retry shortly")  # pragma: no cover
 
-    async def _write(self, path: str, statements: list[tuple[str, tuple[Any, ...]]]) -> list[Any]:
-        """Run write statements for the agent at ``path`` as one transaction, fenced when
-        a fence is set; returns each statement's ``rowcount``."""
+    async def _write(self, path: str, statements: list[tuple[str, tuple[Any, ...]]]) -> list[int]:
+        """Run write statements for the agent at ``path`` atomically, fenced when a fence
+        is set; returns each statement's row count.
 
-        async def work(conn: "psycopg.AsyncConnection[Any]") -> list[Any]:
-            if self.fence is None and len(statements) == 1:
-                sql, params = statements[0]
+        One statement, one round trip: several writes (and the fence) become
+        data-modifying CTEs of a single statement, which PostgreSQL runs atomically
+        (an explicit transaction would cost a round trip each for BEGIN and COMMIT).
+        """
+        if self.fence is None and len(statements) == 1:
+            sql, params = statements[0]
+
+            async def one(conn: "psycopg.AsyncConnection[Any]") -> list[int]:
                 return [(await conn.execute(sql, params)).rowcount]
-            counts: list[Any] = []
-            async with conn.pipeline(), conn.transaction():
-                if self.fence is not None:
-                    cond, cparams = self.fence.condition(path)
-                    await conn.execute(f"SELECT myriad_fence({cond})", cparams)
-                curs = [await conn.execute(sql, params) for sql, params in statements]
-            counts = [c.rowcount for c in curs]
-            return counts
+
+            return await self._with_conn(one)
+        parts: list[str] = []
+        values: list[Any] = []
+        if self.fence is not None:
+            cond, cparams = self.fence.condition(path)
+            parts.append(f"_fence AS (SELECT myriad_fence({cond}))")
+            values.extend(cparams)
+        for i, (sql, params) in enumerate(statements):
+            parts.append(f"_w{i} AS ({sql} RETURNING 1)")
+            values.extend(params)
+        counts = ", ".join(f"(SELECT count(*) FROM _w{i})" for i in range(len(statements)))
+        query = f"WITH {', '.join(parts)} SELECT {counts}" + (" FROM _fence" if self.fence is not None else "")
+
+        async def work(conn: "psycopg.AsyncConnection[Any]") -> list[int]:
+            row = await (await conn.execute(query, values)).fetchone()
+            return [int(c) for c in row]
 
         return await self._with_conn(work)
 
@@ -140,8 +156,14 @@ class PostgresStorage:
             (record.path, record.tenant, record.agent_class, record.name, record.state, record.created,
              record.updated))])
 
-    async def save_state(self, path: str, state: bytes | None) -> None:
-        await self._write(path, [("UPDATE agents SET state=%s, updated=%s WHERE path=%s", (state, time.time(), path))])
+    async def save_state(self, path: str, state: bytes | None, sql: Any = None) -> None:
+        statements = [("UPDATE agents SET state=%s, updated=%s WHERE path=%s", (state, time.time(), path))]
+        ship = sql.shipment() if isinstance(sql, ShippedSQL) else None
+        if ship is not None:  # the turn's SQL writes and its state: durable together or not at all
+            statements = ship[0] + statements
+        await self._write(path, statements)
+        if ship is not None:
+            ship[1]()
 
     async def delete_agent(self, path: str) -> None:
         like = _like_children(path)
