@@ -236,3 +236,34 @@ async def test_a_reply_is_one_turn_to_instrumentation_however_many_chunks(storag
         assert Counting.turns - before == 1 and Middleware.turns - before_mw == 1  # the request frame only
     finally:
         await h.stop()
+
+
+async def test_replies_queue_and_a_queued_one_can_be_cancelled(host: AgentHost):
+    fresh(host)
+    ref = AgentRef("t", "scripted", "q")
+    conn, wire = await connect(host, ref)
+    await host.frame(ref, conn, request("first"))
+    await host.frame(ref, conn, request("second"))  # waits for the first (the "queue" policy)
+    await host.frame(ref, conn, request("third"))
+    await until(lambda: len(wire.of("first")) >= 2, "first started")
+    assert not wire.of("second") and not wire.of("third")
+    await host.frame(ref, conn, json.dumps({"type": "cf_agent_chat_request_cancel", "id": "second"}))
+    await until(lambda: any(f["done"] for f in wire.of("second")), "second ended while queued")
+    await asyncio.sleep(0.05)
+    assert not wire.of("third")  # still behind first
+    assert wire.of("second") == [{"type": "cf_agent_use_chat_response", "id": "second", "body": "",
+                                  "done": True, "outcome": "aborted"}]
+    await host.frame(ref, conn, request("fourth"))
+    await GATE.put(None)  # first ends; third runs, then fourth (never two at once)
+    await until(lambda: any(f["done"] for f in wire.of("first")), "first done")
+    await until(lambda: len(wire.of("third")) >= 2, "third started")
+    await asyncio.sleep(0.05)
+    assert not wire.of("fourth")
+    await GATE.put(None)
+    await until(lambda: any(f["done"] for f in wire.of("third")), "third done")
+    await until(lambda: len(wire.of("fourth")) >= 2, "fourth started")
+    await GATE.put(None)
+    await until(lambda: any(f["done"] for f in wire.of("fourth")), "fourth done")
+    # nothing left streaming: a probe finds no reply to resume
+    await host.frame(ref, conn, json.dumps({"type": "cf_agent_stream_resume_request", "probeId": "z"}))
+    assert wire.frames[-1]["type"] == "cf_agent_stream_resume_none"

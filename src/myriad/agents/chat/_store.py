@@ -84,6 +84,10 @@ class ChatStore:
         rows = self._sql("SELECT * FROM cf_chat_streams WHERE status = 'streaming' ORDER BY created LIMIT 1")
         return _row(rows[0]) if rows else None
 
+    def streaming(self) -> list[StreamRow]:
+        """Every reply still streaming or queued, oldest first."""
+        return [_row(r) for r in self._sql("SELECT * FROM cf_chat_streams WHERE status = 'streaming' ORDER BY created")]
+
     def stream(self, request_id: str) -> StreamRow | None:
         rows = self._sql("SELECT * FROM cf_chat_streams WHERE request_id = ?", request_id)
         return _row(rows[0]) if rows else None

@@ -248,17 +248,20 @@ class ChatAgent(Agent):
             self._spawn(row.request_id, after=None, recovering=True)
         return row
 
-    def _spawn(self, request_id: str, *, after: "asyncio.Task[Any] | None", recovering: bool,
+    def _spawn(self, request_id: str, *, after: "list[asyncio.Task[Any]] | None", recovering: bool,
                owner: str | None = None) -> None:
         self._host.spawn(self._key(request_id),
                          _produce(self._host, self.ref, request_id, after, recovering, owner), owner=self.ref)
 
     def _start(self, continuation: bool, owner: str | None, request_id: str | None = None) -> str:
         request_id = request_id or _new_id()
-        active = self._chat.active()
-        after = self._host.task(self._key(active.request_id)) if active is not None else None
-        if active is not None and after is None:
-            self._chat.finish(active.request_id, "aborted")  # cut by a crash and superseded
+        after: list["asyncio.Task[Any]"] = []  # replies still running or queued: this one follows them
+        for row in self._chat.streaming():
+            task = self._host.task(self._key(row.request_id))
+            if task is None:
+                self._chat.finish(row.request_id, "aborted")  # cut by a crash and superseded
+            else:
+                after.append(task)
         self._chat.start(request_id, None if continuation else _new_id(), continuation)
         self._spawn(request_id, after=after, recovering=False, owner=owner)
         return request_id
@@ -426,6 +429,15 @@ class ChatAgent(Agent):
             await self.broadcast(frames.response(turn.request_id, body, seq=first + i,
                                                  continuation=turn.continuation), exclude=skip)
 
+    async def _chat_drop_queued(self, request_id: str, owner: str | None) -> None:
+        """A reply cancelled while it waited for the one before it: it ends, empty."""
+        row = self._chat.stream(request_id)
+        if row is None or row.status != "streaming":
+            return
+        self._chat.finish(request_id, "aborted")
+        await self.broadcast(frames.response(request_id, done=True, continuation=row.continuation, outcome="aborted"),
+                             exclude=self._pending_ids())
+
     async def _chat_end(self, turn: ChatTurn, outcome: str, error: str | None) -> None:
         row = self._chat.stream(turn.request_id)
         if row is None or row.status != "streaming":
@@ -454,14 +466,21 @@ _END = object()
 _MAX_BATCH = 256
 
 
-async def _produce(host: Any, ref: Any, request_id: str, after: "asyncio.Task[Any] | None",
+async def _produce(host: Any, ref: Any, request_id: str, after: "list[asyncio.Task[Any]] | None",
                    recovering: bool, owner: str | None) -> None:
     """One reply. ``on_chat_message`` runs in its own task (``pump``) and queues its
     chunks; this loop hands them to the agent in turns, as many as are waiting per turn
     (one SQL statement, one turn for a burst; one per chunk when the model is slower
     than the host)."""
-    if after is not None:
-        await asyncio.wait([after])  # replies run in arrival order (the "queue" policy)
+    try:
+        if after:
+            await asyncio.wait(after)  # replies run in arrival order (the "queue" policy)
+    except asyncio.CancelledError:
+        if (ref.path, request_id) not in _CANCELLED:
+            raise
+        _CANCELLED.discard((ref.path, request_id))
+        await host.run_step(ref, lambda a: a._chat_drop_queued(request_id, owner))
+        return
     turn: ChatTurn | None = await host.run_step(ref, lambda a: a._chat_begin(request_id, recovering, owner))
     if turn is None:
         return
