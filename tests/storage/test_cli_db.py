@@ -16,10 +16,10 @@ def test_db_migrate_creates_then_reports_up_to_date(pg_url: str, tmp_path: Path)
 
 
 def test_bad_databases_are_one_line_not_a_traceback(postgres: Any, tmp_path: Path) -> None:
+    # (every kind of bad database is checked in process in test_postgres.py; here, that
+    # the CLI prints it as one line for both verbs)
     cases = [
-        (("db", "migrate", "--database", "postgresql://myriad@127.0.0.1:1/x"), "connection refused"),
         (("db", "migrate", "--database", postgres.url("nope")), 'does not exist: create it'),
-        (("db", "migrate", "--database", "http://example.com/x"), "must start with postgresql://"),
         (("serve", "--database", "postgresql://myriad@127.0.0.1:1/x", "--port", "1"), "connection refused"),
     ]
     for args, message in cases:

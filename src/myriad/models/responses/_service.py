@@ -56,6 +56,29 @@ class Responses:
         self._keep(owner or tenant, req, response)
         return response, result
 
+    async def create_with_mcp(self, req: ResponsesRequest, toolset: Any, *, tenant: str | None = None,
+                              agent: str | None = None, owner: str | None = None,
+                              max_rounds: int = 8) -> tuple[dict[str, Any], ChatResult]:
+        """A finished response whose ``type: "mcp"`` tools Myriad called (``myriad.models.mcp_tools``):
+        ``mcp_list_tools`` items, then an ``mcp_call`` item per call, then the answer."""
+        from myriad.models.mcp_tools import chat_with_mcp
+
+        result, calls = await chat_with_mcp(
+            lambda turn: self.gateway.chat(turn, tenant=tenant, agent=agent, kind="responses"), req.to_chat(),
+            toolset, max_rounds=max_rounds)
+        before: list[dict[str, Any]] = [{"id": new_id("mcpl"), "type": "mcp_list_tools", **listed}
+                                        for listed in toolset.list_items()]
+        before += [{"id": new_id("mcp"), "type": "mcp_call", "server_label": c["server_label"], "name": c["name"],
+                    "arguments": c["arguments"], "output": c["output"], "error": c["error"],
+                    "status": "failed" if c["error"] else "completed"} for c in calls]
+        choices = result.raw.get("choices") or [{}]
+        finish = choices[0].get("finish_reason")
+        output = before + output_items(choices[0].get("message") or {}, finish)
+        response = response_object(req, response_id=new_id("resp"), created_at=_now(), model=result.model,
+                                   output=output, usage=result.usage, finish_reason=finish)
+        self._keep(owner or tenant, req, response)
+        return response, result
+
     async def stream(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
                      owner: str | None = None) -> AsyncIterator[tuple[str, list[Event]]]:
         """``(deployment, events)`` as the upstream's chunks arrive. The first item
