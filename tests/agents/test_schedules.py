@@ -130,3 +130,21 @@ async def test_schedule_unknown_method_rejected(host: AgentHost):
     host.register(Alarm)
     with pytest.raises(InvalidRequest):
         await host.run(REF, lambda a: a.schedule(1, "missing", None))
+
+
+async def test_same_schedule_twice_is_one_unless_asked_for_a_new_one(host: AgentHost):
+    """Cloudflare agents #1049/#1153: a cron set up in on_start piled up duplicate rows."""
+    host.register(Alarm)
+    a = await host.run(REF, lambda ag: ag.schedule("*/5 * * * *", "ring", {"text": "water"}))
+    b = await host.run(REF, lambda ag: ag.schedule("*/5 * * * *", "ring", {"text": "water"}))
+    assert a.id == b.id
+    other = await host.run(REF, lambda ag: ag.schedule("*/5 * * * *", "ring", {"text": "tea"}))
+    forced = await host.run(REF, lambda ag: ag.schedule("*/5 * * * *", "ring", {"text": "water"}, new=True))
+    d1 = await host.run(REF, lambda ag: ag.schedule(3600, "ring", "x"))
+    d2 = await host.run(REF, lambda ag: ag.schedule(3600, "ring", "x"))
+    assert len({a.id, other.id, forced.id}) == 3 and d1.id == d2.id
+    assert len(await host.run(REF, lambda ag: ag.list_schedules())) == 4
+    # once it has fired (and is gone), the same call schedules it again
+    assert await host.run(REF, lambda ag: ag.cancel_schedule(d1.id))
+    d3 = await host.run(REF, lambda ag: ag.schedule(3600, "ring", "x"))
+    assert d3.id != d1.id

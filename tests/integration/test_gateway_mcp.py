@@ -73,6 +73,25 @@ def test_registered_server_tools_are_called_by_myriad(server: LiveServer, upstre
     assert '"mcp.calls"' in events and '"tool": "add"' in events.replace('"tool":"add"', '"tool": "add"')
 
 
+def test_responses_api_returns_mcp_items(server: LiveServer, upstream: str) -> None:
+    from openai import OpenAI
+
+    httpx.put(f"{server.url}/v1/mcp/servers/calc", headers=server.headers(),
+              json={"server_url": upstream + "/mcp", "token": TOKEN}).raise_for_status()
+    client = OpenAI(base_url=server.url + "/v1", api_key=server.key)
+    resp = client.responses.create(model="sim-small", input="Please use calc__shout on this.",
+                                   tools=[{"type": "mcp", "server_label": "calc", "require_approval": "never"}])
+    kinds = [item.type for item in resp.output]
+    assert kinds == ["mcp_list_tools", "mcp_call", "message"], kinds
+    listed, call = resp.output[0], resp.output[1]
+    assert {t.name for t in listed.tools} == {"add", "shout", "slow"}  # type: ignore[union-attr]
+    assert call.name == "shout" and call.error is None and call.output  # type: ignore[union-attr]
+    assert resp.output_text and resp.usage is not None and resp.usage.total_tokens > 0
+    # stored like any response: retrievable by id
+    again = client.responses.retrieve(resp.id)
+    assert [i.type for i in again.output] == kinds
+
+
 def test_only_admin_keys_manage_the_registry(server: LiveServer) -> None:
     out = subprocess.run([sys.executable, "-m", "myriad", "keys", "create", "--tenant", "default", "--scopes", "models",
                           "--data-dir", str(server.data_dir)], cwd=REPO, capture_output=True, text=True, check=True,

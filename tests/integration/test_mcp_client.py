@@ -75,6 +75,9 @@ def test_connect_call_and_the_token_stays_in_the_vault(server: LiveServer, upstr
     # ... and the agent holds it nowhere: not in its state, not in its SQL
     dump = json.dumps(_rpc(server, alice, "a1", "dump").json())
     assert TOKEN not in dump and "calc" in dump
+    # each call is metered to the agent
+    events = httpx.get(f"{server.url}/v1/usage/events", headers=server.headers()).text
+    assert '"mcp.calls"' in events and "researcher" in events
     # the user's vault lists it (as a fingerprint)
     creds = httpx.get(f"{server.url}/v1/vault/credentials", headers=server.headers()).json()
     assert any(c["provider"] == "mcp-calc" for c in creds.get("credentials", creds if isinstance(creds, list) else []))

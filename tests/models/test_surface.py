@@ -12,7 +12,8 @@ import myriad.models
 ROOM = Path(myriad.models.__file__).parent
 SRC = str(ROOM.parent.parent)
 ENV = {**__import__("os").environ, "PYTHONPATH": SRC}
-ALLOWED = {"myriad.errors", "myriad.safe_json", "myriad.models", "myriad.identity", "myriad.metering", "myriad.telemetry"}
+ALLOWED = {"myriad.errors", "myriad.safe_json", "myriad.models", "myriad.identity", "myriad.metering", "myriad.telemetry",
+           "myriad.mcp"}
 
 
 def test_public_surface_is_exactly_this():

@@ -192,7 +192,20 @@ class McpClient:
                     span.set_attribute("mcp.protocol.version", session.version)
             if result.get("isError"):
                 span.set_attribute("error.type", "tool_error")
-            return result
+        await self._meter(name, tool, bool(result.get("isError")))
+        return result
+
+    async def _meter(self, server: str, tool: str, failed: bool) -> None:
+        meter = self._agent._host.meter  # noqa: SLF001 - the agent's own host
+        if meter is None:
+            return
+        from myriad.metering import Subject, Usage
+
+        ref = self._agent.ref
+        caller = self._principal()
+        await meter.record(Subject(ref.tenant, user=getattr(caller, "user", None), agent=ref.path),
+                           Usage({"mcp.calls": 1}), type="mcp", source=f"{meter.source}/agents/mcp",
+                           attributes={"server": server, "tool": tool, "failed": failed})
 
     async def tools(self, *names: str) -> list[Tool]:
         """Code-Mode tools for the servers ``names`` (all when none are given): each MCP

@@ -150,9 +150,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-scale-"))
     settings = Settings.load(data_dir=tmp / "data", agents_modules=["myriad.bench._scale_agent"])
     settings.storage.database = database
-    settings.metering.ledger_url = database
     settings.telemetry.enabled = False
-    keys = KeyStore(settings.data_dir)
+    from myriad.cluster.directory import migrate_cluster
+
+    migrate_cluster(database)
+    keys = KeyStore(settings.data_dir, database)
     keys.open()
     ensure_default_tenant(keys, settings.data_dir)
     keys.close()

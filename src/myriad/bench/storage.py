@@ -6,7 +6,10 @@ into the agent's own SQL and returns (through the output gate: on PostgreSQL its
 pages are shipped before the reply), the same turn without SQL (the baseline that
 the SQL insert's cost is read against), and waking a random hibernated agent
 (the hibernation benchmark's wake, here from each backend). Per MB of agent SQL:
-the cost to ship a 1 MB row and to rebuild the file on an empty machine.
+the cost to ship a 1 MB row and to rebuild the file on an empty machine. And a
+model call's budget admission (reserve, then commit the actual usage) against the
+metering ledger on the same backend (the ledger's synchronous mode is its own: the
+``sc`` columns apply to the runtime's writes).
 
 Columns: SQLite as embedded (synchronous=NORMAL: no fsync per write), SQLite with
 an fsync per write (``durable_fsync``), PostgreSQL with ``synchronous_commit=on``
@@ -88,7 +91,8 @@ async def _timed(n: int, op: Callable[[int], Any], server: _ServerCPU) -> dict[s
             "db_cpu_ms": round(srv, 4) if srv == srv else float("nan")}
 
 
-async def _one_backend(label: str, storage: Any, args: argparse.Namespace, server: _ServerCPU) -> dict[str, Any]:
+async def _one_backend(label: str, storage: Any, ledger_url: str, args: argparse.Namespace,
+                       server: _ServerCPU) -> dict[str, Any]:
     from myriad.agents import Agent, AgentHost, AgentRef, callable
     from myriad.bench.report import progress, summary_ms
     from myriad.settings import AgentSettings
@@ -170,7 +174,28 @@ async def _one_backend(label: str, storage: Any, args: argparse.Namespace, serve
         out["sql_restore_per_mb_ms"] = float("nan")  # a local file: nothing to restore
     await host.stop()
     await storage.close()
+    out["budget"] = await _budget(ledger_url, ops, server)
     return out
+
+
+async def _budget(url: str, ops: int, server: _ServerCPU) -> dict[str, float]:
+    """A model call's admission: reserve against a budget, then commit the actual usage."""
+    from myriad.bench.metering import PRICES
+    from myriad.metering import Meter, Subject, Usage
+
+    meter = Meter.open(url)
+    meter.ensure_prices(dict(PRICES))
+    subject = Subject("bench", "u1")
+    est = Usage.tokens_of("small", input=1000, output=500)
+
+    async def call(i: int) -> None:
+        async with meter.reserve(subject, est) as res:
+            res.commit(Usage.tokens_of("small", input=100, output=10))
+
+    try:
+        return await _timed(ops, call, server)
+    finally:
+        await meter.aclose()
 
 
 async def _run(args: argparse.Namespace) -> dict[str, Any]:
@@ -190,13 +215,14 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
         cpu = _ServerCPU(pg_data)
         none = _ServerCPU(None)
         results = []
-        results.append(await _one_backend("sqlite", SQLiteStorage(tmp / "sqlite"), args, none))
+        results.append(await _one_backend("sqlite", SQLiteStorage(tmp / "sqlite"),
+                                          f"sqlite:///{tmp / 'sqlite' / 'metering.db'}", args, none))
         results.append(await _one_backend("sqlite fsync", SQLiteStorage(tmp / "sqlite-fsync", durable_fsync=True),
-                                          args, none))
+                                          f"sqlite:///{tmp / 'sqlite-fsync' / 'metering.db'}", args, none))
         for sc in ("on", "off"):
             db = server.create_database() if server is not None else url
             results.append(await _one_backend(f"postgres sc={sc}", PostgresStorage(
-                db, tmp / f"pg-{sc}", pool_size=4, synchronous_commit=sc), args, cpu))
+                db, tmp / f"pg-{sc}", pool_size=4, synchronous_commit=sc), db, args, cpu))
     finally:
         if server is not None:
             server.destroy()
@@ -208,11 +234,12 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                      ("sql_insert_turn", "turn with 1 SQL insert p50 / p99 ms"),
                      ("noop_turn", "baseline: turn, no writes p50 / p99 ms"),
                      ("wake", "wake hibernated + call p50 / p99 ms"),
-                     ("resident_call", "baseline: resident call p50 / p99 ms")]:
+                     ("resident_call", "baseline: resident call p50 / p99 ms"),
+                     ("budget", "budget reserve + commit p50 / p99 ms")]:
         rows.append([what, *[f"{r[op]['p50_ms']:.3f} / {r[op]['p99_ms']:.3f}" for r in results]])
-    for op in ("save_state", "load_agent", "sql_insert_turn"):
+    for op in ("save_state", "load_agent", "sql_insert_turn", "budget"):
         rows.append([f"{op} CPU ms/op (this process)", *[r[op]["cpu_ms"] for r in results]])
-    for op in ("save_state", "load_agent", "sql_insert_turn"):
+    for op in ("save_state", "load_agent", "sql_insert_turn", "budget"):
         rows.append([f"{op} CPU ms/op (PostgreSQL)", *[r[op]["db_cpu_ms"] for r in results]])
     rows.append(["agent SQL: write 1 MB row, ms", *[r["sql_write_per_mb_ms"] for r in results]])
     rows.append(["agent SQL: rebuild on empty machine, ms/MB", *[r["sql_restore_per_mb_ms"] for r in results]])

@@ -44,13 +44,16 @@ def run_serve(args: argparse.Namespace, settings: Any) -> int:
 
     url = database_url(args, settings)
     settings.storage.database = url  # shards keep agents in PostgreSQL: any shard can take any agent
-    if not settings.metering.ledger_url:
-        settings.metering.ledger_url = url  # one ledger: budgets and limits hold across every shard and node
     migrate_cluster(url, settings.storage.connect_timeout)
-    keys = KeyStore(settings.data_dir)
+    keys = KeyStore(settings.data_dir, url)  # keys, like agents and the ledger, live in PostgreSQL
     keys.open()
     try:
-        print(f"  API key:   {ensure_default_tenant(keys, settings.data_dir)}", flush=True)
+        try:
+            note = ensure_default_tenant(keys, settings.data_dir)
+        except Exception:  # another node created the tenant at the same moment
+            time.sleep(0.5)
+            note = ensure_default_tenant(keys, settings.data_dir)
+        print(f"  API key:   {note}", flush=True)
     finally:
         keys.close()
     return serve_cluster(settings, url, mode=args.cluster, shards=args.shards,

@@ -125,7 +125,8 @@ class McpToolset:
         return function_name in self._by_function
 
     async def call(self, function_name: str, arguments: str) -> dict[str, Any]:
-        """Call the tool behind ``function_name``: ``{server_label, name, arguments, output, error}``."""
+        """Call the tool behind ``function_name``: ``{server_label, name, arguments, output, error}``
+        (``error`` in the Responses API's shape: ``mcp_tool_execution_error`` or ``mcp_protocol_error``)."""
         from myriad.telemetry import execute_tool
 
         server, tool = self._by_function[function_name]
@@ -142,20 +143,28 @@ class McpToolset:
                 result = await server.session.request("tools/call", {"name": tool, "arguments": args})
                 texts = [c.get("text", "") for c in result.get("content", []) if isinstance(c, dict)]
                 if result.get("isError"):
-                    out["error"] = " ".join(texts) or "the tool failed"
+                    out["error"] = {"type": "mcp_tool_execution_error", "content": result.get("content", [])}
                 else:
                     failed = False
                     out["output"] = (json.dumps(result["structuredContent"]) if "structuredContent" in result
                                      else "\n".join(texts))
             except ValueError as e:
-                out["error"] = f"arguments are not valid JSON: {e}"
+                out["error"] = {"type": "mcp_protocol_error", "code": -32602, "message": f"arguments are not valid JSON: {e}"}
             except McpError as e:
-                out["error"] = e.message
+                code = e.details.get("mcp_code")
+                out["error"] = {"type": "mcp_protocol_error", "code": code if isinstance(code, int) else -32603,
+                                "message": e.message}
             if failed:
                 span.set_attribute("error.type", "tool_error")
         if self._record is not None:
             await self._record(server.label, tool, failed)
         return out
+
+
+def _error_text(error: dict[str, Any]) -> str:
+    if "message" in error:
+        return str(error["message"])
+    return " ".join(str(c.get("text", "")) for c in error.get("content", []) if isinstance(c, dict)) or "the tool failed"
 
 
 def _function_name(label: str, tool: str) -> str:
@@ -196,7 +205,7 @@ async def chat_with_mcp(chat: Callable[[dict[str, Any]], Awaitable[Any]], body: 
             done = await toolset.call(c["function"]["name"], c["function"].get("arguments") or "{}")
             calls.append({"id": c.get("id"), **done})
             messages.append({"role": "tool", "tool_call_id": c.get("id"),
-                             "content": done["output"] if done["error"] is None else f"error: {done['error']}"})
+                             "content": done["output"] if done["error"] is None else "error: " + _error_text(done["error"])})
         if "tool_choice" in request and request["tool_choice"] not in ("auto", "none"):
             request["tool_choice"] = "auto"  # a forced first call is made; let the model answer
     result.raw["usage"] = {**(result.raw.get("usage") or {}), **totals}

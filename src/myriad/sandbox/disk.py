@@ -20,9 +20,11 @@ unmount before deleting, never deleting through a live mount.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 import subprocess
+import tempfile
 import threading
 from pathlib import Path
 from typing import Protocol
@@ -65,12 +67,29 @@ class LoopImage:
                 return f"{tool} is not installed (apt-get install e2fsprogs mount)"
         if not Path("/dev/loop-control").exists():
             return "no /dev/loop-control (loop devices unavailable)"
-        return None
+        return self._probe()
+
+    def _probe(self) -> str | None:
+        """Mount a tiny image once: root in a container without CAP_SYS_ADMIN (or without
+        loop devices) cannot, and must fall back rather than fail every sandbox."""
+        if self._probed is not None:
+            return self._probed or None
+        base = Path(tempfile.mkdtemp(prefix="myriad-disk-probe-"))
+        try:
+            self.create(base, 4, None)
+            self._probed = ""
+        except SandboxUnavailable as e:
+            self._probed = e.message
+        finally:
+            self.release(base)
+            shutil.rmtree(base, ignore_errors=True)
+        return self._probed or None
 
     def __init__(self, templates: Path | None = None) -> None:
         self.templates = templates
         """Where an empty image of each size is made once and then copied (sparsely) per sandbox."""
         self._lock = threading.Lock()
+        self._probed: str | None = None
 
     def _template(self, mb: int) -> Path | None:
         if self.templates is None:
@@ -131,7 +150,12 @@ def pick(name: str = "auto", templates: Path | None = None) -> DiskQuota:
     """The backend called ``name``, or for ``auto`` loop images where possible, else ``fsize``."""
     if name == "auto":
         loop = LoopImage(templates)
-        return loop if loop.available() is None else FileSizeOnly()
+        why = loop.available()
+        if why is None:
+            return loop
+        logging.getLogger("myriad.sandbox").warning(
+            "container disk quotas cap single files only (sandbox.disk = fsize): %s", why)
+        return FileSizeOnly()
     if name not in DISKS:
         raise SandboxUnavailable(f"unknown disk quota backend {name!r}; choose auto, {', '.join(DISKS)}")
     backend: DiskQuota = LoopImage(templates) if name == "loop" else FileSizeOnly()

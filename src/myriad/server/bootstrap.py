@@ -12,6 +12,7 @@ from myriad.identity import KeyStore
 def ensure_default_tenant(keys: KeyStore, data_dir: Path) -> str:
     """Create the ``default`` tenant and its first key if absent; describe where the key is."""
     keys.open()
+    Path(data_dir).mkdir(parents=True, exist_ok=True)  # with keys in PostgreSQL nothing else may have made it
     key_file = Path(data_dir) / "default.key"
     if keys.tenant_exists("default"):
         return f"{key_file} (tenant 'default')" if key_file.exists() else "tenant 'default' exists; create a key with `myriad keys create --tenant default`"

@@ -17,7 +17,9 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from myriad.errors import InvalidRequest, MyriadError
+from myriad.models.mcp_tools import mcp_specs
 from myriad.models.responses import sse
+from myriad.server import mcp_api
 from myriad.server.auth import require_principal
 from myriad.server.gateway_api import MAX_BODY, openai_error
 from myriad.server.params import json_object
@@ -48,7 +50,23 @@ async def create(request: Request) -> Any:
         model = body.get("model")
         principal.require(f"models:{model}" if isinstance(model, str) and model else "models")
         owner = _owner(principal)
+        specs = mcp_specs(body)
+        if specs:  # MCP tools: Myriad calls them (mcp_api), the rest of the request parses as usual
+            body = {**body, "tools": [t for t in body["tools"] if t not in specs]}
         req = responses.parse(body, owner)
+        if specs:
+            if req.stream:
+                raise InvalidRequest("stream=true with mcp tools is not supported on /v1/responses yet: "
+                                     "use stream=false", details={"param": "stream"})
+            toolset = await mcp_api.open_toolset(request, principal, specs)
+            try:
+                response, result = await responses.create_with_mcp(
+                    req, toolset, tenant=principal.tenant, owner=owner,
+                    max_rounds=request.app.state.services.settings.models.mcp_max_rounds)
+            finally:
+                await toolset.aclose()
+            return Response(orjson.dumps(response), media_type="application/json",
+                            headers={"x-myriad-deployment": result.deployment})
         if not req.stream:
             response, result = await responses.create(req, tenant=principal.tenant, owner=owner)
             return Response(orjson.dumps(response), media_type="application/json",

@@ -130,6 +130,7 @@ class PostgresStorage:
 
         async def work(conn: "psycopg.AsyncConnection[Any]") -> list[int]:
             row = await (await conn.execute(query, values)).fetchone()
+            assert row is not None  # a SELECT without FROM (or FROM the one-row fence) has one row
             return [int(c) for c in row]
 
         return await self._with_conn(work)
