@@ -45,6 +45,7 @@ def test_mcp_bench_smoke():
     r = bench("mcp", "--calls", "20")
     assert r["round_trip"]["direct"]["n"] == 20 and r["round_trip"]["myriad"]["n"] == 20
     assert r["round_trip"]["myriad"]["server_cpu_ms_per_call"] > 0
+    assert r["round_trip"]["calling"]["outbound"]["n"] == 20 and r["round_trip"]["calling"]["plain"]["n"] == 20
     ten = r["ten_tools"]
     assert ten["round_trips"]["model_calls"] == 11 and ten["code_mode"]["model_calls"] == 2
     assert ten["code_mode"]["script_result"] == {"sum": sum((k + 1) * (k + 1) for k in range(10))}
