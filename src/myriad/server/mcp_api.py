@@ -25,7 +25,7 @@ from myriad.errors import MyriadError, NotFound, PermissionDenied
 from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
-from myriad.server.ownership import require_agent
+from myriad.server.ownership import require_agent, require_tenant_wide
 from myriad.server.params import json_object, read_body
 
 MAX_BODY = 4 * 1024 * 1024
@@ -214,6 +214,7 @@ async def open_toolset(request: Request, principal: Any, specs: list[dict[str, A
 async def list_servers(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     servers = request.app.state.services.identity.mcp_servers.list(principal.tenant)
     return JSONResponse({"servers": [s.to_json() for s in servers]})
 
@@ -221,6 +222,7 @@ async def list_servers(request: Request) -> Response:
 async def put_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     body = await json_object(request, 64 * 1024, required=True)
     info = request.app.state.services.identity.mcp_servers.put(
         principal.tenant, request.path_params["label"], body.get("server_url"), body.get("token"))
@@ -230,6 +232,7 @@ async def put_server(request: Request) -> Response:
 async def delete_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     request.app.state.services.identity.mcp_servers.delete(principal.tenant, request.path_params["label"])
     return Response(status_code=204)
 
