@@ -629,7 +629,8 @@ class Gateway:
                 return ContextWindowExceeded(
                     f"This model's maximum context length is {window} tokens, but the messages take about "
                     f"{need.tokens} tokens (no deployment of {alias!r} or its fallbacks has a bigger window). "
-                    "Shorten the messages.", details={"model": alias, "param": "messages"})
+                    "Shorten the messages.", details={"model": alias, "param": "input" if self._groups[alias][
+                        0].deployment.kind == "embedding" else "messages"})
             if need is not None and need.caps and not any(
                     not s.deployment.capabilities or need.caps <= s.deployment.capabilities for s in states):
                 return InvalidRequest(f"no deployment of {alias!r} (or its fallbacks) supports "
