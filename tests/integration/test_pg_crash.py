@@ -50,7 +50,8 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
     names = [f"n{i}" for i in range(8)]
     acked: dict[str, list[str]] = {}
     stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=first.url, headers=first.headers(), timeout=10) as c:
+    headers = first.headers()  # keys live in the database too: the other machine accepts it
+    async with httpx.AsyncClient(base_url=first.url, headers=headers, timeout=10) as c:
         tasks = [asyncio.create_task(_writer(c, n, acked, stop)) for n in names]
         await asyncio.sleep(1.5 + random.random())
         first.kill9()
@@ -61,7 +62,7 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
     second = _server(tmp_path / "machine-b", pg_url).start()  # another machine: an empty data dir
     try:
         assert not list((tmp_path / "machine-b").glob("sqlcache/*/*"))
-        async with httpx.AsyncClient(base_url=second.url, headers=second.headers(), timeout=10) as c:
+        async with httpx.AsyncClient(base_url=second.url, headers=headers, timeout=10) as c:
             for name, texts in acked.items():
                 rows = (await c.post(f"/v1/agents/notes/{name}/rpc", json={"method": "texts", "args": []})).json()
                 stored = rows["result"]
