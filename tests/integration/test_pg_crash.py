@@ -75,7 +75,19 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
         second.stop()
 
 
-async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, pg_url: str, tmp_path: Path) -> None:
+async def test_postgres_restart_under_load_is_503_then_recovers(tmp_path: Path) -> None:
+    # its own PostgreSQL server: if a restart ever failed, the session's server (and every
+    # test after this one) would not go down with it
+    from tests.pg import PostgresServer
+
+    postgres = PostgresServer(fsync=False).start()
+    try:
+        await _restart_under_load(postgres, postgres.create_database(), tmp_path)
+    finally:
+        postgres.destroy()
+
+
+async def _restart_under_load(postgres: Any, pg_url: str, tmp_path: Path) -> None:
     server = _server(tmp_path / "data", pg_url).start()
     names = [f"r{i}" for i in range(6)]
     acked: dict[str, list[str]] = {}
@@ -89,6 +101,10 @@ async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, p
             started = time.monotonic()
             await asyncio.to_thread(postgres.stop, "fast")
             await asyncio.sleep(3)  # down long enough for requests to fail, not hang
+            for _ in range(600):  # a loaded machine can take a while to finish the shutdown
+                if not (postgres.data / "postmaster.pid").exists():
+                    break
+                await asyncio.sleep(0.1)
             await asyncio.to_thread(postgres.start)
             down = time.monotonic() - started
             recovered = sum(map(len, acked.values()))
@@ -100,7 +116,7 @@ async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, p
             after = sum(map(len, acked.values()))
             assert before > 10 and after >= recovered + 30, (before, recovered, after)  # recovered by itself
             assert errors and set(errors) <= {503}, errors[:5]
-            assert down < 10
+            assert down < 70
             for name, texts in acked.items():
                 stored = (await c.post(f"/v1/agents/notes/{name}/rpc", json={"method": "texts", "args": []})).json()
                 assert [t for t in stored["result"] if t in set(texts)] == texts  # nothing acknowledged lost
