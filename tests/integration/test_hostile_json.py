@@ -53,7 +53,7 @@ def test_pinned_orjson_refuses_deep_nesting_without_crashing():
     assert r.returncode == 0, f"orjson crashed or accepted it (rc={r.returncode}): {r.stderr[-500:]!r}"
 
 
-@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/agents/counter/deep/rpc",
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/embeddings", "/v1/responses", "/v1/agents/counter/deep/rpc",
                                   "/v1/sandboxes", "/v1/admin/keys", "/v1/usage/budgets",
                                   "/v1/oauth/token"])
 @pytest.mark.parametrize("raw", [DEEP_OBJECT, DEEP_ARRAY], ids=["object", "array"])

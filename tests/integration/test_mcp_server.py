@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -143,3 +142,24 @@ def test_npm_sdk_client(server: LiveServer) -> None:
     assert seen["found"] == ["from node"]
     assert seen["resource"] == "from node"
     assert "- from node" in seen["prompt"]
+
+
+def test_direct_path_answers_exactly_as_the_sdk(server: LiveServer) -> None:
+    """Tools requests of handshake-era clients skip the SDK's per-request transport; what
+    they get back must be byte-for-byte the JSON the SDK path gives (a request without
+    MCP-Protocol-Version still goes through the SDK)."""
+    url = f"{server.url}/mcp/notes/same"
+    base = {**server.headers(), "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    direct = {**base, "MCP-Protocol-Version": "2025-11-25"}
+    msgs = [{"jsonrpc": "2.0", "id": 7, "method": "tools/list"},
+            {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "search", "arguments": {"query": "x"}}},
+            {"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {"name": "search", "arguments": {"query": 1}}},
+            {"jsonrpc": "2.0", "id": 9, "method": "ping"}]
+    for msg in msgs:
+        a = httpx.post(url, headers=direct, json=msg)
+        b = httpx.post(url, headers=base, json=msg)
+        assert a.status_code == b.status_code == 200
+        assert a.json() == b.json(), msg
+    r = httpx.post(url, headers=direct, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                              "params": {"name": "nope", "arguments": {}}})
+    assert r.json()["error"]["code"] == -32602

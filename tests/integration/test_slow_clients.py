@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -179,3 +180,53 @@ def test_data_directory_is_private(server: LiveServer):
 def test_healthz_says_only_that_it_is_healthy(server: LiveServer):
     r = httpx.get(server.url + "/healthz", timeout=5)
     assert r.status_code == 200 and r.json() == {"status": "ok"}
+
+
+def test_concurrent_uploads_do_not_pile_up_in_memory(tmp_path: Path):
+    """Eight concurrent 60 MB uploads into a container sandbox: the server's memory
+    grows by about one upload (spooled to disk, handed over one at a time), not eight
+    (0.5 GB before)."""
+    psutil = pytest.importorskip("psutil")
+    from tests.sandbox.conftest import sandbox_root
+
+    s = LiveServer(tmp_path / "data", agents="examples.counter",
+                   env={"MYRIAD_SANDBOX__ROOT": str(sandbox_root(tmp_path))}).start()
+    try:
+        r = httpx.post(s.url + "/v1/sandboxes", json={"needs": ["filesystem"], "id": "up"}, headers=s.headers(), timeout=60)
+        assert r.status_code == 201, r.text
+        proc = psutil.Process(s.proc.pid)
+        base = proc.memory_info().rss
+        peak = [base]
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], proc.memory_info().rss)
+                time.sleep(0.02)
+
+        def body() -> Iterator[bytes]:
+            chunk = b"x" * (1 << 20)
+            for _ in range(60):
+                yield chunk
+
+        def upload(i: int) -> int:
+            r = httpx.put(s.url + "/v1/sandboxes/up/files/content", params={"path": f"f{i}"}, content=body(),
+                          headers=s.headers(), timeout=120)
+            assert r.status_code == 200, r.text
+            return int(r.json()["bytes"])
+
+        t = threading.Thread(target=sample)
+        t.start()
+        try:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(8) as pool:
+                sizes = list(pool.map(upload, range(8)))
+        finally:
+            done.set()
+            t.join()
+        assert sizes == [60 << 20] * 8
+        grew = (peak[0] - base) / (1 << 20)
+        assert grew < 250, f"the server grew by {grew:.0f} MiB during eight 60 MiB uploads"
+    finally:
+        s.stop()

@@ -129,6 +129,9 @@ MATRIX: list[tuple[str, str, Any, dict[str, int]]] = [
     # admin: not for user tokens
     ("GET", "/v1/admin/keys", None, {T: 200, ADM: 200, A: 403, B: 403, ISO: 403}),
     ("POST", "/v1/admin/user-tokens", {"user": "bob", "scope": "agents", "resource": "urn:myriad:agents"}, {A: 403}),
+    ("GET", "/v1/mcp/servers", None, {A: 403, ISO: 403}),
+    # only model users teach the tenant's router
+    ("POST", "/v1/router/outcomes", {"prompt": "hi", "weak_ok": True}, {ISO: 403, USG: 403}),
     # no key mints itself more scopes
     ("POST", "/v1/admin/keys", {"scopes": "*"}, {ADM: 403}),
     ("POST", "/v1/admin/keys", {"scopes": "admin models"}, {ADM: 403}),

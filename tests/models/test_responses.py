@@ -85,6 +85,9 @@ def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path):
     def put(tenant, rid):
         store.put(tenant, StoredResponse(response={"id": rid}, input_items=[],
                                          conversation=[{"type": "message", "id": f"msg_{rid}"}]))
+        if kind == "sqlite":
+            assert store.get(tenant, rid) is not None and store.item(tenant, f"msg_{rid}")  # readable while buffered
+            assert store.flush() == 1 and store.pending() == 0
 
     put("a", "r1")
     put("a", "r2")
@@ -95,6 +98,11 @@ def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path):
     assert store.delete("a", "r2") and not store.delete("a", "r2") and store.get("a", "r2") is None
     now[0] = 11
     assert store.get("a", "r3") is None
+    if kind == "sqlite":  # what was written is read back by a new store on the same file
+        now[0] = 5
+        again = SQLiteResponseStore(tmp_path / "r.db", ttl=10, clock=lambda: now[0])
+        assert again.get("a", "r3").conversation == [{"type": "message", "id": "msg_r3"}]
+        assert again.get("b", "r3") is None
 
 
 def test_create_and_stream_match_the_openai_types():

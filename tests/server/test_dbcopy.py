@@ -136,6 +136,17 @@ def test_db_copy_moves_an_embedded_deployment_into_postgresql(tmp_path: Path, pg
 
     asyncio.run(runtime())
 
+    # every table the identity and metering schemas have is one the copy fills (a new one must be added there)
+    import psycopg
+
+    from myriad.server.dbcopy import COPIED
+
+    with psycopg.connect(pg_url) as conn:
+        tables = {f"{s}.{t}" for s, t in conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema IN ('myriad_identity', 'myriad_metering')")}
+    assert tables and tables <= COPIED, tables - COPIED
+
     # a second copy into a database that has rows is refused, in one line
     again = myriad("db", "copy", "--from", str(src), "--to", pg_url, check=False)
     assert again.returncode == 2 and "already has" in again.stderr and "Traceback" not in again.stderr

@@ -1,12 +1,16 @@
 """MCP: what Myriad adds to a tool call, and Code Mode against tool-call round trips.
 
-1. Round trip. The same ``echo`` tool served two ways, called with the same client
+1. Serving. The same ``echo`` tool served two ways, called with the same client
    (JSON-RPC ``tools/call`` over HTTP, revision 2025-11-25, one request at a time):
      direct   the official ``mcp`` SDK's MCPServer (stateless, JSON answers)
      myriad   a Myriad agent's MCP endpoint ``/mcp/echo/{name}`` (full default stack:
               auth, per-tool scope check, one agent turn, metering and telemetry)
    Prints p50/p99 latency and server CPU per call (the server process's CPU time over
-   the run / calls); the difference is what Myriad adds.
+   the run / calls).
+   Calling. An agent's call to a remote MCP server (the SDK's MCPServer above) through
+   Myriad's outbound path (delegated token checked for ``egress:``, the user's vault
+   credential injected, RFC 9421 signature, audit row) against the same call with a
+   plain HTTP client: p50/p99 and client CPU per call (this process).
 2. Ten tools. Ten MCP tools (``lookup_0`` .. ``lookup_9``) used to answer one task,
    with the SIMULATED model (its own latency profile) through Myriad's gateway:
      round trips  the model calls one tool per turn: 10 tool calls + 1 answer = 11 model calls
@@ -112,6 +116,7 @@ def _part1(n: int) -> dict[str, Any]:
         _wait(myriad_url, my_headers, server)
         direct = _round_trips(direct_url, _HEADERS, upstream.pid, n, "direct")
         via = _round_trips(myriad_url, my_headers, server.pid, n, "myriad")
+        calling = asyncio.run(_calling(direct_url, n))
     finally:
         for p in (upstream, server):
             p.terminate()
@@ -120,9 +125,47 @@ def _part1(n: int) -> dict[str, Any]:
                 p.wait(10)
             except subprocess.TimeoutExpired:
                 p.kill()
-    return {"direct": direct, "myriad": via, "added_p50_ms": round(via["p50_ms"] - direct["p50_ms"], 4),
-            "added_p99_ms": round(via["p99_ms"] - direct["p99_ms"], 4),
-            "added_cpu_ms_per_call": round(via["server_cpu_ms_per_call"] - direct["server_cpu_ms_per_call"], 4)}
+    return {"direct": direct, "myriad": via, "calling": calling,
+            "cpu_ratio_direct_over_myriad": round(direct["server_cpu_ms_per_call"] / max(1e-9, via["server_cpu_ms_per_call"]), 2)}
+
+
+async def _calling(url: str, n: int) -> dict[str, Any]:
+    import httpx
+
+    from myriad.bench.report import summary_ms
+    from myriad.identity import Identity, KeyStore
+    from myriad.mcp import McpSession
+    from myriad.settings import IdentitySettings
+
+    data = Path(tempfile.mkdtemp(prefix="myriad-bench-mcp-id-"))
+    keys = KeyStore(data)
+    keys.open()
+    keys.create_tenant("bench")
+    identity = Identity(IdentitySettings(), keys, data)
+    user = identity.tokens.user_token("bench", "alice", scopes="*", resources=["urn:myriad:egress"])
+    agent = identity.for_agent("bench", "researcher/alice")
+    delegated = await agent.act_for(user, scope="egress:127.0.0.1 vault:svc", resources=["urn:myriad:egress"])
+    principal = await identity.authenticate(delegated)
+    identity.vault.put("bench", "alice", "svc", "s3cret-token-value-xyz", domains=["127.0.0.1"])
+    out: dict[str, Any] = {}
+    for label, http in (("plain", httpx.AsyncClient(timeout=30)),
+                        ("outbound", identity.outbound.client(principal, timeout=30))):
+        session = McpSession(url, http, 30.0, "'bench'")
+        args = {"name": "echo", "arguments": {"text": "hi"}}
+        for _ in range(min(100, n)):
+            await session.request("tools/call", args)
+        samples = []
+        cpu0 = time.process_time()
+        for _ in range(n):
+            t0 = time.perf_counter()
+            await session.request("tools/call", args)
+            samples.append(time.perf_counter() - t0)
+        out[label] = {**summary_ms(samples), "client_cpu_ms_per_call": round((time.process_time() - cpu0) * 1000 / n, 4)}
+        await http.aclose()
+    keys.close()
+    out["added_p50_ms"] = round(out["outbound"]["p50_ms"] - out["plain"]["p50_ms"], 4)
+    out["added_cpu_ms_per_call"] = round(out["outbound"]["client_cpu_ms_per_call"] - out["plain"]["client_cpu_ms_per_call"], 4)
+    return out
 
 
 _TASK = "For ids 1..10, look up record k for id k+1 and tell me the sum of the values."
@@ -218,13 +261,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from myriad.bench.report import print_table
 
     part1 = _part1(args.calls)
-    print_table(f"MCP tools/call round trip, {args.calls} calls each, one at a time (same client)",
+    print_table(f"Serving: MCP tools/call round trip, {args.calls} calls each, one at a time (same client)",
                 ["server", "p50 ms", "p99 ms", "server CPU ms/call"],
                 [["direct (mcp SDK MCPServer)", part1["direct"]["p50_ms"], part1["direct"]["p99_ms"],
                   part1["direct"]["server_cpu_ms_per_call"]],
                  ["myriad (agent, full stack)", part1["myriad"]["p50_ms"], part1["myriad"]["p99_ms"],
-                  part1["myriad"]["server_cpu_ms_per_call"]],
-                 ["added by myriad", part1["added_p50_ms"], part1["added_p99_ms"], part1["added_cpu_ms_per_call"]]])
+                  part1["myriad"]["server_cpu_ms_per_call"]]])
+    c = part1["calling"]
+    print_table(f"Calling: an agent's tools/call to the SDK's MCPServer, {args.calls} calls each",
+                ["client", "p50 ms", "p99 ms", "client CPU ms/call"],
+                [["plain HTTP client", c["plain"]["p50_ms"], c["plain"]["p99_ms"], c["plain"]["client_cpu_ms_per_call"]],
+                 ["myriad outbound path", c["outbound"]["p50_ms"], c["outbound"]["p99_ms"],
+                  c["outbound"]["client_cpu_ms_per_call"]],
+                 ["added by myriad", c["added_p50_ms"], "", c["added_cpu_ms_per_call"]]])
     result: dict[str, Any] = {"bench": "mcp", "calls": args.calls, "round_trip": part1}
     if not args.no_model:
         part2 = asyncio.run(_part2())

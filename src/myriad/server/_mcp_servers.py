@@ -93,6 +93,46 @@ class McpServers:
                 task.cancel()
         self._tasks.clear()
 
+    # -- tools as plain JSON (the direct path and the SDK's handlers share these) ----------
+
+    def list_tools_json(self, target: Target) -> dict[str, Any]:
+        agent_class = target.ref.agent_class
+        caps = target.principal.capabilities
+        tools = []
+        for s in self.declarations(agent_class).tools.values():
+            if not caps.covers(f"mcp:{agent_class}:{s.name}"):
+                continue
+            tool: dict[str, Any] = {"name": s.name, "inputSchema": s.parameters}
+            if s.description:
+                tool["description"] = s.description
+            if s.returns.get("type") == "object":
+                tool["outputSchema"] = s.returns
+            tools.append(tool)
+        return {"tools": tools}
+
+    async def call_tool_json(self, target: Target, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        """The ``CallToolResult`` as JSON; None when the class has no such tool."""
+        spec = self.declarations(target.ref.agent_class).tools.get(name)
+        if spec is None:
+            return None
+        target.principal.require(f"mcp:{target.ref.agent_class}:{spec.name}")  # the door checked too
+        try:
+            await Tool(spec.name, _noop, spec.description, spec.parameters).invoke(arguments)  # schema check
+            result = await self._turn(target, spec.attr, arguments)
+        except MyriadError as e:  # tool errors are results the model can read (MCP spec)
+            return {"content": [{"type": "text", "text": e.message}], "isError": True}
+        except Exception as e:  # noqa: BLE001 - the agent's own error, reported to the caller
+            return {"content": [{"type": "text", "text": f"{type(e).__name__}: {e}"}], "isError": True}
+        out: dict[str, Any] = {"content": [{"type": "text", "text": _text(result)}], "isError": False}
+        if isinstance(result, dict):
+            out["structuredContent"] = result
+        return out
+
+    async def _turn(self, target: Target, attr: str, kwargs: dict[str, Any]) -> Any:
+        async def body(agent: Agent) -> Any:
+            return await getattr(agent, attr)(**kwargs)
+        return await self._host.run(target.ref, body, caller=target.principal)
+
     # -- the SDK server of one class ---------------------------------------------------
 
     def _server(self, agent_class: str) -> Any:
@@ -102,42 +142,20 @@ class McpServers:
 
         cls = self._host.agent_class(agent_class)
         decl = declarations(cls)
-        host = self._host
 
         def not_found(what: str) -> MCPError:
             return MCPError(code=t.INVALID_PARAMS, message=what)
 
-        async def turn(target: Target, attr: str, kwargs: dict[str, Any]) -> Any:
-            async def body(agent: Agent) -> Any:
-                return await getattr(agent, attr)(**kwargs)
-            return await host.run(target.ref, body, caller=target.principal)
+        turn = self._turn
 
         async def list_tools(ctx: Any, params: Any) -> Any:
-            caps = _target.get().principal.capabilities
-            return t.ListToolsResult(tools=[
-                t.Tool(name=s.name, description=s.description or None, input_schema=s.parameters,
-                       output_schema=s.returns if s.returns.get("type") == "object" else None)
-                for s in decl.tools.values() if caps.covers(f"mcp:{agent_class}:{s.name}")
-            ])
+            return t.ListToolsResult.model_validate(self.list_tools_json(_target.get()))
 
         async def call_tool(ctx: Any, params: Any) -> Any:
-            target = _target.get()
-            spec = decl.tools.get(params.name)
-            if spec is None:
+            result = await self.call_tool_json(_target.get(), params.name, dict(params.arguments or {}))
+            if result is None:
                 raise not_found(f"unknown tool {params.name!r}")
-            target.principal.require(f"mcp:{agent_class}:{spec.name}")  # the door checked too
-            checker = Tool(spec.name, _noop, spec.description, spec.parameters)
-            try:
-                await checker.invoke(dict(params.arguments or {}))  # validates against the schema
-                result = await turn(target, spec.attr, dict(params.arguments or {}))
-            except MyriadError as e:  # tool errors are results the model can read (MCP spec)
-                return t.CallToolResult(content=[t.TextContent(type="text", text=e.message)], is_error=True)
-            except Exception as e:  # noqa: BLE001 - the agent's own error, reported to the caller
-                return t.CallToolResult(content=[t.TextContent(type="text", text=f"{type(e).__name__}: {e}")],
-                                        is_error=True)
-            structured = result if isinstance(result, dict) else None
-            return t.CallToolResult(content=[t.TextContent(type="text", text=_text(result))],
-                                    structured_content=structured)
+            return t.CallToolResult.model_validate(result)
 
         async def list_resources(ctx: Any, params: Any) -> Any:
             return t.ListResourcesResult(resources=[

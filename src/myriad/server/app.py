@@ -14,8 +14,8 @@ from starlette.routing import BaseRoute, Route
 
 from myriad import __version__
 from myriad.errors import MyriadError
-from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, responses_api, sandbox_api,
-                           telemetry_api, usage_api)
+from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, openapi, responses_api,
+                           sandbox_api, telemetry_api, usage_api)
 from myriad.server.auth import require_principal
 from myriad.server.errors import HANDLERS
 from myriad.server.services import Services
@@ -72,6 +72,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
     routes += sandbox_api.routes()
     routes += telemetry_api.routes()
     routes += identity_api.routes()
+    routes += openapi.routes()
     routes += mcp_api.routes()
     routes += oauth_api.routes()
     app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]

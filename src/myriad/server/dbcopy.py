@@ -33,7 +33,7 @@ from myriad.errors import Conflict, InvalidRequest
 
 _RUNTIME = [("myriad.db", "agents", "public.agents"), ("myriad.db", "schedules", "public.schedules")]
 _IDENTITY = [("identity.db", t, f"myriad_identity.{t}")
-             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit")]
+             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers")]
 _LEDGER = [("metering.db", t, f"myriad_metering.{t}")
            for t in ("events", "rollups", "rollups_tenant", "price_versions", "budgets", "budget_usage", "limits",
                      "limit_state", "reservations", "notices")]
@@ -181,4 +181,7 @@ def copy_database(src_dir: Path, url: str, *, timeout: float = 5.0) -> CopyRepor
     return report
 
 
-__all__ = ["CopyReport", "copy_database"]
+COPIED = frozenset(q for _, _, q in _RUNTIME + _IDENTITY + _LEDGER)
+"""Every table ``copy_database`` fills (a test checks it is every table the schemas have)."""
+
+__all__ = ["COPIED", "CopyReport", "copy_database"]

@@ -220,6 +220,7 @@ async def router_outcomes(request: Request) -> Response:
     "strong" | "weak" | "tie"}``, or ``{"outcomes": [...those...]}``."""
     try:
         principal = await require_principal(request)
+        principal.require("models")  # any key could train the tenant's router (an isolate-only key too)
         gateway = _gateway(request)
         body = await _json_body(request)
         items = body.get("outcomes", [body])

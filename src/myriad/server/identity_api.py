@@ -36,7 +36,7 @@ from myriad.identity.httpsig import authority
 from myriad.server.auth import require_principal
 from myriad.server.live_sockets import live_sockets
 from myriad.server.ownership import require_tenant_wide
-from myriad.server.params import parse_json_object
+from myriad.server.params import parse_json_object, read_body
 
 MAX_BODY = 64 * 1024
 
@@ -46,9 +46,7 @@ def _identity(request: Request) -> Identity:
 
 
 async def _body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise InvalidRequest(f"request body is larger than {MAX_BODY} bytes")
+    raw = await read_body(request, MAX_BODY)  # refused on Content-Length before reading (413)
     if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
         try:
             pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw))

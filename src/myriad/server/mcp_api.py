@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -21,10 +22,10 @@ from starlette.types import Receive, Scope, Send
 from myriad import safe_json
 from myriad.agents import AgentRef, validate_name
 from myriad.errors import MyriadError, NotFound, PermissionDenied
+from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
-from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
-from myriad.server.ownership import require_agent
+from myriad.server.ownership import require_agent, require_tenant_wide
 from myriad.server.params import json_object, read_body
 
 MAX_BODY = 4 * 1024 * 1024
@@ -53,19 +54,61 @@ def _error(request: Request, exc: MyriadError, agent: str, name: str) -> JSONRes
     return JSONResponse(exc.to_json(), status_code=exc.status, headers=headers)
 
 
-def _tool_called(body: bytes) -> str | None:
-    """The tool a JSON-RPC ``tools/call`` body names (None for any other message)."""
+def _message(body: bytes) -> Any:
+    """The JSON-RPC message of a POST body (None when it does not parse: the SDK answers)."""
     try:
-        msg = safe_json.loads(body, "body")
+        return safe_json.loads(body, "body")
     except safe_json.JSONLimitExceeded:
         raise  # too deep or NaN: a 400 here, before the SDK's own parser sees it
     except safe_json.InvalidJSON:
-        return None  # the SDK answers the parse error
+        return None
+
+
+def _tool_called(msg: Any) -> str | None:
+    """The tool a JSON-RPC ``tools/call`` message names (None for any other message)."""
     if isinstance(msg, dict) and msg.get("method") == "tools/call":
         params = msg.get("params")
         name = params.get("name") if isinstance(params, dict) else None
         return name if isinstance(name, str) else None
     return None
+
+
+_DIRECT_VERSIONS = ("2025-06-18", "2025-11-25")
+_DIRECT_METHODS = ("tools/call", "tools/list", "ping")
+
+
+def _direct(request: Request, msg: Any) -> bool:
+    """Can this request skip the SDK's per-request transport? A single JSON-RPC request for
+    tools or ping, from a handshake-era client (it sent MCP-Protocol-Version), no session,
+    accepting JSON: the answer is the same JSON the SDK would give, for ~1/10 of the CPU."""
+    h = request.headers
+    accept = h.get("accept", "")
+    return (isinstance(msg, dict) and msg.get("jsonrpc") == "2.0" and msg.get("method") in _DIRECT_METHODS
+            and isinstance(msg.get("id"), (str, int)) and not isinstance(msg.get("id"), bool)
+            and h.get("mcp-protocol-version") in _DIRECT_VERSIONS and "mcp-session-id" not in h
+            and "application/json" in accept and "text/event-stream" in accept
+            and h.get("content-type", "").startswith("application/json"))
+
+
+async def _answer_directly(servers: McpServers, target: Target, msg: dict[str, Any]) -> Response:
+    method, params = msg["method"], msg.get("params")
+    reply: dict[str, Any] = {"jsonrpc": "2.0", "id": msg["id"]}
+    if method == "ping":
+        reply["result"] = {}
+    elif method == "tools/list":
+        reply["result"] = servers.list_tools_json(target)
+    else:
+        name = params.get("name") if isinstance(params, dict) else None
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        result = None
+        if isinstance(name, str) and isinstance(arguments, (dict, type(None))):
+            result = await servers.call_tool_json(target, name, dict(arguments or {}))
+        if result is None:
+            reply["error"] = {"code": -32602, "message": f"unknown tool {name!r}" if isinstance(name, str)
+                              else "tools/call needs params.name (a string) and params.arguments (an object)"}
+        else:
+            reply["result"] = result
+    return Response(orjson.dumps(reply), media_type="application/json")
 
 
 class McpDoor:
@@ -83,15 +126,20 @@ class McpDoor:
             servers = _servers(request)
             if not servers.declarations(agent):
                 raise NotFound(f"agent class {agent!r} declares no MCP tools, resources or prompts")
-            body = b""
+            body, msg = b"", None
             if request.method == "POST":
                 body = await read_body(request, MAX_BODY)
-                tool = _tool_called(body)
+                msg = _message(body)
+                tool = _tool_called(msg)
                 if tool is not None and tool in servers.declarations(agent).tools:
                     wanted = f"mcp:{agent}:{tool}"
                     if not principal.capabilities.covers(wanted):
                         raise PermissionDenied(f"calling MCP tool {tool!r} of {agent!r} needs the scope {wanted!r}",
                                                details={"scope": wanted})
+            if msg is not None and _direct(request, msg):
+                response = await _answer_directly(servers, Target(ref, principal), msg)
+                await response(scope, receive, send)
+                return
         except MyriadError as e:
             await _error(request, e, agent, name)(scope, receive, send)
             return
@@ -166,6 +214,7 @@ async def open_toolset(request: Request, principal: Any, specs: list[dict[str, A
 async def list_servers(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     servers = request.app.state.services.identity.mcp_servers.list(principal.tenant)
     return JSONResponse({"servers": [s.to_json() for s in servers]})
 
@@ -173,6 +222,7 @@ async def list_servers(request: Request) -> Response:
 async def put_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     body = await json_object(request, 64 * 1024, required=True)
     info = request.app.state.services.identity.mcp_servers.put(
         principal.tenant, request.path_params["label"], body.get("server_url"), body.get("token"))
@@ -182,6 +232,7 @@ async def put_server(request: Request) -> Response:
 async def delete_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
+    require_tenant_wide(principal, "the MCP server registry")
     request.app.state.services.identity.mcp_servers.delete(principal.tenant, request.path_params["label"])
     return Response(status_code=204)
 

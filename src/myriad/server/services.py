@@ -137,8 +137,7 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
                         sandboxes=sandboxes, telemetry=telemetry)
     services.identity = identity
     services.responses = _responses(settings, models)
-    if hasattr(services.responses.store, "close"):
-        services._closers.append(services.responses.store.close)
+    services._closers.append(services.responses.aclose)  # writes the stored responses still buffered
     host.identity = services.identity  # agents reach it as self.identity
     services._closers.append(telemetry.aclose)  # closers run in reverse: telemetry flushes last
     if meter is not None:

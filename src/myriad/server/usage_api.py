@@ -205,7 +205,7 @@ async def prices(request: Request) -> Response:
 
 
 async def _json(request: Request) -> dict[str, Any]:
-    return await json_object(request, None, required=True)
+    return await json_object(request, 1024 * 1024, required=True)  # a budget or limit: small (413 past 1 MiB)
 
 
 def routes() -> list[BaseRoute]:

@@ -70,8 +70,8 @@ class ResponseEvents:
                                finish_reason=self.finish_reason, status=status, error=error)
 
     def start(self) -> list[Event]:
-        return [self._ev("response.created", response=self._snapshot("in_progress")),
-                self._ev("response.in_progress", response=self._snapshot("in_progress"))]
+        snapshot = self._snapshot("in_progress")  # serialised before anything changes it: one object for both
+        return [self._ev("response.created", response=snapshot), self._ev("response.in_progress", response=snapshot)]
 
     def feed(self, chunk: Mapping[str, Any]) -> list[Event]:
         """Events for one ``chat.completion.chunk``."""

@@ -6,6 +6,8 @@ out, stored for ``previous_response_id``.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from typing import Any, AsyncIterator, Mapping
 
 from myriad.errors import MyriadError, NotFound
@@ -17,14 +19,19 @@ from myriad.models.responses._request import ResponsesRequest, parse_request
 from myriad.models.responses._store import MemoryResponseStore, ResponseStore, StoredResponse
 from myriad.models.types import ChatResult
 
+log = logging.getLogger("myriad.models.responses")
+
 
 class Responses:
     """``create`` and ``stream`` a response through ``gateway`` (anything with the
     gateway's ``chat`` / ``chat_stream_batches``), keeping them in ``store``."""
 
-    def __init__(self, gateway: Any, store: ResponseStore | None = None) -> None:
+    def __init__(self, gateway: Any, store: ResponseStore | None = None, *, flush_interval: float = 0.02) -> None:
         self.gateway = gateway
         self.store: ResponseStore = store if store is not None else MemoryResponseStore()
+        self.flush_interval = flush_interval
+        """How long a buffering store's writes wait for company (seconds)."""
+        self._flusher: asyncio.Future[None] | None = None
 
     def parse(self, body: Mapping[str, Any], tenant: str | None) -> ResponsesRequest:
         """Validate ``body`` and expand its history from the stored responses of
@@ -45,7 +52,7 @@ class Responses:
                                          passthrough=upstream_body(req))
         if result.raw.get("object") == "response":  # the deployment took the call as it was
             response = as_ours(req, result.raw)
-            self._keep(owner or tenant, req, response)
+            await self._keep(owner or tenant, req, response)
             return response, result
         choices = result.raw.get("choices") or [{}]
         finish = choices[0].get("finish_reason")
@@ -53,7 +60,7 @@ class Responses:
         response = response_object(req, response_id=new_id("resp"), created_at=int(result.raw.get("created") or 0)
                                    or _now(), model=result.model, output=output, usage=result.usage,
                                    finish_reason=finish)
-        self._keep(owner or tenant, req, response)
+        await self._keep(owner or tenant, req, response)
         return response, result
 
     async def create_with_mcp(self, req: ResponsesRequest, toolset: Any, *, tenant: str | None = None,
@@ -76,7 +83,7 @@ class Responses:
         output = before + output_items(choices[0].get("message") or {}, finish)
         response = response_object(req, response_id=new_id("resp"), created_at=_now(), model=result.model,
                                    output=output, usage=result.usage, finish_reason=finish)
-        self._keep(owner or tenant, req, response)
+        await self._keep(owner or tenant, req, response)
         return response, result
 
     async def stream(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
@@ -119,7 +126,7 @@ class Responses:
         finally:
             await batches.aclose()
         if events.response is not None and events.response["status"] != "failed":
-            self._keep(owner or tenant, req, events.response)
+            await self._keep(owner or tenant, req, events.response)
         yield deployment, out
 
     def get(self, tenant: str | None, response_id: str) -> StoredResponse:
@@ -132,11 +139,37 @@ class Responses:
         if not self.store.delete(tenant, response_id):
             raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
 
-    def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
+    async def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
+        # kept before the answer is released, so the client's next call can continue from it
         if not req.store:
             return
         self.store.put(tenant, StoredResponse(response=response, input_items=req.new_items,
                                               conversation=req.items + response["output"]))
+        if getattr(self.store, "buffered", False) and (self._flusher is None or self._flusher.done()):
+            self._flusher = asyncio.ensure_future(self._flush_soon())
+
+    async def _flush_soon(self) -> None:
+        """Write a buffering store's responses in a worker thread, a burst at a time."""
+        flush = getattr(self.store, "flush")
+        while self.store.pending():  # type: ignore[attr-defined]
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await asyncio.to_thread(flush)
+            except Exception:  # kept buffered by the store; the disk may come back
+                log.exception("could not write stored responses; retrying")
+                await asyncio.sleep(1.0)
+
+    async def aclose(self) -> None:
+        """Write what is still buffered and close the store."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            try:
+                await self._flusher
+            except (asyncio.CancelledError, Exception):
+                pass
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            await asyncio.to_thread(close)
 
 
 def _now() -> int:

@@ -1,10 +1,13 @@
-"""Stored responses in a SQLite file: they survive a restart and are shared by the
-processes of one host. Same contract as ``MemoryResponseStore`` (per tenant,
-``ttl`` seconds each, at most ``max_per_tenant``, oldest dropped first).
+"""Stored responses in a SQLite file: they survive a restart. Same contract as
+``MemoryResponseStore`` (per tenant, ``ttl`` seconds each, at most
+``max_per_tenant``, oldest dropped first).
 
-Calls are short primary-key reads and single-row writes on a WAL database
-(``synchronous=NORMAL``), made on the caller's thread: ~0.1 ms, as the metering
-ledger's are.
+``put`` only buffers (readable at once from this process); ``flush`` writes what
+is buffered in one transaction. ``Responses`` calls ``flush`` in a worker thread a
+few milliseconds after a put, so the event loop never waits on the disk and a
+burst of responses costs one commit (a write to the WAL, ``synchronous=NORMAL``):
+a host killed in that window loses those few milliseconds of stored responses,
+never the answers already given.
 """
 
 from __future__ import annotations
@@ -32,8 +35,13 @@ CREATE TABLE IF NOT EXISTS response_items (
 CREATE INDEX IF NOT EXISTS response_items_by_response ON response_items (tenant, response_id);
 """
 
+Key = tuple[str, str]
+
 
 class SQLiteResponseStore:
+    buffered = True
+    """``put`` buffers; call ``flush`` (blocking) to write (``Responses`` does, in a thread)."""
+
     def __init__(self, path: str | Path, ttl: float = 24 * 3600, max_per_tenant: int = 10_000,
                  clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
@@ -41,8 +49,12 @@ class SQLiteResponseStore:
         self.max_per_tenant = max_per_tenant
         self._clock = clock
         self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-        self._puts = 0
+        self._lock = threading.Lock()  # guards the buffers
+        self._db_lock = threading.Lock()  # one statement sequence on the connection at a time
+        self._pending: dict[Key, StoredResponse] = {}
+        self._writing: dict[Key, StoredResponse] = {}
+        """Taken from ``_pending`` by a flush, readable until committed."""
+        self._flushes = 0
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:  # opened on first use: building the store touches no file
@@ -54,66 +66,112 @@ class SQLiteResponseStore:
             self._db = db
         return self._db
 
+    # ------------------------------------------------------------------ the protocol
+
     def put(self, tenant: str | None, stored: StoredResponse) -> None:
-        t = tenant or ""
-        rid = stored.response["id"]
-        now = self._clock()
-        stored.expires_at = now + self.ttl
+        stored.expires_at = self._clock() + self.ttl
         with self._lock:
-            db = self._conn()
-            db.execute("BEGIN")
-            try:
-                seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM responses WHERE tenant = ?", (t,)).fetchone()[0]
-                db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                           (t, rid, seq, stored.expires_at, orjson.dumps(stored.response),
-                            orjson.dumps(stored.input_items), orjson.dumps(stored.conversation)))
-                db.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)",
-                               [(t, item_id, rid) for item_id in stored.items])
-                old = [r[0] for r in db.execute(
-                    "SELECT id FROM responses WHERE tenant = ? ORDER BY seq DESC LIMIT -1 OFFSET ?",
-                    (t, self.max_per_tenant))]
-                for old_id in old:
-                    self._delete(db, t, old_id)
-                self._puts += 1
-                if self._puts % 256 == 1:  # now and then, drop what expired (any tenant)
-                    for et, eid in db.execute("SELECT tenant, id FROM responses WHERE expires_at <= ? LIMIT 1000",
-                                              (now,)).fetchall():
-                        self._delete(db, et, eid)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+            self._pending[(tenant or "", stored.response["id"])] = stored
 
     def get(self, tenant: str | None, response_id: str) -> StoredResponse | None:
+        key = (tenant or "", response_id)
         with self._lock:
-            row = self._conn().execute(
-                "SELECT response, input_items, conversation, expires_at FROM responses WHERE tenant = ? AND id = ?",
-                (tenant or "", response_id)).fetchone()
-        if row is None or row[3] <= self._clock():
-            return None
-        return StoredResponse(response=orjson.loads(row[0]), input_items=orjson.loads(row[1]),
-                              conversation=orjson.loads(row[2]), expires_at=row[3])
+            stored = self._pending.get(key) or self._writing.get(key)
+        if stored is None:
+            with self._db_lock:
+                row = self._conn().execute(
+                    "SELECT response, input_items, conversation, expires_at FROM responses WHERE tenant = ? AND id = ?",
+                    key).fetchone()
+            if row is None:
+                return None
+            stored = StoredResponse(response=orjson.loads(row[0]), input_items=orjson.loads(row[1]),
+                                    conversation=orjson.loads(row[2]), expires_at=row[3])
+        return stored if stored.expires_at > self._clock() else None
 
     def delete(self, tenant: str | None, response_id: str) -> bool:
+        key = (tenant or "", response_id)
         with self._lock:
+            buffered = self._pending.pop(key, None) is not None
+            writing = self._writing.pop(key, None) is not None
+        with self._db_lock:
             db = self._conn()
             db.execute("BEGIN")
-            found = self._delete(db, tenant or "", response_id)
+            found = self._delete(db, *key)
             db.execute("COMMIT")
-        return found
+        return buffered or writing or found
 
     def item(self, tenant: str | None, item_id: str) -> dict[str, Any] | None:
+        t = tenant or ""
         with self._lock:
+            for stored in (*self._pending.values(), *self._writing.values()):
+                if item_id in stored.items and stored.expires_at > self._clock():
+                    return stored.items[item_id]
+        with self._db_lock:
             row = self._conn().execute("SELECT response_id FROM response_items WHERE tenant = ? AND item_id = ?",
-                                       (tenant or "", item_id)).fetchone()
-        stored = self.get(tenant, row[0]) if row else None
-        return stored.items.get(item_id) if stored else None
+                                       (t, item_id)).fetchone()
+        found = self.get(tenant, row[0]) if row else None
+        return found.items.get(item_id) if found else None
+
+    # ------------------------------------------------------------------ writing
+
+    def pending(self) -> int:
+        """Responses buffered and not yet written."""
+        return len(self._pending)
+
+    def flush(self) -> int:
+        """Write what is buffered in one transaction (blocking); returns how many."""
+        with self._lock:
+            batch, self._pending = self._pending, {}
+            self._writing.update(batch)
+        if not batch:
+            return 0
+        now = self._clock()
+        try:
+            with self._db_lock:
+                db = self._conn()
+                db.execute("BEGIN")
+                try:
+                    for (t, rid), stored in batch.items():
+                        self._insert(db, t, rid, stored)
+                    self._flushes += 1
+                    if self._flushes % 64 == 1:  # now and then, drop what expired (any tenant)
+                        for et, eid in db.execute("SELECT tenant, id FROM responses WHERE expires_at <= ? LIMIT 1000",
+                                                  (now,)).fetchall():
+                            self._delete(db, et, eid)
+                    db.execute("COMMIT")
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+        except BaseException:
+            with self._lock:  # not lost: the next flush tries again
+                for key, stored in batch.items():
+                    if self._writing.pop(key, None) is not None:
+                        self._pending.setdefault(key, stored)
+            raise
+        with self._lock:
+            for key in batch:
+                self._writing.pop(key, None)
+        return len(batch)
 
     def close(self) -> None:
-        with self._lock:
+        self.flush()
+        with self._db_lock:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+
+    def _insert(self, db: sqlite3.Connection, t: str, rid: str, stored: StoredResponse) -> None:
+        seq = db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM responses WHERE tenant = ?", (t,)).fetchone()[0]
+        db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                   (t, rid, seq, stored.expires_at, orjson.dumps(stored.response),
+                    orjson.dumps(stored.input_items), orjson.dumps(stored.conversation)))
+        db.executemany("INSERT OR REPLACE INTO response_items VALUES (?, ?, ?)",
+                       [(t, item_id, rid) for item_id in stored.items])
+        # seq grows by one per response: what is max_per_tenant responses old goes (an
+        # index range, usually one row; deletions only make the tenant hold fewer)
+        for (old_id,) in db.execute("SELECT id FROM responses WHERE tenant = ? AND seq <= ?",
+                                    (t, seq - self.max_per_tenant)).fetchall():
+            self._delete(db, t, old_id)
 
     @staticmethod
     def _delete(db: sqlite3.Connection, tenant: str, response_id: str) -> bool:
