@@ -7,7 +7,7 @@ import json
 import sys
 import time
 
-from myriad.errors import BudgetExceeded
+from myriad.errors import BudgetExceeded, RateLimited
 from myriad.metering import Meter, Subject, Usage, UsageEvent
 from myriad.metering._store import ReservationRequest, open_store
 
@@ -27,6 +27,28 @@ async def race(db: str, n: int, start_at: float, actual_fraction: float) -> dict
                 await asyncio.sleep(0.005)
                 r.commit(actual)
         except BudgetExceeded:
+            refused += 1
+
+    while time.time() < start_at:
+        await asyncio.sleep(0.001)
+    await asyncio.gather(*(one(m, i) for i, m in enumerate(meters)))
+    for m in meters:
+        m.close()
+    return {"admitted": admitted, "refused": refused}
+
+
+async def limits(db: str, n: int, start_at: float, hold_s: float) -> dict:
+    """n callers, each with its own connection, ask for a 'sandbox' slot at once and hold it hold_s."""
+    meters = [Meter(open_store(db)) for _ in range(n)]
+    admitted = refused = 0
+
+    async def one(m: Meter, i: int) -> None:
+        nonlocal admitted, refused
+        try:
+            async with m.reserve(Subject("acme", f"u{i % 3}"), None, operation="sandbox"):
+                admitted += 1
+                await asyncio.sleep(hold_s)
+        except RateLimited:  # ConcurrencyLimited is one too
             refused += 1
 
     while time.time() < start_at:
@@ -72,6 +94,8 @@ if __name__ == "__main__":
     mode = sys.argv[1]
     if mode == "race":
         print(json.dumps(asyncio.run(race(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])))))
+    elif mode == "limits":
+        print(json.dumps(asyncio.run(limits(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5])))))
     elif mode == "owned":
         asyncio.run(owned(sys.argv[2], float(sys.argv[3])))
     elif mode == "write":

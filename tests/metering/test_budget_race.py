@@ -127,3 +127,31 @@ def test_processes_sharing_the_ledger(ledger_url, actual_fraction):
     assert st.spent_nanos <= HARD_NANOS and st.reserved_nanos == 0 and open_res == 0 and n_events == admitted
     if actual_fraction == 1.0:
         assert admitted == 5 and st.spent_nanos == HARD_NANOS
+
+
+@pytest.mark.parametrize("kind,limit,hold_s", [("concurrent", 3, 2.0), ("requests_per_minute", 5, 0.0)])
+def test_rate_and_concurrency_limits_hold_across_processes(ledger_url, kind, limit, hold_s):
+    """100 callers in 4 processes against a concurrency limit of 3 (each holds its slot a
+    two seconds) or 5 requests a minute: exactly that many are admitted, the rest refused."""
+    from myriad.metering import Limit
+
+    store = open_store(ledger_url)
+    store.add_price_version(dict(PRICES))
+    store.put_limit(Limit(Scope("acme"), kind, limit, "sandbox", id="lim"))
+    store.close()
+    start_at = time.time() + 3.0  # every process has opened its 25 connections by then
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(["src", "."] + sys.path))
+    procs = [subprocess.Popen([sys.executable, str(WORKER), "limits", str(ledger_url), "25", str(start_at), str(hold_s)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(4)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=60)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert sum(r["admitted"] for r in results) == limit
+    assert sum(r["refused"] for r in results) == 100 - limit
+    store = open_store(ledger_url)
+    try:
+        assert store.open_reservations("acme") == 0  # every slot given back
+    finally:
+        store.close()

@@ -88,7 +88,7 @@ def _door(args: argparse.Namespace, url: str) -> int:
     from myriad.cluster.frontdoor import FrontDoor
 
     config = uvicorn.Config(FrontDoor(url), host=args.host, port=args.port, log_level="warning",
-                            ws_ping_interval=None, lifespan="on", access_log=False)
+                            ws_ping_interval=None, ws_per_message_deflate=False, lifespan="on", access_log=False)
     asyncio.run(uvicorn.Server(config).serve())
     return 0
 

@@ -95,8 +95,8 @@ def serve_cluster(settings: Any, database: str, *, mode: str, shards: int | None
     ]), flush=True)
     door = FrontDoor(database, route_timeout=max(10.0, 4 * ttl), max_frame_bytes=settings.agents.max_frame_bytes)
     config = uvicorn.Config(door, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            ws_max_size=settings.agents.max_frame_bytes, ws_ping_interval=None, lifespan="on",
-                            access_log=False)
+                            ws_max_size=settings.agents.max_frame_bytes, ws_ping_interval=None,
+                            ws_per_message_deflate=False, lifespan="on", access_log=False)
     try:
         asyncio.run(uvicorn.Server(config).serve())
     finally:
