@@ -126,9 +126,11 @@ def _litellm_bin() -> tuple[Path | None, str]:
     return (exe, "installed") if exe.exists() else (None, "the package installed no 'litellm' command")
 
 
-def _start_litellm(upstream_url: str, tmp: Path) -> tuple[Any, str] | str:
+def _start_litellm(upstream_url: str, tmp: Path) -> tuple[Any, str, str] | str:
     """A LiteLLM proxy (1 worker, no database) pinned to the gateway's core, routing
-    ``bench-model`` to the same upstream; (process, url) or the reason it was skipped."""
+    ``bench-model`` to the same upstream; (process, url, master key) or the reason it was
+    skipped. It refuses to start without a master key, and then checks it per request,
+    as Myriad checks its API key."""
     import subprocess
 
     import httpx
@@ -140,7 +142,10 @@ def _start_litellm(upstream_url: str, tmp: Path) -> tuple[Any, str] | str:
     cfg.write_text("model_list:\n  - model_name: bench-model\n    litellm_params:\n"
                    f"      model: openai/sim-bench\n      api_base: {upstream_url}\n      api_key: sk-bench\n")
     port = _free_port()
-    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    import secrets
+
+    master = "sk-" + secrets.token_hex(16)
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR", "LITELLM_MASTER_KEY": master}
     log = open(tmp / "litellm.log", "wb")
     proc = subprocess.Popen([str(exe), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1",
                              "--num_workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -152,7 +157,7 @@ def _start_litellm(upstream_url: str, tmp: Path) -> tuple[Any, str] | str:
             return f"the proxy exited with {proc.returncode} (see {tmp / 'litellm.log'})"
         try:
             if httpx.get(url + "/health/liveliness", timeout=1).status_code == 200:
-                return proc, url
+                return proc, url, master
         except httpx.HTTPError:
             pass
         time.sleep(0.25)
@@ -295,9 +300,10 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                 print(f"peer litellm skipped: {started}", flush=True)
                 peer_rates = set()
             else:
-                peer_proc, peer_url = started
+                peer_proc, peer_url, master = started
                 peer_cleanup.append(peer_proc)
-                targets["litellm"] = (peer_url + "/v1/chat/completions", {"content-type": "application/json"},
+                targets["litellm"] = (peer_url + "/v1/chat/completions",
+                                      {"content-type": "application/json", "authorization": f"Bearer {master}"},
                                       "bench-model")
                 print(f"peer: LiteLLM {LITELLM_VERSION} proxy (1 worker, no database, local cost map) on CPU "
                       f"{HOST_CPU}, at {', '.join(f'{r:g}' for r in sorted(peer_rates))} req/s", flush=True)
