@@ -50,3 +50,9 @@ def test_mcp_bench_smoke():
     assert ten["round_trips"]["model_calls"] == 11 and ten["code_mode"]["model_calls"] == 2
     assert ten["code_mode"]["script_result"] == {"sum": sum((k + 1) * (k + 1) for k in range(10))}
     assert ten["round_trips"]["total_tokens"] > ten["code_mode"]["total_tokens"] > 0
+
+
+def test_chat_bench_smoke():
+    r = bench("chat", "--chunks", "40", "--rounds", "1", "--pace", "0.2")
+    per = r["us_per_chunk"]
+    assert r["chunks"] == 40 and all(v > 0 for v in per.values()) and r["ratio_burst"] > 0

@@ -128,6 +128,42 @@ def test_v1_doors_through_the_front_door(cluster: Env) -> None:
     assert r.status_code == 200, r.text
 
 
+def test_budget_holds_across_nodes(cluster: Env) -> None:
+    """One ledger in PostgreSQL: concurrent model calls through both nodes' doors
+    (so both shards reserve at once) never spend past a tenant's hard budget."""
+    from myriad.metering._store import open_store
+
+    env = cluster
+    hard = 0.0003  # a handful of worst-case reservations of sim-small at max_tokens=100
+    r = subprocess.run([sys.executable, "-m", "myriad", "usage", "set-budget", "--tenant", "default", "--period", "total",
+                        "--hard", str(hard), "--id", "race"],
+                       capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(REPO / "src"), "MYRIAD_DATABASE": env.database,
+                            "MYRIAD_DATA_DIR": str(env.data_dir)})
+    assert r.returncode == 0, r.stderr
+
+    async def one(i: int) -> int:
+        async with httpx.AsyncClient(timeout=60) as c:
+            resp = await c.post(f"{env.doors[i % 2].url}/v1/chat/completions", headers=env.headers,
+                                json={"model": "sim-small", "max_tokens": 100,
+                                      "messages": [{"role": "user", "content": f"question {i}"}]})
+            return resp.status_code
+
+    async def main() -> list[int]:
+        return list(await asyncio.gather(*[one(i) for i in range(40)]))
+
+    codes = asyncio.run(main())
+    assert set(codes) <= {200, 402}, codes
+    assert codes.count(200) >= 1 and codes.count(402) >= 1, codes
+    store = open_store(env.database)
+    try:
+        (status,) = [s for s in store.budget_status("default") if s.budget.id == "race"]
+    finally:
+        store.close()
+    assert status.spent_nanos <= hard * 1e9, (status.spent_nanos, codes.count(200))
+    assert status.reserved_nanos == 0
+
+
 def test_single_activation_sigstop(cluster: Env) -> None:
     """SIGSTOP the shard holding an agent mid-turn; its lease expires; the agent is
     activated on the other shard and written to; SIGCONT: the old shard's pending

@@ -11,7 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -59,6 +64,32 @@ def build(token: str):  # type: ignore[no-untyped-def]
         await inner(scope, receive, send)
 
     return app
+
+
+@contextmanager
+def running(token: str) -> Iterator[str]:
+    """This server in a process of its own; its base URL (the MCP endpoint is ``/mcp``)."""
+    import httpx
+
+    from tests.integration.live import free_port
+
+    repo = Path(__file__).resolve().parents[2]
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.mcp_upstream", str(port), token], cwd=repo,
+                            env={"PYTHONPATH": f"{repo / 'src'}:{repo}", "PATH": "/usr/bin:/bin"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                httpx.get(url + "/seen", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 if __name__ == "__main__":

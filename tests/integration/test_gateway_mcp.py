@@ -8,14 +8,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 
-from tests.integration.live import REPO, LiveServer, free_port
+from tests.integration.live import REPO, LiveServer
+from tests.integration.mcp_upstream import running
 
 pytest.importorskip("mcp")
 TOKEN = "registered-token-0987654321"
@@ -23,20 +23,8 @@ TOKEN = "registered-token-0987654321"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.mcp_upstream", str(port), TOKEN], cwd=REPO,
-                            env={"PYTHONPATH": f"{REPO / 'src'}:{REPO}", "PATH": "/usr/bin:/bin"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 60
-    while time.time() < deadline:
-        try:
-            httpx.get(url + "/seen", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with running(TOKEN) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -17,7 +15,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.integration.live import REPO, LiveServer, free_port
+from tests.integration.live import LiveServer, free_port
+from tests.integration.mcp_upstream import running
 
 pytest.importorskip("mcp")
 TOKEN = "upstream-oauth-token-1234567890"
@@ -25,20 +24,8 @@ TOKEN = "upstream-oauth-token-1234567890"
 
 @pytest.fixture(scope="module")
 def upstream() -> Iterator[str]:
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.mcp_upstream", str(port), TOKEN], cwd=REPO,
-                            env={"PYTHONPATH": f"{REPO / 'src'}:{REPO}", "PATH": "/usr/bin:/bin"})
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        try:
-            httpx.get(url + "/seen", timeout=1)
-            break
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    yield url
-    proc.kill()
-    proc.wait()
+    with running(TOKEN) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import parse_qs, urlsplit
 

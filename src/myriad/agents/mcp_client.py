@@ -230,7 +230,8 @@ class McpClient:
             texts = [c.get("text", "") for c in result.get("content", []) if isinstance(c, dict) and c.get("type") == "text"]
             return texts[0] if len(texts) == 1 else texts
 
-        schema = spec.get("inputSchema") if isinstance(spec.get("inputSchema"), dict) else {"type": "object"}
+        raw = spec.get("inputSchema")
+        schema: dict[str, Any] = raw if isinstance(raw, dict) else {"type": "object"}
         js_name = f"{server}_{tool_name}".replace("-", "_").replace(".", "_")
         return Tool(js_name, invoke, str(spec.get("description") or ""), schema)
 

@@ -248,6 +248,32 @@ def _best(results: list[dict[str, Any]], limit: float) -> int:
     return max(ok) if ok else 0
 
 
+MAPS_PER_ISOLATE = 21
+"""Memory mappings one warm V8 isolate holds (heap reservations, and two threads with
+guard pages): measured 20.1 per isolate with py_mini_racer on this machine."""
+_MAP_COUNT = Path("/proc/sys/vm/max_map_count")
+
+
+def map_count_preflight(isolates: int) -> str:
+    """The 3,500 -> 4,000 session cliff: every session keeps a warm isolate, each isolate
+    holds ~20 memory mappings, and Linux's default ``vm.max_map_count`` (65,530) stops the
+    process at ~3,200 of them (V8 then aborts the whole host on its next allocation).
+    Raise the limit when we may (root, writable /proc/sys) and say what happened."""
+    try:
+        current = int(_MAP_COUNT.read_text())
+    except (OSError, ValueError):
+        return "vm.max_map_count: unknown (not Linux?)"
+    need = isolates * MAPS_PER_ISOLATE + 20_000
+    if current >= need:
+        return f"vm.max_map_count = {current:,}: room for {isolates:,} warm isolates"
+    try:
+        _MAP_COUNT.write_text(str(need))
+        return f"vm.max_map_count raised {current:,} -> {need:,} for {isolates:,} warm isolates (~{MAPS_PER_ISOLATE} maps each)"
+    except OSError:
+        return (f"WARNING: vm.max_map_count = {current:,} allows ~{(current - 20_000) // MAPS_PER_ISOLATE:,} warm isolates "
+                f"(~{MAPS_PER_ISOLATE} maps each); levels above that abort the host. Run: sysctl -w vm.max_map_count={need}")
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from myriad.bench.report import print_table
     from myriad.identity import KeyStore
@@ -257,6 +283,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         print("note: fewer than 2 CPUs; host and load generator share one (numbers will be pessimistic)")
     levels = [int(x) for x in args.levels.split(",") if x]
     base_levels = [int(x) for x in args.baseline_levels.split(",") if x]
+    if not args.no_tool:
+        print(map_count_preflight(max(levels, default=0)), flush=True)
     ctx = mp.get_context("fork")
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-density-"))
     upstream = start_simulated_upstream(mode="process", cpu=SIDE_CPU, ttft=args.ttft, tps=args.tps,

@@ -7,13 +7,10 @@ path); the counter writes them to the ledger as idempotent events every few seco
 
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any
 
 from myriad.metering._counter import UsageCounter
 from myriad.metering._events import Resources, Subject
-
-T = TypeVar("T")
-
 
 class TurnMeter:
     """Counts each agent turn (failed ones too) for the agent that ran it."""

@@ -24,7 +24,7 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping as MappingABC
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol, TypeVar
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Mapping, Protocol, TypeVar
 
 from myriad.errors import (
     ConfigError,
@@ -282,7 +282,7 @@ class Gateway:
     async def chat_stream_batches(self, body: Mapping[str, Any], *, tenant: str | None = None,
                                   agent: str | None = None, kind: str = "chat",
                                   passthrough: Mapping[str, Any] | None = None
-                                  ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+                                  ) -> AsyncGenerator[tuple[str, list[dict[str, Any]]], None]:
         """Like :meth:`chat_stream`, as ``(deployment, [raw chunk, ...])``: the chunks
         that arrived from upstream together, so a relay can forward them in one write.
         ``kind`` and ``passthrough`` as for :meth:`chat`: a deployment that takes the
@@ -300,7 +300,7 @@ class Gateway:
             await relay.aclose()
 
     async def _stream_cached(self, call: Call, cache_text: str | None, passthrough: Mapping[str, Any] | None = None
-                             ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+                             ) -> AsyncGenerator[tuple[str, list[dict[str, Any]]], None]:
         req, asked, tenant = call.body, call.model, call.tenant
         assert isinstance(req, dict)
         if cache_text is None or self.cache is None:
@@ -331,7 +331,7 @@ class Gateway:
             self.cache.store(probe, completed)
 
     async def _stream(self, call: Call, passthrough: Mapping[str, Any] | None = None
-                      ) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
+                      ) -> AsyncGenerator[tuple[str, list[dict[str, Any]]], None]:
         req, asked, tenant = call.body, call.model, call.tenant
         assert isinstance(req, dict)
         alias = await self._route(asked, req, tenant)
@@ -629,7 +629,8 @@ class Gateway:
                 return ContextWindowExceeded(
                     f"This model's maximum context length is {window} tokens, but the messages take about "
                     f"{need.tokens} tokens (no deployment of {alias!r} or its fallbacks has a bigger window). "
-                    "Shorten the messages.", details={"model": alias, "param": "messages"})
+                    "Shorten the messages.", details={"model": alias, "param": "input" if self._groups[alias][
+                        0].deployment.kind == "embedding" else "messages"})
             if need is not None and need.caps and not any(
                     not s.deployment.capabilities or need.caps <= s.deployment.capabilities for s in states):
                 return InvalidRequest(f"no deployment of {alias!r} (or its fallbacks) supports "

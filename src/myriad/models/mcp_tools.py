@@ -84,6 +84,7 @@ class McpToolset:
         try:
             for spec in specs:
                 label = spec["server_label"]
+                headers: dict[str, str]
                 if spec.get("server_url"):
                     from myriad.identity.mcp_servers import check_url
 

@@ -32,7 +32,7 @@ calls each one (in process and through the HTTP door) and fails if one does not.
 from __future__ import annotations
 
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, Protocol, TypeVar
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Protocol, TypeVar
 
 from myriad.models.types import Usage
 
@@ -183,7 +183,7 @@ class Pipeline:
                 self._detach_all(tokens)
             await self._exit(call, entered)
 
-    async def stream(self, call: Call, core: Callable[[Call], AsyncIterator[T]]) -> AsyncIterator[T]:
+    async def stream(self, call: Call, core: Callable[[Call], AsyncIterator[T]]) -> AsyncGenerator[T, None]:
         """Run a streamed call: middleware in, relay ``core(call)``'s items, middleware out
         (also when the consumer stops early: that is not an error)."""
         entered = await self._enter(call)

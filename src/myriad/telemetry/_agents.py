@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import Any
 
 from opentelemetry import context, trace
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -26,7 +26,6 @@ from myriad.telemetry import semconv as sc
 from myriad.telemetry._gateway import current_user, fail
 from myriad.telemetry._tools import current_tenant
 
-T = TypeVar("T")
 log = logging.getLogger("myriad.telemetry")
 
 
