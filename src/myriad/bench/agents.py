@@ -58,6 +58,7 @@ class Server:
     url: Callable[[int], str]
     procs: list[Any]
     stop: Callable[[], None]
+    helpers: Sequence[Any] = ()  # processes not counted per turn but reported (miniflare's node)
 
 
 def _free_port() -> int:
@@ -175,7 +176,7 @@ def _start_workerd(tmp: Path) -> Server | str:
         _terminate(proc)
         return "miniflare started no workerd process"
     return Server("workerd", lambda i: f"ws://127.0.0.1:{port}/agents/counter/s{i}", workers,
-                  lambda: _terminate(proc, workers))
+                  lambda: _terminate(proc, workers), [psutil.Process(proc.pid)])
 
 
 # ---------------------------------------------------------------- load
@@ -242,7 +243,7 @@ async def _session(http: Any, url: str, i: int, think: float, st: Load, gate: as
         await ws.close()
 
 
-def _cpu(procs: list[Any]) -> float:
+def _cpu(procs: Sequence[Any]) -> float:
     total = 0.0
     for p in procs:
         try:
@@ -292,9 +293,9 @@ async def _drive(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         progress(label, n, n)
         go.set()
         await asyncio.sleep(min(args.think, args.duration / 4))  # let the call rhythm settle
-        cpu0, st.start = _cpu(server.procs), time.perf_counter()
+        aux0, cpu0, st.start = _cpu(server.helpers), _cpu(server.procs), time.perf_counter()
         await asyncio.sleep(args.duration)
-        st.end, cpu1 = time.perf_counter(), _cpu(server.procs)
+        st.end, cpu1, aux1 = time.perf_counter(), _cpu(server.procs), _cpu(server.helpers)
         rss1 = _rss(server.procs)
         st.stop = True
         await asyncio.wait(tasks, timeout=max(10.0, 3 * args.think))
@@ -306,6 +307,7 @@ async def _drive(server: Server, args: argparse.Namespace) -> dict[str, Any]:
         "sessions": n, "connected": st.connected, "errors": st.errors, "error_kinds": st.error_kinds,
         "turns": turns, "turns_per_s": round(turns / args.duration, 1),
         "server_cpu_s": round(cpu, 3),
+        **({"helper_cpu_s": round(aux1 - aux0, 3)} if server.helpers else {}),
         "cpu_s_per_1000_turns": round(cpu / turns * 1000, 4) if turns else None,
         "server_cpu_pct": round(100 * cpu / args.duration, 1),
         "rss_before_mb": round(rss0 / 2**20, 1), "rss_after_mb": round(rss1 / 2**20, 1),
