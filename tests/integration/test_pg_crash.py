@@ -50,7 +50,8 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
     names = [f"n{i}" for i in range(8)]
     acked: dict[str, list[str]] = {}
     stop = asyncio.Event()
-    async with httpx.AsyncClient(base_url=first.url, headers=first.headers(), timeout=10) as c:
+    headers = first.headers()  # keys live in the database too: the other machine accepts it
+    async with httpx.AsyncClient(base_url=first.url, headers=headers, timeout=10) as c:
         tasks = [asyncio.create_task(_writer(c, n, acked, stop)) for n in names]
         await asyncio.sleep(1.5 + random.random())
         first.kill9()
@@ -61,7 +62,7 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
     second = _server(tmp_path / "machine-b", pg_url).start()  # another machine: an empty data dir
     try:
         assert not list((tmp_path / "machine-b").glob("sqlcache/*/*"))
-        async with httpx.AsyncClient(base_url=second.url, headers=second.headers(), timeout=10) as c:
+        async with httpx.AsyncClient(base_url=second.url, headers=headers, timeout=10) as c:
             for name, texts in acked.items():
                 rows = (await c.post(f"/v1/agents/notes/{name}/rpc", json={"method": "texts", "args": []})).json()
                 stored = rows["result"]
@@ -74,7 +75,19 @@ async def test_machine_lost_mid_load_then_fresh_process_with_empty_disk(pg_url: 
         second.stop()
 
 
-async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, pg_url: str, tmp_path: Path) -> None:
+async def test_postgres_restart_under_load_is_503_then_recovers(tmp_path: Path) -> None:
+    # its own PostgreSQL server: if a restart ever failed, the session's server (and every
+    # test after this one) would not go down with it
+    from tests.pg import PostgresServer
+
+    postgres = PostgresServer(fsync=False).start()
+    try:
+        await _restart_under_load(postgres, postgres.create_database(), tmp_path)
+    finally:
+        postgres.destroy()
+
+
+async def _restart_under_load(postgres: Any, pg_url: str, tmp_path: Path) -> None:
     server = _server(tmp_path / "data", pg_url).start()
     names = [f"r{i}" for i in range(6)]
     acked: dict[str, list[str]] = {}
@@ -88,6 +101,10 @@ async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, p
             started = time.monotonic()
             await asyncio.to_thread(postgres.stop, "fast")
             await asyncio.sleep(3)  # down long enough for requests to fail, not hang
+            for _ in range(600):  # a loaded machine can take a while to finish the shutdown
+                if not (postgres.data / "postmaster.pid").exists():
+                    break
+                await asyncio.sleep(0.1)
             await asyncio.to_thread(postgres.start)
             down = time.monotonic() - started
             recovered = sum(map(len, acked.values()))
@@ -99,7 +116,7 @@ async def test_postgres_restart_under_load_is_503_then_recovers(postgres: Any, p
             after = sum(map(len, acked.values()))
             assert before > 10 and after >= recovered + 30, (before, recovered, after)  # recovered by itself
             assert errors and set(errors) <= {503}, errors[:5]
-            assert down < 10
+            assert down < 70
             for name, texts in acked.items():
                 stored = (await c.post(f"/v1/agents/notes/{name}/rpc", json={"method": "texts", "args": []})).json()
                 assert [t for t in stored["result"] if t in set(texts)] == texts  # nothing acknowledged lost

@@ -117,7 +117,7 @@ class ShippedSQL:
             return await (await conn.execute(
                 "SELECT version, page_size, n_pages FROM agent_sql_files WHERE path=%s", (path,))).fetchone()
 
-        row = await storage._with_conn(head)
+        row = storage._sql_heads.pop(path, None) or await storage._with_conn(head)
         if row is None:
             return cls.create(storage, path)
         version, page_size, n_pages = int(row[0]), int(row[1]), int(row[2])

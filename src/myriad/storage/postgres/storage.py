@@ -55,6 +55,7 @@ class PostgresStorage:
         self._run_migrations = run_migrations
         self.synchronous_commit = synchronous_commit
         self._pool: Any = None
+        self._sql_heads: dict[str, tuple[int, int, int]] = {}  # from load_agent, used once by open_agent_sql
 
     # -- lifecycle -----------------------------------------------------------------
     async def open(self) -> None:
@@ -144,12 +145,17 @@ class PostgresStorage:
     # -- agents --------------------------------------------------------------------
     async def load_agent(self, path: str) -> AgentRecord | None:
         rows = await self._read(
-            "SELECT a.path, a.tenant, a.agent_class, a.name, a.state, a.created, a.updated, f.path IS NOT NULL "
+            "SELECT a.path, a.tenant, a.agent_class, a.name, a.state, a.created, a.updated, "
+            "f.version, f.page_size, f.n_pages "
             "FROM agents a LEFT JOIN agent_sql_files f ON f.path = a.path WHERE a.path = %s", (path,))
         if not rows:
             return None
         r = rows[0]
-        return AgentRecord(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), r[5], r[6], bool(r[7]))
+        if r[7] is not None:  # the wake opens the SQL next: spare it a round trip
+            if len(self._sql_heads) > 1024:  # reads that were not wakes leave entries: bound them
+                self._sql_heads.clear()
+            self._sql_heads[path] = (int(r[7]), int(r[8]), int(r[9]))
+        return AgentRecord(r[0], r[1], r[2], r[3], None if r[4] is None else bytes(r[4]), r[5], r[6], r[7] is not None)
 
     async def create_agent(self, record: AgentRecord) -> None:
         await self._write(record.path, [(
