@@ -139,16 +139,24 @@ def _cpu(pid: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from myriad.cluster.runner import start_ray, start_shards
-    from myriad.identity import KeyStore
-    from myriad.server.bootstrap import ensure_default_tenant
-    from myriad.settings import Settings
-
     pg = None
     database = args.database
     if not database:
         pg = _throwaway_pg()
         database = pg.create_database()
+    try:
+        return _run(args, database)
+    finally:
+        if pg is not None:
+            pg.destroy()
+
+
+def _run(args: argparse.Namespace, database: str) -> dict[str, Any]:
+    from myriad.cluster.runner import start_ray, start_shards
+    from myriad.identity import KeyStore
+    from myriad.server.bootstrap import ensure_default_tenant
+    from myriad.settings import Settings
+
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-scale-"))
     settings = Settings.load(data_dir=tmp / "data", agents_modules=["myriad.bench._scale_agent"])
     settings.storage.database = database
@@ -221,8 +229,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             door.kill()
         ray.shutdown()
-        if pg is not None:
-            pg.destroy()
     o = result["overhead"]
     rows = [
         ["turn straight to a shard, p50 / p99 (ms)", f"{o['direct']['p50_ms']:.3f} / {o['direct']['p99_ms']:.3f}"],
