@@ -1,6 +1,7 @@
 """The benchmarks run end to end (tiny sizes: these check they work, not how fast)."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,3 +57,37 @@ def test_chat_bench_smoke():
     r = bench("chat", "--chunks", "40", "--rounds", "1", "--pace", "0.2")
     per = r["us_per_chunk"]
     assert r["chunks"] == 40 and all(v > 0 for v in per.values()) and r["ratio_burst"] > 0
+
+
+def _agents_bench(*args: str, path: str = "/usr/bin:/bin") -> tuple[dict, str]:
+    env = {"PYTHONPATH": str(REPO / "src"), "PATH": path}
+    for k in ("HOME", "XDG_CACHE_HOME"):  # share the on-demand peer install (~/.cache/myriad/peers/workerd)
+        if k in os.environ:
+            env[k] = os.environ[k]
+    proc = subprocess.run([sys.executable, "-m", "myriad", "bench", "agents", *args], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1]), proc.stdout
+
+
+@pytest.mark.integration
+def test_agents_bench_smoke_myriad_and_workerd():
+    r, out = _agents_bench("--sessions", "5", "--duration", "3", "--think", "0.3", "--peer", "workerd")
+    sides = ["myriad"]
+    if "skipped" in r["workerd"]:  # npm could not install the peer here: said so, plainly
+        assert r["workerd"]["skipped"] and f"peer workerd skipped: {r['workerd']['skipped']}" in out
+    else:
+        sides.append("workerd")
+        assert "not Cloudflare's production" in r["note"] and "not Cloudflare's production" in out
+        assert r["ratios"]["cpu_workerd_over_myriad"] > 0
+    for s in sides:
+        m = r[s]
+        assert m["connected"] == 5 and m["errors"] == 0, m
+        assert m["turns"] > 5 and m["cpu_s_per_1000_turns"] > 0 and m["rss_after_mb"] > 0
+        assert 0 < m["p50_ms"] <= m["p99_ms"]
+
+
+def test_agents_bench_says_why_the_peer_is_skipped():
+    r, out = _agents_bench("--no-myriad", "--peer", "workerd", path="/nonexistent")
+    assert r["workerd"] == {"skipped": "node and npm are needed (not on PATH)"}
+    assert "peer workerd skipped: node and npm are needed (not on PATH)" in out

@@ -20,6 +20,7 @@ BENCHES: dict[str, str] = {
     "mcp": "myriad.bench.mcp",
     "chat": "myriad.bench.chat",
     "scale": "myriad.bench.scale",
+    "agents": "myriad.bench.agents",
 }
 
 __all__ = ["BENCHES"]

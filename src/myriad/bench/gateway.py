@@ -53,6 +53,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inprocess-calls", type=int, default=2000, help="sequential calls for the in-process path")
     p.add_argument("--skip-http", action="store_true", help="only the router part")
     p.add_argument("--skip-router", action="store_true", help="only the latency part")
+    p.add_argument("--peer", choices=["litellm"], default=None,
+                   help="also measure a peer gateway in the same run (installed on demand into its own venv)")
+    p.add_argument("--peer-rates", default="100",
+                   help="rates (req/s) at which the peer runs, besides Myriad (LiteLLM saturates near 110-150 req/s)")
     p.add_argument("--responses", action="store_true",
                    help="also the same requests through /v1/responses (translated to chat for this upstream)")
 
@@ -91,6 +95,83 @@ def _server_main(data_dir: str, port: int, config: str, full: bool) -> None:
     cfg = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning", access_log=False,
                          http="httptools", loop="uvloop", backlog=16384, lifespan="on")
     asyncio.run(uvicorn.Server(cfg).serve())
+
+
+LITELLM_VERSION = "1.108.7"
+"""The newest LiteLLM whose ``[proxy]`` extra installs from the package index here."""
+
+
+def _peer_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "myriad" / "peers"
+
+
+def _litellm_bin() -> tuple[Path | None, str]:
+    """The ``litellm`` proxy executable, installed on first use into its own venv
+    (``~/.cache/myriad/peers/litellm-<version>``); (None, why) if it cannot be."""
+    import subprocess
+    import sys
+
+    venv = _peer_dir() / f"litellm-{LITELLM_VERSION}"
+    exe = venv / "bin" / "litellm"
+    if exe.exists():
+        return exe, "cached"
+    try:
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True, timeout=300)
+        subprocess.run([str(venv / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"],
+                       check=True, capture_output=True, timeout=1800)
+    except (OSError, subprocess.SubprocessError) as e:
+        err = (getattr(e, "stderr", b"") or b"").decode(errors="replace").strip().splitlines()
+        return None, f"cannot install litellm[proxy]=={LITELLM_VERSION}: {err[-1] if err else e}"
+    return (exe, "installed") if exe.exists() else (None, "the package installed no 'litellm' command")
+
+
+def _start_litellm(upstream_url: str, tmp: Path) -> tuple[Any, str] | str:
+    """A LiteLLM proxy (1 worker, no database) pinned to the gateway's core, routing
+    ``bench-model`` to the same upstream; (process, url) or the reason it was skipped."""
+    import subprocess
+
+    import httpx
+
+    exe, how = _litellm_bin()
+    if exe is None:
+        return how
+    cfg = tmp / "litellm.yaml"
+    cfg.write_text("model_list:\n  - model_name: bench-model\n    litellm_params:\n"
+                   f"      model: openai/sim-bench\n      api_base: {upstream_url}\n      api_key: sk-bench\n")
+    port = _free_port()
+    env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}
+    log = open(tmp / "litellm.log", "wb")
+    proc = subprocess.Popen([str(exe), "--config", str(cfg), "--port", str(port), "--host", "127.0.0.1",
+                             "--num_workers", "1"], env=env, stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=lambda: _pin(HOST_CPU))
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return f"the proxy exited with {proc.returncode} (see {tmp / 'litellm.log'})"
+        try:
+            if httpx.get(url + "/health/liveliness", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    proc.kill()
+    return "the proxy did not come up within 180 s"
+
+
+def _tree_cpu(proc: Any) -> float:
+    """CPU seconds of ``proc`` and its children (a peer may run workers as children)."""
+    import psutil
+
+    total = 0.0
+    for p in [proc, *proc.children(recursive=True)]:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    return total
 
 
 def _busy(cpu: int) -> float:
@@ -182,6 +263,7 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                                         tps=args.tps)
     ctx = mp.get_context("spawn")
     servers: list[Any] = []
+    peer_cleanup: list[Any] = []
     old_affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     try:
         keys = KeyStore(tmp / "data")
@@ -205,27 +287,46 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                               {"content-type": "application/json", "authorization": f"Bearer {key}"}, "bench-model")
             if args.responses and not metering:
                 targets[RESPONSES] = (f"http://127.0.0.1:{port}/v1/responses", targets[label][1], "bench-model")
+        peer_rates = {float(r) for r in args.peer_rates.split(",") if r} if args.peer else set()
+        peer_proc = None
+        if args.peer == "litellm":
+            started = _start_litellm(upstream.base_url, tmp)
+            if isinstance(started, str):
+                print(f"peer litellm skipped: {started}", flush=True)
+                peer_rates = set()
+            else:
+                peer_proc, peer_url = started
+                peer_cleanup.append(peer_proc)
+                targets["litellm"] = (peer_url + "/v1/chat/completions", {"content-type": "application/json"},
+                                      "bench-model")
+                print(f"peer: LiteLLM {LITELLM_VERSION} proxy (1 worker, no database, local cost map) on CPU "
+                      f"{HOST_CPU}, at {', '.join(f'{r:g}' for r in sorted(peer_rates))} req/s", flush=True)
+        rates = sorted(set(rates) | peer_rates)
         _pin(SIDE_CPU)
         print(f"gateway servers on CPU {HOST_CPU} (one at a time under load); simulated upstream (SIMULATED model, "
               f"{args.upstream_ms:g} ms) and load generator on CPU {SIDE_CPU}", flush=True)
         procs = {"gateway": psutil.Process(servers[0].pid), RESPONSES: psutil.Process(servers[0].pid),
                  "gateway+metering+telemetry": psutil.Process(servers[1].pid)}
+        if peer_proc is not None:
+            procs["litellm"] = psutil.Process(peer_proc.pid)
         msg = [{"role": "user", "content": "Summarise the benchmark in one sentence."}]
         rows, runs = [], []
-        total = 2 * len(rates) * len(targets)
+        total = 2 * sum(len(targets) - (1 if "litellm" in targets and r not in peer_rates else 0) for r in rates)
         done = 0
         for stream in (False, True):
             for rate in rates:
                 stats: dict[str, Any] = {}
                 for name, (url, headers, model) in targets.items():
+                    if name == "litellm" and rate not in peer_rates:
+                        continue
                     body = json.dumps({"model": model, "messages": msg, "stream": stream} if name != RESPONSES else
                                       {"model": model, "input": msg[0]["content"], "stream": stream}).encode()
                     asyncio.run(_drive(url, headers, body, rate, min(1.0, args.duration), stream))  # warm-up
                     proc = procs.get(name)
-                    cpu0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+                    cpu0 = _tree_cpu(proc) if proc else 0.0
                     core0 = _busy(HOST_CPU)
                     out = asyncio.run(_drive(url, headers, body, rate, args.duration, stream))
-                    cpu = sum(proc.cpu_times()[:2]) - cpu0 if proc else 0.0
+                    cpu = _tree_cpu(proc) - cpu0 if proc else 0.0
                     others = max(0.0, _busy(HOST_CPU) - core0 - cpu)
                     n = len(out["lat"])
                     stats[name] = {
@@ -240,7 +341,7 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
                     progress("gateway bench", done, total)
                 d = stats["direct"]
                 run: dict[str, Any] = {"stream": stream, "rate": rate, **stats}
-                for name in [n for n in targets if n != "direct"]:
+                for name in [n for n in targets if n != "direct" and n in stats]:
                     g = stats[name]
                     key_ = name.replace("+", "_").replace(" /v1/", "_")
                     run[f"{key_}_added_p50_ms"] = round(g["p50_ms"] - d["p50_ms"], 3)
@@ -270,6 +371,9 @@ def _http_part(args: argparse.Namespace, result: dict[str, Any]) -> None:
         for proc_ in servers:
             proc_.kill()
             proc_.join()
+        for p_ in peer_cleanup:
+            p_.kill()
+            p_.wait()
         upstream.close()
         shutil.rmtree(tmp, ignore_errors=True)
 

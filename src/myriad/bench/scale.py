@@ -12,7 +12,9 @@ PostgreSQL (``--database``, or a throwaway server when the Debian binaries exist
    last is answered) for ``--duration`` s with 1 shard, then with 2 shards (new
    agents, placed over both): turns per second, and scaling efficiency
    = turns/s(2) / (2 x turns/s(1)). Baseline: the 1-shard run.
-3. failover: the same load on 2 shards; one shard is killed with SIGKILL; for every
+3. wake: agents spread over both shards, hibernated, then each woken by one turn
+   through the front door (wake = one PostgreSQL read + the turn); p50/p99.
+4. failover: the same load on 2 shards; one shard is killed with SIGKILL; for every
    agent it held, the time from the kill to that agent's first acknowledged turn
    (clients reconnect at once); p50/p99.
 
@@ -137,20 +139,29 @@ def _cpu(pid: int) -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from myriad.cluster.runner import start_ray, start_shards
-    from myriad.identity import KeyStore
-    from myriad.server.bootstrap import ensure_default_tenant
-    from myriad.settings import Settings
-
     pg = None
     database = args.database
     if not database:
         pg = _throwaway_pg()
         database = pg.create_database()
+    try:
+        return _run(args, database)
+    finally:
+        if pg is not None:
+            pg.destroy()
+
+
+def _run(args: argparse.Namespace, database: str) -> dict[str, Any]:
+    from myriad.cluster.runner import start_ray, start_shards
+    from myriad.identity import KeyStore
+    from myriad.server.bootstrap import ensure_default_tenant
+    from myriad.settings import Settings
+
     tmp = Path(tempfile.mkdtemp(prefix="myriad-bench-scale-"))
     settings = Settings.load(data_dir=tmp / "data", agents_modules=["myriad.bench._scale_agent"])
     settings.storage.database = database
     settings.telemetry.enabled = False
+    settings.agents.hibernate_after = 2.0  # so the wake step needs to wait only seconds
     from myriad.cluster.directory import migrate_cluster
 
     migrate_cluster(database)
@@ -206,6 +217,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # What scaling would be with a core per shard: shard CPU per turn, 1 vs 2 shards.
         c1, c2 = result["one_shard"]["shard_cpu_ms_per_turn"], result["two_shards"]["shard_cpu_ms_per_turn"]
         result["cpu_scaling_efficiency"] = round(c1 / c2, 3) if c1 and c2 else None
+        # wake: agents hibernated on both shards, each woken by one turn through the door
+        result["wake"] = asyncio.run(_wake(door_port, key, args.sessions * 2, settings.agents.hibernate_after))
         # 3. failover
         if not args.no_failover:
             result["failover"] = asyncio.run(_failover(door_port, key, args, database))
@@ -216,8 +229,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         except subprocess.TimeoutExpired:
             door.kill()
         ray.shutdown()
-        if pg is not None:
-            pg.destroy()
     o = result["overhead"]
     rows = [
         ["turn straight to a shard, p50 / p99 (ms)", f"{o['direct']['p50_ms']:.3f} / {o['direct']['p99_ms']:.3f}"],
@@ -231,6 +242,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ["shard CPU per turn, 1 shard / 2 shards (ms)",
          f"{result['one_shard']['shard_cpu_ms_per_turn']} / {result['two_shards']['shard_cpu_ms_per_turn']}"],
         ["CPU scaling efficiency cpu/turn(1) / cpu/turn(2)", result["cpu_scaling_efficiency"]],
+        ["wake + turn through the door, 2 shards, p50 / p99 (ms)",
+         f"{result['wake']['p50_ms']:.2f} / {result['wake']['p99_ms']:.2f}"],
     ]
     if "failover" in result:
         f = result["failover"]
@@ -239,6 +252,30 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     print_table(f"bench scale ({result['storage']} storage, {result['cpus']} CPUs shared by everything)",
                 ["measure", "value"], rows)
     return result
+
+
+async def _wake(door_port: int, key: str, n: int, hibernate_after: float) -> dict[str, Any]:
+    """First turn of ``n`` agents (over both shards) after they hibernated: the wake
+    (a PostgreSQL read) plus the turn, through the front door."""
+    from websockets.asyncio.client import connect
+
+    async def one_turn(name: str) -> float:
+        url = f"ws://127.0.0.1:{door_port}/agents/scale-agent/{name}?token={key}"
+        async with connect(url, compression=None, ping_interval=None) as ws:
+            for _ in range(2):  # identity, state
+                await ws.recv()
+            t0 = time.perf_counter()
+            await ws.send('{"type":"rpc","id":"w","method":"add","args":[1]}')
+            while json.loads(await ws.recv()).get("id") != "w":
+                pass
+            return time.perf_counter() - t0
+
+    names = [f"wake-{i}" for i in range(n)]
+    for name in names:
+        await one_turn(name)  # creates it; the connection closes, so it may hibernate
+    await asyncio.sleep(hibernate_after + 2)
+    samples = [await one_turn(name) for name in names]
+    return summary_ms(samples)
 
 
 def _wait_door(port: int, shards: int, timeout: float = 60) -> None:

@@ -149,8 +149,10 @@ class PostgresDB:
         if q is None:
             q = self._sql[sql] = _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
 
+        from myriad.storage.postgres import live_connection
+
         def run() -> _Result:
-            with self._pool.connection() as conn:
+            with live_connection(self._pool) as conn:
                 cur = conn.execute(q, tuple(params))
                 rows = cur.fetchall() if cur.description is not None else []
                 return _Result(rows, cur.rowcount)

@@ -159,11 +159,11 @@ class PostgresLedger:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from myriad.storage.postgres import translate
+        from myriad.storage.postgres import live_connection, translate
 
         names = sorted(set(tenants))
         try:
-            with self._pool.connection() as conn, conn.transaction():
+            with live_connection(self._pool) as conn, conn.transaction():
                 if global_lock:
                     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_GLOBAL_LOCK,))
                 if names:
@@ -349,10 +349,10 @@ class PostgresLedger:
         import psycopg
         from psycopg_pool import PoolTimeout
 
-        from myriad.storage.postgres import translate
+        from myriad.storage.postgres import live_connection, translate
 
         try:
-            with self._pool.connection() as conn:
+            with live_connection(self._pool) as conn:
                 cur = psycopg.ClientCursor(conn)
 
                 def run(sql: str, params: Sequence[Any] = ()) -> list[list[Any] | None]:

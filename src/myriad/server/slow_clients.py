@@ -22,9 +22,17 @@ import asyncio
 from typing import Any
 
 
-def guarded_http_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with the two deadlines (seconds)."""
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+def guarded_http_protocol(header_timeout: float, body_timeout: float) -> type[asyncio.Protocol] | str:
+    """uvicorn's httptools protocol with the two deadlines (seconds); ``"auto"``
+    (uvicorn's choice, unguarded, with a warning) where httptools is missing."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:  # uvicorn without [standard]
+        import logging
+
+        logging.getLogger("myriad.server").warning(
+            "httptools is not installed: no header/body timeouts (pip install 'uvicorn[standard]')")
+        return "auto"
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: asyncio.TimerHandle | None = None

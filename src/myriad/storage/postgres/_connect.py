@@ -14,7 +14,8 @@ It is imported lazily, inside these functions: ``import myriad`` never loads it.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, NoReturn
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Iterator, NoReturn
 from urllib.parse import urlsplit
 
 from myriad.errors import ConfigError, DatabaseUnavailable, FencedOut, StorageError
@@ -144,10 +145,40 @@ def async_pool(url: str, *, max_size: int = 10, timeout: float = 5.0, name: str 
                                             name=name, reconnect_timeout=float("inf"), kwargs=kwargs)
 
 
+def alive(conn: Any) -> bool:
+    """False if an idle pooled connection is known dead without a round trip (the server
+    restarted: its goodbye and the closed socket are already in the buffer)."""
+    psycopg = _driver()
+    from psycopg.pq import ConnStatus
+
+    try:
+        for _ in range(2):  # the first read may return the server's goodbye, the second its EOF
+            conn.pgconn.consume_input()
+            conn.pgconn.is_busy()  # parses what was read
+    except psycopg.OperationalError:
+        return False
+    return bool(conn.pgconn.status == ConnStatus.OK and not conn.closed and not conn.broken)
+
+
+@contextmanager
+def live_connection(pool: Any, attempts: int = 3) -> Iterator[Any]:
+    """A pooled connection that is not already dead (a dead one is closed, so the pool drops it)."""
+    for _ in range(attempts - 1):
+        with pool.connection() as conn:
+            if not alive(conn):
+                conn.close()
+                continue
+            yield conn
+            return
+    with pool.connection() as conn:
+        yield conn
+
+
 def probe(url: str, timeout: float = 5.0) -> None:
     """Connect once and run ``SELECT 1``: the clear error now rather than at the first request."""
     with connect(url, timeout=timeout) as conn:
         conn.execute("SELECT 1")
 
 
-__all__ = ["FENCE_SQLSTATE", "check_url", "redact", "translate", "connect", "sync_pool", "async_pool", "probe"]
+__all__ = ["FENCE_SQLSTATE", "alive", "check_url", "redact", "translate", "connect", "live_connection", "sync_pool",
+           "async_pool", "probe"]
