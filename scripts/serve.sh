@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-exec python3 -m myriad serve --agents examples.counter,examples.reminders,examples.assistant "$@"
+exec python3 -m myriad serve --agents examples.counter,examples.reminders,examples.assistant,examples.notes "$@"

@@ -42,7 +42,7 @@ if (( want_test )); then
   # cluster: Ray 2.60.0 (~380 MB) for tests/cluster (a real 2-node Ray cluster on this machine)
   python3 -m pip install -q --disable-pip-version-check -e ".[test,embeddings,cluster]"
 else
-  python3 -m pip install -q --disable-pip-version-check -e ".[telemetry]"
+  python3 -m pip install -q --disable-pip-version-check -e ".[telemetry,mcp]"
 fi
 
 if (( want_test )); then

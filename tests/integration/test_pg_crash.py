@@ -21,17 +21,17 @@ def _server(data_dir: Path, url: str) -> LiveServer:
 
 
 async def _writer(client: httpx.AsyncClient, name: str, acked: dict[str, list[str]], stop: asyncio.Event,
-                  errors: list[int] | None = None) -> None:
+                  errors: list[Any] | None = None) -> None:
     i = 0
     while not stop.is_set():
         i += 1
         text = f"{name}-{i}"
         try:
             r = await client.post(f"/v1/agents/notes/{name}/rpc", json={"method": "add", "args": [text]})
-        except httpx.HTTPError:
+        except httpx.HTTPError as e:
             if errors is None:
                 return  # the server died
-            errors.append(0)
+            errors.append(f"{type(e).__name__}: {e}")  # type: ignore[arg-type]
             await asyncio.sleep(0.05)
             continue
         if r.status_code == 200:
@@ -91,7 +91,7 @@ async def _restart_under_load(postgres: Any, pg_url: str, tmp_path: Path) -> Non
     server = _server(tmp_path / "data", pg_url).start()
     names = [f"r{i}" for i in range(6)]
     acked: dict[str, list[str]] = {}
-    errors: list[int] = []
+    errors: list[Any] = []
     stop = asyncio.Event()
     try:
         async with httpx.AsyncClient(base_url=server.url, headers=server.headers(), timeout=15) as c:

@@ -103,6 +103,22 @@ async def test_lru_eviction_disposes_isolates(tmp_path) -> None:
     assert all(b.closed for b in boxes)
 
 
+def test_live_isolates_stay_under_what_vm_max_map_count_allows(tmp_path) -> None:
+    """Past vm.max_map_count V8 cannot map memory and aborts the whole process (every
+    agent on it); the host cap stays under it, whatever warm_isolates says."""
+    from myriad.sandbox.policy import MAPS_PER_ISOLATE, MAPS_RESERVED, isolate_map_budget
+    from tests.sandbox.conftest import make_settings
+
+    limit = tmp_path / "max_map_count"
+    limit.write_text("65530\n")
+    assert isolate_map_budget(str(limit)) == (65530 - MAPS_RESERVED) // MAPS_PER_ISOLATE
+    assert isolate_map_budget(str(tmp_path / "absent")) is None
+    real = isolate_map_budget()
+    sbs = Sandboxes(make_settings(tmp_path, warm_isolates=10_000_000))
+    assert sbs.isolate_cap == (real if real is not None else 10_000_000)
+    assert Sandboxes(make_settings(tmp_path, warm_isolates=3)).isolate_cap == 3
+
+
 async def test_isolate_refuses_other_languages_and_network(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"javascript"})
     with pytest.raises(TierUnavailable, match="JavaScript only"):

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import json
+import logging
 import os
 import re
 import secrets
@@ -338,6 +340,19 @@ class Sandboxes:
             lru.move_to_end(key)
             self._isolates.move_to_end(key)
 
+    @functools.cached_property
+    def isolate_cap(self) -> int:
+        """Live isolates this host keeps: ``warm_isolates``, but never past what
+        ``vm.max_map_count`` lets one process map (past it V8 aborts the process)."""
+        configured = int(getattr(self.settings, "warm_isolates", 10_000))
+        budget = isolate_map_budget()
+        if budget is not None and budget < configured:
+            logging.getLogger("myriad.sandbox").warning(
+                "keeping at most %d live isolates (warm_isolates=%d): vm.max_map_count allows about that many "
+                "per process; raise it (sysctl -w vm.max_map_count=262144) to keep more", budget, configured)
+            return budget
+        return configured
+
     def _forget_isolate(self, key: tuple[str, str]) -> None:
         self._isolates.pop(key, None)
         tenant = tenant_of(key[0])
@@ -352,7 +367,7 @@ class Sandboxes:
         host within ``warm_isolates`` (the tenant holding the most gives one up): one tenant
         never evicts another's isolates unless that one holds more."""
         per_tenant = int(getattr(self.settings, "isolates_per_tenant", 1_000))
-        host_cap = int(getattr(self.settings, "warm_isolates", 10_000))
+        host_cap = self.isolate_cap
         while True:
             lru = self._isolates_of.get(tenant)
             if lru is not None and len(lru) > per_tenant:
@@ -549,6 +564,23 @@ class Sandboxes:
             except (SandboxUnavailable, SandboxError) as e:
                 out[name] = e.message
         return out
+
+
+MAPS_PER_ISOLATE = 24
+"""Memory mappings a live V8 isolate holds (~20 measured, with a margin)."""
+MAPS_RESERVED = 8192
+"""Mappings left for the rest of the process (Python, threads, libraries)."""
+
+
+def isolate_map_budget(path: str = "/proc/sys/vm/max_map_count") -> int | None:
+    """How many live isolates one process can hold before V8 cannot map memory, which
+    aborts the whole process (every agent on it), not just the new isolate. None where
+    the kernel does not say. Raise ``vm.max_map_count`` to hold more."""
+    try:
+        limit = int(Path(path).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return max(16, (limit - MAPS_RESERVED) // MAPS_PER_ISOLATE)
 
 
 def tenant_of(owner: str) -> str:

@@ -152,7 +152,11 @@ class McpDoor:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await servers.handle(Target(ref, principal), scope, replay, send)
+        try:
+            await servers.handle(Target(ref, principal), scope, replay, send)
+        except ImportError:  # the SDK is an extra: say which, not a traceback
+            await JSONResponse({"error": {"code": "mcp_unavailable", "message": "serving MCP needs the mcp SDK on "
+                                          "this server: pip install 'myriad[mcp]'"}}, status_code=503)(scope, receive, send)
 
 
 async def protected_resource(request: Request) -> Response:
