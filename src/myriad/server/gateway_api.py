@@ -11,7 +11,7 @@ status codes, with ``Retry-After`` on 429 and 503 when the wait is known.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 import orjson
 from starlette.requests import Request
@@ -106,15 +106,17 @@ async def chat_completions(request: Request) -> Any:
             first = None
     except MyriadError as e:
         return openai_error(e)
-    return _SSEResponse(first, stream)
+    return SSEResponse(first, stream)
 
 
 def _sse_bytes(batch: list[dict[str, Any]]) -> bytes:
     return b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in batch)
 
 
-class _SSEResponse:
-    """Relays a gateway stream as server-sent events, one write per upstream batch.
+class SSEResponse:
+    """Relays a gateway stream of ``(deployment, batch)`` as server-sent events, one write
+    per upstream batch (chat chunks here; the Responses API's typed events with its own
+    ``encode`` and no ``[DONE]``).
 
     Raw ASGI rather than Starlette's StreamingResponse: this is the gateway's hottest
     path and needs neither a task group nor a write per chunk. Headers are already
@@ -122,9 +124,14 @@ class _SSEResponse:
     way OpenAI does: an ``error`` event, then the end. A client that goes away stops
     the relay at the next batch (and so the upstream call)."""
 
-    def __init__(self, first: Any, stream: AsyncIterator[Any]) -> None:
+    def __init__(self, first: Any, stream: AsyncIterator[Any], *,
+                 encode: Callable[[list[Any]], bytes] = _sse_bytes, done: bytes = _DONE,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
         self.first = first
         self.stream = stream
+        self.encode = encode
+        self.done = done
+        self.headers = _SSE_HEADERS + (headers or [])
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         gone = asyncio.Event()
@@ -135,15 +142,15 @@ class _SSEResponse:
             gone.set()
 
         watcher = asyncio.ensure_future(watch())
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await send({"type": "http.response.start", "status": 200, "headers": self.headers})
         try:
             if self.first is not None:
-                await send({"type": "http.response.body", "body": _sse_bytes(self.first[1]), "more_body": True})
+                await send({"type": "http.response.body", "body": self.encode(self.first[1]), "more_body": True})
             async for _deployment, batch in self.stream:
                 if gone.is_set():
                     return
-                await send({"type": "http.response.body", "body": _sse_bytes(batch), "more_body": True})
-            tail = _DONE
+                await send({"type": "http.response.body", "body": self.encode(batch), "more_body": True})
+            tail = self.done
         except MyriadError as e:
             tail = b"data: " + orjson.dumps(openai_body(e)) + b"\n\n"
         finally:

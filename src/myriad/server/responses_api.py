@@ -8,8 +8,7 @@ OpenAI-shaped, as on the other ``/v1`` doors.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.requests import Request
@@ -21,11 +20,8 @@ from myriad.models.mcp_tools import mcp_specs
 from myriad.models.responses import sse
 from myriad.server import mcp_api
 from myriad.server.auth import require_principal
-from myriad.server.gateway_api import MAX_BODY, openai_error
+from myriad.server.gateway_api import MAX_BODY, SSEResponse, openai_error
 from myriad.server.params import json_object
-
-_SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"),
-                (b"x-accel-buffering", b"no")]
 
 
 def _owner(principal: Any) -> str:
@@ -75,38 +71,8 @@ async def create(request: Request) -> Any:
         first = await stream.__anext__()  # refusals before any output are plain HTTP errors
     except MyriadError as e:
         return openai_error(e)
-    return _EventStream(first, stream)
-
-
-class _EventStream:
-    """Relays ``(deployment, events)`` batches as server-sent events, one write per
-    batch; a client that goes away stops the relay (and so the upstream call)."""
-
-    def __init__(self, first: tuple[str, list[Any]], stream: AsyncIterator[tuple[str, list[Any]]]) -> None:
-        self.first = first
-        self.stream = stream
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        gone = asyncio.Event()
-
-        async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            gone.set()
-
-        watcher = asyncio.ensure_future(watch())
-        headers = _SSE_HEADERS + [(b"x-myriad-deployment", self.first[0].encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        try:
-            await send({"type": "http.response.body", "body": sse(self.first[1]), "more_body": True})
-            async for _deployment, events in self.stream:
-                if gone.is_set():
-                    return
-                await send({"type": "http.response.body", "body": sse(events), "more_body": True})
-        finally:
-            watcher.cancel()
-            await self.stream.aclose()  # type: ignore[attr-defined]
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return SSEResponse(first, stream, encode=sse, done=b"",
+                       headers=[(b"x-myriad-deployment", first[0].encode())])
 
 
 async def retrieve(request: Request) -> Response:
