@@ -25,7 +25,7 @@ def test_hibernation_bench():
 
 @pytest.mark.integration
 def test_density_bench_smoke():
-    r = bench("density", "--levels", "20", "--baseline-levels", "3", "--think", "0.5", "--duration", "2",
+    r = bench("density", "--levels", "20", "--baseline-levels", "3", "--think", "0.3", "--duration", "5",
               "--ttft", "0.05", "--tps", "200", "--tokens", "5")
     assert r["myriad"][0]["sessions"] == 20 and r["myriad"][0]["turns"] > 0
     assert r["baseline"][0]["turns"] > 0 and r["baseline_rss_mb_per_session"] > 0

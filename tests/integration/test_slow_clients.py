@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import select
+import selectors
 import socket
 import stat
 import subprocess
@@ -38,8 +38,11 @@ def _closed_by_server(socks: list[socket.socket], within: float) -> int:
     """How many of ``socks`` the server closed within ``within`` seconds."""
     deadline, open_ = time.monotonic() + within, set(socks)
     closed = 0
+    sel = selectors.DefaultSelector()  # epoll: select() cannot watch descriptors past 1024
+    for s in socks:
+        sel.register(s, selectors.EVENT_READ)
     while open_ and time.monotonic() < deadline:
-        ready, _, _ = select.select(list(open_)[:1000], [], [], 0.2)
+        ready = [key.fileobj for key, _ in sel.select(0.2)]
         for s in ready:
             try:
                 data = s.recv(4096)
@@ -47,7 +50,9 @@ def _closed_by_server(socks: list[socket.socket], within: float) -> int:
                 data = b""
             if not data or data.startswith(b"HTTP/1.1 4"):
                 open_.discard(s)
+                sel.unregister(s)
                 closed += 1
+    sel.close()
     return closed
 
 
