@@ -76,6 +76,18 @@ def connect(path: Path, *, durable_fsync: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def run_sql(conn: sqlite3.Connection, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
+    """One statement of an agent's SQL on ``conn``: rows as dicts; a SQLite error is a 400."""
+    try:
+        cur = conn.execute(query, params)
+    except sqlite3.Error as e:
+        raise InvalidRequest(f"SQL error: {e}") from None
+    if cur.description is None:
+        return []
+    cols = [d[0] for d in cur.description]
+    return [dict(zip(cols, row)) for row in cur.fetchall()]
+
+
 class _AgentSQL:
     """One instance's private database file."""
 
@@ -85,14 +97,7 @@ class _AgentSQL:
         self._conn = connect(path)
 
     def execute(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        try:
-            cur = self._conn.execute(query, params)
-        except sqlite3.Error as e:
-            raise InvalidRequest(f"SQL error: {e}") from None
-        if cur.description is None:
-            return []
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return run_sql(self._conn, query, params)
 
     @property
     def pending(self) -> bool:

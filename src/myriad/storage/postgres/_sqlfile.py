@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from myriad.errors import InvalidRequest
+from myriad.storage.sqlite import run_sql
 
 if TYPE_CHECKING:  # pragma: no cover
     from myriad.storage.postgres.storage import PostgresStorage
@@ -154,14 +154,7 @@ class ShippedSQL:
 
     # -- the AgentSQL protocol -----------------------------------------------------
     def execute(self, query: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        try:
-            cur = self._conn.execute(query, params)
-        except sqlite3.Error as e:
-            raise InvalidRequest(f"SQL error: {e}") from None
-        if cur.description is None:
-            return []
-        cols = [d[0] for d in cur.description]
-        return [dict(zip(cols, row)) for row in cur.fetchall()]
+        return run_sql(self._conn, query, params)
 
     @property
     def pending(self) -> bool:
