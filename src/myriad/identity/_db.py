@@ -10,7 +10,11 @@ autocommitted statement, as it always was on SQLite.
   a store's tables on first use.
 - ``PostgresDB``: schema ``myriad_identity`` in the ``--database``, every table
   made by the versioned migrations in ``_pg_schema.py``; ``schema`` is a no-op.
-  Shared by every process and machine; connections from a bounded pool.
+  Shared by every process and machine; connections from a bounded pool. Its
+  ``change_token`` comes from one ``LISTEN`` connection: a trigger on ``api_keys``
+  notifies every process of every change at commit, each notification (and each
+  reconnect) moves the token on, and while that connection is down the token is
+  None (callers then cache nothing).
 
 A duplicate key raises ``Duplicate`` (a ``Conflict``) on both engines.
 """
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
@@ -128,6 +133,8 @@ class PostgresDB:
         self._pool = sync_pool(url, max_size=pool_size, timeout=connect_timeout, name="myriad-identity",
                                search_path=SCHEMA_NAME)
         self._pool.open(wait=False)
+        self._timeout = connect_timeout
+        self._changes: _Changes | None = None
 
     def _guard(self, fn: Any) -> Any:
         import psycopg
@@ -164,10 +171,72 @@ class PostgresDB:
         return None
 
     def change_token(self) -> object:
-        return None
+        if self._changes is None:  # the first caller that wants to cache starts listening
+            self._changes = _Changes(self.url, self._timeout)
+        return self._changes.token()
 
     def close(self) -> None:
+        if self._changes is not None:
+            self._changes.stop()
         self._pool.close()
+
+
+CHANGES_CHANNEL = "myriad_identity_changes"
+"""Where the ``api_keys`` trigger (``_pg_schema.py`` v3) notifies every change."""
+
+
+class _Changes:
+    """A daemon thread holding ``LISTEN myriad_identity_changes``; ``token()`` is an
+    epoch that moves on at every notification and every reconnect, None while not
+    listening (a change missed while disconnected is covered by the new epoch)."""
+
+    _PING = 5.0
+    """Seconds between liveness checks of a quiet connection (a silent network loss is
+    noticed within about this long)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self._url, self._timeout = url, timeout
+        self._epoch = 0
+        self._listening = False
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="myriad-identity-listen", daemon=True)
+        self._thread.start()
+        self._ready.wait(min(timeout, 1.0))  # usually listening before the first verify returns
+
+    def token(self) -> object:
+        return self._epoch if self._listening else None
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+
+    def _run(self) -> None:
+        import time
+
+        from myriad.storage.postgres import connect
+
+        while not self._stop.is_set():
+            try:
+                with connect(self._url, timeout=self._timeout) as conn:
+                    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._epoch += 1
+                    self._listening = True
+                    self._ready.set()
+                    quiet_since = time.monotonic()
+                    while not self._stop.is_set():
+                        for _ in conn.notifies(timeout=0.5, stop_after=1):
+                            self._epoch += 1
+                            quiet_since = time.monotonic()
+                        if time.monotonic() - quiet_since > self._PING:
+                            conn.execute("SELECT 1")
+                            quiet_since = time.monotonic()
+            except Exception:  # noqa: BLE001 - any failure: stop trusting the cache, reconnect
+                pass
+            self._listening = False
+            self._epoch += 1
+            self._ready.set()
+            self._stop.wait(0.5)
 
 
 def open_identity_db(data_dir: Path, database: str | None = None, **options: Any) -> IdentityDB:

@@ -69,7 +69,20 @@ CREATE TABLE IF NOT EXISTS myriad_identity.mcp_servers (
 );
 """
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2))
+_V3 = """
+CREATE OR REPLACE FUNCTION myriad_identity.notify_key_change() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('myriad_identity_changes', 'api_keys');
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS api_keys_changed ON myriad_identity.api_keys;
+CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON myriad_identity.api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION myriad_identity.notify_key_change();
+"""
+"""Every committed change to ``api_keys`` (from any process, even a hand-written UPDATE)
+notifies the key caches of every process (``_db.py``), at commit."""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
 """The ``identity`` component's schema history, (version, SQL) oldest first: the composition
 root registers it as ``Migrations("identity", MIGRATIONS)`` (``myriad db migrate`` applies it)."""
 

@@ -13,9 +13,13 @@ file's ``PRAGMA data_version`` (and a write on this connection its
 ``total_changes``), which every cache hit checks (a read of SQLite's shared memory,
 no I/O) and which empties the cache. Expiry is checked on every hit.
 
-On PostgreSQL (``database`` set) there is no such free signal from other machines,
-so nothing is cached: every ``verify`` reads the key's row (one indexed SELECT), and
-a revocation anywhere applies to the next request everywhere.
+On PostgreSQL (``database`` set) the signal is a notification: a trigger on
+``api_keys`` notifies every process at commit (``LISTEN`` on one connection per
+process, see ``_db.py``), so a revocation anywhere reaches every machine's cache within
+the notification's delivery (milliseconds). While that connection is down nothing is
+cached and every ``verify`` reads the key's row; ``cached`` lets a server answer a hit
+on its event loop and send only misses (a query that may wait for a database that is
+down) to a thread.
 """
 
 from __future__ import annotations
@@ -101,8 +105,9 @@ class KeyStore:
             self._db = None
 
     def _forget(self, key_id: str) -> None:
-        for presented in [k for k, (p, _) in self._verified.items() if p.key_id == key_id]:
-            del self._verified[presented]
+        for presented, (p, _) in list(self._verified.items()):  # a copy: verify may run in threads
+            if p.key_id == key_id:
+                self._verified.pop(presented, None)
 
     @property
     def db(self) -> IdentityDB:
@@ -194,21 +199,30 @@ class KeyStore:
         rows = self.db.execute(q + " WHERE tenant=? ORDER BY created", (tenant,)) if tenant else self.db.execute(q + " ORDER BY created")
         return [KeyInfo(*r) for r in rows]
 
+    def cached(self, presented: str | None) -> Principal | None:
+        """The principal of a key ``verify`` accepted and nobody changed since; None if
+        ``verify`` must look (no query on either engine)."""
+        hit = self._verified.get(presented) if presented else None
+        if hit is None:
+            return None
+        version = self.db.change_token()
+        if version != self._data_version:  # anyone wrote a key: forget everything we know
+            self._verified.clear()
+            self._data_version = version
+            return None
+        principal, expires = hit
+        if expires is None or expires >= time.time():
+            return principal
+        self._verified.pop(presented, None)  # type: ignore[arg-type]
+        return None
+
     def verify(self, presented: str | None) -> Principal:
         """The principal a presented key stands for; ``AuthenticationError`` otherwise."""
         if not presented:
             raise AuthenticationError("missing API key: send 'Authorization: Bearer <key>' (or ?token=<key> on a WebSocket)")
-        hit = self._verified.get(presented)
+        hit = self.cached(presented)
         if hit is not None:
-            version = self.db.change_token()
-            if version != self._data_version:  # anyone wrote to the file: forget everything we know
-                self._verified.clear()
-                self._data_version = version
-            else:
-                principal, expires = hit
-                if expires is None or expires >= time.time():
-                    return principal
-                del self._verified[presented]
+            return hit
         m = _KEY_RE.match(presented)
         if not m:
             raise AuthenticationError("malformed API key")

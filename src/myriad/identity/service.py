@@ -8,13 +8,14 @@ signing key rings and the outbound path. Everything opens lazily on first use.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, Awaitable, Callable, Mapping, TypeVar
 
 import httpx
 
@@ -40,6 +41,7 @@ from myriad.identity.tokens import (
 from myriad.identity.users import JWKSCache, UserVerifier
 from myriad.identity.vault import CredentialVault
 
+T = TypeVar("T")
 
 class Identity:
     """Principals, tokens, the vault and signed outbound requests for one server."""
@@ -111,23 +113,31 @@ class Identity:
                             default_scopes=s.user_scopes)
 
     # -- authentication ------------------------------------------------------------
+    async def _off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a query of the identity database: inline on SQLite (a local read,
+        quicker than a thread hop), in a thread on PostgreSQL (a database that is down can
+        hold a query up to ``storage.connect_timeout``, which must not stop the event loop)."""
+        if self.keys.database is None:
+            return fn(*args)
+        return await asyncio.to_thread(fn, *args)
+
     async def authenticate(self, presented: str | None) -> Principal:
         """The principal behind an API key or a token; ``AuthenticationError`` (401) otherwise."""
         if not presented or not presented.count(".") == 2:
-            return self.keys.verify(presented)
+            return self.keys.cached(presented) or await self._off_loop(self.keys.verify, presented)
         principal, _ = await self._verify_token(jose.parse(presented))
         return principal
 
     async def _verify_token(self, token: jose.Unverified) -> tuple[Principal, dict[str, Any]]:
         if token.claims.get("iss") == self.settings.issuer:
-            principal = self.tokens.principal(token)
+            principal = await self._off_loop(self.tokens.principal, token)  # checks the revocation list
             claims = token.claims
         elif self.users is not None and self.users.accepts(token):
             principal, claims = await self.users.verify(token)
         else:
             raise AuthenticationError("token issuer is not trusted")
         if principal.tenant not in self._tenants:
-            if not self.keys.tenant_exists(principal.tenant):
+            if not await self._off_loop(self.keys.tenant_exists, principal.tenant):
                 raise AuthenticationError("token names a tenant that does not exist")
             self._tenants.add(principal.tenant)  # tenants are never deleted
         return principal, claims
