@@ -1,10 +1,12 @@
 """The ``SpanPump``: where finished spans go, off the request path.
 
-A ``FastSpan``'s ``end()`` only appends the span to a deque. One daemon thread drains
+A ``FastSpan``'s ``end()`` only appends the span to a deque (and a fast histogram's
+``record`` its measurement to another). One daemon thread drains
 that deque every ``interval`` seconds (50 ms) in slices: each slice goes into the
 local store (one lock for the slice) and to each span processor (the SDK's
 ``BatchSpanProcessor`` per exporter, which batches, drops when full and exports on
-its own thread, so a slow collector never holds up the store).
+its own thread, so a slow collector never holds up the store); then it folds the
+queued measurements into the histograms.
 
 Reads of the store drain the queue first (``TelemetryStore.sync``), so a query sees
 every span ended before it, as when the store was written on the request path.
@@ -38,6 +40,8 @@ class SpanPump:
         """Past this many waiting spans the oldest are dropped (a stuck pump must not grow memory)."""
         self.drained = 0
         self.dropped = 0
+        self.on_tick: list[Any] = []
+        """Also called every tick (the fast histograms' fold)."""
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stopped = False
@@ -54,6 +58,8 @@ class SpanPump:
             self._wake.clear()
             try:
                 self.drain(yield_gil=True)
+                for fn in self.on_tick:
+                    fn()
             except Exception:  # pragma: no cover - a broken processor must not stop the pump
                 log.exception("telemetry span pump failed")
 

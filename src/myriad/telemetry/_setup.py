@@ -436,6 +436,7 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
     pump.start()
 
     fast = FastMetrics()
+    pump.on_tick.append(fast.fold)
 
     class MergingReader(PeriodicExportingMetricReader):  # type: ignore[misc, valid-type]
         """Ships the fast histograms in the same export as the SDK's own metrics."""
