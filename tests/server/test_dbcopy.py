@@ -48,6 +48,11 @@ def _identity(src: Path) -> tuple[str, str, str]:
     ident.vault.put("acme", "alice", "github", SECRET, domains=["api.github.com"])
     ident.audit.record(ks.verify(key), "test.copy", "before")
     token = ident.for_agent("acme", "notes/n1").token()
+    # alice's agent and sandbox (owners.db), and an OAuth code already redeemed (identity.db)
+    ident.owners.claim("agent", "acme", PATH, "alice")
+    ident.owners.record("sandbox", "acme", "alice-box", "alice")
+    assert ident.authorization.db is ks.db  # (its table is made on first use)
+    ks.db.execute("INSERT INTO oauth_spent (jti, exp) VALUES (?, ?)", ("spent-code", 4_000_000_000.0))
     ks.close()
     return key, old_key, token
 
@@ -98,6 +103,10 @@ def test_db_copy_moves_an_embedded_deployment_into_postgresql(tmp_path: Path, pg
     assert ident.tokens.verify(parsed, typ=parsed.claims["typ"])["tenant"] == "acme"  # signature checked with the copied key
     assert [e.action for e in ident.audit.entries("acme")] == ["test.copy"]
     ident.audit.record(None, "test.after", "x", tenant="acme")  # the audit id sequence continues
+    # alice's agent is hers on every machine now; her sandbox's owner stays with its host (owners.db)
+    assert ident.owners.owner("agent", "acme", PATH) == (True, "alice")
+    assert ident.owners.owner("sandbox", "acme", "alice-box") == (False, None)
+    assert ks.db.execute("SELECT exp FROM oauth_spent WHERE jti = 'spent-code'").fetchone()[0] == 4_000_000_000.0
     ks.close()
 
     # metering: the same totals, spend, holds and sequence numbers; new events continue after them

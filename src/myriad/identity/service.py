@@ -29,6 +29,7 @@ from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
 from myriad.identity.mcp_servers import McpServerRegistry
 from myriad.identity.outbound import OutboundAuthorizer
+from myriad.identity.owners import OwnerStore
 from myriad.identity.principal import Principal
 from myriad.identity.tokens import (
     GRANT_TOKEN_EXCHANGE,
@@ -97,7 +98,29 @@ class Identity:
                 return False
             return info.revoked is None and (info.expires is None or info.expires > self._clock())
 
-        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock)
+        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock, db=self.keys.db)
+
+    async def grant(self, form: dict[str, Any]) -> dict[str, Any]:
+        """The OAuth token endpoint's ``authorization_code`` and ``refresh_token`` grants
+        (``AuthorizationServer.grant``: it records the spent code, a database write)."""
+        return await self._off_loop(self.authorization.grant, form)
+
+    @cached_property
+    def owners(self) -> OwnerStore:
+        """Who owns each agent instance: shared by every machine on PostgreSQL, else the
+        per-host ``<data_dir>/owners.db`` (``myriad.identity.owners``)."""
+        if self.keys.database is None:
+            return OwnerStore.local(self.data_dir / "owners.db")
+        return OwnerStore(self.keys.db)
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the identity database is remote (PostgreSQL): its queries belong off the event loop."""
+        return self.keys.database is not None
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a query of the identity database, where it belongs (``_off_loop``)."""
+        return await self._off_loop(fn, *args)
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:

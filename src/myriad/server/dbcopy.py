@@ -7,7 +7,10 @@ component's tables (``myriad db migrate`` first; ``copy_database`` runs it):
   own SQL database, shipped through ``PostgresStorage.open_agent_sql`` exactly as a
   running agent's writes are (so an agent woken on any machine finds its rows);
 - identity: ``identity.db`` (tenants, API keys, signing keys, revoked tokens, the
-  vault's sealed credentials, the audit log) into schema ``myriad_identity``;
+  vault's sealed credentials, the audit log, the MCP server registry, spent OAuth codes
+  and refresh tokens) into schema ``myriad_identity``, and ``owners.db``'s agent owners
+  (whose each user's agent instance is; sandbox and snapshot owners stay in the file:
+  those objects stay on their host);
 - metering: ``metering.db`` (events, rollups, prices, budgets and their spend,
   limits, open holds, notices) into schema ``myriad_metering``.
 
@@ -33,7 +36,11 @@ from myriad.errors import Conflict, InvalidRequest
 
 _RUNTIME = [("myriad.db", "agents", "public.agents"), ("myriad.db", "schedules", "public.schedules")]
 _IDENTITY = [("identity.db", t, f"myriad_identity.{t}")
-             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers")]
+             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers",
+                       "oauth_spent")] + [("owners.db", "owners", "myriad_identity.owners")]
+_ONLY = {"myriad_identity.owners": "WHERE kind = 'agent'"}
+"""Rows a table takes from its source: agents' owners move to the shared database; those of
+sandboxes and snapshots stay in ``owners.db`` (those objects live on the host's disk)."""
 _LEDGER = [("metering.db", t, f"myriad_metering.{t}")
            for t in ("events", "rollups", "rollups_tenant", "price_versions", "budgets", "budget_usage", "limits",
                      "limit_state", "reservations", "notices")]
@@ -67,7 +74,7 @@ def _columns(pg: Any, qualified: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str) -> int:
+def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str, where: str = "") -> int:
     have = {r[1] for r in src.execute(f"PRAGMA table_info({_quote(table)})")}
     if not have:
         return 0
@@ -81,7 +88,7 @@ def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str) ->
     names = ", ".join(_quote(c) for c in cols)
     n = 0
     with pg.cursor().copy(f"COPY {qualified} ({names}) FROM STDIN") as cp:
-        for row in src.execute(f"SELECT {names} FROM {_quote(table)}"):
+        for row in src.execute(f"SELECT {names} FROM {_quote(table)} {where}"):
             cp.write_row(row)
             n += 1
     return n
@@ -167,7 +174,7 @@ def copy_database(src_dir: Path, url: str, *, timeout: float = 5.0) -> CopyRepor
                         continue
                     src = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
                     try:
-                        report.rows[qualified] = _copy_table(src, pg, table, qualified)
+                        report.rows[qualified] = _copy_table(src, pg, table, qualified, _ONLY.get(qualified, ""))
                         if table == "agents":
                             paths = [r[0] for r in src.execute("SELECT path FROM agents ORDER BY path")]
                     finally:

@@ -68,15 +68,18 @@ async def token(request: Request) -> Response:
     try:
         form = await _body(request)
         if form.get("grant_type") in ("authorization_code", "refresh_token"):  # MCP clients (oauth_api)
-            result = _identity(request).authorization.grant(form)
+            result = await _identity(request).grant(form)  # a database write: off the event loop on PostgreSQL
         else:
             result = await _identity(request).exchange(form)
     except MyriadError as e:
         code = e.details.get("oauth") or _OAUTH.get(e.status, "invalid_request")
         if e.details.get("missing_audience") or e.details.get("param") == "resource":
             code = "invalid_target"
+        headers = {"cache-control": "no-store"}
+        if e.status == 503:  # the database is down: RFC 6749's word for it, and when to retry
+            code, headers["retry-after"] = "temporarily_unavailable", str(e.details.get("retry_after", 1))
         return JSONResponse({"error": code, "error_description": e.message}, status_code=400 if e.status < 500 else e.status,
-                            headers={"cache-control": "no-store"})
+                            headers=headers)
     return JSONResponse(result, headers={"cache-control": "no-store", "pragma": "no-cache"})
 
 
@@ -90,7 +93,12 @@ async def revoke(request: Request) -> Response:
     if not isinstance(token, str) or not token:
         return JSONResponse({"error": "invalid_request", "error_description": "parameter 'token' is required"},
                             status_code=400)
-    _identity(request).revoke(token)
+    identity = _identity(request)
+    try:
+        await identity.off_loop(identity.revoke, token)  # a database write
+    except MyriadError as e:  # the database is down: the token is not revoked, so say so
+        return JSONResponse({"error": "temporarily_unavailable", "error_description": e.message},
+                            status_code=e.status if e.status >= 500 else 400, headers={"retry-after": "1"})
     return Response(status_code=200, headers={"cache-control": "no-store"})
 
 
