@@ -223,7 +223,7 @@ def test_a_response_stored_on_one_machine_continues_on_the_other(world: dict[str
     for server in (one, two):
         with pytest.raises(openai.NotFoundError):
             _openai(server, world["who"]["bob"]).responses.retrieve(alice.id)
-        with pytest.raises(openai.BadRequestError):
+        with pytest.raises(openai.NotFoundError):
             _openai(server, world["who"]["bob"]).responses.create(model="fast", input="x", previous_response_id=alice.id)
     # deleted on machine 2: gone on machine 1
     _openai(two, world["who"]["alice"]).responses.delete(alice.id)
