@@ -1,9 +1,11 @@
 """A node's front door: one ASGI app that routes every request and WebSocket for an
 agent to the shard that holds it, and everything else to any shard.
 
-It does not run agents or read credentials: shards authenticate (the same keys and
-identity on every shard), so a request the front door forwards is judged exactly as
-in embedded mode. What it adds is routing:
+It does not run agents. It authenticates (``door_auth``: the identity room over the
+cluster's key store) and refuses a bad credential itself, with the body a shard
+would send, so a flood of bad keys never reaches a shard; the shard still
+authenticates what it is sent and judges scopes exactly as in embedded mode. What
+it adds is routing:
 
 1. the placement key of the URL (``placement.placement_key``: the root agent's
    ``class/name``) picks a shard by rendezvous over the live, non-draining shards
@@ -32,6 +34,7 @@ from typing import Any
 
 from myriad.cluster.activation import MOVED_PREFIX
 from myriad.cluster.directory import Directory, ShardInfo
+from myriad.cluster.door_auth import DoorAuth, needs_credential, refusal_body
 from myriad.cluster.placement import placement_key, rendezvous
 
 log = logging.getLogger("myriad.cluster")
@@ -51,9 +54,10 @@ class _Moved(Exception):
 class FrontDoor:
     """The ASGI app of a node's front door (see the module docstring)."""
 
-    def __init__(self, database: str, *, refresh: float = 0.5, route_timeout: float = 10.0,
+    def __init__(self, database: str, settings: Any, *, refresh: float = 0.5, route_timeout: float = 10.0,
                  max_frame_bytes: int = 1_048_576) -> None:
         self.directory = Directory(database)
+        self.auth = DoorAuth(settings, database)
         self.refresh_every = refresh
         self.route_timeout = route_timeout
         self.max_frame_bytes = max_frame_bytes
@@ -61,7 +65,7 @@ class FrontDoor:
         self.placeable: list[str] = []
         self.owners: dict[str, str] = {}
         self.suspect: dict[str, float] = {}
-        self.stats = {"http": 0, "websockets": 0, "moved": 0, "retries": 0, "unavailable": 0}
+        self.stats = {"http": 0, "websockets": 0, "refused": 0, "moved": 0, "retries": 0, "unavailable": 0}
         self._rr = itertools.count()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
@@ -72,6 +76,7 @@ class FrontDoor:
         import aiohttp
 
         await self.directory.connect()
+        await self.auth.open()
         self._refreshing = asyncio.Lock()
         await self.refresh()
         self._client = aiohttp.ClientSession(
@@ -90,6 +95,7 @@ class FrontDoor:
         if self._client is not None:
             await self._client.close()
         await self.directory.close()
+        self.auth.close()
 
     async def refresh(self) -> None:
         assert self._refreshing is not None
@@ -200,6 +206,12 @@ class FrontDoor:
             await _json(send, 200, {"status": "ok", "role": "front-door", "shards": len(self.live),
                                     "placeable": len(self.placeable), **self.stats})
             return
+        if needs_credential(path):
+            refused = await self.auth.refusal(scope)
+            if refused is not None:
+                self.stats["refused"] += 1
+                await _json(send, refused.status, refusal_body(path, refused), [(b"www-authenticate", b"Bearer")])
+                return
         body = bytearray()
         while True:
             message = await receive()
@@ -265,6 +277,13 @@ class FrontDoor:
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        if _door_authenticates(scope):
+            refused = await self.auth.refusal(scope)
+            if refused is not None:  # as a shard: accept, then close with 4001 and the reason
+                self.stats["refused"] += 1
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_AUTH, "reason": refused.message[:120]})
+                return
         raw = scope.get("raw_path") or scope["path"].encode()
         target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _WS_SKIP]
@@ -343,6 +362,19 @@ class FrontDoor:
             await upstream.close()
 
 
+CLOSE_AUTH = 4001
+"""The close code of a WebSocket refused for its credential (the server's ``CLOSE_AUTH``)."""
+
+
+def _door_authenticates(scope: dict[str, Any]) -> bool:
+    """A WebSocket the door authenticates: an agent's, in the JSON transport (a shard
+    refuses another transport before looking at the credential, so the door lets it)."""
+    if not scope["path"].startswith("/agents/"):
+        return False
+    query = scope.get("query_string") or b""
+    return b"__agents_transport" not in query
+
+
 def _moved_holder(content: bytes) -> str | None:
     try:
         error = json.loads(content).get("error", {})
@@ -361,7 +393,8 @@ async def _ws_send(send: Any, frame: Any) -> None:
 
 
 async def _json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    data = json.dumps(body).encode()
+    # compact, like the server's own JSON responses (starlette's JSONResponse)
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})
