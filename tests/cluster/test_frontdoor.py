@@ -1,7 +1,9 @@
 """The front door itself, on a real one-node Ray cluster (one shard) over a real
 PostgreSQL, through a real ``myriad serve --cluster`` front door: it refuses bad
 credentials before any shard sees them (with the body a shard would send), a key
-revoked with the CLI is refused within 2 s.
+revoked with the CLI is refused within 2 s, and one trace runs from the door through
+the shard to the model call (a second door, in this process, over the telemetry
+room's in-memory span store; the shard's spans read from its own store).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +24,7 @@ import pytest
 pytest.importorskip("ray")
 
 from tests.cluster.harness import FrontDoorProc, RayCluster  # noqa: E402
-from tests.integration.live import REPO  # noqa: E402
+from tests.integration.live import REPO, free_port  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.timeout(300)]
 TTL = 1.5
@@ -58,7 +61,7 @@ def cluster(postgres: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     ray = RayCluster(1)
     door = None
     try:
-        door = FrontDoorProc(ray.address, ray.node_ids()[0], database, root / "data", ttl=TTL)
+        door = FrontDoorProc(ray.address, ray.node_ids()[0], database, root / "data", ttl=TTL, telemetry=True)
         door.wait(1, timeout=240)
         yield Env(database, ray, door, root / "data")
     finally:
@@ -168,3 +171,89 @@ def test_a_revoked_key_is_refused_at_the_door_within_2s(cluster: Env) -> None:
     code, reason = _ws_refusal(f"ws://127.0.0.1:{env.door.port}/agents/tally/rv?token={key}")
     assert (code, reason) == (4001, "API key has been revoked")
     assert httpx.get(env.door.url + "/healthz").json()["refused"] == refused + 2  # by the door, not a shard
+
+
+def _wait(fn: Any, timeout: float = 10) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_one_trace_runs_from_the_door_through_the_shard_to_the_model_call(cluster: Env) -> None:
+    import uvicorn
+
+    from myriad.cluster import FrontDoor
+    from myriad.settings import Settings, TelemetrySettings
+    from myriad.telemetry import setup_telemetry
+
+    env = cluster
+    tel = setup_telemetry(TelemetrySettings(), {})  # its store is the in-memory exporter we read
+    door = FrontDoor(env.database, Settings.load(data_dir=env.data_dir), telemetry=tel)
+    port = free_port()
+    server = uvicorn.Server(door.server_config("127.0.0.1", port))
+    thread = threading.Thread(target=asyncio.run, args=(server.serve(),), daemon=True)
+    thread.start()
+    (shard,) = env.shards()
+    auth = {"Authorization": f"Bearer {env.key}"}
+
+    def shard_trace(trace_id: str) -> list[dict[str, Any]]:
+        r = httpx.get(f"http://{shard['address']}/dashboard/api/traces/{trace_id}", headers=auth)
+        return r.json()["spans"] if r.status_code == 200 else []
+
+    def chain(spans: list[dict[str, Any]], parent: str) -> dict[str, dict[str, Any]]:
+        """The shard's spans under the door's span ``parent``: its server span (HTTP),
+        the agent's turn and the model call, each the child of the one before."""
+        by_parent = {s["parent_id"]: s for s in spans}
+        found, at = {}, parent
+        while at in by_parent:
+            found[by_parent[at]["name"].split(" ")[0]] = by_parent[at]
+            at = by_parent[at]["span_id"]
+        return found
+
+    try:
+        _wait(lambda: server.started, 60)
+        # HTTP: door SERVER span -> shard SERVER span -> invoke_agent -> chat
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/agents/tally/traced/rpc", headers=auth, timeout=30,
+                       json={"method": "ask", "args": ["hello there"]})
+        assert r.status_code == 200 and r.json()["result"], r.text
+        (ours,) = _wait(lambda: [s for s in tel.store.spans() if s["attributes"].get("url.path") == "/v1/agents/tally/traced/rpc"])
+        assert ours["kind"] == "SERVER" and ours["name"] == "POST /v1/agents/{path}" and ours["parent_id"] is None
+        assert ours["attributes"]["http.response.status_code"] == 200
+        assert ours["attributes"]["myriad.tenant"] == "default"
+        found = _wait(lambda: (lambda c: c if "chat" in c else None)(chain(shard_trace(ours["trace_id"]), ours["span_id"])))
+        assert list(found) == ["POST", "invoke_agent", "chat"], list(found)
+        assert found["POST"]["kind"] == "SERVER" and found["chat"]["kind"] == "CLIENT"
+        # WebSocket: the handshake's span at the door is the parent of every turn on it
+        from websockets.asyncio.client import connect
+
+        async def over_ws() -> Any:
+            async with connect(f"ws://127.0.0.1:{port}/agents/tally/traced-ws?token={env.key}", compression=None) as ws:
+                await ws.send(json.dumps({"type": "rpc", "id": "1", "method": "ask", "args": ["hi"]}))
+                while True:
+                    msg = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if msg.get("type") == "rpc":
+                        return msg
+
+        assert asyncio.run(over_ws())["success"]
+        (hs,) = _wait(lambda: [s for s in tel.store.spans() if s["attributes"].get("url.path") == "/agents/tally/traced-ws"])
+        assert hs["kind"] == "SERVER" and hs["name"] == "GET /agents/tally/{path}"
+        assert hs["attributes"]["http.response.status_code"] == 101
+        found = _wait(lambda: (lambda c: c if "chat" in c else None)(chain(shard_trace(hs["trace_id"]), hs["span_id"])))
+        assert list(found) == ["invoke_agent", "chat"], list(found)
+        # a client's own traceparent is continued: the door's span is its child
+        client_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/agents/tally/traced/rpc", timeout=30,
+                       headers={**auth, "traceparent": f"00-{client_trace}-00f067aa0ba902b7-01"},
+                       json={"method": "where", "args": []})
+        assert r.status_code == 200
+        (child,) = _wait(lambda: [s for s in tel.store.spans() if s["trace_id"] == client_trace])
+        assert child["parent_id"] == "00f067aa0ba902b7"
+        assert "POST" in _wait(lambda: chain(shard_trace(client_trace), child["span_id"]))
+    finally:
+        server.should_exit = True
+        thread.join(20)
+        tel.shutdown()

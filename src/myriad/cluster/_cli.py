@@ -83,13 +83,19 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Any]) -> 
 
 
 def _door(args: argparse.Namespace, settings: Any, url: str) -> int:
+    import os
+
     import uvicorn
 
     from myriad.cluster.frontdoor import FrontDoor
+    from myriad.telemetry import setup_telemetry
 
-    config = uvicorn.Config(FrontDoor(url, settings), host=args.host, port=args.port, log_level="warning",
-                            ws_ping_interval=None, ws_per_message_deflate=False, lifespan="on", access_log=False)
-    asyncio.run(uvicorn.Server(config).serve())
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
+    door = FrontDoor(url, settings, telemetry=telemetry, max_frame_bytes=settings.agents.max_frame_bytes)
+    try:
+        asyncio.run(uvicorn.Server(door.server_config(args.host, args.port)).serve())
+    finally:
+        telemetry.shutdown()
     return 0
 
 

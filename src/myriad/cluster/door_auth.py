@@ -62,14 +62,15 @@ class DoorAuth:
 
     async def refusal(self, scope: dict[str, Any]) -> AuthenticationError | None:
         """The error a shard would refuse this request or handshake with, or None when
-        its credential is valid (or the door cannot tell: then the shard decides)."""
+        its credential is valid (or the door cannot tell: then the shard decides). The
+        principal goes in ``scope["myriad.principal"]`` (the door's span names its tenant)."""
         from starlette.requests import HTTPConnection
 
         from myriad.server.auth import presented_key
 
         presented = presented_key(HTTPConnection(scope))
         try:
-            await self.identity.authenticate(presented)
+            scope["myriad.principal"] = await self.identity.authenticate(presented)
         except AuthenticationError as e:
             return e
         except MyriadError as e:  # the key store is unreachable: the shard answers as it would
