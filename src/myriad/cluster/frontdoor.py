@@ -330,12 +330,12 @@ class FrontDoor:
         from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
         if _door_authenticates(scope):
-            refused = await self.auth.refusal(scope)
-            if refused is not None:  # as a shard: accept, then close with 4001 and the reason
+            bad = await self.auth.refusal(scope)
+            if bad is not None:  # as a shard: accept, then close with 4001 and the reason
                 self.stats["refused"] += 1
                 _span_end(span, scope, CLOSE_AUTH)
                 await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": CLOSE_AUTH, "reason": refused.message[:120]})
+                await send({"type": "websocket.close", "code": CLOSE_AUTH, "reason": bad.message[:120]})
                 return
         raw = scope.get("raw_path") or scope["path"].encode()
         target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
