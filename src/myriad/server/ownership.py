@@ -145,7 +145,7 @@ def owners(app: Any) -> Owners:
         else:
             found = Owners(OwnerStore.local(Path(data_dir) / "owners.db" if data_dir else None))
         app.state.myriad_owners = found
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 async def require_agent(request: Any, principal: Principal, ref: AgentRef) -> None:
