@@ -246,6 +246,9 @@ def test_database_down_is_503_at_once_and_the_loop_keeps_serving(world: dict[str
             r = c.get(one.url + "/v1/responses/resp_nope", headers={"Authorization": f"Bearer {fresh}"})
             assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", r.text
             assert r.headers.get("retry-after") == "1"
+            for path in ("/.well-known/jwks.json", "/v1/admin/keys"):  # identity queries, open door and admin door
+                r = c.get(one.url + path, headers=_h(world, "tenant"))
+                assert r.status_code == 503 and r.json()["error"]["code"] == "database_unavailable", (path, r.text)
             r = c.post(one.url + "/v1/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x.y",
                                                          "client_id": "x.y"})
             assert r.status_code == 400  # refused before any query: a malformed grant never reaches the database

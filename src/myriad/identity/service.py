@@ -216,17 +216,20 @@ class Identity:
         try:
             ours = claims.get("typ") == TYP_DELEGATED and claims.get("iss") == self.settings.issuer
             ancestors = [*(claims.get("anc") or []), claims.get("jti")] if ours else None
-            token, new = self.tokens.exchange(
+            # the revocation list, the signing keys and the audit log are database rows: off the loop
+            token, new = await self._off_loop(lambda: self.tokens.exchange(
                 subject, float(claims["exp"]), claims.get("act") if ours else None,
                 actor_token, scope=one("scope"), resources=resources, may_act=claims.get("may_act"), requested_ttl=ttl,
-                ancestors=[a for a in ancestors or [] if isinstance(a, str)])
+                ancestors=[a for a in ancestors or [] if isinstance(a, str)]))
         except Exception as e:
-            self.audit.record(principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied",
-                              reason=getattr(e, "message", type(e).__name__))
+            why = str(getattr(e, "message", type(e).__name__))
+            await self._off_loop(lambda: self.audit.record(
+                principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied", reason=why))
             raise
         chain = Principal(subject.tenant, str(new.get("jti", "")), subject.scopes, kind="token", user=subject.user,
                           actors=_actors(new["act"]))
-        self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed", scope=new["scope"])
+        await self._off_loop(lambda: self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed",
+                                                       scope=new["scope"]))
         return {"access_token": token, "issued_token_type": TOKEN_TYPE_ACCESS, "token_type": "Bearer",
                 "expires_in": max(0, int(new["exp"] - self._clock())), "scope": new["scope"]}
 
