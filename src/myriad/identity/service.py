@@ -29,6 +29,7 @@ from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
 from myriad.identity.mcp_servers import McpServerRegistry
 from myriad.identity.outbound import OutboundAuthorizer
+from myriad.identity.owners import OwnerStore
 from myriad.identity.principal import Principal
 from myriad.identity.tokens import (
     GRANT_TOKEN_EXCHANGE,
@@ -97,7 +98,29 @@ class Identity:
                 return False
             return info.revoked is None and (info.expires is None or info.expires > self._clock())
 
-        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock)
+        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock, db=self.keys.db)
+
+    async def grant(self, form: dict[str, Any]) -> dict[str, Any]:
+        """The OAuth token endpoint's ``authorization_code`` and ``refresh_token`` grants
+        (``AuthorizationServer.grant``: it records the spent code, a database write)."""
+        return await self._off_loop(self.authorization.grant, form)
+
+    @cached_property
+    def owners(self) -> OwnerStore:
+        """Who owns each agent instance: shared by every machine on PostgreSQL, else the
+        per-host ``<data_dir>/owners.db`` (``myriad.identity.owners``)."""
+        if self.keys.database is None:
+            return OwnerStore.local(self.data_dir / "owners.db")
+        return OwnerStore(self.keys.db)
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the identity database is remote (PostgreSQL): its queries belong off the event loop."""
+        return self.keys.database is not None
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a query of the identity database, where it belongs (``_off_loop``)."""
+        return await self._off_loop(fn, *args)
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:
@@ -124,7 +147,8 @@ class Identity:
     async def authenticate(self, presented: str | None) -> Principal:
         """The principal behind an API key or a token; ``AuthenticationError`` (401) otherwise."""
         if not presented or not presented.count(".") == 2:
-            return self.keys.cached(presented) or await self._off_loop(self.keys.verify, presented)
+            hit = self.keys.cached(presented)
+            return hit if hit is not None else await self._off_loop(self.keys.verify, presented)
         principal, _ = await self._verify_token(jose.parse(presented))
         return principal
 
@@ -192,17 +216,20 @@ class Identity:
         try:
             ours = claims.get("typ") == TYP_DELEGATED and claims.get("iss") == self.settings.issuer
             ancestors = [*(claims.get("anc") or []), claims.get("jti")] if ours else None
-            token, new = self.tokens.exchange(
+            # the revocation list, the signing keys and the audit log are database rows: off the loop
+            token, new = await self._off_loop(lambda: self.tokens.exchange(
                 subject, float(claims["exp"]), claims.get("act") if ours else None,
                 actor_token, scope=one("scope"), resources=resources, may_act=claims.get("may_act"), requested_ttl=ttl,
-                ancestors=[a for a in ancestors or [] if isinstance(a, str)])
+                ancestors=[a for a in ancestors or [] if isinstance(a, str)]))
         except Exception as e:
-            self.audit.record(principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied",
-                              reason=getattr(e, "message", type(e).__name__))
+            why = str(getattr(e, "message", type(e).__name__))
+            await self._off_loop(lambda: self.audit.record(
+                principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied", reason=why))
             raise
         chain = Principal(subject.tenant, str(new.get("jti", "")), subject.scopes, kind="token", user=subject.user,
                           actors=_actors(new["act"]))
-        self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed", scope=new["scope"])
+        await self._off_loop(lambda: self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed",
+                                                       scope=new["scope"]))
         return {"access_token": token, "issued_token_type": TOKEN_TYPE_ACCESS, "token_type": "Bearer",
                 "expires_in": max(0, int(new["exp"] - self._clock())), "scope": new["scope"]}
 

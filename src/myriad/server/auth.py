@@ -41,12 +41,13 @@ def door_of(path: str) -> tuple[str, str] | None:
 async def require_principal(conn: HTTPConnection) -> Principal:
     """The caller's principal; raises ``AuthenticationError`` (401) when it cannot be
     established and ``PermissionDenied`` (403) when it may not use this door."""
-    cached = conn.scope.get("myriad.principal")
+    cached: Principal | None = conn.scope.get("myriad.principal")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     services = conn.app.state.services
     identity = getattr(services, "identity", None)
     presented = presented_key(conn)
+    principal: Principal
     if identity is None:
         principal = services.keys.verify(presented)
     else:
@@ -59,11 +60,13 @@ async def require_principal(conn: HTTPConnection) -> Principal:
             if not principal.capabilities.has_family(family):
                 principal.require(family)
         except Exception as e:
-            if identity is not None:
-                identity.audit.record(principal, "door." + door, conn.url.path, "denied", reason=str(e))
+            if identity is not None:  # audit writes are queries: off the event loop on PostgreSQL
+                why = str(e)
+                await identity.off_loop(lambda: identity.audit.record(principal, "door." + door, conn.url.path,
+                                                                      "denied", reason=why))
             raise
         if identity is not None and principal.kind != "key":
-            identity.audit.record(principal, "door." + door, conn.url.path)
+            await identity.off_loop(identity.audit.record, principal, "door." + door, conn.url.path)
     conn.scope["myriad.principal"] = principal
     return principal
 
