@@ -204,3 +204,23 @@ async def test_batch_converted_spans_reach_a_real_receiver_as_recorded(protocol)
     chats = [s for s in got.values() if s["name"] == "chat sim-small"]
     assert len(chats) == 2 and all(c["attributes"][sc.GEN_AI_USAGE_OUTPUT_TOKENS] > 0 for c in chats)
     assert {c["parent_id"] for c in chats} == {s["span_id"] for s in got.values() if s["name"] == "turn"}
+
+
+@pytest.mark.parametrize("no_proxy, arrives", [("", False), ("127.0.0.1", True)])
+async def test_http_export_honours_proxy_settings_read_at_start(monkeypatch, no_proxy, arrives):
+    """The exporter's session resolves HTTP(S)_PROXY / NO_PROXY once at start-up (not on
+    every export): a dead proxy swallows the spans unless NO_PROXY names the collector."""
+    receiver = HTTPReceiver()
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("NO_PROXY", no_proxy)
+    tel = setup_telemetry(TelemetrySettings(), {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                                                "OTEL_METRICS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_TIMEOUT": "500"})
+    monkeypatch.delenv("HTTP_PROXY")  # read at start: changing it now changes nothing
+    try:
+        with tel.tracer.start_as_current_span("through the proxy settings"):
+            pass
+        tel.force_flush()
+    finally:
+        await tel.aclose()
+        receiver.stop()
+    assert bool(receiver.spans) is arrives

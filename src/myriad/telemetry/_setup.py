@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import urllib.parse
 from dataclasses import dataclass, field
@@ -54,14 +55,34 @@ _TRUE = ("1", "true", "yes", "on")
 
 # -- exporter registry (by protocol name) --------------------------------------------------
 
+def _session(endpoint: str) -> Any:
+    """A ``requests`` session for one OTLP endpoint with the environment's proxy, CA
+    bundle and netrc settings resolved once, here: with ``trust_env`` (the default)
+    requests re-reads all of ``os.environ`` for proxies and stats ``~/.netrc`` on every
+    export (~0.5 ms of CPU per request on this machine)."""
+    import requests
+    from requests.utils import get_environ_proxies, get_netrc_auth
+
+    session = requests.Session()
+    session.trust_env = False
+    session.proxies.update(get_environ_proxies(endpoint))  # honours NO_PROXY for this endpoint
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        session.verify = bundle
+    auth = get_netrc_auth(endpoint)
+    if auth:
+        session.auth = auth
+    return session
+
+
 def _http_exporters(signal: str, endpoint: str, headers: dict[str, str], timeout: float) -> Any:
     if signal == "traces":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        return OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+        return OTLPSpanExporter(endpoint=endpoint, headers=headers, timeout=timeout, session=_session(endpoint))
     from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 
-    return OTLPMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout)
+    return OTLPMetricExporter(endpoint=endpoint, headers=headers, timeout=timeout, session=_session(endpoint))
 
 
 def _grpc_exporters(signal: str, endpoint: str, headers: dict[str, str], timeout: float) -> Any:
