@@ -31,12 +31,18 @@ Scope = dict[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
+_FIELD_BYTES = {f.encode(): f for f in _FIELDS}
+
+
 def carrier_from_scope(scope: Scope, query: bool = False) -> dict[str, str]:
-    """The W3C fields of an ASGI scope's headers (and query string when ``query``)."""
+    """The W3C fields of an ASGI scope's headers (and query string when ``query``).
+    ASGI header names are lower-case bytes, so they are compared as they come."""
     carrier: dict[str, str] = {}
     for k, v in scope.get("headers") or ():
-        name = k.decode("latin-1").lower()
-        if name in _FIELDS:
+        name = _FIELD_BYTES.get(k)
+        if name is None and k[:1] in (b"T", b"B"):  # a server that did not lower-case them
+            name = _FIELD_BYTES.get(k.lower())
+        if name is not None:
             carrier[name] = v.decode("latin-1")
     if query and scope.get("query_string"):
         for k, v in parse_qsl(scope["query_string"].decode("latin-1")):
