@@ -62,6 +62,7 @@ class FrontDoor:
     def __init__(self, database: str, settings: Any, *, telemetry: Any = None, refresh: float = 0.5,
                  route_timeout: float = 10.0, max_frame_bytes: int = 1_048_576) -> None:
         self.directory = Directory(database)
+        self.settings = settings
         self.auth = DoorAuth(settings, database)
         self.telemetry = telemetry
         """A ``myriad.telemetry.Telemetry`` (None or disabled: no spans, headers pass as sent)."""
@@ -82,12 +83,17 @@ class FrontDoor:
 
     # -- lifecycle -----------------------------------------------------------------
     def server_config(self, host: str, port: int, *, log_level: str = "warning") -> Any:
-        """The ``uvicorn.Config`` that serves this door (``uvicorn.Server(config).serve()``)."""
+        """The ``uvicorn.Config`` that serves this door: ``uvicorn.Server(config).run()``
+        (uvloop when installed). HTTP is uvicorn's httptools protocol with the server's
+        header and body deadlines (a door faces the same slow clients as a server);
+        WebSocket upgrades go to ``door_ws.DoorWebSocket``, never to the ASGI app."""
         import uvicorn
 
-        # WebSockets never reach the ASGI app: uvicorn hands each upgrade to DoorWebSocket
-        return uvicorn.Config(self, host=host, port=port, log_level=log_level, http="httptools",
-                              ws=protocol_for(self), lifespan="on", access_log=False)
+        from myriad.server.slow_clients import guarded_http_protocol
+
+        http = guarded_http_protocol(self.settings.header_timeout, self.settings.body_timeout)
+        return uvicorn.Config(self, host=host, port=port, log_level=log_level, http=http, ws=protocol_for(self),
+                              lifespan="on", access_log=False)
 
     async def start(self) -> None:
         import aiohttp
