@@ -49,6 +49,8 @@ log = logging.getLogger("myriad.cluster")
 _HOP = {b"host", b"connection", b"keep-alive", b"upgrade", b"transfer-encoding", b"te", b"trailer",
         b"proxy-authorization", b"proxy-connection", b"content-length"}
 _MAX_OWNERS = 1_000_000
+_WHOLE = 65_536
+"""A response this small with a Content-Length is read whole and sent as one message."""
 
 
 class _Moved(Exception):
@@ -239,29 +241,40 @@ class FrontDoor:
                 self.stats["refused"] += 1
                 await _json(send, refused.status, refusal_body(path, refused), [(b"www-authenticate", b"Bearer")])
                 return
-        body = bytearray()
+        body = b""
+        more: list[bytes] = []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            if body:
+                more.append(chunk)
+            else:
+                body = chunk
             if not message.get("more_body"):
                 break
+        if more:
+            body = b"".join([body, *more])
         raw = scope.get("raw_path") or path.encode()
-        target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        query = scope.get("query_string") or b""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
         if self._traced:
             headers = _with_trace(headers)
         client = scope.get("client")
         if client:
             headers.append(("x-forwarded-for", client[0]))
+        method = scope["method"]
 
         async def attempt(shard: ShardInfo) -> Any:
             import aiohttp
+            from yarl import URL
 
+            # an encoded URL built, not parsed: the client's path and query go as they came
+            url = URL.build(scheme="http", authority=shard.address, path=raw.decode("latin-1"),
+                            query_string=query.decode("latin-1"), encoded=True)
             try:
-                response = await self._client.request(scope["method"], f"http://{shard.address}{target}",
-                                                      headers=headers, data=bytes(body), allow_redirects=False)
+                response = await self._client.request(method, url, headers=headers, data=body, allow_redirects=False)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 raise OSError(str(e)) from None
             if response.status == 409:
@@ -270,6 +283,16 @@ class FrontDoor:
                 holder = _moved_holder(content)
                 if holder is not None:
                     raise _Moved(holder)
+                return response, content
+            length = response.content_length
+            if length is not None and length <= _WHOLE and method != "HEAD" and response.status not in (204, 304):
+                # one body message instead of a stream
+                try:
+                    content = await response.read()
+                except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                    raise OSError(str(e)) from None
+                finally:
+                    response.release()
                 return response, content
             return response, None
 
@@ -280,7 +303,7 @@ class FrontDoor:
                         [(b"retry-after", b"1")])
             return
         response, content = routed
-        out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP]
+        out = [(k, v) for k, v in ((k.lower(), v) for k, v in response.raw_headers) if k not in _HOP]
         status = response.status
         if content is not None:
             out.append((b"content-length", str(len(content)).encode()))
