@@ -23,8 +23,11 @@ Telemetry (``myriad.telemetry``): every HTTP request gets a SERVER span at the d
 and routing; the door's context goes to the shard as ``traceparent``, so one trace
 runs from the door through the shard's span and the agent's turn to the model call.
 
-A WebSocket is accepted from the client only once the shard has accepted it and
-sent its first frame, so re-routing is invisible to clients. When a shard's side
+WebSockets never reach this ASGI app: uvicorn hands each upgrade to
+``door_ws.DoorWebSocket``, which calls ``open_websocket`` (authentication, span,
+routing) and then splices bytes between the client and the shard. A WebSocket is
+accepted from the client only once the shard has accepted it and sent its first
+frame, so re-routing is invisible to clients. When a shard's side
 closes abnormally (it died), the client's socket closes with 1012, and clients
 reconnect (the npm ``agents`` client does by itself) to the new owner.
 """
