@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from myriad import safe_json
 from myriad.agents import AgentRef, validate_name
 from myriad.errors import InvalidRequest, MyriadError, NotFound, PermissionDenied
-from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
+from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp, stream_with_mcp
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
 from myriad.server.ownership import require_agent, require_tenant_wide
@@ -268,6 +268,24 @@ async def chat_with_mcp_tools(request: Request, principal: Any, gateway: Any, bo
                                    max_rounds=settings.mcp_max_rounds)
     finally:
         await toolset.aclose()
+
+
+async def stream_with_mcp_tools(request: Request, principal: Any, gateway: Any, body: dict[str, Any],
+                                specs: list[dict[str, Any]]) -> Any:
+    """``chat_with_mcp_tools`` streamed: an async iterator of ``(deployment, [chunk, ...])``
+    (``myriad.models.mcp_tools.stream_with_mcp``) that closes the MCP sessions at its end."""
+    toolset = await open_toolset(request, principal, specs)
+    rounds = request.app.state.services.settings.models.mcp_max_rounds
+
+    async def relay() -> Any:
+        try:
+            async for item in stream_with_mcp(lambda turn: gateway.chat_stream_batches(turn, tenant=principal.tenant),
+                                              body, toolset, max_rounds=rounds):
+                yield item
+        finally:
+            await toolset.aclose()
+
+    return relay()
 
 
 async def open_toolset(request: Request, principal: Any, specs: list[dict[str, Any]]) -> McpToolset:
