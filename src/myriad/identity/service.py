@@ -124,7 +124,7 @@ class Identity:
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:
-        return OutboundAuthorizer(self.vault, self.signer, self.audit)
+        return OutboundAuthorizer(self.vault, self.signer, self.audit, run=self._off_loop)
 
     @cached_property
     def users(self) -> UserVerifier | None:
