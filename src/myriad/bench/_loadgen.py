@@ -83,10 +83,13 @@ async def run_levels(
     connect_rate: int = 1000,
     sum_children: bool = False,
     counters: Callable[[], dict[str, int]] | None = None,
+    settle: float | None = None,
+    stop_at_miss: bool = True,
 ) -> None:
     """Ramp through ``levels`` of concurrent sessions; call ``report`` per level.
     ``counters`` (optional) is read at both edges of each measured window; each level
-    reports how much every counter grew in it."""
+    reports how much every counter grew in it. Each level is measured ``settle`` seconds
+    (default ``think``) after its last session connected."""
     import aiohttp
     import psutil
 
@@ -117,7 +120,7 @@ async def run_levels(
                     i = len(tasks)
                     tasks.append(asyncio.create_task(_session(http, urls(i), think, rng, st, method)))
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(think)  # let sessions reach their steady rhythm
+            await asyncio.sleep(think if settle is None else settle)  # let sessions reach their steady rhythm
             cpu0, _, _ = sample()
             c0 = counters() if counters else {}
             t0 = time.perf_counter()
@@ -150,7 +153,7 @@ async def run_levels(
             }
             report(result)
             ok = result["host_added_p99_ms"] <= max_p99_ms and result["errors"] == 0 and st.connected >= level * 0.99
-            if not ok:
+            if not ok and stop_at_miss:
                 break
         st.stop = True
         for t in tasks:

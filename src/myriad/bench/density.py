@@ -14,8 +14,10 @@ tenant). The host is pinned to CPU 0; the upstream and the load generator share
 CPU 1. Host-added latency = round trip minus the time the agent spent awaiting the
 model. Each turn also runs one Code-Mode snippet (JavaScript calling a Python tool)
 in the agent's warm V8 isolate, unless --no-tool. Levels ramp up until p99 passes
-the limit. Per level: CPU per turn, host threads, and isolates opened in the window
-(cold starts: a session's first turn, or an isolate that was closed or evicted).
+the limit; each is measured ``--settle`` seconds (3 x think) after its last session
+connected, when ~95 % of the new sessions have had their first turn (which opens
+their isolate: a cold start). Per level: CPU per turn, host threads, and isolates
+opened in the window (cold starts: first turns left, or isolates closed or evicted).
 
 Baseline in the same run: process-per-agent (the container model): every session
 gets its own OS process running the same agent on the same runtime (forked from a
@@ -56,7 +58,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-metering", action="store_true",
                    help="turn metering off (the runtime and gateway alone; the default runs the full default stack)")
     p.add_argument("--sessions-per-tenant", type=int, default=None,
-                   help="sessions per tenant (default: sandbox.isolates_per_tenant, 1,000; 0 = all in one tenant)")
+                   help="sessions per tenant (default: sandbox.isolates_per_tenant, 1,000; 0 = all in one tenant, "
+                        "whose isolates past that cap are then evicted: cold starts)")
+    p.add_argument("--all-levels", action="store_true",
+                   help="measure every level, also after one missed the target (CPU per turn on a busy machine)")
+    p.add_argument("--settle", type=float, default=None,
+                   help="seconds between reaching a level and measuring it (default 3 x --think: ~95%% of the new "
+                        "sessions have had their first, cold, turn; before, it was 1 x --think)")
 
 
 # -- the agent under test ----------------------------------------------------------
@@ -129,8 +137,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _serve(data_dir: Path, port: int, upstream: str, tool: bool, metering: bool = True, opens: Any = None,
-           isolates_per_tenant: int | None = None) -> None:
+def _serve(data_dir: Path, port: int, upstream: str, tool: bool, metering: bool = True, opens: Any = None) -> None:
     """Run one Myriad host (uvicorn + AgentHost) serving DensityAgent until killed."""
     import uvicorn
 
@@ -143,8 +150,6 @@ def _serve(data_dir: Path, port: int, upstream: str, tool: bool, metering: bool 
     gateway_file.write_text(_GATEWAY_TOML.format(base_url=upstream))
     settings.models.config = str(gateway_file)
     settings.metering.enabled = metering
-    if isolates_per_tenant:
-        settings.sandbox.isolates_per_tenant = isolates_per_tenant
     services = build_services(settings, [_agent_class(tool)])
     services.sandboxes.add_hook(_open_counter(opens))
     config = uvicorn.Config(create_app(services), host="127.0.0.1", port=port, log_level="warning",
@@ -167,8 +172,7 @@ def _open_counter(opens: Any) -> Any:
     return hook
 
 
-def _host_main(data_dir: Path, port: int, upstream: str, tool: bool, metering: bool = True, opens: Any = None,
-               isolates_per_tenant: int | None = None) -> None:
+def _host_main(data_dir: Path, port: int, upstream: str, tool: bool, metering: bool = True, opens: Any = None) -> None:
     _pin(HOST_CPU)
     if os.environ.get("MYRIAD_BENCH_GC_DEBUG"):
         import gc
@@ -192,7 +196,7 @@ def _host_main(data_dir: Path, port: int, upstream: str, tool: bool, metering: b
                     print(f"tracked objects: {len(objs)} {top}", file=sys.stderr, flush=True)
 
         gc.callbacks.append(watch)
-    _serve(data_dir, port, upstream, tool, metering, opens, isolates_per_tenant)
+    _serve(data_dir, port, upstream, tool, metering, opens)
 
 
 def _zygote_main(root: Path, upstream: str, count: int, conn: Any, tool: bool) -> None:
@@ -238,7 +242,8 @@ def _wait_up(port: int, timeout: float = 60.0) -> None:
 
 
 def _loadgen_main(urls: list[str] | str, levels: list[int], think: float, duration: float, host_pid: int,
-                  max_p99: float, queue: Any, sum_children: bool, opens: Any = None) -> None:
+                  max_p99: float, queue: Any, sum_children: bool, opens: Any = None, settle: float | None = None,
+                  stop_at_miss: bool = True) -> None:
     _pin(SIDE_CPU)
     from myriad.bench._loadgen import run_levels
 
@@ -247,7 +252,8 @@ def _loadgen_main(urls: list[str] | str, levels: list[int], think: float, durati
 
     counters = (lambda: {"isolates_opened": opens.value}) if opens is not None else None
     asyncio.run(run_levels(url_of, levels, think, duration, host_pid, queue.put,
-                           max_p99_ms=max_p99, sum_children=sum_children, counters=counters))
+                           max_p99_ms=max_p99, sum_children=sum_children, counters=counters, settle=settle,
+                           stop_at_miss=stop_at_miss))
     queue.put(None)
 
 
@@ -257,7 +263,9 @@ def _run_load(ctx: Any, urls: Any, levels: list[int], args: argparse.Namespace, 
 
     queue = ctx.Queue()
     gen = ctx.Process(target=_loadgen_main, args=(urls, levels, args.think, args.duration, host_pid,
-                                                   args.max_p99_ms, queue, sum_children, opens))
+                                                   args.max_p99_ms, queue, sum_children, opens,
+                                                   args.settle if args.settle is not None else 3 * args.think,
+                                                   not args.all_levels))
     gen.start()
     results = []
     while True:
@@ -322,7 +330,9 @@ def _stack_line(stack: dict[str, Any]) -> str:
     label = "full default stack" if stack["metering"] and stack["telemetry"] else "NOT the full default stack"
     return (f"stack: {label}: metering {on(stack['metering'])}, telemetry {on(stack['telemetry'])} (local store), "
             f"Code-Mode tool {on(stack['tool'])}; {stack['tenants']} tenant(s) of <= {stack['sessions_per_tenant']:,} "
-            f"sessions (sandbox.isolates_per_tenant = {stack['isolates_per_tenant']:,})")
+            f"sessions (sandbox.isolates_per_tenant = {stack['isolates_per_tenant']:,}"
+            + ("; past it a tenant's least recently used isolates are closed: cold starts)"
+               if stack["sessions_per_tenant"] > stack["isolates_per_tenant"] else ")"))
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -341,11 +351,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     per_tenant = SandboxSettings().isolates_per_tenant if args.sessions_per_tenant is None else args.sessions_per_tenant
     top = max(levels, default=1)
     tenants = 1 if per_tenant <= 0 else max(1, -(-top // per_tenant))
-    # one tenant holding every session must be allowed to keep an isolate per session
-    raised_cap = top if per_tenant <= 0 and top > SandboxSettings().isolates_per_tenant else None
     stack = {"metering": not args.no_metering, "telemetry": _telemetry_on(), "tool": not args.no_tool,
              "tenants": tenants, "sessions_per_tenant": per_tenant if per_tenant > 0 else top,
-             "isolates_per_tenant": raised_cap or SandboxSettings().isolates_per_tenant}
+             "isolates_per_tenant": SandboxSettings().isolates_per_tenant}
     print(_stack_line(stack), flush=True)
     ctx = mp.get_context("fork")
     opens = ctx.Value("q", 0, lock=False)
@@ -353,6 +361,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     upstream = start_simulated_upstream(mode="process", cpu=SIDE_CPU, ttft=args.ttft, tps=args.tps,
                                         tokens=args.tokens, chunk_interval=0.25)
     result: dict[str, Any] = {"bench": "density", "think_s": args.think, "model_calls_per_turn": 2,
+                              "settle_s": args.settle if args.settle is not None else 3 * args.think,
                               "code_mode_tool_per_turn": not args.no_tool, "stack": stack,
                               "simulated_upstream": {"ttft": args.ttft, "tps": args.tps, "tokens": args.tokens}}
     try:
@@ -365,7 +374,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         port = _free_port()
         print(f"Myriad host on CPU {HOST_CPU}; simulated upstream (SIMULATED model) and load generator on CPU {SIDE_CPU}", flush=True)
         host = ctx.Process(target=_host_main, args=(tmp / "myriad", port, upstream.base_url, not args.no_tool,
-                                                    not args.no_metering, opens, raised_cap))
+                                                    not args.no_metering, opens))
         host.start()
         try:
             _wait_up(port)
