@@ -111,7 +111,7 @@ class _RedactTokens(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.args:
             record.args = tuple(self._pattern.sub(r"\1[redacted]", a) if isinstance(a, str) else a
-                                for a in record.args)  # type: ignore[assignment]
+                                for a in record.args)
         return True
 
 

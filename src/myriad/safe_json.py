@@ -85,7 +85,8 @@ def _numbers_ok(node: Any, kinds: set[type]) -> bool:
     """A flat list's numbers are all finite and in range (fast paths for the usual
     all-int and all-float lists; anything else is looked at one by one)."""
     if kinds == {int}:
-        return -_INT_RANGE <= min(node) and max(node) < _INT_RANGE
+        in_range: bool = -_INT_RANGE <= min(node) and max(node) < _INT_RANGE
+        return in_range
     if kinds == {float}:
         return all(map(math.isfinite, node))
     return False

@@ -25,3 +25,8 @@ class Tally(Agent):
         await asyncio.sleep(delay)
         self.set_state({"n": self.state["n"] + k, "log": (self.state["log"] + [k])[-50:]})
         return int(self.state["n"])
+
+    @callable()
+    async def ask(self, question: str) -> str:
+        """One model call (the simulated provider): a turn whose trace reaches the gateway."""
+        return str((await self.models.chat(question)).text)

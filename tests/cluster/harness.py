@@ -41,11 +41,11 @@ class FrontDoorProc:
     """``myriad serve --cluster ADDRESS --node NODE --shards 1`` as a subprocess."""
 
     def __init__(self, ray_address: str, node: str, database: str, data_dir: Path, agents: str = "tests.cluster.agents",
-                 shards: int = 1, ttl: float = 1.5) -> None:
+                 shards: int = 1, ttl: float = 1.5, telemetry: bool = False) -> None:
         self.port = free_port()
         self.data_dir = data_dir
         self.log = data_dir.parent / f"frontdoor-{self.port}.log"
-        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "MYRIAD_TELEMETRY__ENABLED": "false",
+        env = {**os.environ, "PYTHONPATH": f"{REPO / 'src'}{os.pathsep}{REPO}", "MYRIAD_TELEMETRY__ENABLED": str(telemetry).lower(),
                "RAY_ADDRESS": ray_address}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "myriad", "serve", "--cluster", ray_address, "--node", node, "--shards", str(shards),

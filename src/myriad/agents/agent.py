@@ -30,7 +30,8 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     from myriad.agents.handle import AgentHandle
-    from myriad.agents.host import AgentHost, _Slot
+    from myriad.agents.host import AgentHost
+    from myriad.agents.slot import _Slot
     from myriad.agents.mcp_client import McpClient
     from myriad.agents.schedules import Schedule
     from myriad.storage import AgentSQL

@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from myriad.agents.host import _Slot
+    from myriad.agents.slot import _Slot
 
 
 current_caller: ContextVar[Any] = ContextVar("myriad_current_caller", default=None)

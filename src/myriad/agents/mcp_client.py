@@ -146,7 +146,8 @@ class McpClient:
         if principal is None:
             raise PermissionDenied("MCP calls go out on behalf of the turn's caller; this turn has none "
                                    "(a schedule): call from a client's turn")
-        return host.identity.outbound.client(principal, timeout=self.timeout)
+        client: httpx.AsyncClient = host.identity.outbound.client(principal, timeout=self.timeout)
+        return client
 
     def _session(self, name: str, url: str) -> McpSession:
         session = self._sessions.get(name)

@@ -97,7 +97,8 @@ async def run_levels(
 
     def sample() -> tuple[float, int, int]:
         procs = host.children() if sum_children else [host]
-        cpu = rss = threads = 0
+        cpu: float = 0
+        rss = threads = 0
         for p in procs:
             try:
                 t = p.cpu_times()
@@ -133,7 +134,9 @@ async def run_levels(
             window = [s for s in st.samples[n0:] if s.sent >= t0]
             added = sorted(s.host_added for s in window)
             rtts = sorted(s.rtt for s in window)
-            pct = lambda xs, p: xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else float("nan")  # noqa: E731
+
+            def pct(xs: list[float], p: float) -> float:
+                return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else float("nan")
             result = {
                 "sessions": level,
                 "connected": st.connected,

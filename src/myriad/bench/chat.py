@@ -26,7 +26,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 DESCRIPTION = __doc__ or ""
 
@@ -67,7 +67,7 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
     pace = {"s": 0.0}
 
     class BenchChat(ChatAgent):
-        async def on_chat_message(self, turn: ChatTurn):  # type: ignore[override]
+        async def on_chat_message(self, turn: ChatTurn) -> AsyncIterator[dict[str, Any]]:
             yield {"type": "start"}
             yield {"type": "text-start", "id": "t"}
             for i in range(n - 4):

@@ -83,7 +83,7 @@ def _agent_class() -> type:
         @callable()
         async def turn(self, text: str) -> str:
             plan = await self.models.stream_text(text)
-            answer = await self.models.stream_text(
+            answer: str = await self.models.stream_text(
                 [{"role": "user", "content": text}, {"role": "assistant", "content": plan},
                  {"role": "user", "content": "and so?"}])
             self.set_state({"turns": self.state["turns"] + 1, "last": answer[:40]})

@@ -73,7 +73,7 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Any]) -> 
     _database_argument(door)
     door.add_argument("--host", default="127.0.0.1")
     door.add_argument("--port", type=int, default=8787)
-    door.set_defaults(func=lambda a: _door(a, database_url(a, settings_of(a))))
+    door.set_defaults(func=lambda a: _door(a, settings_of(a), database_url(a, settings_of(a))))
     drain = cluster.add_parser("drain", help="move a node's agents away (before maintenance)")
     drain.add_argument("node", help="Ray node id (a unique prefix will do)")
     _database_argument(drain)
@@ -82,14 +82,20 @@ def add_commands(sub: Any, settings_of: Callable[[argparse.Namespace], Any]) -> 
     drain.set_defaults(func=lambda a: asyncio.run(_drain(a, database_url(a, settings_of(a)))))
 
 
-def _door(args: argparse.Namespace, url: str) -> int:
+def _door(args: argparse.Namespace, settings: Any, url: str) -> int:
+    import os
+
     import uvicorn
 
     from myriad.cluster.frontdoor import FrontDoor
+    from myriad.telemetry import setup_telemetry
 
-    config = uvicorn.Config(FrontDoor(url), host=args.host, port=args.port, log_level="warning",
-                            ws_ping_interval=None, ws_per_message_deflate=False, lifespan="on", access_log=False)
-    asyncio.run(uvicorn.Server(config).serve())
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
+    door = FrontDoor(url, settings, telemetry=telemetry, max_frame_bytes=settings.agents.max_frame_bytes)
+    try:
+        asyncio.run(uvicorn.Server(door.server_config(args.host, args.port)).serve())
+    finally:
+        telemetry.shutdown()
     return 0
 
 

@@ -1,9 +1,11 @@
 """A node's front door: one ASGI app that routes every request and WebSocket for an
 agent to the shard that holds it, and everything else to any shard.
 
-It does not run agents or read credentials: shards authenticate (the same keys and
-identity on every shard), so a request the front door forwards is judged exactly as
-in embedded mode. What it adds is routing:
+It does not run agents. It authenticates (``door_auth``: the identity room over the
+cluster's key store) and refuses a bad credential itself, with the body a shard
+would send, so a flood of bad keys never reaches a shard; the shard still
+authenticates what it is sent and judges scopes exactly as in embedded mode. What
+it adds is routing:
 
 1. the placement key of the URL (``placement.placement_key``: the root agent's
    ``class/name``) picks a shard by rendezvous over the live, non-draining shards
@@ -14,6 +16,12 @@ in embedded mode. What it adds is routing:
    goes there instead; with no live holder (it died, its lease has not expired
    yet) it waits and places again, up to ``route_timeout`` seconds;
 3. a shard that refuses connections is avoided until the next refresh.
+
+Telemetry (``myriad.telemetry``): every HTTP request gets a SERVER span at the door
+(the telemetry room's ASGI middleware, which also continues a client's
+``traceparent``), every WebSocket handshake a SERVER span covering authentication
+and routing; the door's context goes to the shard as ``traceparent``, so one trace
+runs from the door through the shard's span and the agent's turn to the model call.
 
 A WebSocket is accepted from the client only once the shard has accepted it and
 sent its first frame, so re-routing is invisible to clients. When a shard's side
@@ -32,6 +40,7 @@ from typing import Any
 
 from myriad.cluster.activation import MOVED_PREFIX
 from myriad.cluster.directory import Directory, ShardInfo
+from myriad.cluster.door_auth import DoorAuth, needs_credential, refusal_body
 from myriad.cluster.placement import placement_key, rendezvous
 
 log = logging.getLogger("myriad.cluster")
@@ -51,9 +60,14 @@ class _Moved(Exception):
 class FrontDoor:
     """The ASGI app of a node's front door (see the module docstring)."""
 
-    def __init__(self, database: str, *, refresh: float = 0.5, route_timeout: float = 10.0,
-                 max_frame_bytes: int = 1_048_576) -> None:
+    def __init__(self, database: str, settings: Any, *, telemetry: Any = None, refresh: float = 0.5,
+                 route_timeout: float = 10.0, max_frame_bytes: int = 1_048_576) -> None:
         self.directory = Directory(database)
+        self.auth = DoorAuth(settings, database)
+        self.telemetry = telemetry
+        """A ``myriad.telemetry.Telemetry`` (None or disabled: no spans, headers pass as sent)."""
+        self._traced = telemetry is not None and telemetry.enabled
+        self._app = telemetry.asgi_middleware(self._dispatch) if self._traced else self._dispatch
         self.refresh_every = refresh
         self.route_timeout = route_timeout
         self.max_frame_bytes = max_frame_bytes
@@ -61,17 +75,26 @@ class FrontDoor:
         self.placeable: list[str] = []
         self.owners: dict[str, str] = {}
         self.suspect: dict[str, float] = {}
-        self.stats = {"http": 0, "websockets": 0, "moved": 0, "retries": 0, "unavailable": 0}
+        self.stats = {"http": 0, "websockets": 0, "refused": 0, "moved": 0, "retries": 0, "unavailable": 0}
         self._rr = itertools.count()
         self._client: Any = None
         self._task: asyncio.Task[None] | None = None
         self._refreshing: asyncio.Lock | None = None
 
     # -- lifecycle -----------------------------------------------------------------
+    def server_config(self, host: str, port: int, *, log_level: str = "warning") -> Any:
+        """The ``uvicorn.Config`` that serves this door (``uvicorn.Server(config).serve()``)."""
+        import uvicorn
+
+        return uvicorn.Config(self, host=host, port=port, log_level=log_level, http="httptools",
+                              ws_max_size=self.max_frame_bytes, ws_ping_interval=None, ws_per_message_deflate=False,
+                              lifespan="on", access_log=False)
+
     async def start(self) -> None:
         import aiohttp
 
         await self.directory.connect()
+        await self.auth.open()
         self._refreshing = asyncio.Lock()
         await self.refresh()
         self._client = aiohttp.ClientSession(
@@ -90,6 +113,7 @@ class FrontDoor:
         if self._client is not None:
             await self._client.close()
         await self.directory.close()
+        self.auth.close()
 
     async def refresh(self) -> None:
         assert self._refreshing is not None
@@ -170,13 +194,17 @@ class FrontDoor:
 
     # -- ASGI ----------------------------------------------------------------------
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        else:
+            await self._app(scope, receive, send)
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":
             await self._websocket(scope, receive, send)
-        elif kind == "lifespan":
-            await self._lifespan(receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -200,6 +228,14 @@ class FrontDoor:
             await _json(send, 200, {"status": "ok", "role": "front-door", "shards": len(self.live),
                                     "placeable": len(self.placeable), **self.stats})
             return
+        if self._traced:
+            scope["route"] = _Route(_route_template(path))  # names the middleware's span
+        if needs_credential(path):
+            refused = await self.auth.refusal(scope)
+            if refused is not None:
+                self.stats["refused"] += 1
+                await _json(send, refused.status, refusal_body(path, refused), [(b"www-authenticate", b"Bearer")])
+                return
         body = bytearray()
         while True:
             message = await receive()
@@ -211,6 +247,8 @@ class FrontDoor:
         raw = scope.get("raw_path") or path.encode()
         target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
+        if self._traced:
+            headers = _with_trace(headers)
         client = scope.get("client")
         if client:
             headers.append(("x-forwarded-for", client[0]))
@@ -258,16 +296,52 @@ class FrontDoor:
         await send({"type": "http.response.body", "body": b""})
 
     async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
         self.stats["websockets"] += 1
         message = await receive()
         if message["type"] != "websocket.connect":
             return
+        if not self._traced:
+            await self._websocket_routed(scope, receive, send)
+            return
+        from opentelemetry import trace
+
+        span = self._handshake_span(scope)
+        with trace.use_span(span, end_on_exit=False):
+            try:
+                await self._websocket_routed(scope, receive, send, span)
+            finally:
+                if span.is_recording():  # left the handshake another way (the client went away)
+                    span.end()
+
+    def _handshake_span(self, scope: dict[str, Any]) -> Any:
+        from opentelemetry.trace import SpanKind
+
+        attrs: dict[str, Any] = {"http.request.method": "GET", "http.route": _route_template(scope["path"]),
+                                 "url.path": scope["path"], "url.scheme": scope.get("scheme", "ws"),
+                                 "network.protocol.name": "websocket"}
+        client = scope.get("client")
+        if client:
+            attrs["client.address"] = client[0]
+        assert self.telemetry is not None
+        return self.telemetry.tracer.start_span(f"GET {attrs['http.route']}", kind=SpanKind.SERVER, attributes=attrs)
+
+    async def _websocket_routed(self, scope: dict[str, Any], receive: Any, send: Any, span: Any = None) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+        if _door_authenticates(scope):
+            bad = await self.auth.refusal(scope)
+            if bad is not None:  # as a shard: accept, then close with 4001 and the reason
+                self.stats["refused"] += 1
+                _span_end(span, scope, CLOSE_AUTH)
+                await send({"type": "websocket.accept"})
+                await send({"type": "websocket.close", "code": CLOSE_AUTH, "reason": bad.message[:120]})
+                return
         raw = scope.get("raw_path") or scope["path"].encode()
         target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _WS_SKIP]
+        if span is not None:
+            headers = _with_trace(headers)
         subprotocols = scope.get("subprotocols") or None
         refused: list[tuple[int, str]] = []
 
@@ -294,10 +368,12 @@ class FrontDoor:
         routed = await self._route(placement_key(scope["path"]), attempt)
         if routed is None or routed[0] is None:
             code, reason = refused[-1] if refused else (1013, "no shard could take this agent in time; retry")
+            _span_end(span, scope, code)
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": code, "reason": reason})
             return
         upstream, first = routed
+        _span_end(span, scope, 101)
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
         await _ws_send(send, first)
         await self._pump(upstream, receive, send)
@@ -343,6 +419,60 @@ class FrontDoor:
             await upstream.close()
 
 
+class _Route:
+    """What the telemetry middleware reads as ``scope["route"]`` (its ``path`` names the span)."""
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+
+def _route_template(path: str) -> str:
+    """A low-cardinality name for ``path``: its first two segments, then ``{path}``
+    (``/v1/agents/{path}``, ``/agents/tally/{path}``, ``/v1/chat/{path}``)."""
+    parts = path.split("/", 3)
+    return path if len(parts) <= 3 else "/".join(parts[:3]) + "/{path}"
+
+
+_TRACE_FIELDS = frozenset(("traceparent", "tracestate", "baggage"))
+
+
+def _with_trace(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """``headers`` with the current context's W3C fields in place of the client's
+    (the door's span is now the parent of what the shard does)."""
+    from myriad.telemetry import trace_headers
+
+    carrier = trace_headers()
+    if not carrier:
+        return headers
+    return [h for h in headers if h[0] not in _TRACE_FIELDS] + list(carrier.items())
+
+
+def _span_end(span: Any, scope: dict[str, Any], code: int) -> None:
+    """End the handshake's span with the outcome (101, or the close code it was refused with)."""
+    if span is None:
+        return
+    principal = scope.get("myriad.principal")
+    if principal is not None:
+        span.set_attribute("myriad.tenant", principal.tenant)
+    span.set_attribute("http.response.status_code" if code == 101 else "websocket.close.code", code)
+    span.end()
+
+
+CLOSE_AUTH = 4001
+"""The close code of a WebSocket refused for its credential (the server's ``CLOSE_AUTH``)."""
+
+
+def _door_authenticates(scope: dict[str, Any]) -> bool:
+    """A WebSocket the door authenticates: an agent's, in the JSON transport (a shard
+    refuses another transport before looking at the credential, so the door lets it)."""
+    if not scope["path"].startswith("/agents/"):
+        return False
+    query = scope.get("query_string") or b""
+    return b"__agents_transport" not in query
+
+
 def _moved_holder(content: bytes) -> str | None:
     try:
         error = json.loads(content).get("error", {})
@@ -361,7 +491,8 @@ async def _ws_send(send: Any, frame: Any) -> None:
 
 
 async def _json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:
-    data = json.dumps(body).encode()
+    # compact, like the server's own JSON responses (starlette's JSONResponse)
+    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
     await send({"type": "http.response.start", "status": status,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode()),
                             *(headers or [])]})

@@ -93,13 +93,16 @@ def serve_cluster(settings: Any, database: str, *, mode: str, shards: int | None
         "  status:    myriad cluster status --database <url>",
         "",
     ]), flush=True)
-    door = FrontDoor(database, route_timeout=max(10.0, 4 * ttl), max_frame_bytes=settings.agents.max_frame_bytes)
-    config = uvicorn.Config(door, host=settings.host, port=settings.port, log_level=settings.log_level,
-                            ws_max_size=settings.agents.max_frame_bytes, ws_ping_interval=None,
-                            ws_per_message_deflate=False, lifespan="on", access_log=False)
+    from myriad.telemetry import setup_telemetry
+
+    telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
+    door = FrontDoor(database, settings, telemetry=telemetry, route_timeout=max(10.0, 4 * ttl),
+                     max_frame_bytes=settings.agents.max_frame_bytes)
+    config = door.server_config(settings.host, settings.port, log_level=settings.log_level)
     try:
         asyncio.run(uvicorn.Server(config).serve())
     finally:
+        telemetry.shutdown()
         try:
             ray.get([a.stop.remote() for a in actors], timeout=15)
         except Exception:

@@ -40,6 +40,8 @@ class ShardServer:
         self.started = threading.Event()
         self.error: BaseException | None = None
         self._server: Any = None
+        self.requests = 0
+        """HTTP requests and WebSocket handshakes its door received (``load``)."""
         self._cpu0 = time.process_time()
 
     def info(self) -> dict[str, Any]:
@@ -51,7 +53,7 @@ class ShardServer:
         host = self.services.host
         a = self.activations
         return {"resident": host.resident_count, "connections": host.connection_count,
-                "turns": host.stats["turns"], "wakes": host.stats["wakes"],
+                "requests": self.requests, "turns": host.stats["turns"], "wakes": host.stats["wakes"],
                 "activations": len(a.tokens) if a else 0, "cpu_seconds": round(time.process_time() - self._cpu0, 3),
                 **({k: v for k, v in a.stats.items()} if a else {})}
 
@@ -72,7 +74,7 @@ class ShardServer:
             self.activations.load = self._load
             self.services.host.wrap_turn(self.activations)
             _attach_fence(self.services, self.activations)
-            config = uvicorn.Config(create_app(self.services), lifespan="on", log_level="warning",
+            config = uvicorn.Config(self._counted(create_app(self.services)), lifespan="on", log_level="warning",
                                     ws_max_size=self.settings.agents.max_frame_bytes, ws_ping_interval=None,
                                     access_log=False)
             self._server = uvicorn.Server(config)
@@ -97,6 +99,16 @@ class ShardServer:
     def stop(self) -> None:
         if self._server is not None:
             self._server.should_exit = True
+
+    def _counted(self, app: Any) -> Any:
+        """``app``, counting what reaches this shard's door (front doors refuse bad
+        credentials before they get here: the count shows it)."""
+        async def counted(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "lifespan":
+                self.requests += 1
+            await app(scope, receive, send)
+
+        return counted
 
 
 def _attach_fence(services: Any, fence: Activations) -> None:

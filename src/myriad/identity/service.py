@@ -124,7 +124,8 @@ class Identity:
     async def authenticate(self, presented: str | None) -> Principal:
         """The principal behind an API key or a token; ``AuthenticationError`` (401) otherwise."""
         if not presented or not presented.count(".") == 2:
-            return self.keys.cached(presented) or await self._off_loop(self.keys.verify, presented)
+            hit = self.keys.cached(presented)
+            return hit if hit is not None else await self._off_loop(self.keys.verify, presented)
         principal, _ = await self._verify_token(jose.parse(presented))
         return principal
 

@@ -74,7 +74,7 @@ class SandboxMetering:
             return self._close(event)
         if kind == "usage":
             return self._usage(event)
-        return contextlib.nullcontext()  # type: ignore[return-value]
+        return contextlib.nullcontext()
 
     def _shape(self, event: Any) -> tuple[float, float, int]:
         limits = event.limits

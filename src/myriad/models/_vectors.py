@@ -56,7 +56,8 @@ class VectorIndex(Generic[P]):
         """Cosine similarity of ``vec`` to every entry, in insertion order."""
         if not self._vecs:
             return np.zeros(0, dtype=np.float32)
-        return self.matrix() @ unit(vec)
+        sims: np.ndarray = self.matrix() @ unit(vec)
+        return sims
 
     def nearest(self, vec: Sequence[float], k: int = 1) -> list[tuple[float, int]]:
         """The ``k`` most similar entries as (similarity, index), best first."""

@@ -9,10 +9,13 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Sequence
+from typing import TYPE_CHECKING, Any, AsyncIterator, Sequence
 
 from myriad.errors import InvalidRequest
 from myriad.models.types import ChatChunk, ChatResult, EmbeddingResult
+
+if TYPE_CHECKING:
+    from myriad.models.gateway import Gateway
 
 Messages = str | Sequence[dict[str, Any]]
 
@@ -20,7 +23,7 @@ Messages = str | Sequence[dict[str, Any]]
 class ModelsClient:
     """The agent-facing facade. Usage is attributed to ``tenant`` / ``agent``."""
 
-    def __init__(self, gateway: Any, tenant: str | None = None, agent: str | None = None,
+    def __init__(self, gateway: Gateway, tenant: str | None = None, agent: str | None = None,
                  default_model: str | None = None) -> None:
         self.gateway = gateway
         self.tenant = tenant

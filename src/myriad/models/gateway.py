@@ -47,6 +47,7 @@ from myriad.models._streams import CACHE, StreamAccumulator, replay_chunks
 from myriad.models.config import Deployment, GatewayConfig, GroupConfig
 from myriad.models.pipeline import IDENTITY, Call, Pipeline, UsageHookMiddleware, deployment_pricer
 from myriad.models.providers import Provider, create_provider
+from myriad.models.providers.interface import speaks_responses_api
 from myriad.models.routing import STRATEGIES, DeploymentState, RouteContext
 from myriad.models.types import ChatChunk, ChatResult, EmbeddingResult, Usage, UsageRecord
 
@@ -249,9 +250,8 @@ class Gateway:
         prompt_tokens = estimate_message_tokens(req["messages"])
 
         async def send(state: DeploymentState, provider: Provider) -> dict[str, Any]:
-            if passthrough is not None and getattr(provider, "speaks_responses", False):
-                return await provider.responses(  # type: ignore[attr-defined]
-                    dict(passthrough, model=state.deployment.upstream_model))
+            if passthrough is not None and speaks_responses_api(provider):
+                return await provider.responses(dict(passthrough, model=state.deployment.upstream_model))
             return await provider.chat(dict(req, model=state.deployment.upstream_model))
 
         raw, state, attempts = await self._call(alias, prompt_tokens, send, stream=False,
@@ -357,9 +357,8 @@ class Gateway:
                 provider = self.provider(d.name)
                 committing: Callable[[Mapping[str, Any]], bool]
                 deliver: Callable[[list[dict[str, Any]], str, Call], list[dict[str, Any]]]
-                if passthrough is not None and getattr(provider, "speaks_responses", False):
-                    agen = provider.responses_stream(  # type: ignore[attr-defined]
-                        dict(passthrough, model=d.upstream_model, stream=True))
+                if passthrough is not None and speaks_responses_api(provider):
+                    agen = provider.responses_stream(dict(passthrough, model=d.upstream_model, stream=True))
                     committing, deliver = event_commits, deliver_events
                 else:
                     agen = provider.stream(dict(req, model=d.upstream_model))

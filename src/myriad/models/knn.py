@@ -86,7 +86,9 @@ class KnnRouter:
         return len(o.index) if o else 0
 
     async def _embed(self, texts: list[str], tenant: str | None) -> list[list[float]]:
-        return (await self.gateway.embed(texts, model=self.config.embedding_model, tenant=tenant)).vectors
+        vectors: list[list[float]] = (await self.gateway.embed(texts, model=self.config.embedding_model,
+                                                                tenant=tenant)).vectors
+        return vectors
 
     async def record(self, prompts: list[str], weak_ok: list[bool], tenant: str | None) -> int:
         """Record outcomes; returns the tenant's total."""

@@ -76,7 +76,8 @@ class ChatResult:
     @property
     def finish_reason(self) -> str | None:
         choices = self.raw.get("choices") or [{}]
-        return choices[0].get("finish_reason")
+        reason: str | None = choices[0].get("finish_reason")
+        return reason
 
     @property
     def usage(self) -> Usage:

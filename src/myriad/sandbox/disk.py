@@ -58,6 +58,7 @@ class DiskQuota(Protocol):
 
 class LoopImage:
     name = "loop"
+    _probed: str | None  # None: not probed yet; "": mounting works; else why it cannot
 
     def available(self) -> str | None:
         if os.geteuid() != 0:
@@ -89,7 +90,7 @@ class LoopImage:
         self.templates = templates
         """Where an empty image of each size is made once and then copied (sparsely) per sandbox."""
         self._lock = threading.Lock()
-        self._probed: str | None = None
+        self._probed = None
 
     def _template(self, mb: int) -> Path | None:
         if self.templates is None:

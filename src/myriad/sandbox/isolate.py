@@ -446,8 +446,9 @@ class IsolateSandbox:
             state = _status(status)
             for call_id, name, args_json in state["calls"]:
                 calls[asyncio.ensure_future(self._call_tool(name, args_json))] = call_id
-            if state["done"] is not None:
-                return state["done"]
+            finished: dict[str, Any] | None = state["done"]
+            if finished is not None:
+                return finished
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise asyncio.TimeoutError

@@ -337,7 +337,7 @@ class Sandboxes:
 
     async def _closed_by_host(self, sandbox: Sandbox, reason: CloseReason) -> None:
         with contextlib.suppress(Exception):
-            await sandbox.close(reason=reason)  # type: ignore[call-arg]
+            await sandbox.close(reason=reason)
 
     def _touch(self, key: tuple[str, str], sandbox: Sandbox) -> None:
         if sandbox.tier == "isolate":
@@ -605,7 +605,7 @@ def owner_key(owner: Any) -> str:
 
 
 def key_exists(live: dict[tuple[str, str], Sandbox], key: tuple[str, Any]) -> bool:
-    s = live.get(key)  # type: ignore[arg-type]
+    s = live.get(key)
     return s is not None and not s.closed
 
 

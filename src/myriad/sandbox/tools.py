@@ -214,7 +214,7 @@ def schema_to_ts(schema: dict[str, Any], indent: str = "") -> str:
     if typ in ("integer", "number"):
         return "number"
     if typ in ("string", "boolean", "null"):
-        return typ
+        return str(typ)
     if typ == "array":
         inner = schema_to_ts(schema.get("items", {}), indent)
         return f"({inner})[]" if "|" in inner else f"{inner}[]"

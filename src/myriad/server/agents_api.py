@@ -57,8 +57,9 @@ def parse_agent_path(tenant: str, raw_path: str, host: AgentHost) -> tuple[Agent
 
 
 def _raw_path(scope: MutableMapping[str, Any]) -> str:
-    raw = scope.get("raw_path")
-    return raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
+    raw: bytes | None = scope.get("raw_path")
+    path: str = raw.decode("latin-1").split("?", 1)[0] if raw else scope["path"]
+    return path
 
 
 class _WebSocketTransport:

@@ -75,7 +75,7 @@ def create_app(services: Services, *, manage_services: bool = True) -> Starlette
     routes += openapi.routes()
     routes += mcp_api.routes()
     routes += oauth_api.routes()
-    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)  # type: ignore[arg-type]
+    app = Starlette(routes=routes, exception_handlers=HANDLERS, lifespan=lifespan)
     telemetry_api.install(app, services)
     app.state.services = services
     return app

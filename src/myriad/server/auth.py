@@ -41,12 +41,13 @@ def door_of(path: str) -> tuple[str, str] | None:
 async def require_principal(conn: HTTPConnection) -> Principal:
     """The caller's principal; raises ``AuthenticationError`` (401) when it cannot be
     established and ``PermissionDenied`` (403) when it may not use this door."""
-    cached = conn.scope.get("myriad.principal")
+    cached: Principal | None = conn.scope.get("myriad.principal")
     if cached is not None:
-        return cached  # type: ignore[no-any-return]
+        return cached
     services = conn.app.state.services
     identity = getattr(services, "identity", None)
     presented = presented_key(conn)
+    principal: Principal
     if identity is None:
         principal = services.keys.verify(presented)
     else:

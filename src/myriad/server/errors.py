@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -18,8 +19,14 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "invalid_reques
 
 async def myriad_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, MyriadError)
-    body = openai_body(exc) if request.url.path.startswith("/v1/") else exc.to_json()
-    return JSONResponse(body, status_code=exc.status, headers=error_headers(exc))
+    return JSONResponse(error_body(request.url.path, exc), status_code=exc.status, headers=error_headers(exc))
+
+
+def error_body(path: str, exc: MyriadError) -> dict[str, Any]:
+    """The JSON body of ``exc`` on ``path``: OpenAI's shape under ``/v1/``, Myriad's
+    ``{"error": {"code", "message", ...}}`` elsewhere (the cluster's front door sends
+    the same body when it refuses a request before any shard sees it)."""
+    return openai_body(exc) if path.startswith("/v1/") else exc.to_json()
 
 
 def error_headers(exc: MyriadError) -> dict[str, str] | None:
@@ -52,4 +59,4 @@ async def unexpected_error(request: Request, exc: Exception) -> JSONResponse:
 
 HANDLERS = {MyriadError: myriad_error, HTTPException: http_error, Exception: unexpected_error}
 
-__all__ = ["HANDLERS"]
+__all__ = ["HANDLERS", "error_body", "error_headers"]

@@ -85,7 +85,7 @@ def live_sockets(app: Any) -> LiveSockets:
             return await identity.authenticate(presented)
 
         found = app.state.myriad_live_sockets = LiveSockets(authenticate, services.settings.agents.revalidate_every)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 __all__ = ["CLOSE_REVOKED", "LiveSockets", "live_sockets"]

@@ -110,7 +110,7 @@ def owners(app: Any) -> Owners:
         settings = app.state.services.settings
         data_dir = getattr(settings, "data_dir", None)
         found = app.state.myriad_owners = Owners(Path(data_dir) / "owners.db" if data_dir else None)
-    return found  # type: ignore[no-any-return]
+    return found
 
 
 async def require_agent(request: Any, principal: Principal, ref: AgentRef) -> None:

@@ -112,14 +112,14 @@ def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], requi
 
 
 def _env(body: dict[str, Any]) -> dict[str, str] | None:
-    env = _field(body, "env", dict)
+    env: dict[str, str] | None = _field(body, "env", dict)
     if env is not None and not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
         raise InvalidRequest("'env' must map names to strings")
     return env
 
 
 def _cmd(body: dict[str, Any]) -> str | list[str]:
-    cmd = _field(body, "cmd", (str, list), required=True)
+    cmd: str | list[str] = _field(body, "cmd", (str, list), required=True)
     if isinstance(cmd, list) and not all(isinstance(a, str) for a in cmd):
         raise InvalidRequest("'cmd' must be a string or a list of strings")
     return cmd

@@ -51,7 +51,7 @@ def guarded_http_protocol(header_timeout: float, body_timeout: float) -> type[as
             if not self.transport.is_closing():
                 self.transport.close()
 
-        def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+        def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._arm(header_timeout)  # a connection that never sends a request
 

@@ -46,7 +46,7 @@ class SandboxTracing:
             return self._tool(event)
         if event.kind in SPANS:
             return self._span(event)
-        return contextlib.nullcontext()  # type: ignore[return-value]
+        return contextlib.nullcontext()
 
     @contextlib.asynccontextmanager
     async def _tool(self, event: Any) -> AsyncIterator[None]:

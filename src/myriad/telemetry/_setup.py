@@ -327,7 +327,7 @@ def _number(env: Mapping[str, str], name: str, default: float) -> float:
     if raw in (None, ""):
         return default
     try:
-        v = float(raw)  # type: ignore[arg-type]
+        v = float(raw)
     except ValueError:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if v < 0:
@@ -425,7 +425,7 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
 
     fast = FastMetrics()
 
-    class MergingReader(PeriodicExportingMetricReader):  # type: ignore[misc, valid-type]
+    class MergingReader(PeriodicExportingMetricReader):
         """Ships the fast histograms in the same export as the SDK's own metrics."""
 
         def _receive_metrics(self, metrics_data: Any, timeout_millis: float = 10_000, **kwargs: Any) -> None:

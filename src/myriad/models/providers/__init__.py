@@ -8,13 +8,12 @@ Register another with ``register_provider("name", factory_or_"module:attr")``.
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 from myriad.errors import ConfigError
 from myriad.models.config import Deployment
 from myriad.models.providers.interface import Provider, ProviderFactory
 
-PROVIDERS: dict[str, Any] = {
+PROVIDERS: dict[str, ProviderFactory | str] = {
     "openai": "myriad.models.providers.openai:OpenAIProvider",
     "anthropic": "myriad.models.providers.anthropic:AnthropicProvider",
     "simulated": "myriad.models.providers.simulated:SimulatedProvider",
@@ -35,8 +34,8 @@ def create_provider(deployment: Deployment, api_key: str | None) -> Provider:
         raise ConfigError(f"deployment {deployment.name!r}: unknown provider {deployment.provider!r}")
     if isinstance(entry, str):
         module, _, attr = entry.partition(":")
-        entry = getattr(importlib.import_module(module), attr)
-        PROVIDERS[deployment.provider] = entry
+        factory: ProviderFactory = getattr(importlib.import_module(module), attr)
+        PROVIDERS[deployment.provider] = entry = factory
     return entry(deployment, api_key)
 
 

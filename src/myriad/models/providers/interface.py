@@ -10,7 +10,7 @@ fallbacks and accounting are the gateway's business, not the provider's.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Callable, Protocol, runtime_checkable
+from typing import Any, AsyncIterator, Callable, Protocol, TypeGuard, runtime_checkable
 
 from myriad.models.config import Deployment
 from myriad.models.types import Usage
@@ -37,7 +37,26 @@ class Provider(Protocol):
         ...
 
 
+class ResponsesProvider(Provider, Protocol):
+    """A provider whose deployment also speaks the Responses API (``speaks_responses``)."""
+
+    speaks_responses: bool
+
+    async def responses(self, body: dict[str, Any]) -> dict[str, Any]:
+        """A non-streamed ``POST /responses``: the upstream's response object."""
+        ...
+
+    def responses_stream(self, body: dict[str, Any]) -> AsyncIterator[list[dict[str, Any]]]:
+        """A streamed ``POST /responses``: its typed events, in lists of those that arrived together."""
+        ...
+
+
+def speaks_responses_api(provider: Provider) -> TypeGuard[ResponsesProvider]:
+    """Whether ``provider`` passes Responses API requests through as they are."""
+    return bool(getattr(provider, "speaks_responses", False))
+
+
 ProviderFactory = Callable[[Deployment, "str | None"], Provider]
 """``factory(deployment, api_key)`` builds a provider; the key is already resolved."""
 
-__all__ = ["Provider", "ProviderFactory"]
+__all__ = ["Provider", "ProviderFactory", "ResponsesProvider", "speaks_responses_api"]

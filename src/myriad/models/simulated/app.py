@@ -457,7 +457,7 @@ def _parse_json(raw: bytes) -> dict[str, Any]:
 
 async def _read_body(receive: Receive) -> bytes:
     msg = await receive()
-    body = msg.get("body", b"")
+    body: bytes = msg.get("body", b"")
     if not msg.get("more_body"):
         return body
     parts = [body]

@@ -69,7 +69,8 @@ class UpstreamHandle:
         """``{"requests", "by_status", "by_model", "in_flight"}`` (status keys are strings)."""
         r = httpx.get(f"{self.root_url}/_simulated/stats", timeout=5)
         r.raise_for_status()
-        return r.json()
+        stats: dict[str, Any] = r.json()
+        return stats
 
     def close(self) -> None:
         if not self._closed:

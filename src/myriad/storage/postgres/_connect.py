@@ -22,6 +22,7 @@ from myriad.errors import ConfigError, DatabaseUnavailable, FencedOut, StorageEr
 
 if TYPE_CHECKING:  # pragma: no cover
     import psycopg
+    from psycopg import Connection
     import psycopg_pool
 
 FENCE_SQLSTATE = "MYF01"
@@ -100,7 +101,8 @@ def connect(url: str, *, autocommit: bool = True, timeout: float = 5.0) -> "psyc
     psycopg = _driver()
     check_url(url)
     try:
-        return psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+        conn: Connection[Any] = psycopg.connect(url, autocommit=autocommit, connect_timeout=max(1, int(timeout)))
+        return conn
     except psycopg.Error as e:
         translate(e, url)
 

@@ -138,7 +138,8 @@ class ShippedSQL:
             cur = conn.cursor(binary=True)
             await cur.execute("SELECT pgno, data FROM agent_sql_pages WHERE path=%s AND pgno <= %s ORDER BY pgno",
                               (path, n_pages))
-            return await cur.fetchall()
+            rows: list[tuple[int, bytes]] = await cur.fetchall()
+            return rows
 
         rows = await storage._with_conn(pages)
         file.parent.mkdir(parents=True, exist_ok=True)
