@@ -137,7 +137,7 @@ async def run_levels(
 
             def pct(xs: list[float], p: float) -> float:
                 return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else float("nan")
-            result = {
+            result: dict[str, Any] = {
                 "sessions": level,
                 "connected": st.connected,
                 "turns": len(window),

@@ -325,8 +325,12 @@ def _telemetry_on() -> bool:
     return TelemetrySettings().enabled and os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() != "true"
 
 
+def _on(flag: bool) -> str:
+    return "on" if flag else "OFF"
+
+
 def _stack_line(stack: dict[str, Any]) -> str:
-    on = lambda b: "on" if b else "OFF"  # noqa: E731
+    on = _on
     label = "full default stack" if stack["metering"] and stack["telemetry"] else "NOT the full default stack"
     return (f"stack: {label}: metering {on(stack['metering'])}, telemetry {on(stack['telemetry'])} (local store), "
             f"Code-Mode tool {on(stack['tool'])}; {stack['tenants']} tenant(s) of <= {stack['sessions_per_tenant']:,} "
