@@ -33,7 +33,7 @@ from starlette.types import Receive, Scope, Send
 from myriad import safe_json
 from myriad.agents import AgentRef, validate_name
 from myriad.errors import InvalidRequest, MyriadError, NotFound, PermissionDenied
-from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
+from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp, stream_with_mcp
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
 from myriad.server.ownership import require_agent, require_tenant_wide
@@ -270,15 +270,44 @@ async def chat_with_mcp_tools(request: Request, principal: Any, gateway: Any, bo
         await toolset.aclose()
 
 
+async def stream_with_mcp_tools(request: Request, principal: Any, gateway: Any, body: dict[str, Any],
+                                specs: list[dict[str, Any]]) -> Any:
+    """``chat_with_mcp_tools`` streamed: an async iterator of ``(deployment, [chunk, ...])``
+    (``myriad.models.mcp_tools.stream_with_mcp``) that closes the MCP sessions at its end."""
+    toolset = await open_toolset(request, principal, specs)
+    rounds = request.app.state.services.settings.models.mcp_max_rounds
+
+    async def relay() -> Any:
+        try:
+            async for item in stream_with_mcp(lambda turn: gateway.chat_stream_batches(turn, tenant=principal.tenant),
+                                              body, toolset, max_rounds=rounds):
+                yield item
+        finally:
+            await toolset.aclose()
+
+    return relay()
+
+
 async def open_toolset(request: Request, principal: Any, specs: list[dict[str, Any]]) -> McpToolset:
     services = request.app.state.services
     registry = services.identity.mcp_servers if services.identity is not None else None
     meter = services.meter
 
-    def resolve(label: str) -> tuple[str, dict[str, str]]:
+    def lookup(label: str) -> tuple[str, dict[str, str]]:
         if registry is None:
             raise NotFound(f"no MCP server registry on this server; give server_url for {label!r}")
         return registry.get(principal.tenant, label).url, registry.headers(principal.tenant, label)
+
+    # the registry is a database table: read the labels it must resolve before opening, off the
+    # event loop on PostgreSQL (the toolset asks for them synchronously)
+    found: dict[str, tuple[str, dict[str, str]]] = {}
+    for spec in specs:
+        label = spec.get("server_label")
+        if not spec.get("server_url") and isinstance(label, str) and label not in found:
+            found[label] = await services.identity.off_loop(lookup, label) if services.identity else lookup(label)
+
+    def resolve(label: str) -> tuple[str, dict[str, str]]:
+        return found[label] if label in found else lookup(label)
 
     async def record(server: str, tool: str, failed: bool) -> None:
         if meter is not None:
@@ -297,7 +326,8 @@ async def list_servers(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
-    servers = request.app.state.services.identity.mcp_servers.list(principal.tenant)
+    identity = request.app.state.services.identity
+    servers = await identity.off_loop(identity.mcp_servers.list, principal.tenant)
     return JSONResponse({"servers": [s.to_json() for s in servers]})
 
 
@@ -306,8 +336,9 @@ async def put_server(request: Request) -> Response:
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
     body = await json_object(request, 64 * 1024, required=True)
-    info = request.app.state.services.identity.mcp_servers.put(
-        principal.tenant, request.path_params["label"], body.get("server_url"), body.get("token"))
+    identity = request.app.state.services.identity
+    info = await identity.off_loop(identity.mcp_servers.put, principal.tenant, request.path_params["label"],
+                                   body.get("server_url"), body.get("token"))
     return JSONResponse(info.to_json())
 
 
@@ -315,7 +346,8 @@ async def delete_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
-    request.app.state.services.identity.mcp_servers.delete(principal.tenant, request.path_params["label"])
+    identity = request.app.state.services.identity
+    await identity.off_loop(identity.mcp_servers.delete, principal.tenant, request.path_params["label"])
     return Response(status_code=204)
 
 
