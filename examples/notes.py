@@ -2,6 +2,7 @@
 
     python -m myriad serve --agents examples.notes
     # any MCP client: http://127.0.0.1:8787/mcp/notes/alice  (Authorization: Bearer <key>)
+    # one scratchpad per MCP session:   http://127.0.0.1:8787/mcp/scratchpad
 """
 
 from myriad import Agent
@@ -37,3 +38,17 @@ class Notes(Agent):
         """A prompt asking a model to summarize the notes about ``topic``."""
         found = await self.search(topic, 20)
         return f"Summarize my notes about {topic}:\n" + "\n".join(f"- {t}" for t in found)
+
+
+@mcp.per_session
+class Scratchpad(Agent):
+    """A scratchpad that lives as long as one MCP session (Cloudflare's ``McpAgent`` shape):
+    each client that connects to ``/mcp/scratchpad`` gets its own instance, and ending the
+    session deletes it."""
+
+    @mcp.tool()
+    async def jot(self, text: str) -> list[str]:
+        """Add a line to this session's scratchpad; returns every line so far."""
+        lines = [*(self.state or {}).get("lines", []), text]
+        self.set_state({"lines": lines})
+        return lines

@@ -94,6 +94,7 @@ def test_placement() -> None:
     assert placement_key("/agents/counter/u1/sub/x/y") == "counter/u1"
     assert placement_key("/v1/agents/counter/u1/rpc") == "counter/u1"
     assert placement_key("/v1/usage") is None and placement_key("/agents/counter") is None
+    assert placement_key("/mcp/notes/alice") == "notes/alice" and placement_key("/mcp/scratchpad") is None
     assert root_path("t/c/n/sub/d/m") == "t/c/n"
     shards = ["a", "b", "c"]
     owners = {k: rendezvous(k, shards) for k in (f"c/{i}" for i in range(3000))}

@@ -9,7 +9,7 @@ def test_exports_are_exactly_the_intended_names():
     assert sorted(identity.__all__) == sorted([
         "AgentIdentity", "AuditEntry", "AuditLog", "CredentialInfo", "CredentialVault", "DIRECTORY_MEDIA_TYPE",
         "DIRECTORY_PATH", "DOORS", "GRANT_TOKEN_EXCHANGE", "IDENTITY_MIGRATIONS", "Identity", "KeyInfo", "KeyStore", "NonceCache",
-        "OutboundAuthorizer", "Principal", "Redactor", "RequestSigner", "Scopes", "SignedTransport",
+        "OutboundAuthorizer", "OwnerStore", "Principal", "Redactor", "RequestSigner", "Scopes", "SignedTransport",
         "TOKEN_TYPE_ACCESS", "TOKEN_TYPE_JWT", "act_chain", "parse_scopes", "require", "resource", "sandbox_scopes",
         "spiffe_id", "validate_tenant", "verify_request",
     ])

@@ -61,6 +61,30 @@ def test_registered_server_tools_are_called_by_myriad(server: LiveServer, upstre
     assert '"mcp.calls"' in events and '"tool": "add"' in events.replace('"tool":"add"', '"tool": "add"')
 
 
+def test_streamed_chat_with_mcp_tools(server: LiveServer, upstream: str) -> None:
+    """stream=true: Myriad runs the MCP calls between streamed model turns; the client's
+    stream shows the answer's text, one chunk per MCP call, never the calls as tool_calls,
+    one id and one role, and the usage summed over the turns."""
+    from openai import OpenAI
+
+    httpx.put(f"{server.url}/v1/mcp/servers/calc", headers=server.headers(),
+              json={"server_url": upstream + "/mcp", "token": TOKEN}).raise_for_status()
+    client = OpenAI(base_url=server.url + "/v1", api_key=server.key)
+    ask = {"model": "sim-small", "messages": [{"role": "user", "content": "Please use calc__add for me."}],
+           "tools": [{"type": "mcp", "server_label": "calc"}]}
+    whole = client.chat.completions.create(**ask)  # type: ignore[call-overload]
+    chunks = list(client.chat.completions.create(**ask, stream=True, stream_options={"include_usage": True}))
+    assert len({c.id for c in chunks}) == 1
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert sum(1 for d in deltas if d.role) == 1 and not any(d.tool_calls for d in deltas)
+    assert "".join(d.content or "" for d in deltas) == whole.choices[0].message.content
+    calls = [(c.model_extra or {})["mcp_call"] for c in chunks if not c.choices and (c.model_extra or {}).get("mcp_call")]
+    assert [(x["server_label"], x["name"], x["error"]) for x in calls] == [("calc", "add", None)]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["stop"]
+    usage = chunks[-1].usage
+    assert usage is not None and whole.usage is not None and usage.total_tokens == whole.usage.total_tokens > 0
+
+
 def test_responses_api_returns_mcp_items(server: LiveServer, upstream: str) -> None:
     from openai import OpenAI
 
@@ -105,13 +129,11 @@ def test_bad_mcp_tools_are_clear_4xx(server: LiveServer, upstream: str) -> None:
                    json={**base, "tools": [{"type": "mcp", "server_label": "x", "require_approval": "always",
                                             "server_url": upstream + "/mcp"}]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "require_approval"
-    r = httpx.post(f"{server.url}/v1/chat/completions", headers=h, json={**base, "stream": True, "tools": [
-        {"type": "mcp", "server_label": "x", "server_url": upstream + "/mcp"}]})
-    assert r.status_code == 400 and r.json()["error"]["param"] == "stream"
-    # the token is wrong for an inline URL: the server refuses, a clear error, not a 500
-    r = httpx.post(f"{server.url}/v1/chat/completions", headers=h, json={**base, "tools": [
-        {"type": "mcp", "server_label": "x", "server_url": upstream + "/mcp"}]})
-    assert r.status_code == 403 and "refused the credentials" in r.json()["error"]["message"]
+    # the token is wrong for an inline URL: the server refuses, a clear error, not a 500 (streamed or not)
+    for stream in (False, True):
+        r = httpx.post(f"{server.url}/v1/chat/completions", headers=h, json={**base, "stream": stream, "tools": [
+            {"type": "mcp", "server_label": "x", "server_url": upstream + "/mcp"}]})
+        assert r.status_code == 403 and "refused the credentials" in r.json()["error"]["message"]
 
 
 def test_private_addresses_are_the_operators_decision(tmp_path: Path, upstream: str) -> None:

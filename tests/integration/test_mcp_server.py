@@ -144,6 +144,17 @@ def test_npm_sdk_client(server: LiveServer) -> None:
     assert "- from node" in seen["prompt"]
 
 
+def test_npm_sdk_client_per_session(server: LiveServer) -> None:
+    """The npm client keeps the session id Myriad answers and ends the session at the end."""
+    out = subprocess.run(["node", "mcp_session.mjs", f"{server.url}/mcp/scratchpad", server.key],
+                         cwd=REPO / "tests" / "node", capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert seen["lines"] == [["one"], ["one", "two"]] and seen["sessionId"]
+    r = httpx.get(f"{server.url}/v1/agents/scratchpad/mcp-{seen['sessionId']}", headers=server.headers())
+    assert r.status_code == 404  # terminated: the instance went with it
+
+
 def test_direct_path_answers_exactly_as_the_sdk(server: LiveServer) -> None:
     """Tools requests of handshake-era clients skip the SDK's per-request transport; what
     they get back must be byte-for-byte the JSON the SDK path gives (a request without
@@ -163,3 +174,94 @@ def test_direct_path_answers_exactly_as_the_sdk(server: LiveServer) -> None:
     r = httpx.post(url, headers=direct, json={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
                                               "params": {"name": "nope", "arguments": {}}})
     assert r.json()["error"]["code"] == -32602
+
+
+async def test_one_instance_per_session_with_the_sdk_client(server: LiveServer) -> None:
+    """``@mcp.per_session`` (examples/notes.py Scratchpad): each session of the official
+    client is its own instance; the session id reaches only its owner; ending the session
+    deletes the instance, and the ended id is a 404 (the client starts a new session)."""
+    url = f"{server.url}/mcp/scratchpad"
+
+    def stored() -> int:
+        classes = httpx.get(f"{server.url}/v1/agents", headers=server.headers()).json()["classes"]
+        return next(c["stored"] for c in classes if c["agent"] == "scratchpad")
+
+    async def jot(client: Any, text: str) -> list[str]:
+        result = await client.call_tool("jot", {"text": text})
+        assert not result.is_error, result
+        return list(json.loads(result.content[0].text))
+
+    before = stored()
+    async with await _session(url, server.key, "legacy") as a, await _session(url, server.key, "legacy") as b:
+        assert await jot(a, "a1") == ["a1"]
+        assert await jot(b, "b1") == ["b1"]
+        assert await jot(a, "a2") == ["a1", "a2"]
+        assert stored() == before + 2
+    assert stored() == before  # the client ends its session on close (DELETE): the instances are gone
+
+
+def test_sessions_over_plain_http(server: LiveServer) -> None:
+    url = f"{server.url}/mcp/scratchpad"
+    h = {**server.headers(), "Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    jot = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "jot", "arguments": {"text": "x"}}}
+    # no session and no initialize: a 400 that says how to start one (or where stateless clients go)
+    r = httpx.post(url, headers=h, json=jot)
+    assert r.status_code == 400 and "initialize" in r.json()["error"]["message"]
+    r = httpx.post(url, headers=h, json=init)
+    assert r.status_code == 200, r.text
+    sid = r.headers["mcp-session-id"]
+    s = {**h, "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-11-25"}
+    for n in (1, 2):
+        r = httpx.post(url, headers=s, json=jot)
+        assert r.status_code == 200 and json.loads(r.json()["result"]["content"][0]["text"]) == ["x"] * n
+    # the instance is an agent like any other, reachable by name
+    state = httpx.get(f"{server.url}/v1/agents/scratchpad/mcp-{sid}", headers=server.headers()).json()["state"]
+    assert state == {"lines": ["x", "x"]}
+    # another key of the tenant without the tool's scope: refused before the agent runs
+    narrow = _key(server, "mcp:scratchpad:nothing")
+    r = httpx.post(url, headers={**s, "Authorization": f"Bearer {narrow}"}, json=jot)
+    assert r.status_code == 403 and "mcp:scratchpad:jot" in r.json()["error"]["message"]
+    # a made-up or malformed session id: 404 (the spec's answer for an unknown session)
+    for bad in ("A" * 32, "../../x", "x"):
+        assert httpx.post(url, headers={**s, "Mcp-Session-Id": bad}, json=jot).status_code == 404
+    # ending the session deletes the instance; its id is then unknown
+    assert httpx.delete(url, headers=s).status_code == 204
+    assert httpx.get(f"{server.url}/v1/agents/scratchpad/mcp-{sid}", headers=server.headers()).status_code == 404
+    assert httpx.post(url, headers=s, json=jot).status_code == 404
+    # a class that is not per-session has no /mcp/{agent} endpoint
+    r = httpx.post(f"{server.url}/mcp/notes", headers=h, json=init)
+    assert r.status_code == 404 and "/mcp/notes/{name}" in r.json()["error"]["message"]
+    # the per-session endpoint has its own Protected Resource Metadata
+    r = httpx.post(url, json=jot, headers={"Accept": "application/json, text/event-stream"})
+    assert r.status_code == 401 and "/.well-known/oauth-protected-resource/mcp/scratchpad" in r.headers["www-authenticate"]
+    prm = httpx.get(f"{server.url}/.well-known/oauth-protected-resource/mcp/scratchpad").json()
+    assert prm["resource"] == url and prm["scopes_supported"] == ["mcp:scratchpad:jot"]
+
+
+def test_a_session_reaches_only_its_users_instance(server: LiveServer) -> None:
+    from myriad.identity import Identity, KeyStore
+    from myriad.settings import IdentitySettings
+
+    keys = KeyStore(server.data_dir)
+    try:
+        tokens = Identity(IdentitySettings(), keys, server.data_dir).tokens
+        alice, bob = (tokens.user_token("default", u, scopes="mcp", resources=["urn:myriad:mcp"])
+                      for u in ("alice", "bob"))
+    finally:
+        keys.close()
+    url = f"{server.url}/mcp/scratchpad"
+    h = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    r = httpx.post(url, headers={**h, "Authorization": f"Bearer {alice}"}, json=init)
+    assert r.status_code == 200, r.text
+    s = {**h, "Mcp-Session-Id": r.headers["mcp-session-id"], "MCP-Protocol-Version": "2025-06-18"}
+    jot = {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "jot", "arguments": {"text": "mine"}}}
+    assert httpx.post(url, headers={**s, "Authorization": f"Bearer {alice}"}, json=jot).status_code == 200
+    # bob holding alice's session id (leaked, guessed): as good as unknown, and cannot end it
+    assert httpx.post(url, headers={**s, "Authorization": f"Bearer {bob}"}, json=jot).status_code == 404
+    assert httpx.delete(url, headers={**s, "Authorization": f"Bearer {bob}"}).status_code == 404
+    r = httpx.post(url, headers={**s, "Authorization": f"Bearer {alice}"}, json=jot)
+    assert json.loads(r.json()["result"]["content"][0]["text"]) == ["mine", "mine"]

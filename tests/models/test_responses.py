@@ -4,15 +4,16 @@ package's own types (what every client parses)."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import TypeAdapter
 
-from myriad.errors import InvalidRequest, NotFound
+from myriad.errors import DatabaseUnavailable, InvalidRequest, NotFound
 from myriad.models import Gateway
-from myriad.models.responses import (MemoryResponseStore, Responses, SQLiteResponseStore, StoredResponse,
-                                     items_to_messages, parse_request)
+from myriad.models.responses import (MemoryResponseStore, PostgresResponseStore, Responses, SQLiteResponseStore,
+                                     StoredResponse, items_to_messages, parse_request)
 from myriad.models.simulated._schema import example_value
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -76,16 +77,27 @@ def test_previous_response_and_item_references_expand():
     assert e.value.details["param"] == "previous_response_id"
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path):
+def _store(kind, tmp_path, request, **kw):
+    if kind == "memory":
+        return MemoryResponseStore(**kw)
+    if kind == "sqlite":
+        return SQLiteResponseStore(tmp_path / "r.db", **kw)
+    return PostgresResponseStore(request.getfixturevalue("pg_url"), migrate=True, trim_every=1, **kw)
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite", "postgres"])
+def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path, request):
     now = [0.0]
-    store = (MemoryResponseStore(ttl=10, max_per_tenant=2, clock=lambda: now[0]) if kind == "memory" else
-             SQLiteResponseStore(tmp_path / "r.db", ttl=10, max_per_tenant=2, clock=lambda: now[0]))
+    store = _store(kind, tmp_path, request, ttl=10, max_per_tenant=2, clock=lambda: now[0])
 
     def put(tenant, rid):
-        store.put(tenant, StoredResponse(response={"id": rid}, input_items=[],
-                                         conversation=[{"type": "message", "id": f"msg_{rid}"}]))
-        if kind == "sqlite":
+        stored = StoredResponse(response={"id": rid}, input_items=[],
+                                conversation=[{"type": "message", "id": f"msg_{rid}"}])
+        if kind == "postgres" and rid == "r2":  # written at once (what Responses does on PostgreSQL)
+            assert store.put_now(tenant, stored) and store.pending() == 0
+            return
+        store.put(tenant, stored)
+        if kind != "memory":
             assert store.get(tenant, rid) is not None and store.item(tenant, f"msg_{rid}")  # readable while buffered
             assert store.flush() == 1 and store.pending() == 0
 
@@ -98,25 +110,57 @@ def test_store_is_per_tenant_bounded_and_expires(kind, tmp_path):
     assert store.delete("a", "r2") and not store.delete("a", "r2") and store.get("a", "r2") is None
     now[0] = 11
     assert store.get("a", "r3") is None
-    if kind == "sqlite":  # what was written is read back by a new store on the same file
+    if kind != "memory":  # what was written is read back by a new store on the same file (another machine)
         now[0] = 5
-        again = SQLiteResponseStore(tmp_path / "r.db", ttl=10, clock=lambda: now[0])
+        again = _store(kind, tmp_path, request, ttl=10, clock=lambda: now[0])
         assert again.get("a", "r3").conversation == [{"type": "message", "id": "msg_r3"}]
+        assert again.item("a", "msg_r3") == {"type": "message", "id": "msg_r3"}
         assert again.get("b", "r3") is None
+        again.close()
+        store.close()
+
+
+def test_a_shared_store_keeps_a_response_the_database_refused_and_writes_it_later(tmp_path):
+    """PostgreSQL down when a response is stored: the answer still goes, the response stays
+    readable here and is written once the database is back."""
+    from tests.pg import PostgresServer
+
+    with PostgresServer(fsync=False) as pg:
+        url = pg.create_database()
+        store = PostgresResponseStore(url, migrate=True, connect_timeout=1)
+        assert store.get("t", "r0") is None  # connected once
+        pg.stop()
+        stored = StoredResponse(response={"id": "r1"}, input_items=[], conversation=[{"type": "message", "id": "m1"}])
+        assert not store.put_now("t", stored)
+        assert store.pending() == 1 and store.get("t", "r1") is stored  # still readable from this process
+        with pytest.raises(DatabaseUnavailable):
+            store.get("t", "other")
+        pg.start()
+        for _ in range(50):  # the pool reconnects by itself
+            try:
+                assert store.flush() == 1
+                break
+            except DatabaseUnavailable:
+                time.sleep(0.1)
+        assert store.pending() == 0
+        other = PostgresResponseStore(url)
+        assert other.get("t", "r1").conversation == [{"type": "message", "id": "m1"}]
+        other.close()
+        store.close()
 
 
 def test_create_and_stream_match_the_openai_types():
     async def run():
         responses = Responses(Gateway.simulated())
         body = {"model": "sim-small", "input": "hello there", "tools": [TOOL]}
-        made, _ = await responses.create(responses.parse(body, "t"), tenant="t")
+        made, _ = await responses.create(await responses.parse(body, "t"), tenant="t")
         Response.model_validate(made)
         events = []
-        async for _deployment, batch in responses.stream(responses.parse(dict(body, stream=True), "t"), tenant="t"):
+        async for _deployment, batch in responses.stream(await responses.parse(dict(body, stream=True), "t"), tenant="t"):
             events += batch
         tool_events = []
         async for _deployment, batch in responses.stream(
-                responses.parse(dict(body, input="lookup it", stream=True), "t"), tenant="t"):
+                await responses.parse(dict(body, input="lookup it", stream=True), "t"), tenant="t"):
             tool_events += batch
         return made, events, tool_events
 

@@ -13,7 +13,7 @@ ROOM = Path(myriad.models.__file__).parent
 SRC = str(ROOM.parent.parent)
 ENV = {**__import__("os").environ, "PYTHONPATH": SRC}
 ALLOWED = {"myriad.errors", "myriad.safe_json", "myriad.models", "myriad.identity", "myriad.metering", "myriad.telemetry",
-           "myriad.mcp"}
+           "myriad.mcp", "myriad.storage"}  # storage: the PostgreSQL helpers of the shared response store
 
 
 def test_public_surface_is_exactly_this():

@@ -12,6 +12,7 @@ from pathlib import Path
 from myriad.identity import Identity, KeyStore, jose
 from myriad.metering import Budget, Scope, Subject, Usage, UsageEvent, UsageQuery, open_store
 from myriad.metering._store import ReservationRequest
+from myriad.models.responses import PostgresResponseStore, SQLiteResponseStore, StoredResponse
 from myriad.settings import IdentitySettings
 from myriad.storage import AgentRecord, PostgresStorage, ScheduleRecord, SQLiteStorage
 from tests.metering.conftest import PRICES
@@ -48,6 +49,11 @@ def _identity(src: Path) -> tuple[str, str, str]:
     ident.vault.put("acme", "alice", "github", SECRET, domains=["api.github.com"])
     ident.audit.record(ks.verify(key), "test.copy", "before")
     token = ident.for_agent("acme", "notes/n1").token()
+    # alice's agent and sandbox (owners.db), and an OAuth code already redeemed (identity.db)
+    ident.owners.claim("agent", "acme", PATH, "alice")
+    ident.owners.record("sandbox", "acme", "alice-box", "alice")
+    assert ident.authorization.db is ks.db  # (its table is made on first use)
+    ks.db.execute("INSERT INTO oauth_spent (jti, exp) VALUES (?, ?)", ("spent-code", 4_000_000_000.0))
     ks.close()
     return key, old_key, token
 
@@ -73,11 +79,23 @@ def _ledger(src: Path) -> dict:
     return before
 
 
+ALICE = "acme\x00user:alice"  # how the /v1/responses door keys a user's stored responses
+
+
+def _responses(src: Path) -> None:
+    store = SQLiteResponseStore(src / "responses.db")
+    for owner, rid in ((ALICE, "resp_a"), ("acme", "resp_t")):
+        store.put(owner, StoredResponse(response={"id": rid}, input_items=[{"type": "message", "id": f"in_{rid}"}],
+                                        conversation=[{"type": "message", "id": f"msg_{rid}"}]))
+    store.close()
+
+
 def test_db_copy_moves_an_embedded_deployment_into_postgresql(tmp_path: Path, pg_url: str) -> None:
     src = tmp_path / "embedded"
     asyncio.run(_runtime(src))
     key, old_key, token = _identity(src)
     before = _ledger(src)
+    _responses(src)
 
     r = myriad("db", "copy", "--from", str(src), "--to", pg_url, "--data-dir", str(tmp_path / "unused"))
     assert "myriad_metering.events: 2 row(s)" in r.stdout and "agent SQL databases: 1" in r.stdout
@@ -98,7 +116,18 @@ def test_db_copy_moves_an_embedded_deployment_into_postgresql(tmp_path: Path, pg
     assert ident.tokens.verify(parsed, typ=parsed.claims["typ"])["tenant"] == "acme"  # signature checked with the copied key
     assert [e.action for e in ident.audit.entries("acme")] == ["test.copy"]
     ident.audit.record(None, "test.after", "x", tenant="acme")  # the audit id sequence continues
+    # alice's agent is hers on every machine now; her sandbox's owner stays with its host (owners.db)
+    assert ident.owners.owner("agent", "acme", PATH) == (True, "alice")
+    assert ident.owners.owner("sandbox", "acme", "alice-box") == (False, None)
+    assert ks.db.execute("SELECT exp FROM oauth_spent WHERE jti = 'spent-code'").fetchone()[0] == 4_000_000_000.0
     ks.close()
+
+    # stored responses: previous_response_id works from PostgreSQL, each owner's own
+    shared = PostgresResponseStore(pg_url)
+    assert shared.get(ALICE, "resp_a").input_items == [{"type": "message", "id": "in_resp_a"}]
+    assert shared.item(ALICE, "msg_resp_a") == {"type": "message", "id": "msg_resp_a"}
+    assert shared.get("acme", "resp_a") is None and shared.get("acme", "resp_t") is not None
+    shared.close()
 
     # metering: the same totals, spend, holds and sequence numbers; new events continue after them
     led = open_store(pg_url)
@@ -144,7 +173,7 @@ def test_db_copy_moves_an_embedded_deployment_into_postgresql(tmp_path: Path, pg
     with psycopg.connect(pg_url) as conn:
         tables = {f"{s}.{t}" for s, t in conn.execute(
             "SELECT table_schema, table_name FROM information_schema.tables"
-            " WHERE table_schema IN ('myriad_identity', 'myriad_metering')")}
+            " WHERE table_schema IN ('myriad_identity', 'myriad_metering', 'myriad_responses')")}
     assert tables and tables <= COPIED, tables - COPIED
 
     # a second copy into a database that has rows is refused, in one line

@@ -82,3 +82,20 @@ async def test_claims_are_exclusive_until_released_or_expired(any_storage: Any) 
     await s.update_schedule(a[0].id, 50.0, 1)  # released: due again at once
     assert [r.id for r in await s.claim_due(now + 62, 100, "D", 60)] == [a[0].id]
     assert await s.delete_schedule(a[1].id) and not await s.delete_schedule(a[1].id)
+
+
+async def test_a_claimant_that_lost_its_claim_settles_nothing(any_storage: Any) -> None:
+    # A claims, pauses past its lease; B claims the same schedule and fires it. A's late
+    # settle (move or delete) must not touch what B now holds; B's own settle does.
+    s = any_storage
+    await s.add_schedule(_schedule("cron", next_run=1))
+    await s.add_schedule(_schedule("once", next_run=2))
+    now = 100.0
+    assert len(await s.claim_due(now, 10, "A", 5)) == 2
+    assert len(await s.claim_due(now + 6, 10, "B", 60)) == 2  # A's claims expired
+    assert not await s.update_schedule("cron", 999.0, 3, owner="A")
+    assert not await s.delete_schedule("once", owner="A")
+    rows = {r.id: r for r in await s.due_schedules(now + 6, 10)}
+    assert rows["cron"].next_run == 1 and rows["cron"].attempts == 0 and "once" in rows
+    assert await s.update_schedule("cron", 500.0, 0, owner="B") and await s.delete_schedule("once", owner="B")
+    assert [(r.id, r.next_run) for r in await s.due_schedules(1000, 10)] == [("cron", 500.0)]

@@ -193,6 +193,17 @@ class Scheduler:
                 pass
 
     async def _fire(self, record: ScheduleRecord) -> None:
+        async def settle(next_run: float | None, attempts: int) -> None:
+            # only while this host still holds the claim: one paused past its lease (whose
+            # schedule another host has since claimed and fired) must not move or drop it
+            if next_run is None:
+                settled = await self._storage.delete_schedule(record.id, owner=self.owner)
+            else:
+                settled = await self._storage.update_schedule(record.id, next_run, attempts, owner=self.owner)
+            if not settled:
+                log.info("schedule %s: not settled here (cancelled meanwhile, or claimed by another host "
+                         "after this one's claim expired)", record.id)
+
         try:
             ref = AgentRef.from_path(record.path)
             payload = json.loads(record.payload)
@@ -201,27 +212,27 @@ class Scheduler:
             except AgentElsewhere:
                 # Cluster mode: another shard holds the agent. Not a failed attempt: put it
                 # back (claims released) for a claimant that can fire it; once only.
-                await self._storage.update_schedule(record.id, time.time() + 0.2, record.attempts)
+                await settle(time.time() + 0.2, record.attempts)
                 return
             except UnknownAgent:
                 log.error("schedule %s: agent class %s is not served here; keeping it", record.id, record.agent_class)
-                await self._storage.update_schedule(record.id, time.time() + 60, record.attempts)
+                await settle(time.time() + 60, record.attempts)
                 return
             except Exception as e:
                 attempts = record.attempts + 1
                 if attempts >= self._settings.schedule_max_attempts:
                     log.error("schedule %s (%s.%s) failed %d times, dropping it: %s",
                               record.id, record.path, record.method, attempts, e)
-                    await self._storage.delete_schedule(record.id)
+                    await settle(None, 0)
                 else:
                     backoff = min(_MAX_BACKOFF, self._settings.schedule_backoff * 2 ** (attempts - 1))
-                    await self._storage.update_schedule(record.id, time.time() + backoff, attempts)
+                    await settle(time.time() + backoff, attempts)
                 return
             self.fired += 1
             if record.kind == "cron" and record.cron:
-                await self._storage.update_schedule(record.id, next_cron(record.cron, time.time()), 0)
+                await settle(next_cron(record.cron, time.time()), 0)
             else:
-                await self._storage.delete_schedule(record.id)
+                await settle(None, 0)
         finally:
             self._in_flight.discard(record.id)
             self._wakeup.set()

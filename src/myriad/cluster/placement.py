@@ -31,7 +31,9 @@ def rendezvous(key: str, shards: Sequence[str]) -> str | None:
 def placement_key(path: str) -> str | None:
     """The key an agent URL is placed by: the root agent's ``{class}/{name}`` (its
     sub-agents live with it). ``/agents/counter/u1/sub/x/y`` -> ``counter/u1``;
-    ``/v1/agents/counter/u1/rpc`` -> ``counter/u1``; None for other paths.
+    ``/v1/agents/counter/u1/rpc`` -> ``counter/u1``; ``/mcp/notes/alice`` -> ``notes/alice``;
+    None for other paths (a per-session ``/mcp/{agent}`` request lands on any shard, which
+    answers ``agent_moved`` with the holder when it is not it).
 
     The tenant is not in the key (it comes from the credential, which the front
     door does not need to read): equal names of two tenants share a shard, which
@@ -41,6 +43,8 @@ def placement_key(path: str) -> str | None:
         parts = path[8:].split("/", 2)
     elif path.startswith("/v1/agents/"):
         parts = path[11:].split("/", 2)
+    elif path.startswith("/mcp/"):
+        parts = path[5:].split("/", 2)
     else:
         return None
     if len(parts) < 2 or not parts[0] or not parts[1]:

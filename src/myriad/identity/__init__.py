@@ -11,6 +11,7 @@ from myriad.identity.capabilities import Scopes, parse_scopes, require, sandbox_
 from myriad.identity.httpsig import DIRECTORY_MEDIA_TYPE, DIRECTORY_PATH, NonceCache, RequestSigner, verify_request
 from myriad.identity.keys import KeyInfo, KeyStore, validate_tenant
 from myriad.identity.outbound import OutboundAuthorizer, SignedTransport
+from myriad.identity.owners import OwnerStore
 from myriad.identity.principal import DOORS, Principal, resource
 from myriad.identity.service import AgentIdentity, Identity
 from myriad.identity.tokens import GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS, TOKEN_TYPE_JWT, act_chain, spiffe_id
@@ -32,6 +33,7 @@ __all__ = [
     "KeyStore",
     "NonceCache",
     "OutboundAuthorizer",
+    "OwnerStore",
     "Principal",
     "Redactor",
     "RequestSigner",

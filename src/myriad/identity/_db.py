@@ -13,8 +13,9 @@ autocommitted statement, as it always was on SQLite.
   Shared by every process and machine; connections from a bounded pool. Its
   ``change_token`` comes from one ``LISTEN`` connection: a trigger on ``api_keys``
   notifies every process of every change at commit, each notification (and each
-  reconnect) moves the token on, and while that connection is down the token is
-  None (callers then cache nothing).
+  reconnect) moves the token on, as does every write through this object (seen at
+  once, before its own notification arrives), and while that connection is down the
+  token is None (callers then cache nothing).
 
 A duplicate key raises ``Duplicate`` (a ``Conflict``) on both engines.
 """
@@ -135,6 +136,7 @@ class PostgresDB:
         self._pool.open(wait=False)
         self._timeout = connect_timeout
         self._changes: _Changes | None = None
+        self._writes = 0  # this process's own writes: seen at once, before their notification arrives
 
     def _guard(self, fn: Any) -> Any:
         import psycopg
@@ -164,8 +166,12 @@ class PostgresDB:
                 rows = cur.fetchall() if cur.description is not None else []
                 return _Result(rows, cur.rowcount)
 
-        result: _Result = self._guard(run)
-        return result
+        try:
+            result: _Result = self._guard(run)
+            return result
+        finally:
+            if q.lstrip()[:6].upper() != "SELECT":  # after the commit: a verify that read its
+                self._writes += 1                    # token before it cannot cache the old row
 
     def schema(self, ddl: str) -> None:
         return None
@@ -173,7 +179,8 @@ class PostgresDB:
     def change_token(self) -> object:
         if self._changes is None:  # the first caller that wants to cache starts listening
             self._changes = _Changes(self.url, self._timeout)
-        return self._changes.token()
+        token = self._changes.token()
+        return None if token is None else (token, self._writes)
 
     def close(self) -> None:
         if self._changes is not None:

@@ -82,11 +82,27 @@ CREATE TRIGGER api_keys_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON 
 """Every committed change to ``api_keys`` (from any process, even a hand-written UPDATE)
 notifies the key caches of every process (``_db.py``), at commit."""
 
-MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3))
+_V4 = """
+CREATE TABLE IF NOT EXISTS myriad_identity.owners (
+    tenant TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    "user" TEXT,
+    PRIMARY KEY (tenant, kind, id)
+);
+CREATE TABLE IF NOT EXISTS myriad_identity.oauth_spent (jti TEXT PRIMARY KEY, exp DOUBLE PRECISION NOT NULL);
+CREATE INDEX IF NOT EXISTS oauth_spent_exp ON myriad_identity.oauth_spent(exp);
+"""
+"""Who owns each agent instance (``owners.py``: what one machine recorded, every machine
+knows) and the OAuth codes and refresh tokens already redeemed (``authorization.py``: one
+spent on any machine is refused on every other)."""
+
+MIGRATIONS: tuple[tuple[int, str], ...] = ((1, _V1), (2, _V2), (3, _V3), (4, _V4))
 """The ``identity`` component's schema history, (version, SQL) oldest first: the composition
 root registers it as ``Migrations("identity", MIGRATIONS)`` (``myriad db migrate`` applies it)."""
 
-TABLES = ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers")
+TABLES = ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers", "owners",
+          "oauth_spent")
 """Every identity table, in an order that satisfies foreign keys (for ``myriad db copy``)."""
 
 __all__ = ["MIGRATIONS", "SCHEMA_NAME", "TABLES"]

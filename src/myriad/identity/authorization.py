@@ -17,8 +17,13 @@ the identity room's own signing keys and tokens, with no table of its own:
   never more than the approving credential holds — and the audience asked for;
 - a **refresh token** (7 days, rotated on each use) gives new access tokens while the
   approving API key is still valid: revoking that key ends the grant. Refresh tokens
-  themselves are not in the RFC 7009 revocation list yet, and spent codes and refresh
-  tokens are remembered per process (a cluster would share them in PostgreSQL).
+  themselves are not in the RFC 7009 revocation list yet.
+
+Spent codes and refresh tokens are remembered in the identity database (table
+``oauth_spent``, until they expire): ``identity.db`` in the embedded mode, PostgreSQL
+with ``--database``, where one redeemed on any machine is refused on every other (the
+insert of its id is the atomic test). ``grant`` therefore queries the database: call
+it off the event loop on PostgreSQL (``Identity.grant`` does).
 
 Who approves: a person presents a Myriad credential (API key, user or delegated token)
 on the consent page; scopes only narrow from what that credential holds.
@@ -37,6 +42,7 @@ from typing import Any, Callable
 from urllib.parse import urlencode, urlsplit
 
 from myriad.errors import AuthenticationError, InvalidRequest, MyriadError
+from myriad.identity._db import Duplicate, IdentityDB
 from myriad.identity.capabilities import parse_scopes
 from myriad.identity.principal import Principal, resource
 from myriad.identity.tokens import TokenService
@@ -47,6 +53,10 @@ REFRESH_TTL = 7 * 86400.0
 CLIENT_TTL = 10 * 365 * 86400.0
 GRANT_AUTHORIZATION_CODE = "authorization_code"
 GRANT_REFRESH_TOKEN = "refresh_token"
+_SPENT_SCHEMA = """CREATE TABLE IF NOT EXISTS oauth_spent (jti TEXT PRIMARY KEY, exp REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS oauth_spent_exp ON oauth_spent(exp);"""
+_SWEEP_EVERY = 64
+"""Spends between two deletions of expired ids."""
 
 
 class OAuthError(InvalidRequest):
@@ -86,7 +96,14 @@ class AuthorizationServer:
     secret: bytes
     is_key_valid: Callable[[Principal], bool] = lambda p: True
     clock: Callable[[], float] = time.time
+    db: IdentityDB | None = None
+    """Where spent codes and refresh tokens are kept (None: this object's memory only)."""
     _spent: dict[str, float] = field(default_factory=dict)
+    _spends: int = 0
+
+    def __post_init__(self) -> None:
+        if self.db is not None:
+            self.db.schema(_SPENT_SCHEMA)
 
     # -- RFC 7591 dynamic registration --------------------------------------------------
     def register(self, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -139,11 +156,21 @@ class AuthorizationServer:
         return claims
 
     def _spend(self, claims: dict[str, Any], what: str) -> None:
-        now = self.clock()
-        self._spent = {j: exp for j, exp in self._spent.items() if exp > now}
-        if claims["jti"] in self._spent:
-            raise OAuthError("invalid_grant", f"the {what} was already used")
-        self._spent[claims["jti"]] = float(claims["exp"])
+        """Mark the code or refresh token used; ``invalid_grant`` if it already was (anywhere)."""
+        now, jti, exp = self.clock(), str(claims["jti"]), float(claims["exp"])
+        if self.db is None:
+            self._spent = {j: e for j, e in self._spent.items() if e > now}
+            if jti in self._spent:
+                raise OAuthError("invalid_grant", f"the {what} was already used")
+            self._spent[jti] = exp
+            return
+        self._spends += 1
+        if self._spends % _SWEEP_EVERY == 1:  # now and then, forget what expired (it cannot verify any more)
+            self.db.execute("DELETE FROM oauth_spent WHERE exp < ?", (now - 300,))  # a margin for clocks that disagree
+        try:
+            self.db.execute("INSERT INTO oauth_spent (jti, exp) VALUES (?, ?)", (jti, exp))
+        except Duplicate:
+            raise OAuthError("invalid_grant", f"the {what} was already used") from None
 
     # -- the authorization endpoint -------------------------------------------------------
     def check_request(self, params: dict[str, Any]) -> tuple[Client, str]:

@@ -29,6 +29,7 @@ from myriad.identity.keyring import KeyRing
 from myriad.identity.keys import KeyStore
 from myriad.identity.mcp_servers import McpServerRegistry
 from myriad.identity.outbound import OutboundAuthorizer
+from myriad.identity.owners import OwnerStore
 from myriad.identity.principal import Principal
 from myriad.identity.tokens import (
     GRANT_TOKEN_EXCHANGE,
@@ -97,11 +98,33 @@ class Identity:
                 return False
             return info.revoked is None and (info.expires is None or info.expires > self._clock())
 
-        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock)
+        return AuthorizationServer(self.tokens, mac_key, key_valid, clock=self._clock, db=self.keys.db)
+
+    async def grant(self, form: dict[str, Any]) -> dict[str, Any]:
+        """The OAuth token endpoint's ``authorization_code`` and ``refresh_token`` grants
+        (``AuthorizationServer.grant``: it records the spent code, a database write)."""
+        return await self._off_loop(self.authorization.grant, form)
+
+    @cached_property
+    def owners(self) -> OwnerStore:
+        """Who owns each agent instance: shared by every machine on PostgreSQL, else the
+        per-host ``<data_dir>/owners.db`` (``myriad.identity.owners``)."""
+        if self.keys.database is None:
+            return OwnerStore.local(self.data_dir / "owners.db")
+        return OwnerStore(self.keys.db)
+
+    @property
+    def blocking(self) -> bool:
+        """Whether the identity database is remote (PostgreSQL): its queries belong off the event loop."""
+        return self.keys.database is not None
+
+    async def off_loop(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a query of the identity database, where it belongs (``_off_loop``)."""
+        return await self._off_loop(fn, *args)
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:
-        return OutboundAuthorizer(self.vault, self.signer, self.audit)
+        return OutboundAuthorizer(self.vault, self.signer, self.audit, run=self._off_loop)
 
     @cached_property
     def users(self) -> UserVerifier | None:
@@ -193,17 +216,20 @@ class Identity:
         try:
             ours = claims.get("typ") == TYP_DELEGATED and claims.get("iss") == self.settings.issuer
             ancestors = [*(claims.get("anc") or []), claims.get("jti")] if ours else None
-            token, new = self.tokens.exchange(
+            # the revocation list, the signing keys and the audit log are database rows: off the loop
+            token, new = await self._off_loop(lambda: self.tokens.exchange(
                 subject, float(claims["exp"]), claims.get("act") if ours else None,
                 actor_token, scope=one("scope"), resources=resources, may_act=claims.get("may_act"), requested_ttl=ttl,
-                ancestors=[a for a in ancestors or [] if isinstance(a, str)])
+                ancestors=[a for a in ancestors or [] if isinstance(a, str)]))
         except Exception as e:
-            self.audit.record(principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied",
-                              reason=getattr(e, "message", type(e).__name__))
+            why = str(getattr(e, "message", type(e).__name__))
+            await self._off_loop(lambda: self.audit.record(
+                principal_for_audit, "token.exchange", ",".join(map(str, resources))[:200], "denied", reason=why))
             raise
         chain = Principal(subject.tenant, str(new.get("jti", "")), subject.scopes, kind="token", user=subject.user,
                           actors=_actors(new["act"]))
-        self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed", scope=new["scope"])
+        await self._off_loop(lambda: self.audit.record(chain, "token.exchange", ",".join(new["aud"]), "allowed",
+                                                       scope=new["scope"]))
         return {"access_token": token, "issued_token_type": TOKEN_TYPE_ACCESS, "token_type": "Bearer",
                 "expires_in": max(0, int(new["exp"] - self._clock())), "scope": new["scope"]}
 
@@ -265,8 +291,9 @@ class AgentIdentity:
     async def act_for(self, subject_token: str, *, scope: str | None = None, resources: list[str],
                       lifetime: float | None = None) -> str:
         """Exchange a user's (or a parent agent's delegated) token for one where this agent acts."""
+        actor = await self.identity.off_loop(self.token)  # the signing key is a database row
         form: dict[str, Any] = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
-                                "subject_token_type": TOKEN_TYPE_JWT, "actor_token": self.token(),
+                                "subject_token_type": TOKEN_TYPE_JWT, "actor_token": actor,
                                 "actor_token_type": TOKEN_TYPE_JWT, "resource": resources}
         if scope is not None:
             form["scope"] = scope
@@ -290,7 +317,7 @@ class AgentIdentity:
             principal.require(f"tools:{getattr(t, 'name', None) or getattr(t, '__name__', '?')}")
         box = await open_sandbox(**options)
         try:
-            self.identity.outbound.admit_sandbox(principal, box)
+            await self.identity.off_loop(self.identity.outbound.admit_sandbox, principal, box)  # audit rows
         except Exception:
             await box.close()
             raise

@@ -63,6 +63,8 @@ class Declarations:
     tools: dict[str, McpTool]
     resources: dict[str, McpResource]
     prompts: dict[str, McpPrompt]
+    per_session: bool = False
+    """One instance per MCP session at ``/mcp/{agent}`` (``@mcp.per_session``)."""
 
     def __bool__(self) -> bool:
         return bool(self.tools or self.resources or self.prompts)
@@ -115,6 +117,24 @@ def prompt(*, name: str | None = None, description: str | None = None) -> Callab
     return mark
 
 
+C = TypeVar("C", bound=type)
+
+
+def per_session(cls: C) -> C:
+    """Class decorator: serve the class at ``/mcp/{agent}`` with one new instance per MCP
+    session (as Cloudflare's ``McpAgent`` does): ``initialize`` creates the instance and
+    answers its id in ``Mcp-Session-Id``, later requests carrying that header reach it,
+    ``DELETE`` ends the session and deletes the instance. Instances stay reachable by name
+    at ``/mcp/{agent}/mcp-{session id}`` too."""
+    setattr(cls, _PER_SESSION, True)
+    if "__myriad_mcp_declarations__" in cls.__dict__:  # read before the decorator ran
+        delattr(cls, "__myriad_mcp_declarations__")
+    return cls
+
+
+_PER_SESSION = "__myriad_mcp_per_session__"
+
+
 def declarations(cls: type) -> Declarations:
     """The tools, resources and prompts ``cls`` declares (cached per class)."""
     cached = cls.__dict__.get("__myriad_mcp_declarations__")
@@ -131,9 +151,10 @@ def declarations(cls: type) -> Declarations:
             resources[spec.uri] = spec
         elif isinstance(spec, McpPrompt):
             prompts[spec.name] = spec
-    found = Declarations(tools, resources, prompts)
+    found = Declarations(tools, resources, prompts, bool(getattr(cls, _PER_SESSION, False)))
     setattr(cls, "__myriad_mcp_declarations__", found)
     return found
 
 
-__all__ = ["Declarations", "McpPrompt", "McpResource", "McpTool", "declarations", "prompt", "resource", "tool"]
+__all__ = ["Declarations", "McpPrompt", "McpResource", "McpTool", "declarations", "per_session", "prompt", "resource",
+           "tool"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any, AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 
 import httpx
 
@@ -213,4 +213,97 @@ async def chat_with_mcp(chat: Callable[[dict[str, Any]], Awaitable[Any]], body: 
     return result, calls
 
 
-__all__ = ["MCP_CALLS", "McpToolset", "chat_with_mcp", "mcp_specs"]
+Batches = AsyncIterator[tuple[str, list[dict[str, Any]]]]
+
+
+async def stream_with_mcp(stream: Callable[[dict[str, Any]], Batches], body: Mapping[str, Any], toolset: McpToolset,
+                          *, max_rounds: int = 8) -> AsyncGenerator[tuple[str, list[dict[str, Any]]], None]:
+    """``chat_with_mcp``, streamed: each model turn is a streamed gateway call (``stream``
+    gives ``(deployment, [chunk, ...])``). Text reaches the client as it arrives; a turn's
+    tool calls are assembled from their deltas and, when they are all MCP tools, run by
+    Myriad instead of shown (the client gets one chunk per call with ``choices: []`` and
+    Myriad's ``mcp_call`` field). The client sees one stream: one id, one ``role``, the
+    last turn's finish chunk, and with ``stream_options.include_usage`` the usage summed
+    over the turns."""
+    plain = [t for t in body.get("tools") or [] if not (isinstance(t, dict) and t.get("type") == "mcp")]
+    messages = list(body.get("messages") or [])
+    want_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    request = {k: v for k, v in body.items() if k not in ("tools", "messages")}
+    request["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}  # to sum it
+    tools = plain + toolset.functions()
+    totals = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+    stream_id: str | None = None
+    deployment = ""
+    role_shown = False
+    for round_ in range(max_rounds + 1):
+        turn = {**request, "messages": messages}
+        if tools:
+            turn["tools"] = tools
+        else:
+            turn.pop("tool_choice", None)
+        pending: dict[int, dict[str, Any]] = {}  # the turn's tool calls, by index, from their deltas
+        held: list[dict[str, Any]] = []  # their chunks: shown only if they are the client's own tools
+        finish: dict[str, Any] | None = None
+        usage_chunk: dict[str, Any] | None = None
+        text: list[str] = []
+        async for deployment, batch in stream(turn):
+            out = []
+            for c in batch:
+                stream_id = stream_id or c.get("id")
+                c["id"] = stream_id
+                choices = c.get("choices")
+                if not choices:
+                    if isinstance(c.get("usage"), dict):
+                        for k in totals:
+                            totals[k] += int(c["usage"].get(k) or 0)
+                        usage_chunk = c
+                    continue
+                delta = choices[0].get("delta") or {}
+                if role_shown and "role" in delta:  # the client sees the role once
+                    delta = {k: v for k, v in delta.items() if k != "role"}
+                    choices[0]["delta"] = delta
+                for tc in delta.get("tool_calls") or []:
+                    call = pending.setdefault(int(tc.get("index") or 0), {"id": None, "type": "function",
+                                                                         "function": {"name": "", "arguments": ""}})
+                    call["id"] = tc.get("id") or call["id"]
+                    fn = tc.get("function") or {}
+                    call["function"]["name"] += fn.get("name") or ""
+                    call["function"]["arguments"] += fn.get("arguments") or ""
+                if delta.get("tool_calls"):
+                    held.append(c)
+                    if delta.get("content"):  # text in the same delta: shown now, without the calls
+                        text.append(delta["content"])
+                        out.append({**c, "choices": [{**choices[0], "delta": {"content": delta["content"]}}]})
+                    continue
+                if choices[0].get("finish_reason") is not None:
+                    finish = c  # held until it is known whether this turn is the last
+                    continue
+                if delta.get("content"):
+                    text.append(delta["content"])
+                if delta:
+                    role_shown = role_shown or "role" in delta
+                    out.append(c)
+            if out:
+                yield deployment, out
+        calls = [pending[i] for i in sorted(pending)]
+        if not calls or not all(toolset.owns(c["function"]["name"]) for c in calls):
+            tail = held + ([finish] if finish is not None else [])
+            if want_usage and usage_chunk is not None:
+                tail.append({**usage_chunk, "usage": {**usage_chunk["usage"], **totals}})
+            if tail:
+                yield deployment, tail
+            return
+        if round_ == max_rounds:
+            raise MyriadError(f"the model was still calling MCP tools after {max_rounds} turns (models.mcp_max_rounds)")
+        messages.append({"role": "assistant", "content": "".join(text) or None, "tool_calls": calls})
+        for c in calls:
+            done = await toolset.call(c["function"]["name"], c["function"]["arguments"] or "{}")
+            messages.append({"role": "tool", "tool_call_id": c["id"],
+                             "content": done["output"] if done["error"] is None else "error: " + _error_text(done["error"])})
+            yield deployment, [{"id": stream_id, "object": "chat.completion.chunk", "choices": [],
+                                "mcp_call": {"id": c["id"], **done}}]
+        if "tool_choice" in request and request["tool_choice"] not in ("auto", "none"):
+            request["tool_choice"] = "auto"
+
+
+__all__ = ["MCP_CALLS", "McpToolset", "chat_with_mcp", "mcp_specs", "stream_with_mcp"]

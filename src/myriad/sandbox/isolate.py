@@ -262,6 +262,22 @@ def _mini_racer() -> Any:
     return py_mini_racer
 
 
+def _new_racer(mr_mod: Any) -> Any:
+    """A ``MiniRacer`` on a fresh V8 isolate, without the ``setTimeout`` script its
+    constructor evaluates (the bootstrap installs the run-scoped timers instead; skipping
+    it saves one synchronous eval per isolate, ~0.4 ms CPU, and leaves no
+    ``__timer_manager`` global). Falls back to the plain constructor when this
+    mini-racer's internals differ from the ones this was written against (0.12-0.14)."""
+    cls = mr_mod.MiniRacer
+    make = getattr(getattr(mr_mod, "_mini_racer", None), "_make_context", None)
+    if make is None or not {"_own_context_maker", "_ctx"} <= set(getattr(cls.__init__, "__code__").co_names):
+        return cls()
+    racer = cls.__new__(cls)
+    racer._own_context_maker = maker = make()
+    racer._ctx = maker.__enter__()
+    return racer
+
+
 class IsolateSandbox:
     """A V8 isolate running Code-Mode snippets against bound Python tools."""
 
@@ -295,7 +311,7 @@ class IsolateSandbox:
         mr_mod = _mini_racer()
         # Created inside the running loop, mini-racer reuses it instead of starting a
         # Python thread per isolate.
-        self._racer = mr = mr_mod.MiniRacer()
+        self._racer = mr = _new_racer(mr_mod)
         try:
             mr.set_hard_memory_limit(int(self.limits.memory_mb or 64) * 1024 * 1024)
             mb = int(self.limits.memory_mb or 64)
@@ -417,7 +433,8 @@ class IsolateSandbox:
         racer = self._racer
         if racer is None:
             raise asyncio.TimeoutError
-        result = await asyncio.wait_for(racer.eval_cancelable(js), remaining)
+        async with asyncio.timeout(remaining):  # no extra task per eval, unlike wait_for
+            result = await racer.eval_cancelable(js)
         if racer.was_hard_memory_limit_reached():
             raise _mini_racer().JSOOMException("memory limit")
         return result

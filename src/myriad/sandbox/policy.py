@@ -51,6 +51,7 @@ TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "co
 """Tier factories by name; add one here to plug in a new tier."""
 
 _PARTIAL = ".partial-"
+_NOTHING = contextlib.nullcontext()  # reusable: an async context manager that does nothing
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -113,8 +114,13 @@ class Sandboxes:
         """Add a hook that sees every sandbox operation (metering, tracing, audit)."""
         self.events.add(hook)
 
+    def _journal_hook(self, event: SandboxEvent) -> Any:
+        if event.kind != "open" and event.kind != "close":
+            return _NOTHING  # runs, tool calls...: nothing to record, no generator per event
+        return self._journal_record(event)
+
     @contextlib.asynccontextmanager
-    async def _journal_hook(self, event: SandboxEvent) -> Any:
+    async def _journal_record(self, event: SandboxEvent) -> Any:
         yield  # after the operation: only what succeeded is recorded
         # one short line, flushed (not fsynced) to the page cache: cheaper inline than a thread hop
         if event.kind == "open":

@@ -25,6 +25,7 @@ CLOSE_AUTH = 4001
 CLOSE_FORBIDDEN = 4003
 CLOSE_BAD_ADDRESS = 4004
 CLOSE_TOO_BIG = 1009
+CLOSE_TRY_LATER = 1013
 CLOSE_UNSUPPORTED_TRANSPORT = 4005
 """``?__agents_transport=capnweb`` (the npm client's experimental Cap'n Web transport)
 is refused at once; 4000-4999 tells the client not to reconnect."""
@@ -94,8 +95,8 @@ async def agent_websocket(ws: WebSocket) -> None:
         await ws.close(CLOSE_AUTH if e.status == 401 else CLOSE_FORBIDDEN, e.message[:120])
         return
     except MyriadError as e:
-        await ws.accept()
-        await ws.close(CLOSE_BAD_ADDRESS, e.message[:120])
+        await ws.accept()  # a database that is down: 1013 (try again later), which clients retry
+        await ws.close(CLOSE_TRY_LATER if e.status == 503 else CLOSE_BAD_ADDRESS, e.message[:120])
         return
     await ws.accept()
     query = dict(ws.query_params)

@@ -60,11 +60,13 @@ async def require_principal(conn: HTTPConnection) -> Principal:
             if not principal.capabilities.has_family(family):
                 principal.require(family)
         except Exception as e:
-            if identity is not None:
-                identity.audit.record(principal, "door." + door, conn.url.path, "denied", reason=str(e))
+            if identity is not None:  # audit writes are queries: off the event loop on PostgreSQL
+                why = str(e)
+                await identity.off_loop(lambda: identity.audit.record(principal, "door." + door, conn.url.path,
+                                                                      "denied", reason=why))
             raise
         if identity is not None and principal.kind != "key":
-            identity.audit.record(principal, "door." + door, conn.url.path)
+            await identity.off_loop(identity.audit.record, principal, "door." + door, conn.url.path)
     conn.scope["myriad.principal"] = principal
     return principal
 

@@ -18,9 +18,11 @@ def migrations() -> list[Migrations]:
     """Every component's migrations, in the order they are applied."""
     from myriad.identity import IDENTITY_MIGRATIONS
     from myriad.metering import LEDGER_MIGRATIONS
+    from myriad.models.responses import RESPONSES_MIGRATIONS
     from myriad.storage.postgres import RUNTIME_MIGRATIONS
 
-    return [RUNTIME_MIGRATIONS, Migrations("identity", IDENTITY_MIGRATIONS), Migrations("metering", LEDGER_MIGRATIONS)]
+    return [RUNTIME_MIGRATIONS, Migrations("identity", IDENTITY_MIGRATIONS), Migrations("metering", LEDGER_MIGRATIONS),
+            Migrations("responses", RESPONSES_MIGRATIONS)]
 
 
 def migrate_database(url: str, timeout: float = 5.0) -> dict[str, list[int]]:

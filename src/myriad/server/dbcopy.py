@@ -7,9 +7,14 @@ component's tables (``myriad db migrate`` first; ``copy_database`` runs it):
   own SQL database, shipped through ``PostgresStorage.open_agent_sql`` exactly as a
   running agent's writes are (so an agent woken on any machine finds its rows);
 - identity: ``identity.db`` (tenants, API keys, signing keys, revoked tokens, the
-  vault's sealed credentials, the audit log) into schema ``myriad_identity``;
+  vault's sealed credentials, the audit log, the MCP server registry, spent OAuth codes
+  and refresh tokens) into schema ``myriad_identity``, and ``owners.db``'s agent owners
+  (whose each user's agent instance is; sandbox and snapshot owners stay in the file:
+  those objects stay on their host);
 - metering: ``metering.db`` (events, rollups, prices, budgets and their spend,
-  limits, open holds, notices) into schema ``myriad_metering``.
+  limits, open holds, notices) into schema ``myriad_metering``;
+- responses: ``responses.db`` (stored ``/v1/responses``, for ``previous_response_id``)
+  into schema ``myriad_responses``.
 
 Rows keep their ids, timestamps and sequence numbers; sequences continue after the
 copied ones. The agents, identity and ledger rows go in one transaction (all or
@@ -33,11 +38,17 @@ from myriad.errors import Conflict, InvalidRequest
 
 _RUNTIME = [("myriad.db", "agents", "public.agents"), ("myriad.db", "schedules", "public.schedules")]
 _IDENTITY = [("identity.db", t, f"myriad_identity.{t}")
-             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers")]
+             for t in ("tenants", "api_keys", "signing_keys", "revoked_tokens", "credentials", "audit", "mcp_servers",
+                       "oauth_spent")] + [("owners.db", "owners", "myriad_identity.owners")]
+_ONLY = {"myriad_identity.owners": "WHERE kind = 'agent'"}
+"""Rows a table takes from its source: agents' owners move to the shared database; those of
+sandboxes and snapshots stay in ``owners.db`` (those objects live on the host's disk)."""
 _LEDGER = [("metering.db", t, f"myriad_metering.{t}")
            for t in ("events", "rollups", "rollups_tenant", "price_versions", "budgets", "budget_usage", "limits",
                      "limit_state", "reservations", "notices")]
-_SEQUENCES = [("myriad_identity.audit", "id"), ("myriad_metering.events", "seq"), ("myriad_metering.notices", "seq")]
+_RESPONSES = [("responses.db", t, f"myriad_responses.{t}") for t in ("responses", "response_items")]
+_SEQUENCES = [("myriad_identity.audit", "id"), ("myriad_metering.events", "seq"), ("myriad_metering.notices", "seq"),
+              ("myriad_responses.responses", "seq")]
 
 
 @dataclass
@@ -67,7 +78,16 @@ def _columns(pg: Any, qualified: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str) -> int:
+def _mapped(qualified: str) -> dict[str, Any]:
+    """Columns whose values change on the way (``column -> function``)."""
+    if qualified.startswith("myriad_responses."):
+        from myriad.models.responses import pg_owner
+
+        return {"tenant": pg_owner}  # the owner key holds a NUL, which PostgreSQL's text refuses
+    return {}
+
+
+def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str, where: str = "") -> int:
     have = {r[1] for r in src.execute(f"PRAGMA table_info({_quote(table)})")}
     if not have:
         return 0
@@ -81,7 +101,12 @@ def _copy_table(src: sqlite3.Connection, pg: Any, table: str, qualified: str) ->
     names = ", ".join(_quote(c) for c in cols)
     n = 0
     with pg.cursor().copy(f"COPY {qualified} ({names}) FROM STDIN") as cp:
-        for row in src.execute(f"SELECT {names} FROM {_quote(table)}"):
+        mapped = [(i, f) for i, c in enumerate(cols) for name, f in _mapped(qualified).items() if c == name]
+        for row in src.execute(f"SELECT {names} FROM {_quote(table)} {where}"):
+            if mapped:
+                row = list(row)
+                for i, f in mapped:
+                    row[i] = f(row[i])
             cp.write_row(row)
             n += 1
     return n
@@ -159,7 +184,7 @@ def copy_database(src_dir: Path, url: str, *, timeout: float = 5.0) -> CopyRepor
     with connect(url, timeout=timeout) as pg:
         try:
             with pg.transaction():
-                for filename, table, qualified in _RUNTIME + _IDENTITY + _LEDGER:
+                for filename, table, qualified in _RUNTIME + _IDENTITY + _LEDGER + _RESPONSES:
                     file = src_dir / filename
                     if not file.exists():
                         if filename not in report.missing:
@@ -167,7 +192,7 @@ def copy_database(src_dir: Path, url: str, *, timeout: float = 5.0) -> CopyRepor
                         continue
                     src = sqlite3.connect(f"file:{file}?mode=ro", uri=True)
                     try:
-                        report.rows[qualified] = _copy_table(src, pg, table, qualified)
+                        report.rows[qualified] = _copy_table(src, pg, table, qualified, _ONLY.get(qualified, ""))
                         if table == "agents":
                             paths = [r[0] for r in src.execute("SELECT path FROM agents ORDER BY path")]
                     finally:
@@ -181,7 +206,7 @@ def copy_database(src_dir: Path, url: str, *, timeout: float = 5.0) -> CopyRepor
     return report
 
 
-COPIED = frozenset(q for _, _, q in _RUNTIME + _IDENTITY + _LEDGER)
+COPIED = frozenset(q for _, _, q in _RUNTIME + _IDENTITY + _LEDGER + _RESPONSES)
 """Every table ``copy_database`` fills (a test checks it is every table the schemas have)."""
 
 __all__ = ["COPIED", "CopyReport", "copy_database"]

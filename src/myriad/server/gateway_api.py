@@ -85,10 +85,7 @@ async def chat_completions(request: Request) -> Any:
         if flag is not None and "cache" not in body:
             body["cache"] = flag.lower() in ("1", "true", "on", "yes")
         specs = mcp_specs(body)
-        if specs:  # MCP tools: Myriad runs the tool loop (mcp_api)
-            if body.get("stream"):
-                raise InvalidRequest("stream=true with mcp tools is not supported on /v1/chat/completions yet: "
-                                     "use stream=false", details={"param": "stream"})
+        if specs and not body.get("stream"):  # MCP tools: Myriad runs the tool loop (mcp_api)
             result, calls = await mcp_api.chat_with_mcp_tools(request, principal, gateway, body, specs)
             raw = {**result.raw, "mcp_calls": calls}  # Myriad's extension: what the tools did
             return Response(orjson.dumps(raw), media_type="application/json",
@@ -99,7 +96,10 @@ async def chat_completions(request: Request) -> Any:
             if result.cached:
                 headers["x-myriad-cache"] = "hit"
             return Response(orjson.dumps(result.raw), media_type="application/json", headers=headers)
-        stream = gateway.chat_stream_batches(body, tenant=principal.tenant)
+        if specs:
+            stream = await mcp_api.stream_with_mcp_tools(request, principal, gateway, body, specs)
+        else:
+            stream = gateway.chat_stream_batches(body, tenant=principal.tenant)
         try:
             first = await stream.__anext__()
         except StopAsyncIteration:

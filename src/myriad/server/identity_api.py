@@ -68,15 +68,18 @@ async def token(request: Request) -> Response:
     try:
         form = await _body(request)
         if form.get("grant_type") in ("authorization_code", "refresh_token"):  # MCP clients (oauth_api)
-            result = _identity(request).authorization.grant(form)
+            result = await _identity(request).grant(form)  # a database write: off the event loop on PostgreSQL
         else:
             result = await _identity(request).exchange(form)
     except MyriadError as e:
         code = e.details.get("oauth") or _OAUTH.get(e.status, "invalid_request")
         if e.details.get("missing_audience") or e.details.get("param") == "resource":
             code = "invalid_target"
+        headers = {"cache-control": "no-store"}
+        if e.status == 503:  # the database is down: RFC 6749's word for it, and when to retry
+            code, headers["retry-after"] = "temporarily_unavailable", str(e.details.get("retry_after", 1))
         return JSONResponse({"error": code, "error_description": e.message}, status_code=400 if e.status < 500 else e.status,
-                            headers={"cache-control": "no-store"})
+                            headers=headers)
     return JSONResponse(result, headers={"cache-control": "no-store", "pragma": "no-cache"})
 
 
@@ -90,12 +93,18 @@ async def revoke(request: Request) -> Response:
     if not isinstance(token, str) or not token:
         return JSONResponse({"error": "invalid_request", "error_description": "parameter 'token' is required"},
                             status_code=400)
-    _identity(request).revoke(token)
+    identity = _identity(request)
+    try:
+        await identity.off_loop(identity.revoke, token)  # a database write
+    except MyriadError as e:  # the database is down: the token is not revoked, so say so
+        return JSONResponse({"error": "temporarily_unavailable", "error_description": e.message},
+                            status_code=e.status if e.status >= 500 else 400, headers={"retry-after": "1"})
     return Response(status_code=200, headers={"cache-control": "no-store"})
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(_identity(request).jwks(), headers={"cache-control": "max-age=60"})
+    identity = _identity(request)  # open to anyone: its query must not hold the event loop
+    return JSONResponse(await identity.off_loop(identity.jwks), headers={"cache-control": "max-age=60"})
 
 
 async def metadata(request: Request) -> Response:
@@ -109,7 +118,8 @@ async def metadata(request: Request) -> Response:
 
 
 async def signatures_directory(request: Request) -> Response:
-    body, headers = _identity(request).signer.directory(authority(str(request.url)))
+    identity = _identity(request)
+    body, headers = await identity.off_loop(identity.signer.directory, authority(str(request.url)))
     return Response(json.dumps(body), headers=headers, media_type=DIRECTORY_MEDIA_TYPE)
 
 
@@ -129,7 +139,8 @@ async def _admin(request: Request) -> tuple[Identity, Principal]:
 
 async def list_keys(request: Request) -> Response:
     identity, principal = await _admin(request)
-    return JSONResponse({"keys": [_key_json(k) for k in identity.keys.list_keys(principal.tenant)]})
+    keys = await identity.off_loop(identity.keys.list_keys, principal.tenant)
+    return JSONResponse({"keys": [_key_json(k) for k in keys]})
 
 
 def _ttl(value: Any, name: str) -> float | None:
@@ -151,8 +162,13 @@ async def create_key(request: Request) -> Response:
         raise InvalidRequest("label must be a string of at most 200 characters", details={"param": "label"})
     ttl = _ttl(body.get("ttl"), "ttl")
     principal.capabilities.narrow(scopes.split())  # a key can only mint keys narrower than itself
-    info, plaintext = identity.keys.create_key(principal.tenant, label=label, ttl=ttl, scopes=scopes)
-    identity.audit.record(principal, "key.create", info.id, scopes=info.scopes)
+
+    def create() -> tuple[Any, str]:
+        info, plaintext = identity.keys.create_key(principal.tenant, label=label, ttl=ttl, scopes=scopes)
+        identity.audit.record(principal, "key.create", info.id, scopes=info.scopes)
+        return info, plaintext
+
+    info, plaintext = await identity.off_loop(create)
     return JSONResponse({**_key_json(info), "key": plaintext}, status_code=201)
 
 
@@ -160,22 +176,33 @@ async def rotate_key(request: Request) -> Response:
     identity, principal = await _admin(request)
     body = await _body(request)
     grace = _ttl(body.get("grace"), "grace") or 0.0
-    old = identity.keys.get_key(request.path_params["key_id"], principal.tenant)
-    try:  # rotating hands out a new key with the old one's scopes: only as much as the caller holds
-        principal.capabilities.narrow(old.scopes.split())
-    except PermissionDenied as e:
-        identity.audit.record(principal, "key.rotate", old.id, "denied", reason=e.message)
-        raise PermissionDenied(f"a key can rotate only keys no broader than itself ({e.message})",
-                               details=e.details) from None
-    info, plaintext = identity.keys.rotate_key(request.path_params["key_id"], principal.tenant, grace=grace)
-    identity.audit.record(principal, "key.rotate", request.path_params["key_id"], new_key=info.id, grace=grace)
+    key_id = request.path_params["key_id"]
+
+    def rotate() -> tuple[Any, str]:
+        old = identity.keys.get_key(key_id, principal.tenant)
+        try:  # rotating hands out a new key with the old one's scopes: only as much as the caller holds
+            principal.capabilities.narrow(old.scopes.split())
+        except PermissionDenied as e:
+            identity.audit.record(principal, "key.rotate", old.id, "denied", reason=e.message)
+            raise PermissionDenied(f"a key can rotate only keys no broader than itself ({e.message})",
+                                   details=e.details) from None
+        info, plaintext = identity.keys.rotate_key(key_id, principal.tenant, grace=grace)
+        identity.audit.record(principal, "key.rotate", key_id, new_key=info.id, grace=grace)
+        return info, plaintext
+
+    info, plaintext = await identity.off_loop(rotate)
     return JSONResponse({**_key_json(info), "key": plaintext, "replaces": request.path_params["key_id"]}, status_code=201)
 
 
 async def revoke_key(request: Request) -> Response:
     identity, principal = await _admin(request)
-    identity.keys.revoke_key(request.path_params["key_id"], principal.tenant)
-    identity.audit.record(principal, "key.revoke", request.path_params["key_id"])
+    key_id = request.path_params["key_id"]
+
+    def revoke() -> None:
+        identity.keys.revoke_key(key_id, principal.tenant)
+        identity.audit.record(principal, "key.revoke", key_id)
+
+    await identity.off_loop(revoke)
     await live_sockets(request.app).close_key(request.path_params["key_id"])  # its open WebSockets: 4001 now
     return Response(status_code=204)
 
@@ -195,9 +222,14 @@ async def user_token(request: Request) -> Response:
     if not isinstance(resources, list):
         raise InvalidRequest("resource must be a resource URI or a list of them", details={"param": "resource"})
     principal.capabilities.narrow(scopes.split())
-    token = identity.tokens.user_token(principal.tenant, user, scopes=scopes, resources=resources,
-                                       ttl=_ttl(body.get("ttl"), "ttl"))
-    identity.audit.record(principal, "token.user", user, scope=scopes)
+    ttl = _ttl(body.get("ttl"), "ttl")
+
+    def mint() -> str:
+        token = identity.tokens.user_token(principal.tenant, user, scopes=scopes, resources=resources, ttl=ttl)
+        identity.audit.record(principal, "token.user", user, scope=scopes)
+        return token
+
+    token = await identity.off_loop(mint)  # the signing key and the audit log are database rows
     return JSONResponse({"access_token": token, "token_type": "Bearer", "scope": scopes,
                          "expires_in": int(identity.tokens.delegated_ttl if body.get("ttl") is None
                                            else min(float(body["ttl"]), identity.tokens.delegated_ttl))},
@@ -210,7 +242,8 @@ async def audit_log(request: Request) -> Response:
         limit = min(max(int(request.query_params.get("limit", "100")), 1), 1000)
     except ValueError:
         raise InvalidRequest("limit must be an integer", details={"param": "limit"}) from None
-    entries = identity.audit.entries(principal.tenant, limit=limit, action=request.query_params.get("action"))
+    entries = await identity.off_loop(lambda: identity.audit.entries(principal.tenant, limit=limit,
+                                                                     action=request.query_params.get("action")))
     return JSONResponse({"entries": [e.to_json() for e in entries]})
 
 
@@ -231,7 +264,8 @@ async def list_credentials(request: Request) -> Response:
     user = request.query_params.get("user")
     if principal.user is not None:
         user = await _vault_user(request, principal, user)
-    items = _identity(request).vault.credentials(principal.tenant, user)
+    identity = _identity(request)
+    items = await identity.off_loop(identity.vault.credentials, principal.tenant, user)
     return JSONResponse({"credentials": [c.to_json() for c in items]})
 
 
@@ -241,10 +275,16 @@ async def put_credential(request: Request) -> Response:
     principal.require(f"vault:{provider}")
     body = await _body(request)
     user = await _vault_user(request, principal, body.get("user"))
-    info = _identity(request).vault.put(principal.tenant, user, provider, body.get("secret"),  # type: ignore[arg-type]
-                                       domains=body.get("domains"),  # type: ignore[arg-type]
-                                       header=body.get("header", "authorization"), prefix=body.get("prefix", "Bearer "))
-    _identity(request).audit.record(principal, "vault.put", f"{user}/{provider}", domains=info.domains)
+    identity = _identity(request)
+
+    def put() -> Any:
+        info = identity.vault.put(principal.tenant, user, provider, body.get("secret"),  # type: ignore[arg-type]
+                                  domains=body.get("domains"),  # type: ignore[arg-type]
+                                  header=body.get("header", "authorization"), prefix=body.get("prefix", "Bearer "))
+        identity.audit.record(principal, "vault.put", f"{user}/{provider}", domains=info.domains)
+        return info
+
+    info = await identity.off_loop(put)
     return JSONResponse(info.to_json(), status_code=201)
 
 
@@ -253,8 +293,13 @@ async def delete_credential(request: Request) -> Response:
     provider = request.path_params["provider"]
     principal.require(f"vault:{provider}")
     user = await _vault_user(request, principal, request.query_params.get("user"))
-    _identity(request).vault.delete(principal.tenant, user, provider)
-    _identity(request).audit.record(principal, "vault.delete", f"{user}/{provider}")
+    identity = _identity(request)
+
+    def delete() -> None:
+        identity.vault.delete(principal.tenant, user, provider)
+        identity.audit.record(principal, "vault.delete", f"{user}/{provider}")
+
+    await identity.off_loop(delete)
     return Response(status_code=204)
 
 

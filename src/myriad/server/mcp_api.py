@@ -7,10 +7,21 @@ Authorization (MCP spec, "Authorization"): a request without valid credentials g
 API keys and the tokens its identity room issues (audience ``urn:myriad:mcp``) are
 accepted; ``tools/call`` needs the scope ``mcp:{agent}:{tool}`` and is refused with a
 403 naming it (``error="insufficient_scope"``) before the agent runs.
+
+A class decorated ``@mcp.per_session`` is also served at ``/mcp/{agent}``, one new
+instance per MCP session (Cloudflare's ``McpAgent``): ``initialize`` without a session
+creates instance ``mcp-{id}`` (owned by the caller's user, as any instance) and answers
+``Mcp-Session-Id: {id}``; a request carrying the header reaches that instance (404 once
+it is gone, so the client starts a new session, as the spec says); ``DELETE`` ends the
+session and deletes the instance. Sessions exist only in the handshake revisions
+(2025-11-25, 2025-06-18): a 2026-07-28 (stateless) request there gets a 400 naming the
+per-instance URL.
 """
 
 from __future__ import annotations
 
+import re
+import secrets
 from typing import Any
 
 import orjson
@@ -21,8 +32,8 @@ from starlette.types import Receive, Scope, Send
 
 from myriad import safe_json
 from myriad.agents import AgentRef, validate_name
-from myriad.errors import MyriadError, NotFound, PermissionDenied
-from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp
+from myriad.errors import InvalidRequest, MyriadError, NotFound, PermissionDenied
+from myriad.models.mcp_tools import MCP_CALLS, McpToolset, chat_with_mcp, stream_with_mcp
 from myriad.server._mcp_servers import McpServers, Target
 from myriad.server.auth import require_principal
 from myriad.server.ownership import require_agent, require_tenant_wide
@@ -40,14 +51,18 @@ def _servers(request: Request) -> McpServers:
     return servers
 
 
-def _resource_url(request: Request, agent: str, name: str) -> str:
-    return f"{request.base_url}".rstrip("/") + f"/mcp/{agent}/{name}"
+def _resource_path(agent: str, name: str | None) -> str:
+    return f"/mcp/{agent}" if name is None else f"/mcp/{agent}/{name}"
 
 
-def _error(request: Request, exc: MyriadError, agent: str, name: str) -> JSONResponse:
+def _resource_url(request: Request, agent: str, name: str | None) -> str:
+    return f"{request.base_url}".rstrip("/") + _resource_path(agent, name)
+
+
+def _error(request: Request, exc: MyriadError, agent: str, name: str | None) -> JSONResponse:
     headers: dict[str, str] = {}
     if exc.status == 401:
-        prm = f"{request.base_url}".rstrip("/") + f"{PRM_PREFIX}/mcp/{agent}/{name}"
+        prm = f"{request.base_url}".rstrip("/") + PRM_PREFIX + _resource_path(agent, name)
         headers["WWW-Authenticate"] = f'Bearer resource_metadata="{prm}"'
     elif exc.status == 403 and isinstance(exc.details.get("scope"), str):
         headers["WWW-Authenticate"] = f'Bearer error="insufficient_scope", scope="{exc.details["scope"]}"'
@@ -111,38 +126,100 @@ async def _answer_directly(servers: McpServers, target: Target, msg: dict[str, A
     return Response(orjson.dumps(reply), media_type="application/json")
 
 
+SESSION_PREFIX = "mcp-"
+"""Instance names of per-session MCP instances: ``mcp-{session id}``."""
+_SESSION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+
+
+async def _session_instance(request: Request, principal: Any, agent: str, msg: Any) -> tuple[AgentRef, str | None]:
+    """The instance a ``/mcp/{agent}`` request reaches, and the id of the session it
+    starts (None when it continues one)."""
+    host = request.app.state.services.host
+    sid = request.headers.get("mcp-session-id")
+    if sid is None:
+        if not (request.method == "POST" and isinstance(msg, dict) and msg.get("method") == "initialize"):
+            raise InvalidRequest(
+                f"agent class {agent!r} keeps one instance per MCP session: start one with 'initialize' (protocol "
+                f"revisions 2025-11-25 or 2025-06-18) and send its Mcp-Session-Id header; stateless clients "
+                f"(2026-07-28) address an instance by name at /mcp/{agent}/{{name}}")
+        sid = secrets.token_urlsafe(24)
+        ref = AgentRef(principal.tenant, agent, SESSION_PREFIX + sid)
+        await require_agent(request, principal, ref)  # the caller's user owns the new instance
+        await host.run(ref, _started, caller=principal)  # exists (on_start ran) before its id is answered
+        return ref, sid
+    gone = NotFound("no such MCP session (ended, or never started): start a new one with 'initialize'")
+    if not _SESSION_ID.match(sid):
+        raise gone
+    ref = AgentRef(principal.tenant, agent, SESSION_PREFIX + sid)
+    if await host.storage.load_agent(ref.path) is None:
+        raise gone
+    try:
+        await require_agent(request, principal, ref)
+    except PermissionDenied:
+        raise gone from None  # another user's session is as good as unknown
+    return ref, None
+
+
+async def _started(agent: Any) -> None:
+    return None
+
+
+def _with_header(send: Send, name: bytes, value: bytes) -> Send:
+    async def sending(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            message = {**message, "headers": [*message.get("headers", []), (name, value)]}
+        await send(message)
+    return sending
+
+
 class McpDoor:
-    """ASGI endpoint for ``/mcp/{agent}/{name}`` (POST, GET, DELETE)."""
+    """ASGI endpoint for ``/mcp/{agent}/{name}`` and, for ``@mcp.per_session`` classes,
+    ``/mcp/{agent}`` (POST, GET, DELETE)."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive)
-        agent, name = request.path_params["agent"], request.path_params["name"]
+        agent, name = request.path_params["agent"], request.path_params.get("name")
+        started: str | None = None
         try:
             principal = await require_principal(request)
             host = request.app.state.services.host
             host.agent_class(agent)
-            ref = AgentRef(principal.tenant, agent, validate_name(name))
-            await require_agent(request, principal, ref)
             servers = _servers(request)
-            if not servers.declarations(agent):
+            decl = servers.declarations(agent)
+            if not decl:
                 raise NotFound(f"agent class {agent!r} declares no MCP tools, resources or prompts")
             body, msg = b"", None
             if request.method == "POST":
                 body = await read_body(request, MAX_BODY)
                 msg = _message(body)
+            if name is not None:
+                ref = AgentRef(principal.tenant, agent, validate_name(name))
+                await require_agent(request, principal, ref)
+            elif not decl.per_session:
+                raise NotFound(f"agent class {agent!r} serves one MCP server per instance: address one at "
+                               f"/mcp/{agent}/{{name}} (or declare the class @mcp.per_session)")
+            else:
+                ref, started = await _session_instance(request, principal, agent, msg)
+                if request.method == "DELETE":  # the client ends its session: the instance goes with it
+                    await host.delete(ref)
+                    await Response(status_code=204)(scope, receive, send)
+                    return
+            if msg is not None:
                 tool = _tool_called(msg)
                 if tool is not None and tool in servers.declarations(agent).tools:
                     wanted = f"mcp:{agent}:{tool}"
                     if not principal.capabilities.covers(wanted):
                         raise PermissionDenied(f"calling MCP tool {tool!r} of {agent!r} needs the scope {wanted!r}",
                                                details={"scope": wanted})
-            if msg is not None and _direct(request, msg):
+            if msg is not None and started is None and _direct(request, msg):
                 response = await _answer_directly(servers, Target(ref, principal), msg)
                 await response(scope, receive, send)
                 return
         except MyriadError as e:
             await _error(request, e, agent, name)(scope, receive, send)
             return
+        if started is not None:  # the SDK's answer to initialize carries the new session's id
+            send = _with_header(send, b"mcp-session-id", started.encode())
         replayed = False
 
         async def replay() -> Any:
@@ -161,11 +238,12 @@ class McpDoor:
 
 async def protected_resource(request: Request) -> Response:
     """RFC 9728 Protected Resource Metadata for one MCP endpoint."""
-    agent, name = request.path_params["agent"], request.path_params["name"]
+    agent, name = request.path_params["agent"], request.path_params.get("name")
     services = request.app.state.services
     try:
         decl = _servers(request).declarations(agent)
-        validate_name(name)
+        if name is not None:
+            validate_name(name)
     except MyriadError as e:
         return JSONResponse(e.to_json(), status_code=e.status)
     issuer = services.identity.settings.issuer if services.identity is not None else str(request.base_url).rstrip("/")
@@ -174,7 +252,7 @@ async def protected_resource(request: Request) -> Response:
         "authorization_servers": [issuer],
         "scopes_supported": [f"mcp:{agent}:{t}" for t in decl.tools],
         "bearer_methods_supported": ["header"],
-        "resource_name": f"Myriad agent {agent}/{name}",
+        "resource_name": f"Myriad agent {agent}" + ("" if name is None else f"/{name}"),
     })
 
 
@@ -192,15 +270,44 @@ async def chat_with_mcp_tools(request: Request, principal: Any, gateway: Any, bo
         await toolset.aclose()
 
 
+async def stream_with_mcp_tools(request: Request, principal: Any, gateway: Any, body: dict[str, Any],
+                                specs: list[dict[str, Any]]) -> Any:
+    """``chat_with_mcp_tools`` streamed: an async iterator of ``(deployment, [chunk, ...])``
+    (``myriad.models.mcp_tools.stream_with_mcp``) that closes the MCP sessions at its end."""
+    toolset = await open_toolset(request, principal, specs)
+    rounds = request.app.state.services.settings.models.mcp_max_rounds
+
+    async def relay() -> Any:
+        try:
+            async for item in stream_with_mcp(lambda turn: gateway.chat_stream_batches(turn, tenant=principal.tenant),
+                                              body, toolset, max_rounds=rounds):
+                yield item
+        finally:
+            await toolset.aclose()
+
+    return relay()
+
+
 async def open_toolset(request: Request, principal: Any, specs: list[dict[str, Any]]) -> McpToolset:
     services = request.app.state.services
     registry = services.identity.mcp_servers if services.identity is not None else None
     meter = services.meter
 
-    def resolve(label: str) -> tuple[str, dict[str, str]]:
+    def lookup(label: str) -> tuple[str, dict[str, str]]:
         if registry is None:
             raise NotFound(f"no MCP server registry on this server; give server_url for {label!r}")
         return registry.get(principal.tenant, label).url, registry.headers(principal.tenant, label)
+
+    # the registry is a database table: read the labels it must resolve before opening, off the
+    # event loop on PostgreSQL (the toolset asks for them synchronously)
+    found: dict[str, tuple[str, dict[str, str]]] = {}
+    for spec in specs:
+        label = spec.get("server_label")
+        if not spec.get("server_url") and isinstance(label, str) and label not in found:
+            found[label] = await services.identity.off_loop(lookup, label) if services.identity else lookup(label)
+
+    def resolve(label: str) -> tuple[str, dict[str, str]]:
+        return found[label] if label in found else lookup(label)
 
     async def record(server: str, tool: str, failed: bool) -> None:
         if meter is not None:
@@ -219,7 +326,8 @@ async def list_servers(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
-    servers = request.app.state.services.identity.mcp_servers.list(principal.tenant)
+    identity = request.app.state.services.identity
+    servers = await identity.off_loop(identity.mcp_servers.list, principal.tenant)
     return JSONResponse({"servers": [s.to_json() for s in servers]})
 
 
@@ -228,8 +336,9 @@ async def put_server(request: Request) -> Response:
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
     body = await json_object(request, 64 * 1024, required=True)
-    info = request.app.state.services.identity.mcp_servers.put(
-        principal.tenant, request.path_params["label"], body.get("server_url"), body.get("token"))
+    identity = request.app.state.services.identity
+    info = await identity.off_loop(identity.mcp_servers.put, principal.tenant, request.path_params["label"],
+                                   body.get("server_url"), body.get("token"))
     return JSONResponse(info.to_json())
 
 
@@ -237,7 +346,8 @@ async def delete_server(request: Request) -> Response:
     principal = await require_principal(request)
     principal.require("admin")
     require_tenant_wide(principal, "the MCP server registry")
-    request.app.state.services.identity.mcp_servers.delete(principal.tenant, request.path_params["label"])
+    identity = request.app.state.services.identity
+    await identity.off_loop(identity.mcp_servers.delete, principal.tenant, request.path_params["label"])
     return Response(status_code=204)
 
 
@@ -251,6 +361,8 @@ def routes() -> list[BaseRoute]:
     return [
         Route("/mcp/{agent}/{name}", McpDoor(), methods=["GET", "POST", "DELETE"]),
         Route(PRM_PREFIX + "/mcp/{agent}/{name}", protected_resource, methods=["GET"]),
+        Route("/mcp/{agent}", McpDoor(), methods=["GET", "POST", "DELETE"]),
+        Route(PRM_PREFIX + "/mcp/{agent}", protected_resource, methods=["GET"]),
         Route("/v1/mcp/servers", list_servers, methods=["GET"]),
         Route("/v1/mcp/servers/{label}", put_server, methods=["PUT"]),
         Route("/v1/mcp/servers/{label}", delete_server, methods=["DELETE"]),

@@ -87,7 +87,11 @@ async def approve(request: Request) -> Response:
         principal = await identity.authenticate(str(form.get("credential") or ""))
     except MyriadError:
         return _page("Not approved", "<h1>That key or token is not valid</h1><p>Go back and try again.</p>", status=401)
-    identity.audit.record(principal, "oauth.approve", params.get("client_id", "")[:60], scope=params.get("scope", ""))
+    try:  # a database write: off the event loop on PostgreSQL
+        await identity.off_loop(lambda: identity.audit.record(principal, "oauth.approve", params.get("client_id", "")[:60],
+                                                              scope=params.get("scope", "")))
+    except MyriadError as e:
+        return _page("Try again", f"<h1>Try again shortly</h1><p>{html.escape(e.message)}</p>", status=e.status)
     return RedirectResponse(_server(request).approve(principal, params), status_code=302, headers=_HEADERS)
 
 

@@ -13,21 +13,27 @@ across the tenant's users"; ``*`` includes it, so mint user tokens narrower):
 - vault entries and usage: the user's own rows (the vault and usage doors force
   ``user``); tenant-wide views (keys, audit, exports, the dashboard) are refused.
 
-Owners are kept in ``<data_dir>/owners.db`` (SQLite, one indexed lookup per call
-of a user's token). Every sandbox door also checks the tier scope on the object
-itself (``sandbox:<tier>``), not only at creation: an isolate-only key touches no
-container.
+Owners are rows of ``myriad.identity.OwnerStore``. Sandboxes and snapshots live on
+one host, so their owners are in that host's ``<data_dir>/owners.db`` (SQLite, one
+indexed lookup per call of a user's token). Agents can be activated on any machine
+sharing the database: with ``--database`` their owners are in PostgreSQL
+(``myriad_identity.owners``), queried in a worker thread (a database that is down
+answers 503 ``database_unavailable``, never stalls the event loop), and an owner once
+found is remembered by this process (an agent's owner never changes: rows are only
+ever added). Without a database, agents' owners are in ``owners.db`` too. Every
+sandbox door also checks the tier scope on the object itself (``sandbox:<tier>``),
+not only at creation: an isolate-only key touches no container.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
 from pathlib import Path
 from typing import Any
 
 from myriad.agents import AgentRef
 from myriad.errors import NotFound, PermissionDenied
-from myriad.identity import Principal
+from myriad.identity import OwnerStore, Principal
 
 
 def _root(ref: AgentRef) -> AgentRef:
@@ -50,29 +56,28 @@ class Owners:
     """Which user (``None``: the tenant itself) owns each agent instance, sandbox
     and snapshot a user's token reached or created."""
 
-    def __init__(self, path: Path | None) -> None:
-        self._db = sqlite3.connect(str(path) if path is not None else ":memory:", check_same_thread=False,
-                                   isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS owners (tenant TEXT NOT NULL, kind TEXT NOT NULL, "
-                         "id TEXT NOT NULL, user TEXT, PRIMARY KEY (tenant, kind, id))")
+    _REMEMBER = 100_000
+    """Agent owners remembered per process (the memory empties when full)."""
+
+    def __init__(self, local: OwnerStore, agents: OwnerStore | None = None, *, blocking: bool = False) -> None:
+        self.local = local
+        """This host's objects (sandboxes, snapshots)."""
+        self.agents = agents if agents is not None else local
+        """Agent instances (shared by every machine on PostgreSQL)."""
+        self.blocking = blocking
+        """Whether ``agents`` is remote: its queries go to a thread."""
+        self._known: dict[tuple[str, str], str | None] = {}
 
     def owner(self, kind: str, tenant: str, id: str) -> tuple[bool, str | None]:
-        """(recorded?, user)."""
-        row = self._db.execute("SELECT user FROM owners WHERE tenant=? AND kind=? AND id=?", (tenant, kind, id)).fetchone()
-        return (row is not None, row[0] if row is not None else None)
+        """(recorded?, user) of a host object (a sandbox or a snapshot)."""
+        return self.local.owner(kind, tenant, id)
 
     def record(self, kind: str, tenant: str, id: str, principal: Principal) -> None:
-        """``principal``'s user owns the object (a tenant key: the tenant does)."""
-        self._db.execute("INSERT OR REPLACE INTO owners VALUES (?, ?, ?, ?)", (tenant, kind, id, principal.user))
-
-    def claim(self, kind: str, tenant: str, id: str, user: str) -> str | None:
-        """Record ``user`` as owner unless someone is already; the owner after."""
-        self._db.execute("INSERT OR IGNORE INTO owners VALUES (?, ?, ?, ?)", (tenant, kind, id, user))
-        return self.owner(kind, tenant, id)[1]
+        """``principal``'s user owns the host object (a tenant key: the tenant does)."""
+        self.local.record(kind, tenant, id, principal.user)
 
     def forget(self, kind: str, tenant: str, id: str) -> None:
-        self._db.execute("DELETE FROM owners WHERE tenant=? AND kind=? AND id=?", (tenant, kind, id))
+        self.local.forget(kind, tenant, id)
 
     def reaches(self, kind: str, tenant: str, id: str, principal: Principal) -> bool:
         if not _confined(principal):
@@ -85,16 +90,35 @@ class Owners:
         if not self.reaches(kind, tenant, id, principal):
             raise NotFound(f"no {kind} {id!r}")
 
+    async def _agents(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.to_thread(fn, *args) if self.blocking else fn(*args)
+
+    async def agent_owner(self, tenant: str, path: str) -> tuple[bool, str | None]:
+        """(recorded?, user) of the agent instance at ``path`` (its root)."""
+        key = (tenant, path)
+        if key in self._known:
+            return True, self._known[key]
+        recorded, user = await self._agents(self.agents.owner, "agent", tenant, path)
+        if recorded:
+            self._remember(key, user)
+        return recorded, user
+
+    def _remember(self, key: tuple[str, str], user: str | None) -> None:
+        if len(self._known) >= self._REMEMBER:
+            self._known.clear()
+        self._known[key] = user
+
     async def require_agent(self, principal: Principal, ref: AgentRef, storage: Any) -> None:
         """``PermissionDenied`` unless ``principal`` may reach agent instance ``ref``;
         a user's token reaching a new instance first becomes its owner."""
         if not _confined(principal):
             return
         root = _root(ref)
-        recorded, user = self.owner("agent", root.tenant, root.path)
+        recorded, user = await self.agent_owner(root.tenant, root.path)
         if not recorded:
             if await storage.load_agent(root.path) is None:
-                user = self.claim("agent", root.tenant, root.path, principal.user or "")
+                user = await self._agents(self.agents.claim, "agent", root.tenant, root.path, principal.user or "")
+                self._remember((root.tenant, root.path), user)
             else:
                 user = None  # made with a tenant key before any user reached it: the tenant's
         if user != principal.user:
@@ -102,14 +126,25 @@ class Owners:
                                    "for a user reaches only its user's instances (or needs the 'users' scope)",
                                    details={"missing_scope": "users"})
 
+    def close(self) -> None:
+        self.local.close()
+
 
 def owners(app: Any) -> Owners:
     """The app's ``Owners`` (opened on first use, in the data directory)."""
     found = getattr(app.state, "myriad_owners", None)
     if found is None:
-        settings = app.state.services.settings
-        data_dir = getattr(settings, "data_dir", None)
-        found = app.state.myriad_owners = Owners(Path(data_dir) / "owners.db" if data_dir else None)
+        services = app.state.services
+        identity = getattr(services, "identity", None)
+        data_dir = getattr(services.settings, "data_dir", None)
+        if identity is not None and identity.blocking:  # agents in the shared database, host objects here
+            local = OwnerStore.local(Path(data_dir) / "owners.db" if data_dir else None)
+            found = Owners(local, identity.owners, blocking=True)
+        elif identity is not None:
+            found = Owners(identity.owners)
+        else:
+            found = Owners(OwnerStore.local(Path(data_dir) / "owners.db" if data_dir else None))
+        app.state.myriad_owners = found
     return found
 
 

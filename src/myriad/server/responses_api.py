@@ -49,7 +49,7 @@ async def create(request: Request) -> Any:
         specs = mcp_specs(body)
         if specs:  # MCP tools: Myriad calls them (mcp_api), the rest of the request parses as usual
             body = {**body, "tools": [t for t in body["tools"] if t not in specs]}
-        req = responses.parse(body, owner)
+        req = await responses.parse(body, owner)
         if specs:
             if req.stream:
                 raise InvalidRequest("stream=true with mcp tools is not supported on /v1/responses yet: "
@@ -78,7 +78,7 @@ async def create(request: Request) -> Any:
 async def retrieve(request: Request) -> Response:
     try:
         principal = await require_principal(request)
-        stored = _responses(request).get(_owner(principal), request.path_params["response_id"])
+        stored = await _responses(request).get(_owner(principal), request.path_params["response_id"])
     except MyriadError as e:
         return openai_error(e)
     return Response(orjson.dumps(stored.response), media_type="application/json")
@@ -88,7 +88,7 @@ async def delete(request: Request) -> Response:
     try:
         principal = await require_principal(request)
         rid = request.path_params["response_id"]
-        _responses(request).delete(_owner(principal), rid)
+        await _responses(request).delete(_owner(principal), rid)
     except MyriadError as e:
         return openai_error(e)
     return Response(orjson.dumps({"id": rid, "object": "response.deleted", "deleted": True}),
@@ -98,7 +98,7 @@ async def delete(request: Request) -> Response:
 async def input_items(request: Request) -> Response:
     try:
         principal = await require_principal(request)
-        stored = _responses(request).get(_owner(principal), request.path_params["response_id"])
+        stored = await _responses(request).get(_owner(principal), request.path_params["response_id"])
     except MyriadError as e:
         return openai_error(e)
     items = list(stored.input_items)

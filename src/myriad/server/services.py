@@ -157,13 +157,17 @@ def build_services(settings: Settings, agent_classes: list[type[Agent]] | None =
 
 
 def _responses(settings: Settings, models: Any) -> Any:
-    from myriad.models.responses import MemoryResponseStore, Responses, SQLiteResponseStore
+    from myriad.models.responses import MemoryResponseStore, PostgresResponseStore, Responses, SQLiteResponseStore
 
     m = settings.models
     if m.responses_store == "memory":
         return Responses(models, MemoryResponseStore(ttl=m.responses_ttl, max_per_tenant=m.responses_max_per_tenant))
     if m.responses_store != "sqlite":
         raise ConfigError(f"models.responses_store must be 'sqlite' or 'memory', not {m.responses_store!r}")
+    if settings.storage.database:  # shared with every machine on the database (its tables: migrations)
+        return Responses(models, PostgresResponseStore(
+            settings.storage.database, ttl=m.responses_ttl, max_per_tenant=m.responses_max_per_tenant,
+            pool_size=max(2, settings.storage.pool_size // 4), connect_timeout=settings.storage.connect_timeout))
     return Responses(models, SQLiteResponseStore(settings.data_dir / "responses.db", ttl=m.responses_ttl,
                                                  max_per_tenant=m.responses_max_per_tenant))
 

@@ -59,7 +59,10 @@ async def _principal(request: Request) -> Principal:
     if presented_key(request) is None:
         cookie = request.cookies.get(COOKIE)
         if cookie:
-            principal = request.app.state.services.keys.verify(cookie)
+            services = request.app.state.services
+            identity = services.identity  # a key lookup may be a query: off the event loop on PostgreSQL
+            principal = (await identity.off_loop(services.keys.verify, cookie) if identity is not None
+                         else services.keys.verify(cookie))
             request.scope["myriad.principal"] = principal
     if principal is None:
         principal = await require_principal(request)

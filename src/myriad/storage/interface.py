@@ -121,7 +121,9 @@ class Storage(Protocol):
 
     async def get_schedule(self, schedule_id: str) -> ScheduleRecord | None: ...
 
-    async def delete_schedule(self, schedule_id: str) -> bool: ...
+    async def delete_schedule(self, schedule_id: str, *, owner: str | None = None) -> bool:
+        """Remove it; with ``owner``, only while ``owner`` still holds its claim (a claimant
+        that lost its claim to another, paused past its lease, settles nothing)."""
 
     async def list_schedules(self, path: str) -> list[ScheduleRecord]: ...
 
@@ -139,8 +141,10 @@ class Storage(Protocol):
     async def next_due(self) -> float | None:
         """The earliest ``next_run`` of any schedule, or None."""
 
-    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None:
-        """Move it to ``next_run`` (and release any claim on it)."""
+    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int, *,
+                              owner: str | None = None) -> bool:
+        """Move it to ``next_run`` (and release any claim on it); with ``owner``, only
+        while ``owner`` still holds its claim. False if nothing was updated."""
 
     # per-agent SQL
     def agent_sql(self, path: str) -> AgentSQL:

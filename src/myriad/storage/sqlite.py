@@ -244,8 +244,10 @@ class SQLiteStorage:
         row = self.db.execute(f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE id=?", (schedule_id,)).fetchone()
         return ScheduleRecord(*row) if row else None
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
-        return self.db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
+    async def delete_schedule(self, schedule_id: str, *, owner: str | None = None) -> bool:
+        if owner is None:
+            return self.db.execute("DELETE FROM schedules WHERE id=?", (schedule_id,)).rowcount > 0
+        return self.db.execute("DELETE FROM schedules WHERE id=? AND claimed_by=?", (schedule_id, owner)).rowcount > 0
 
     async def list_schedules(self, path: str) -> list[ScheduleRecord]:
         rows = self.db.execute(f"SELECT {_SCHEDULE_COLS} FROM schedules WHERE path=? ORDER BY next_run", (path,))
@@ -279,11 +281,13 @@ class SQLiteStorage:
         row = self.db.execute("SELECT min(max(next_run, coalesce(claim_until, next_run))) FROM schedules").fetchone()
         return row[0] if row else None
 
-    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None:
-        self.db.execute(
-            "UPDATE schedules SET next_run=?, attempts=?, claimed_by=NULL, claim_until=NULL WHERE id=?",
-            (next_run, attempts, schedule_id),
-        )
+    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int, *,
+                              owner: str | None = None) -> bool:
+        q = "UPDATE schedules SET next_run=?, attempts=?, claimed_by=NULL, claim_until=NULL WHERE id=?"
+        args: tuple[Any, ...] = (next_run, attempts, schedule_id)
+        if owner is not None:
+            q, args = q + " AND claimed_by=?", args + (owner,)
+        return self.db.execute(q, args).rowcount > 0
 
     # per-agent SQL
     def agent_sql(self, path: str) -> _AgentSQL:

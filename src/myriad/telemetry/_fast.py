@@ -1,21 +1,26 @@
-"""Span attributes without the SDK's per-value validation, for attributes we build
-ourselves (str, bool, int, float, tuples of str).
+"""Span attributes without per-value validation, for attributes we build ourselves
+(str, bool, int, float, tuples of str).
 
-The SDK checks and copies every attribute value on ``start_span(attributes=...)`` and
-``set_attributes`` (~2 us each; a gateway span has ~15). Values built here from known
-types need none of that, so they go straight into the span's attribute dict when the
-span is the SDK's own and still recording; any other span (a no-op one, another SDK)
-gets the public API. Free text (captured prompts, error messages) still goes through
-the public API, so the configured length limits apply to it.
+Values built here from known types need no cleaning, so they go straight into the
+span's attribute dict when the span is a ``FastSpan`` (ours) or the SDK's own and
+still recording; any other span (a no-op one, another implementation) gets the
+public API. Free text (captured prompts, error messages) still goes through the
+public API.
 """
 
 from __future__ import annotations
 
 from typing import Any, Mapping
 
+from myriad.telemetry._span import FastSpan, FastTracer
+
 
 def put(span: Any, attrs: Mapping[str, Any]) -> None:
     """Set ``attrs`` on ``span`` (see module docstring)."""
+    if type(span) is FastSpan:
+        if span.end_time is None:
+            span.attributes.update(attrs)
+        return
     bounded = getattr(span, "_attributes", None)
     raw = getattr(bounded, "_dict", None)
     limit = getattr(bounded, "maxlen", None)
@@ -25,9 +30,10 @@ def put(span: Any, attrs: Mapping[str, Any]) -> None:
         span.set_attributes(attrs)
 
 
-def start(tracer: Any, name: str, kind: Any, attrs: Mapping[str, Any], context: Any = None) -> Any:
-    """``tracer.start_span`` with ``attrs`` set by ``put`` (the sampler sees no attributes:
-    the default parent-based sampler never looks at them)."""
+def start(tracer: Any, name: str, kind: Any, attrs: dict[str, Any], context: Any = None) -> Any:
+    """``tracer.start_span`` with ``attrs`` (which the span then owns) taken as they are."""
+    if type(tracer) is FastTracer:
+        return tracer.start_trusted(name, kind, attrs, context)
     span = tracer.start_span(name, context=context, kind=kind)
     put(span, attrs)
     return span

@@ -17,7 +17,8 @@ import time
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
-from opentelemetry import baggage, context, trace
+from opentelemetry import context, trace
+from opentelemetry.baggage import _BAGGAGE_KEY
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from myriad.telemetry import _fast as fast
@@ -31,8 +32,8 @@ _START_KEYS = frozenset((sc.GEN_AI_OPERATION_NAME, sc.GEN_AI_REQUEST_MODEL))
 
 def current_user() -> str | None:
     """The end user named in W3C baggage (``myriad.user`` or ``enduser.id``), if any."""
-    entries = baggage.get_all()
-    if not entries:
+    entries = context.get_value(_BAGGAGE_KEY)  # what baggage.get_all() wraps in a read-only view
+    if not entries or not isinstance(entries, dict):
         return None
     for key in _USER_KEYS:
         v = entries.get(key)
@@ -79,6 +80,7 @@ class GatewayTelemetry:
         self._m = telemetry.instruments
         self._gateway = gateway
         self._infos: dict[str, _DeploymentInfo | None] = {}
+        self._statics: dict[tuple[bool, str, str, str | None], _Static] = {}
         self._capture = bool(telemetry.capture_content)
 
     def _info(self, deployment: str) -> _DeploymentInfo | None:
@@ -125,32 +127,31 @@ class GatewayTelemetry:
     def detach(self, token: Any) -> None:
         context.detach(token)
 
+    def _static(self, embeddings: bool, model: str, deployment: str, response_model: str | None) -> "_Static":
+        key = (embeddings, model, deployment, response_model)
+        st = self._statics.get(key)
+        if st is None:
+            if len(self._statics) > 1024:
+                self._statics.clear()
+            st = self._statics[key] = _Static(embeddings, model, deployment, response_model,
+                                              self._info(deployment) if deployment else None)
+        return st
+
     async def exit(self, call: Any) -> None:
         span = call.state.get("telemetry")
         if span is None:
             return
         embeddings = call.kind == "embeddings"
-        op = sc.OP_EMBEDDINGS if embeddings else sc.OP_CHAT
-        mattrs: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: op, sc.GEN_AI_REQUEST_MODEL: call.model}
-        info = self._info(call.deployment) if call.deployment else None
-        if info is not None:
-            mattrs[sc.GEN_AI_PROVIDER_NAME] = info.provider
-            if info.address:
-                mattrs[sc.SERVER_ADDRESS] = info.address
-                mattrs[sc.SERVER_PORT] = info.port
-        response_model = call.response_model or (call.model if call.deployment else None)
-        if response_model:
-            mattrs[sc.GEN_AI_RESPONSE_MODEL] = response_model
+        st = self._static(embeddings, call.model, call.deployment,
+                          call.response_model or (call.model if call.deployment else None))
         u = call.usage
         if u is not None and not call.cached:
             record = self._m.token_usage.record
-            record(u.prompt_tokens, {**mattrs, sc.GEN_AI_TOKEN_TYPE: "input"})
+            record(u.prompt_tokens, st.metric_input)
             if not embeddings:
-                record(u.completion_tokens, {**mattrs, sc.GEN_AI_TOKEN_TYPE: "output"})
+                record(u.completion_tokens, st.metric_output)
         if span.is_recording():  # an unsampled span gets no attributes: only the metrics
-            attrs: dict[str, Any] = {k: v for k, v in mattrs.items() if k not in _START_KEYS}
-            if call.deployment:
-                attrs[sc.MYRIAD_DEPLOYMENT] = call.deployment
+            attrs: dict[str, Any] = dict(st.span)
             if call.response_id:
                 attrs[sc.GEN_AI_RESPONSE_ID] = str(call.response_id)
             if call.finish_reasons:
@@ -176,15 +177,43 @@ class GatewayTelemetry:
                 elif call.result is not None and isinstance(getattr(call.result, "raw", None), Mapping):
                     span.set_attribute(sc.GEN_AI_OUTPUT_MESSAGES,
                                        genai.output_messages(call.result.raw.get("choices") or ()))
+        mattrs = st.metric
         error = call.error
         if error is not None and not isinstance(error, GeneratorExit):
-            mattrs[sc.ERROR_TYPE] = fail(span, error)
-            if mattrs[sc.ERROR_TYPE] == "budget_exceeded":
+            etype = fail(span, error)
+            mattrs = {**mattrs, sc.ERROR_TYPE: etype}
+            if etype == "budget_exceeded":
                 self._m.budget_refusals.add(1, {sc.GEN_AI_REQUEST_MODEL: call.model})
         self._m.operation_duration.record(time.perf_counter() - call.started, mattrs)
         if call.stream and call.first_chunk_s is not None:
             self._m.time_to_first_chunk.record(call.first_chunk_s, mattrs)
         span.end()
+
+
+class _Static:
+    """What a call's span and metrics carry that depends only on (kind, model, deployment,
+    response model): built once, shared by every such call (never changed after)."""
+
+    __slots__ = ("metric", "metric_input", "metric_output", "span")
+
+    def __init__(self, embeddings: bool, model: str, deployment: str, response_model: str | None,
+                 info: _DeploymentInfo | None) -> None:
+        op = sc.OP_EMBEDDINGS if embeddings else sc.OP_CHAT
+        m: dict[str, Any] = {sc.GEN_AI_OPERATION_NAME: op, sc.GEN_AI_REQUEST_MODEL: model}
+        if info is not None:
+            m[sc.GEN_AI_PROVIDER_NAME] = info.provider
+            if info.address:
+                m[sc.SERVER_ADDRESS] = info.address
+                m[sc.SERVER_PORT] = info.port
+        if response_model:
+            m[sc.GEN_AI_RESPONSE_MODEL] = response_model
+        self.metric = m
+        self.metric_input = {**m, sc.GEN_AI_TOKEN_TYPE: "input"}
+        self.metric_output = {**m, sc.GEN_AI_TOKEN_TYPE: "output"}
+        span = {k: v for k, v in m.items() if k not in _START_KEYS}
+        if deployment:
+            span[sc.MYRIAD_DEPLOYMENT] = deployment
+        self.span = span
 
 
 __all__ = ["GatewayTelemetry", "current_user", "fail"]

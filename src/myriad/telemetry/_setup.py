@@ -383,7 +383,7 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
         from opentelemetry.sdk.resources import Resource
-        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace import SpanLimits
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
     except ImportError as e:
         raise ConfigError(f"telemetry is on but the OpenTelemetry SDK is not installed ({e}): "
@@ -399,9 +399,18 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
     status: dict[str, Any] = {"enabled": True, "service": attrs["service.name"], "sampler": sampler_name,
                               "semconv": sc.SEMCONV_VERSION, "capture_content": False, "traces": [], "metrics": []}
 
-    tp = TracerProvider(resource=resource, sampler=sampler, shutdown_on_exit=False)
+    # Spans are FastSpans (``_span.py``): plain records on the request path, handed in
+    # batches by the pump thread to the store and to one BatchSpanProcessor per exporter
+    # (whose exporter encodes them to OTLP directly, ``_otlp.py``).
+    from myriad.telemetry._otlp import FastSpanExporter
+    from myriad.telemetry._pump import ReadableProcessor, SpanPump
+    from myriad.telemetry._span import FastTracerProvider
+
+    limits = SpanLimits()
+    tp = FastTracerProvider(resource, sampler)
     store = TelemetryStore(settings.store_spans, settings.store_minutes)
-    tp.add_span_processor(store)  # type: ignore[arg-type]  # duck-typed SpanProcessor (no SDK import at module level)
+    store.resource = resource
+    processors: list[Any] = []
     queue = int(_number(env, "OTEL_BSP_MAX_QUEUE_SIZE", 2048))
     bsp_args: dict[str, Any] = dict(
         max_queue_size=queue,
@@ -415,15 +424,19 @@ def setup_telemetry(settings: TelemetrySettings | None = None, env: Mapping[str,
         else:
             exporter, info = ConsoleSpanExporter(), {"exporter": "console"}
         try:
-            bsp = BatchSpanProcessor(exporter, **bsp_args)
+            bsp = BatchSpanProcessor(FastSpanExporter(exporter, resource, limits), **bsp_args)  # type: ignore[arg-type]
         except ValueError as e:
             raise ConfigError(f"OTEL_BSP_* settings are inconsistent: {e}") from None
-        tp.add_span_processor(bsp)
+        processors.append(bsp)
         status["traces"].append(info)
     for p in extra_span_processors or ():
-        tp.add_span_processor(p)
+        processors.append(ReadableProcessor(p, resource, limits))
+    pump = tp.pump = SpanPump(tp.queue, store, processors)
+    store.syncer = pump.drain
+    pump.start()
 
     fast = FastMetrics()
+    pump.on_tick.append(fast.fold)
 
     class MergingReader(PeriodicExportingMetricReader):
         """Ships the fast histograms in the same export as the SDK's own metrics."""

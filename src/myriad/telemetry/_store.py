@@ -67,6 +67,13 @@ def _record(span: Any) -> SpanRecord:
     )
 
 
+def _fast_record(s: Any) -> SpanRecord:
+    events = s.events
+    return SpanRecord(s.name, s.trace_id, s.span_id, s.parent.span_id if s.parent is not None else 0,
+                      _KINDS.get(s.kind.value, "INTERNAL"), s.start_time, s.end_time or 0,
+                      s.status_code.value != 2, s.description, s.attributes, tuple(events) if events else ())
+
+
 _GROUP_KEYS = {"tenant": 0, "user": 1, "agent": 2, "model": 3}
 
 
@@ -99,6 +106,8 @@ class TelemetryStore:
         """The resource of the spans seen (one per process)."""
         self.live_sandboxes: Callable[[], dict[str, int]] | None = None
         """Set by the sandbox room: live sandboxes per tier, for the dashboard and gauges."""
+        self.syncer: Callable[[], Any] | None = None
+        """Moves spans waiting in the span pump here (set by ``setup_telemetry``)."""
 
     # -- SpanProcessor -----------------------------------------------------------------
     def on_start(self, span: Any, parent_context: Any = None) -> None:
@@ -111,23 +120,44 @@ class TelemetryStore:
         rec = _record(span)
         if self.resource is None:
             self.resource = span.resource
-        tid = rec.trace_id
         with self._lock:
-            self.seen += 1
-            if len(self._spans) >= self.max_spans:
-                old = self._spans.popleft()
-                self.evicted += 1
-                lst = self._by_trace.get(old.trace_id)
-                if lst:
-                    lst.remove(old) if lst[0] is not old else lst.pop(0)
-                    if not lst:
-                        del self._by_trace[old.trace_id]
-            self._spans.append(rec)
-            self._by_trace.setdefault(tid, []).append(rec)
-            if not rec.ok:
-                self._errors.append(rec)
-            if rec.attributes.get(sc.GEN_AI_OPERATION_NAME) in _USAGE_OPS:
-                self._roll(rec, rec.attributes)
+            self._add(rec)
+
+    def add_spans(self, spans: Iterable[Any]) -> None:
+        """Keep finished ``FastSpan``s (the span pump hands them over in batches)."""
+        recs = [_fast_record(s) for s in spans]
+        with self._lock:
+            for rec in recs:
+                self._add(rec)
+
+    def sync(self) -> None:
+        """Take in every span finished so far (queries call this first: the pump moves spans
+        here in batches, off the request path)."""
+        syncer = self.syncer
+        if syncer is not None:
+            syncer()
+
+    def _add(self, rec: SpanRecord) -> None:
+        self.seen += 1
+        if len(self._spans) >= self.max_spans:
+            old = self._spans.popleft()
+            self.evicted += 1
+            lst = self._by_trace.get(old.trace_id)
+            if lst:
+                lst.remove(old) if lst[0] is not old else lst.pop(0)
+                if not lst:
+                    del self._by_trace[old.trace_id]
+        self._spans.append(rec)
+        tid = rec.trace_id
+        lst = self._by_trace.get(tid)
+        if lst is None:
+            self._by_trace[tid] = [rec]
+        else:
+            lst.append(rec)
+        if not rec.ok:
+            self._errors.append(rec)
+        if rec.attributes.get(sc.GEN_AI_OPERATION_NAME) in _USAGE_OPS:
+            self._roll(rec, rec.attributes)
 
     def _roll(self, span: Any, attrs: Any) -> None:
         minute = int((span.end or time.time_ns()) // 60_000_000_000)
@@ -173,10 +203,12 @@ class TelemetryStore:
 
     # -- queries -------------------------------------------------------------------------
     def _snapshot(self) -> list[Any]:
+        self.sync()
         with self._lock:
             return list(self._spans)
 
     def _trace_spans(self, tid: int) -> list[Any]:
+        self.sync()
         with self._lock:
             return list(self._by_trace.get(tid, ()))
 
@@ -252,6 +284,7 @@ class TelemetryStore:
         now_min = int(self._clock() // 60)
         first = now_min - since_minutes + 1
         first -= first % bucket_minutes
+        self.sync()
         with self._lock:
             items = [(m, dict(b)) for m, b in self._rollups.items() if m >= first]
         groups: dict[str, dict[int, list[float]]] = {}
@@ -278,6 +311,7 @@ class TelemetryStore:
     def errors(self, tenant: str | None = None, limit: int = 50) -> dict[str, Any]:
         """Recent failed spans and warnings/errors logged inside this tenant's traces."""
         spans = []
+        self.sync()
         for s in reversed(list(self._errors)):
             if tenant is None or s.attributes.get(sc.MYRIAD_TENANT) == tenant or self._visible_trace(
                     self._trace_spans(s.trace_id), tenant):
@@ -319,6 +353,7 @@ class TelemetryStore:
         return out
 
     def stats(self) -> dict[str, Any]:
+        self.sync()
         with self._lock:
             return {"spans": len(self._spans), "traces": len(self._by_trace), "seen": self.seen,
                     "evicted": self.evicted, "max_spans": self.max_spans, "logs": len(self._logs)}

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, AsyncIterator, Mapping
+from typing import Any, AsyncIterator, Callable, Mapping, TypeVar
 
 from myriad.errors import MyriadError, NotFound
 from myriad.models.responses._events import Event, ResponseEvents
@@ -20,6 +20,7 @@ from myriad.models.responses._store import MemoryResponseStore, ResponseStore, S
 from myriad.models.types import ChatResult
 
 log = logging.getLogger("myriad.models.responses")
+T = TypeVar("T")
 
 
 class Responses:
@@ -33,7 +34,14 @@ class Responses:
         """How long a buffering store's writes wait for company (seconds)."""
         self._flusher: asyncio.Future[None] | None = None
 
-    def parse(self, body: Mapping[str, Any], tenant: str | None) -> ResponsesRequest:
+    async def _store_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``, a call of the store: in a worker thread when the store waits on the
+        network (PostgreSQL), so a database that is down never stops the event loop."""
+        if getattr(self.store, "blocking", False):
+            return await asyncio.to_thread(fn, *args)
+        return fn(*args)
+
+    async def parse(self, body: Mapping[str, Any], tenant: str | None) -> ResponsesRequest:
         """Validate ``body`` and expand its history from the stored responses of
         ``tenant`` (or of whichever owner the caller partitions the store by)."""
 
@@ -41,7 +49,12 @@ class Responses:
             stored = self.store.get(tenant, rid)
             return list(stored.conversation) if stored else None
 
-        return parse_request(body, previous=previous, item=lambda iid: self.store.item(tenant, iid))
+        def parse() -> ResponsesRequest:
+            return parse_request(body, previous=previous, item=lambda iid: self.store.item(tenant, iid))
+
+        if body.get("previous_response_id") is None and not isinstance(body.get("input"), list):
+            return parse()  # nothing to read from the store (no history, no item references)
+        return await self._store_call(parse)
 
     async def create(self, req: ResponsesRequest, *, tenant: str | None = None, agent: str | None = None,
                      owner: str | None = None) -> tuple[dict[str, Any], ChatResult]:
@@ -129,22 +142,29 @@ class Responses:
             await self._keep(owner or tenant, req, events.response)
         yield deployment, out
 
-    def get(self, tenant: str | None, response_id: str) -> StoredResponse:
-        stored = self.store.get(tenant, response_id)
+    async def get(self, tenant: str | None, response_id: str) -> StoredResponse:
+        stored = await self._store_call(self.store.get, tenant, response_id)
         if stored is None:
             raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
         return stored
 
-    def delete(self, tenant: str | None, response_id: str) -> None:
-        if not self.store.delete(tenant, response_id):
+    async def delete(self, tenant: str | None, response_id: str) -> None:
+        if not await self._store_call(self.store.delete, tenant, response_id):
             raise NotFound(f"Response with id '{response_id}' not found.", details={"param": "response_id"})
 
     async def _keep(self, tenant: str | None, req: ResponsesRequest, response: dict[str, Any]) -> None:
         # kept before the answer is released, so the client's next call can continue from it
         if not req.store:
             return
-        self.store.put(tenant, StoredResponse(response=response, input_items=req.new_items,
-                                              conversation=req.items + response["output"]))
+        stored = StoredResponse(response=response, input_items=req.new_items,
+                                conversation=req.items + response["output"])
+        if getattr(self.store, "blocking", False):
+            # shared by other machines: written before the answer goes (the next call may land
+            # elsewhere); a database that refuses leaves it buffered here, written when it is back
+            if await asyncio.to_thread(self.store.put_now, tenant, stored):  # type: ignore[attr-defined]
+                return
+        else:
+            self.store.put(tenant, stored)
         if getattr(self.store, "buffered", False) and (self._flusher is None or self._flusher.done()):
             self._flusher = asyncio.ensure_future(self._flush_soon())
 
@@ -169,7 +189,10 @@ class Responses:
                 pass
         close = getattr(self.store, "close", None)
         if close is not None:
-            await asyncio.to_thread(close)
+            try:
+                await asyncio.to_thread(close)
+            except Exception:  # the database is down at shutdown: say what is lost, close anyway
+                log.exception("could not write %s stored response(s) at close", getattr(self.store, "pending", int)())
 
 
 def _now() -> int:

@@ -2,9 +2,9 @@
 ``MemoryResponseStore`` (per tenant, ``ttl`` seconds each, at most
 ``max_per_tenant``, oldest dropped first).
 
-``put`` only buffers (readable at once from this process); ``flush`` writes what
-is buffered in one transaction. ``Responses`` calls ``flush`` in a worker thread a
-few milliseconds after a put, so the event loop never waits on the disk and a
+``put`` only buffers (readable at once from this process, ``_buffer.py``); ``flush``
+writes what is buffered in one transaction. ``Responses`` calls ``flush`` in a worker
+thread a few milliseconds after a put, so the event loop never waits on the disk and a
 burst of responses costs one commit (a write to the WAL, ``synchronous=NORMAL``):
 a host killed in that window loses those few milliseconds of stored responses,
 never the answers already given.
@@ -16,10 +16,11 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import orjson
 
+from myriad.models.responses._buffer import BufferedResponseStore, Key
 from myriad.models.responses._store import StoredResponse
 
 _SCHEMA = """
@@ -35,26 +36,16 @@ CREATE TABLE IF NOT EXISTS response_items (
 CREATE INDEX IF NOT EXISTS response_items_by_response ON response_items (tenant, response_id);
 """
 
-Key = tuple[str, str]
 
-
-class SQLiteResponseStore:
-    buffered = True
-    """``put`` buffers; call ``flush`` (blocking) to write (``Responses`` does, in a thread)."""
+class SQLiteResponseStore(BufferedResponseStore):
+    """Stored responses in one SQLite file (WAL, ``synchronous=NORMAL``)."""
 
     def __init__(self, path: str | Path, ttl: float = 24 * 3600, max_per_tenant: int = 10_000,
                  clock: Callable[[], float] = time.time) -> None:
+        super().__init__(ttl, max_per_tenant, clock)
         self.path = Path(path)
-        self.ttl = ttl
-        self.max_per_tenant = max_per_tenant
-        self._clock = clock
         self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()  # guards the buffers
         self._db_lock = threading.Lock()  # one statement sequence on the connection at a time
-        self._pending: dict[Key, StoredResponse] = {}
-        self._writing: dict[Key, StoredResponse] = {}
-        """Taken from ``_pending`` by a flush, readable until committed."""
-        self._flushes = 0
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:  # opened on first use: building the store touches no file
@@ -66,95 +57,47 @@ class SQLiteResponseStore:
             self._db = db
         return self._db
 
-    # ------------------------------------------------------------------ the protocol
+    def _read(self, tenant: str, response_id: str) -> StoredResponse | None:
+        with self._db_lock:
+            row = self._conn().execute(
+                "SELECT response, input_items, conversation, expires_at FROM responses WHERE tenant = ? AND id = ?",
+                (tenant, response_id)).fetchone()
+        if row is None:
+            return None
+        return StoredResponse(response=orjson.loads(row[0]), input_items=orjson.loads(row[1]),
+                              conversation=orjson.loads(row[2]), expires_at=row[3])
 
-    def put(self, tenant: str | None, stored: StoredResponse) -> None:
-        stored.expires_at = self._clock() + self.ttl
-        with self._lock:
-            self._pending[(tenant or "", stored.response["id"])] = stored
+    def _find_item(self, tenant: str, item_id: str) -> str | None:
+        with self._db_lock:
+            row = self._conn().execute("SELECT response_id FROM response_items WHERE tenant = ? AND item_id = ?",
+                                       (tenant, item_id)).fetchone()
+        return row[0] if row else None
 
-    def get(self, tenant: str | None, response_id: str) -> StoredResponse | None:
-        key = (tenant or "", response_id)
-        with self._lock:
-            stored = self._pending.get(key) or self._writing.get(key)
-        if stored is None:
-            with self._db_lock:
-                row = self._conn().execute(
-                    "SELECT response, input_items, conversation, expires_at FROM responses WHERE tenant = ? AND id = ?",
-                    key).fetchone()
-            if row is None:
-                return None
-            stored = StoredResponse(response=orjson.loads(row[0]), input_items=orjson.loads(row[1]),
-                                    conversation=orjson.loads(row[2]), expires_at=row[3])
-        return stored if stored.expires_at > self._clock() else None
-
-    def delete(self, tenant: str | None, response_id: str) -> bool:
-        key = (tenant or "", response_id)
-        with self._lock:
-            buffered = self._pending.pop(key, None) is not None
-            writing = self._writing.pop(key, None) is not None
+    def _remove(self, tenant: str, response_id: str) -> bool:
         with self._db_lock:
             db = self._conn()
             db.execute("BEGIN")
-            found = self._delete(db, *key)
+            found = self._delete(db, tenant, response_id)
             db.execute("COMMIT")
-        return buffered or writing or found
+        return found
 
-    def item(self, tenant: str | None, item_id: str) -> dict[str, Any] | None:
-        t = tenant or ""
-        with self._lock:
-            for stored in (*self._pending.values(), *self._writing.values()):
-                if item_id in stored.items and stored.expires_at > self._clock():
-                    return stored.items[item_id]
+    def _write(self, batch: dict[Key, StoredResponse], now: float, housekeeping: bool) -> None:
         with self._db_lock:
-            row = self._conn().execute("SELECT response_id FROM response_items WHERE tenant = ? AND item_id = ?",
-                                       (t, item_id)).fetchone()
-        found = self.get(tenant, row[0]) if row else None
-        return found.items.get(item_id) if found else None
+            db = self._conn()
+            db.execute("BEGIN")
+            try:
+                for (t, rid), stored in batch.items():
+                    self._insert(db, t, rid, stored)
+                if housekeeping:  # now and then, drop what expired (any tenant)
+                    for et, eid in db.execute("SELECT tenant, id FROM responses WHERE expires_at <= ? LIMIT 1000",
+                                              (now,)).fetchall():
+                        self._delete(db, et, eid)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
 
-    # ------------------------------------------------------------------ writing
-
-    def pending(self) -> int:
-        """Responses buffered and not yet written."""
-        return len(self._pending)
-
-    def flush(self) -> int:
-        """Write what is buffered in one transaction (blocking); returns how many."""
-        with self._lock:
-            batch, self._pending = self._pending, {}
-            self._writing.update(batch)
-        if not batch:
-            return 0
-        now = self._clock()
-        try:
-            with self._db_lock:
-                db = self._conn()
-                db.execute("BEGIN")
-                try:
-                    for (t, rid), stored in batch.items():
-                        self._insert(db, t, rid, stored)
-                    self._flushes += 1
-                    if self._flushes % 64 == 1:  # now and then, drop what expired (any tenant)
-                        for et, eid in db.execute("SELECT tenant, id FROM responses WHERE expires_at <= ? LIMIT 1000",
-                                                  (now,)).fetchall():
-                            self._delete(db, et, eid)
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-        except BaseException:
-            with self._lock:  # not lost: the next flush tries again
-                for key, stored in batch.items():
-                    if self._writing.pop(key, None) is not None:
-                        self._pending.setdefault(key, stored)
-            raise
-        with self._lock:
-            for key in batch:
-                self._writing.pop(key, None)
-        return len(batch)
-
-    def close(self) -> None:
-        self.flush()
+    def _close(self) -> None:
         with self._db_lock:
             if self._db is not None:
                 self._db.close()

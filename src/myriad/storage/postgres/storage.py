@@ -208,9 +208,12 @@ class PostgresStorage:
         rows = await self._read(f"SELECT {_COLS} FROM schedules WHERE id=%s", (schedule_id,))
         return ScheduleRecord(*rows[0]) if rows else None
 
-    async def delete_schedule(self, schedule_id: str) -> bool:
+    async def delete_schedule(self, schedule_id: str, *, owner: str | None = None) -> bool:
         async def work(conn: "psycopg.AsyncConnection[Any]") -> bool:
-            return (await conn.execute("DELETE FROM schedules WHERE id=%s", (schedule_id,))).rowcount > 0
+            if owner is None:
+                return (await conn.execute("DELETE FROM schedules WHERE id=%s", (schedule_id,))).rowcount > 0
+            return (await conn.execute("DELETE FROM schedules WHERE id=%s AND claimed_by=%s",
+                                       (schedule_id, owner))).rowcount > 0
 
         return await self._with_conn(work)
 
@@ -243,12 +246,17 @@ class PostgresStorage:
         rows = await self._read("SELECT min(greatest(next_run, coalesce(claim_until, next_run))) FROM schedules", ())
         return rows[0][0] if rows else None
 
-    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int) -> None:
-        async def work(conn: "psycopg.AsyncConnection[Any]") -> None:
-            await conn.execute("UPDATE schedules SET next_run=%s, attempts=%s, claimed_by=NULL, claim_until=NULL "
-                               "WHERE id=%s", (next_run, attempts, schedule_id))
+    async def update_schedule(self, schedule_id: str, next_run: float, attempts: int, *,
+                              owner: str | None = None) -> bool:
+        q = "UPDATE schedules SET next_run=%s, attempts=%s, claimed_by=NULL, claim_until=NULL WHERE id=%s"
+        args: tuple[Any, ...] = (next_run, attempts, schedule_id)
+        if owner is not None:
+            q, args = q + " AND claimed_by=%s", args + (owner,)
 
-        await self._with_conn(work)
+        async def work(conn: "psycopg.AsyncConnection[Any]") -> bool:
+            return (await conn.execute(q, args)).rowcount > 0
+
+        return await self._with_conn(work)
 
     # -- per-agent SQL -------------------------------------------------------------
     def agent_sql(self, path: str) -> ShippedSQL:
