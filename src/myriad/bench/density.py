@@ -350,6 +350,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     base_levels = [int(x) for x in args.baseline_levels.split(",") if x]
     if not args.no_tool:
         print(map_count_preflight(max(levels, default=0)), flush=True)
+        from myriad.sandbox.isolate import V8_SANDBOX_ISOLATES
+
+        if max(levels, default=0) > V8_SANDBOX_ISOLATES:
+            print(f"note: one process holds at most {V8_SANDBOX_ISOLATES:,} live isolates (V8 aborts the process past "
+                  f"~4,032); above that the host closes the least recently used ones, so some turns start cold", flush=True)
     from myriad.settings import SandboxSettings
 
     per_tenant = SandboxSettings().isolates_per_tenant if args.sessions_per_tenant is None else args.sessions_per_tenant

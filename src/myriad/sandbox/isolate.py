@@ -262,6 +262,27 @@ def _mini_racer() -> Any:
     return py_mini_racer
 
 
+V8_SANDBOX_ISOLATES = 4_000
+"""Live isolates one process can hold when V8 runs with its sandbox, as mini-racer's
+builds do: every isolate takes a slot of the process's one sandbox reservation, and
+past ~4,032 of them (mini-racer 0.14.1, V8 14.4, measured: the 4,033rd) creating one
+aborts the whole process (``Fatal JavaScript out of memory: MemoryChunk allocation
+failed during deserialization``), every agent on it with it. Not a memory limit: it
+happens with 2.7 GB resident, and raising ``vm.max_map_count`` does not move it."""
+
+
+def isolate_limit() -> int | None:
+    """How many live isolates this process may hold before V8 aborts it (None: no known
+    limit, V8 without its sandbox)."""
+    mr_mod = _mini_racer()
+    try:
+        dll = mr_mod.init_mini_racer(ignore_duplicate_init=True)
+        sandboxed = bool(dll.mr_v8_is_using_sandbox())
+    except Exception:  # an unknown build: assume the wall
+        return V8_SANDBOX_ISOLATES
+    return V8_SANDBOX_ISOLATES if sandboxed else None
+
+
 def _new_racer(mr_mod: Any) -> Any:
     """A ``MiniRacer`` on a fresh V8 isolate, without the ``setTimeout`` script its
     constructor evaluates (the bootstrap installs the run-scoped timers instead; skipping
