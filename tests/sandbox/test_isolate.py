@@ -353,3 +353,29 @@ async def test_results_cannot_be_forged_by_replacing_built_ins(sandboxes: Sandbo
     assert (res.value, res.error, res.stdout, CALLED) == (7, None, "real log\n", []), res
     # and the isolate keeps working for the next run (its own built-ins stay tampered: its business)
     assert (await box.run("1 + 1")).value == 2
+
+
+async def test_an_unknown_mini_racer_falls_back_to_its_public_constructor() -> None:
+    """``_new_racer`` uses mini-racer internals to skip its setTimeout script; if they
+    change, isolates are still made (the public way, with that script), never broken."""
+    import py_mini_racer
+
+    from myriad.sandbox.isolate import _new_racer
+
+    class Changed:
+        MiniRacer = py_mini_racer.MiniRacer
+
+        class _mini_racer:
+            @staticmethod
+            def _make_context(required: object) -> None:
+                raise AssertionError("not called this way")
+
+    class Gone:
+        MiniRacer = py_mini_racer.MiniRacer
+
+    for mod in (Changed, Gone):
+        racer = _new_racer(mod)
+        try:
+            assert racer.eval("typeof __timer_manager + ' ' + (1 + 1)") == "object 2"
+        finally:
+            racer.close()
