@@ -353,3 +353,41 @@ async def test_results_cannot_be_forged_by_replacing_built_ins(sandboxes: Sandbo
     assert (res.value, res.error, res.stdout, CALLED) == (7, None, "real log\n", []), res
     # and the isolate keeps working for the next run (its own built-ins stay tampered: its business)
     assert (await box.run("1 + 1")).value == 2
+
+
+async def test_an_unknown_mini_racer_falls_back_to_its_public_constructor(
+        sandboxes: Sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Isolates are made through a mini-racer internal to skip its setTimeout script; if
+    that internal changes or goes, isolates are still made (the public way, with that
+    script) and hold the same limits, never broken."""
+    import py_mini_racer._mini_racer as internals
+
+    original = internals._make_context
+
+    def changed(*args: object, required: object = None) -> object:  # a new required argument
+        if required is None:
+            raise TypeError("_make_context() missing 1 required keyword-only argument: 'required'")
+        return original(*args)
+
+    def public_way(*args: object) -> object:  # what MiniRacer() itself calls, unchanged
+        return original(*args)
+
+    monkeypatch.setattr(internals, "_make_context", changed)
+    monkeypatch.setattr(internals.MiniRacer, "__init__", _public_init(public_way))
+    box = await sandboxes.open(needs={"tools"}, tools=[lookup_order])
+    assert (await box.run("typeof __timer_manager")).value == "object"
+    assert (await box.run("return (await tools.lookup_order({order_id: 4})).total")).value == 40
+    res = await box.run("[typeof FinalizationRegistry, typeof Atomics.waitAsync].join()")
+    assert res.value == "undefined,undefined"
+
+
+def _public_init(make: object) -> object:
+    """A stand-in for ``MiniRacer.__init__`` that still works after the internal changed."""
+    from py_mini_racer._set_timeout import INSTALL_SET_TIMEOUT
+
+    def init(self: object, context: object = None) -> None:
+        self._own_context_maker = make()  # type: ignore[attr-defined,operator]
+        self._ctx = self._own_context_maker.__enter__()  # type: ignore[attr-defined]
+        self.eval(INSTALL_SET_TIMEOUT)  # type: ignore[attr-defined]
+
+    return init

@@ -294,8 +294,13 @@ def _new_racer(mr_mod: Any) -> Any:
     if make is None or not {"_own_context_maker", "_ctx"} <= set(getattr(cls.__init__, "__code__").co_names):
         return cls()
     racer = cls.__new__(cls)
-    racer._own_context_maker = maker = make()
-    racer._ctx = maker.__enter__()
+    try:
+        maker = make()
+        racer._ctx = maker.__enter__()
+    except TypeError:  # a changed internal signature: the public way, one eval slower
+        racer._own_context_maker = racer._ctx = None
+        return cls()
+    racer._own_context_maker = maker
     return racer
 
 
