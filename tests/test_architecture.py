@@ -185,7 +185,6 @@ PRIVATE_IN_TESTS = {
     ("pg.py", "myriad.bench._postgres"),
     ("server/test_dbcopy.py", "myriad.metering._store"),
     ("storage/test_postgres.py", "myriad.storage.postgres._sqlfile"),
-    ("sandbox/test_isolate.py", "myriad.sandbox.isolate._new_racer"),  # white-box: the mini-racer internals fallback
     ("telemetry/test_otlp.py", "myriad.telemetry._otlp"),  # white-box: our encoder against the SDK's
     ("telemetry/test_otlp.py", "myriad.telemetry._span"),
 }
