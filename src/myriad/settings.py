@@ -122,7 +122,8 @@ class ModelsSettings:
     """Path to the deployment file (TOML); empty serves the simulated models."""
     responses_store: str = "sqlite"
     """Where ``/v1/responses`` keeps responses: ``sqlite`` (``<data_dir>/responses.db``,
-    survives restarts) or ``memory``."""
+    survives restarts; with ``storage.database`` set, PostgreSQL, shared by every machine)
+    or ``memory``."""
     responses_ttl: float = 86400.0
     """Seconds a stored ``/v1/responses`` response stays readable (``previous_response_id``)."""
     responses_max_per_tenant: int = 10000

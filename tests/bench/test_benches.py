@@ -26,9 +26,30 @@ def test_hibernation_bench():
 @pytest.mark.integration
 def test_density_bench_smoke():
     r = bench("density", "--levels", "20", "--baseline-levels", "3", "--think", "0.3", "--duration", "5",
-              "--ttft", "0.05", "--tps", "200", "--tokens", "5")
-    assert r["myriad"][0]["sessions"] == 20 and r["myriad"][0]["turns"] > 0
+              "--ttft", "0.05", "--tps", "200", "--tokens", "5", "--sessions-per-tenant", "8")
+    level = r["myriad"][0]
+    assert level["sessions"] == 20 and level["turns"] > 0
     assert r["baseline"][0]["turns"] > 0 and r["baseline_rss_mb_per_session"] > 0
+    # the full default stack ran, and says so; sessions spread over tenants of <= 8
+    assert r["stack"] == {"metering": True, "telemetry": True, "tool": True, "tenants": 3, "sessions_per_tenant": 8,
+                          "isolates_per_tenant": 1000}
+    assert level["cpu_ms_per_turn"] > 0 and level["host_threads"] >= 1
+    assert 0 <= level["isolates_opened"] <= 20  # each session's isolate opened once, at most
+
+
+def test_density_preflight_leaves_room_for_the_isolate_cap(tmp_path, monkeypatch):
+    """The bench raises vm.max_map_count to what ``Sandboxes.isolate_cap`` needs for its top
+    level (before, it used its own smaller margin: at 5,000 sessions the cap was 4,867 and
+    the host evicted isolates, a cold start on most turns)."""
+    from myriad.bench import density
+    from myriad.sandbox.policy import isolate_map_budget
+
+    limit = tmp_path / "max_map_count"
+    limit.write_text("65530\n")
+    monkeypatch.setattr(density, "_MAP_COUNT", limit)
+    assert "raised" in density.map_count_preflight(5_000)
+    assert isolate_map_budget(str(limit)) >= 5_000
+    assert "room for 100 " in density.map_count_preflight(100)
 
 
 @pytest.mark.integration

@@ -167,7 +167,9 @@ def test_a_revoked_key_is_refused_at_the_door_within_2s(cluster: Env) -> None:
         assert time.monotonic() - revoked < 2.0, "the door still accepts a key revoked 2 s ago"
         time.sleep(0.02)
     assert r.json()["error"]["message"] == "API key has been revoked"
-    assert time.monotonic() - revoked < 2.0
+    took = time.monotonic() - revoked
+    print(f"revocation refused at the door {took * 1000:.0f} ms after the CLI returned")
+    assert took < 2.0
     code, reason = _ws_refusal(f"ws://127.0.0.1:{env.door.port}/agents/tally/rv?token={key}")
     assert (code, reason) == (4001, "API key has been revoked")
     assert httpx.get(env.door.url + "/healthz").json()["refused"] == refused + 2  # by the door, not a shard

@@ -57,9 +57,9 @@ def test_keys_usage_and_budgets_live_in_postgresql(tmp_path: Path, pg_url: str) 
         assert r.status_code == 200 and r.json()["tenant"] == "other"
         key_id = other.split("_")[1]
         cli(tmp_path, pg_url, "keys", "revoke", key_id, "--data-dir", env_dir)
-        deadline = time.monotonic() + 2  # the server's cache hears of it by notification
+        deadline = time.monotonic() + 5  # the server's cache hears of it by notification
         while (r := httpx.get(u + "/v1/usage", headers={"Authorization": f"Bearer {other}"})).status_code == 200:
-            assert time.monotonic() < deadline, "the server still accepts a key revoked 2 s ago"
+            assert time.monotonic() < deadline, "the server still accepts a key revoked 5 s ago"
             time.sleep(0.01)
         assert r.status_code == 401 and "revoked" in r.json()["error"]["message"]
 

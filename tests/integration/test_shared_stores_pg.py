@@ -8,8 +8,9 @@ directories, the same ``--database`` and identity secret, as a multi-machine dep
   refresh token used once is refused on the other machine (rotation holds cluster-wide);
 - a response stored through machine 1 continues (``previous_response_id``) and reads
   back on machine 2, with the official ``openai`` client; another user never sees it;
-- with the database stopped, those doors answer 503 ``database_unavailable`` at once,
-  and ``/healthz`` keeps answering (nothing waits on the event loop).
+- with the database stopped, those doors answer 503 ``database_unavailable`` at once (a
+  WebSocket closes with 1013, which clients retry), and ``/healthz`` keeps answering
+  (nothing waits on the event loop).
 """
 
 from __future__ import annotations
@@ -252,6 +253,9 @@ def test_database_down_is_503_at_once_and_the_loop_keeps_serving(world: dict[str
             r = c.post(one.url + "/v1/oauth/token", data={"grant_type": "refresh_token", "refresh_token": "x.y",
                                                          "client_id": "x.y"})
             assert r.status_code == 400  # refused before any query: a malformed grant never reaches the database
+        # a WebSocket is closed with 1013 (try again later), which clients retry; not 4004, which they never do
+        code, frame = asyncio.run(_ws_first_frame(one, "/agents/counter/never-seen", fresh))
+        assert code == 1013 and frame is None, (code, frame)
         assert time.monotonic() - started < 20, "a door waited far longer than the connect timeout"
 
         async def healthz_while_blocked() -> list[float]:

@@ -9,6 +9,7 @@ import pytest
 
 from myriad.errors import InvalidRequest, SandboxLimitExceeded, SandboxTimeout, TierUnavailable
 from myriad.sandbox import Limits, Sandboxes, tool
+from myriad.sandbox.isolate import V8_SANDBOX_ISOLATES
 
 calls: list[dict] = []
 
@@ -115,8 +116,23 @@ def test_live_isolates_stay_under_what_vm_max_map_count_allows(tmp_path) -> None
     assert isolate_map_budget(str(tmp_path / "absent")) is None
     real = isolate_map_budget()
     sbs = Sandboxes(make_settings(tmp_path, warm_isolates=10_000_000))
-    assert sbs.isolate_cap == (real if real is not None else 10_000_000)
+    assert sbs.isolate_cap == min(real if real is not None else 10_000_000, V8_SANDBOX_ISOLATES)
     assert Sandboxes(make_settings(tmp_path, warm_isolates=3)).isolate_cap == 3
+
+
+def test_live_isolates_stay_under_v8s_own_wall(tmp_path, monkeypatch) -> None:
+    """V8 as mini-racer builds it (with its sandbox) aborts the whole process past ~4,032
+    live isolates, whatever vm.max_map_count allows (measured; creating that many here
+    would take seconds and ~3 GB): the cap stays under it even when the map count is
+    raised and warm_isolates asks for more."""
+    from myriad.sandbox import policy
+    from myriad.sandbox.isolate import isolate_limit
+    from tests.sandbox.conftest import make_settings
+
+    assert isolate_limit() == V8_SANDBOX_ISOLATES  # this mini-racer's V8 is sandboxed
+    monkeypatch.setattr(policy, "isolate_map_budget", lambda: 1_000_000)
+    assert Sandboxes(make_settings(tmp_path, warm_isolates=10_000)).isolate_cap == V8_SANDBOX_ISOLATES
+    assert Sandboxes(make_settings(tmp_path, warm_isolates=10_000), tiers=["container"]).isolate_cap == 10_000
 
 
 async def test_isolate_refuses_other_languages_and_network(sandboxes: Sandboxes) -> None:
@@ -249,6 +265,22 @@ async def test_no_work_after_a_run_returns(sandboxes: Sandboxes) -> None:
     assert res.value == "refused"
 
 
+async def test_isolates_skip_mini_racers_own_timer_script(sandboxes: Sandboxes) -> None:
+    """An isolate is made without mini-racer's ``setTimeout`` script (one synchronous eval
+    less per cold start): nothing of it is left, and the run-scoped timers stand alone.
+    Fails if a mini-racer upgrade changes the internals ``_new_racer`` relies on (it then
+    falls back to the plain constructor: still safe, one eval slower)."""
+    box = await sandboxes.open(needs={"javascript"})
+    res = await box.run("[typeof __timer_manager, typeof __TimerManager, typeof setTimeout, typeof clearTimeout].join()")
+    assert res.value == "undefined,undefined,function,function"
+    res = await box.run("const d = Object.getOwnPropertyDescriptor(globalThis, 'setTimeout'); "
+                        "setTimeout = () => 'mine'; return [d.writable, d.configurable, setTimeout === d.value]")
+    assert res.value == [False, False, True]
+    res = await box.run("await new Promise(r => setTimeout(r, 5)); let fired = 0; const t = setTimeout(() => fired++, 1); "
+                        "clearTimeout(t); await new Promise(r => setTimeout(r, 10)); return fired")
+    assert res.value == 0
+
+
 async def test_timers_work_within_a_run(sandboxes: Sandboxes) -> None:
     box = await sandboxes.open(needs={"javascript"})
     res = await box.run("await new Promise(r => setTimeout(r, 30)); return 'waited'")
@@ -321,3 +353,41 @@ async def test_results_cannot_be_forged_by_replacing_built_ins(sandboxes: Sandbo
     assert (res.value, res.error, res.stdout, CALLED) == (7, None, "real log\n", []), res
     # and the isolate keeps working for the next run (its own built-ins stay tampered: its business)
     assert (await box.run("1 + 1")).value == 2
+
+
+async def test_an_unknown_mini_racer_falls_back_to_its_public_constructor(
+        sandboxes: Sandboxes, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Isolates are made through a mini-racer internal to skip its setTimeout script; if
+    that internal changes or goes, isolates are still made (the public way, with that
+    script) and hold the same limits, never broken."""
+    import py_mini_racer._mini_racer as internals
+
+    original = internals._make_context
+
+    def changed(*args: object, required: object = None) -> object:  # a new required argument
+        if required is None:
+            raise TypeError("_make_context() missing 1 required keyword-only argument: 'required'")
+        return original(*args)
+
+    def public_way(*args: object) -> object:  # what MiniRacer() itself calls, unchanged
+        return original(*args)
+
+    monkeypatch.setattr(internals, "_make_context", changed)
+    monkeypatch.setattr(internals.MiniRacer, "__init__", _public_init(public_way))
+    box = await sandboxes.open(needs={"tools"}, tools=[lookup_order])
+    assert (await box.run("typeof __timer_manager")).value == "object"
+    assert (await box.run("return (await tools.lookup_order({order_id: 4})).total")).value == 40
+    res = await box.run("[typeof FinalizationRegistry, typeof Atomics.waitAsync].join()")
+    assert res.value == "undefined,undefined"
+
+
+def _public_init(make: object) -> object:
+    """A stand-in for ``MiniRacer.__init__`` that still works after the internal changed."""
+    from py_mini_racer._set_timeout import INSTALL_SET_TIMEOUT
+
+    def init(self: object, context: object = None) -> None:
+        self._own_context_maker = make()  # type: ignore[attr-defined,operator]
+        self._ctx = self._own_context_maker.__enter__()  # type: ignore[attr-defined]
+        self.eval(INSTALL_SET_TIMEOUT)  # type: ignore[attr-defined]
+
+    return init

@@ -76,3 +76,28 @@ async def test_background_cpu_is_reported_between_operations(tmp_path: Path) -> 
         assert close.cpu_ms is not None and close.cpu_ms >= 0
     finally:
         await sbs.aclose()
+
+
+def test_a_forked_child_keeps_its_own_journal(tmp_path: Path) -> None:
+    """The journal learns its process's tag once (not from /proc per sandbox), and a
+    forked child still writes its own file, so one process's crash is not another's."""
+    import os
+
+    from myriad.sandbox.journal import LiveJournal
+
+    journal = LiveJournal(tmp_path / "_live")
+    journal.opened("p1", "acme", "a", "isolate")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            journal.opened("c1", "acme", "b", "isolate")
+        finally:
+            os._exit(0)
+    os.waitpid(pid, 0)
+    journal.closed("p1")
+    files = {f.name: f.read_text().split() for f in (tmp_path / "_live").iterdir()}
+    assert len(files) == 2
+    mine = files.pop(host_tag())
+    assert [mine[0], mine[-2], mine[-1]] == ["+", "-", "p1"]
+    (child,) = files.values()
+    assert child[0] == "+" and '"c1",' in child[2]

@@ -88,3 +88,16 @@ def test_bad_tools_rejected() -> None:
         tool(f, name="not-valid")
     with pytest.raises(ValueError, match="two tools"):
         as_tools([f, f])
+
+
+def test_schemas_are_worked_out_once_and_never_shared() -> None:
+    """The schema of a function is cached (every isolate an agent opens binds the same
+    tools), but each Tool gets its own copy: changing one changes no other."""
+    from myriad.sandbox import tools as tools_mod
+
+    first, second = tool(get_weather), tool(get_weather)
+    assert get_weather in tools_mod._SCHEMAS
+    assert first.parameters == second.parameters and first.parameters is not second.parameters
+    first.parameters["properties"]["city"]["type"] = "number"
+    assert second.parameters["properties"]["city"] == {"type": "string"}
+    assert tool(get_weather).parameters["properties"]["city"] == {"type": "string"}

@@ -73,7 +73,7 @@ def test_openapi_document_covers_the_http_doors(fuzz_server: LiveServer) -> None
     # (/agents/{agent}/{name}, /v1/models/{model}), and the MCP SSE stream (GET) and session end (DELETE)
     left_out = {"/dashboard", "/dashboard/static/{name}", "/agents/{path:path}", "/openapi.json",
                 "/v1/oauth/authorize", "/v1/models/{model:path}"}
-    left_out_ops = {("GET", "/mcp/{agent}/{name}"), ("DELETE", "/mcp/{agent}/{name}")}
+    left_out_ops = {("GET", "/mcp/{agent}/{name}"), ("DELETE", "/mcp/{agent}/{name}"), ("GET", "/mcp/{agent}")}
 
     from myriad.server import (agents_api, gateway_api, identity_api, mcp_api, oauth_api, openapi, responses_api,
                                sandbox_api, telemetry_api, usage_api)

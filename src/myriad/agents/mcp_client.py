@@ -94,8 +94,9 @@ class McpClient:
             principal = self._principal()
             if principal is None or principal.user is None:
                 raise PermissionDenied("storing an MCP server's token needs a user's (or delegated) token as caller")
-            self._agent.identity.vault.put(principal.tenant, principal.user, f"mcp-{name}", token,
-                                           domains=[parts.hostname])
+            identity = self._agent.identity  # the vault is a database table: off the event loop on PostgreSQL
+            await identity.off_loop(lambda: identity.vault.put(principal.tenant, principal.user, f"mcp-{name}", token,
+                                                               domains=[parts.hostname]))
         self._sessions.pop(name, None)
         self._tools.pop(name, None)
         session = self._sessions[name] = McpSession(url, self._http(), self.timeout, repr(name))

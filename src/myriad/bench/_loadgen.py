@@ -82,25 +82,32 @@ async def run_levels(
     max_p99_ms: float = 100.0,
     connect_rate: int = 1000,
     sum_children: bool = False,
+    counters: Callable[[], dict[str, int]] | None = None,
+    settle: float | None = None,
+    stop_at_miss: bool = True,
 ) -> None:
-    """Ramp through ``levels`` of concurrent sessions; call ``report`` per level."""
+    """Ramp through ``levels`` of concurrent sessions; call ``report`` per level.
+    ``counters`` (optional) is read at both edges of each measured window; each level
+    reports how much every counter grew in it. Each level is measured ``settle`` seconds
+    (default ``think``) after its last session connected."""
     import aiohttp
     import psutil
 
     host = psutil.Process(host_pid)
 
-    def sample() -> tuple[float, int]:
+    def sample() -> tuple[float, int, int]:
         procs = host.children() if sum_children else [host]
         cpu: float = 0
-        rss = 0
+        rss = threads = 0
         for p in procs:
             try:
                 t = p.cpu_times()
                 cpu += t.user + t.system
                 rss += p.memory_info().rss
+                threads += p.num_threads()
             except psutil.Error:
                 pass
-        return cpu, rss
+        return cpu, rss, threads
     st = LoadState()
     rng = random.Random(7)
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
@@ -114,21 +121,23 @@ async def run_levels(
                     i = len(tasks)
                     tasks.append(asyncio.create_task(_session(http, urls(i), think, rng, st, method)))
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(think)  # let sessions reach their steady rhythm
-            cpu0, _ = sample()
+            await asyncio.sleep(think if settle is None else settle)  # let sessions reach their steady rhythm
+            cpu0, _, _ = sample()
+            c0 = counters() if counters else {}
             t0 = time.perf_counter()
             n0 = len(st.samples)
             err0 = st.errors
             await asyncio.sleep(duration)
             t1 = time.perf_counter()
-            cpu1, rss = sample()
+            cpu1, rss, threads = sample()
+            c1 = counters() if counters else {}
             window = [s for s in st.samples[n0:] if s.sent >= t0]
             added = sorted(s.host_added for s in window)
             rtts = sorted(s.rtt for s in window)
 
             def pct(xs: list[float], p: float) -> float:
                 return xs[min(len(xs) - 1, int(p / 100 * len(xs)))] * 1000 if xs else float("nan")
-            result = {
+            result: dict[str, Any] = {
                 "sessions": level,
                 "connected": st.connected,
                 "turns": len(window),
@@ -137,13 +146,17 @@ async def run_levels(
                 "host_added_p99_ms": round(pct(added, 99), 2),
                 "rtt_p50_ms": round(pct(rtts, 50), 1),
                 "host_cpu_pct": round(100 * (cpu1 - cpu0) / (t1 - t0), 1),
+                # all the host's CPU in the window over the turns sent and answered in it
+                "cpu_ms_per_turn": round(1000 * (cpu1 - cpu0) / len(window), 2) if window else None,
                 "host_rss_mb": round(rss / 2**20, 1),
+                "host_threads": threads,
+                **{k: c1[k] - c0.get(k, 0) for k in c1},
                 "errors": st.errors - err0,
                 "ramp_s": round(t0 - started, 1),
             }
             report(result)
             ok = result["host_added_p99_ms"] <= max_p99_ms and result["errors"] == 0 and st.connected >= level * 0.99
-            if not ok:
+            if not ok and stop_at_miss:
                 break
         st.stop = True
         for t in tasks:

@@ -7,7 +7,9 @@ PostgreSQL (``--database``, or a throwaway server when the Debian binaries exist
 
 1. front-door overhead: one WebSocket session makes sequential turns (an RPC that
    changes state: a durable write), straight to the shard's door and through the
-   front door; per-turn latency of both, and the front door's CPU per turn.
+   front door; per-turn latency of both, and the front door's CPU per turn. The same
+   over HTTP (``POST /v1/agents/.../rpc`` on a keep-alive connection, half as many),
+   and the door's CPU per refused request (a wrong key, which no shard sees).
 2. scaling: ``--sessions`` closed-loop sessions (each sends its next turn when the
    last is answered) for ``--duration`` s with 1 shard, then with 2 shards (new
    agents, placed over both): turns per second, and scaling efficiency
@@ -116,6 +118,20 @@ async def _sequential(url: str, turns: int) -> list[float]:
     return lat
 
 
+async def _sequential_http(base: str, key: str, name: str, n: int, expect: int = 200) -> list[float]:
+    """``n`` sequential RPCs over one keep-alive connection; latencies of those answered ``expect``."""
+    import httpx
+
+    lat: list[float] = []
+    async with httpx.AsyncClient(base_url=base, headers={"Authorization": f"Bearer {key}"}, timeout=30) as c:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = await c.post(f"/v1/agents/scale-agent/{name}/rpc", json={"method": "add", "args": [1]})
+            if r.status_code == expect:
+                lat.append(time.perf_counter() - t0)
+    return lat
+
+
 async def _session_n(url: str, turns: int, lat: list[float]) -> None:
     from websockets.asyncio.client import connect
 
@@ -195,6 +211,20 @@ def _run(args: argparse.Namespace, database: str) -> dict[str, Any]:
         result["overhead"] = {"direct": summary_ms(lat_direct), "via_front_door": summary_ms(lat_via),
                               "added_p50_ms": round((percentile(lat_via, 50) - percentile(lat_direct, 50)) * 1000, 3),
                               "front_door_cpu_ms_per_turn": round(door_cpu_ms, 3)}
+        n_http = max(1, args.turns // 2)
+        http_direct = asyncio.run(_sequential_http(f"http://{shard_a['address']}", key, "overhead-http-direct", n_http))
+        cpu0 = _cpu(door.pid)
+        http_via = asyncio.run(_sequential_http(f"http://127.0.0.1:{door_port}", key, "overhead-http-door", n_http))
+        door_http_ms = (_cpu(door.pid) - cpu0) * 1000 / n_http
+        cpu0 = _cpu(door.pid)
+        refused = asyncio.run(_sequential_http(f"http://127.0.0.1:{door_port}", "myr_0123456789ab_" + "x" * 27,
+                                               "overhead-http-door", n_http, expect=401))
+        door_refused_ms = (_cpu(door.pid) - cpu0) * 1000 / n_http
+        result["overhead_http"] = {
+            "direct": summary_ms(http_direct), "via_front_door": summary_ms(http_via),
+            "added_p50_ms": round((percentile(http_via, 50) - percentile(http_direct, 50)) * 1000, 3),
+            "front_door_cpu_ms_per_request": round(door_http_ms, 3),
+            "refused": summary_ms(refused), "front_door_cpu_ms_per_refusal": round(door_refused_ms, 3)}
         # 2. scaling
         print(f"1 shard: {args.sessions} closed-loop sessions for {args.duration:g}s ...", flush=True)
         pids = [shard_a["pid"]]
@@ -237,6 +267,10 @@ def _run(args: argparse.Namespace, database: str) -> dict[str, Any]:
          f"{o['via_front_door']['p50_ms']:.3f} / {o['via_front_door']['p99_ms']:.3f}"],
         ["front door: added latency p50 (ms)", o["added_p50_ms"]],
         ["front door: CPU per turn (ms)", o["front_door_cpu_ms_per_turn"]],
+        ["HTTP rpc straight to a shard / through the door, p50 (ms)",
+         f"{result['overhead_http']['direct']['p50_ms']:.3f} / {result['overhead_http']['via_front_door']['p50_ms']:.3f}"],
+        ["front door: CPU per HTTP request (ms)", result["overhead_http"]["front_door_cpu_ms_per_request"]],
+        ["front door: CPU per refused request, bad key (ms)", result["overhead_http"]["front_door_cpu_ms_per_refusal"]],
         ["1 shard: turns/s (baseline)", result["one_shard"]["turns_per_s"]],
         ["2 shards: turns/s", result["two_shards"]["turns_per_s"]],
         ["scaling efficiency tps(2) / (2 x tps(1)) (this machine)", result["scaling_efficiency"]],

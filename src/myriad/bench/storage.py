@@ -6,7 +6,8 @@ into the agent's own SQL and returns (through the output gate: on PostgreSQL its
 pages are shipped before the reply), the same turn without SQL (the baseline that
 the SQL insert's cost is read against), and waking a random hibernated agent
 (the hibernation benchmark's wake, here from each backend). Per MB of agent SQL:
-the cost to ship a 1 MB row and to rebuild the file on an empty machine. And a
+the cost to ship a 1 MB row and to rebuild the file on an empty machine. What the
+stores the doors share cost per request (agents' owners, stored responses). And a
 model call's budget admission (reserve, then commit the actual usage) against the
 metering ledger on the same backend (the ledger's synchronous mode is its own: the
 ``sc`` columns apply to the runtime's writes).
@@ -172,10 +173,65 @@ async def _one_backend(label: str, storage: Any, ledger_url: str, args: argparse
         sql.close()
     else:
         out["sql_restore_per_mb_ms"] = float("nan")  # a local file: nothing to restore
+    out.update(await _door_stores(storage, ops, server))
     await host.stop()
     await storage.close()
     out["budget"] = await _budget(ledger_url, ops, server)
     return out
+
+
+async def _door_stores(storage: Any, ops: int, server: _ServerCPU) -> dict[str, Any]:
+    """What the stores the doors share cost per request, as the doors call them: a user's
+    first request to a new agent (owner lookup, the agent's row, the claim), another
+    machine's first check of an existing agent's owner (nothing cached there yet), and a
+    stored response written before its answer is released, then read back by another
+    machine (``previous_response_id``). On PostgreSQL each goes to a worker thread."""
+    from myriad.agents import AgentRef
+    from myriad.identity import KeyStore, OwnerStore, Principal
+    from myriad.models.responses import PostgresResponseStore, SQLiteResponseStore, StoredResponse
+    from myriad.server.ownership import Owners
+
+    url = getattr(storage, "url", None)
+    keys = KeyStore(storage.data_dir / "door-stores", url)
+    if url:
+        owners, other = (Owners(OwnerStore.local(None), OwnerStore(keys.db), blocking=True) for _ in range(2))
+        store: Any = PostgresResponseStore(url, migrate=True)
+        reader: Any = PostgresResponseStore(url)
+    else:
+        shared = OwnerStore.local(storage.data_dir / "owners.db")
+        owners, other = Owners(shared), Owners(shared)
+        store = reader = SQLiteResponseStore(storage.data_dir / "responses.db")
+    alice = Principal("bench", "k", frozenset({"agents"}), kind="token", user="alice")  # confined to her agents
+    out: dict[str, Any] = {}
+    out["owner_first_touch"] = await _timed(
+        ops, lambda i: owners.require_agent(alice, AgentRef("bench", "bench", f"owned-{i}"), storage), server)
+    out["owner_check_elsewhere"] = await _timed(
+        ops, lambda i: other.agent_owner("bench", f"bench/bench/owned-{i}"), server)
+
+    def stored(i: int) -> Any:
+        return StoredResponse(response={"id": f"resp_{i}", "output": []}, input_items=[{"type": "message", "id": f"m{i}"}],
+                              conversation=[{"type": "message", "id": f"m{i}", "content": "a line of conversation"}])
+
+    async def keep(i: int) -> None:  # what Responses does before releasing the answer
+        if url:
+            await asyncio.to_thread(store.put_now, "bench", stored(i))
+        else:
+            store.put("bench", stored(i))
+
+    out["response_keep"] = await _timed(ops, keep, server)
+    if not url:
+        store.flush()
+    out["response_read_elsewhere"] = await _timed(
+        ops, (lambda i: asyncio.to_thread(reader.get, "bench", f"resp_{i}")) if url
+        else (lambda i: _now(reader.get("bench", f"resp_{i}"))), server)
+    for closeable in {id(store): store, id(reader): reader}.values():
+        closeable.close()
+    keys.close()
+    return out
+
+
+async def _now(value: Any) -> Any:
+    return value
 
 
 async def _budget(url: str, ops: int, server: _ServerCPU) -> dict[str, float]:
@@ -235,7 +291,11 @@ async def _run(args: argparse.Namespace) -> dict[str, Any]:
                      ("noop_turn", "baseline: turn, no writes p50 / p99 ms"),
                      ("wake", "wake hibernated + call p50 / p99 ms"),
                      ("resident_call", "baseline: resident call p50 / p99 ms"),
-                     ("budget", "budget reserve + commit p50 / p99 ms")]:
+                     ("budget", "budget reserve + commit p50 / p99 ms"),
+                     ("owner_first_touch", "door: user's first request to a new agent p50 / p99 ms"),
+                     ("owner_check_elsewhere", "door: agent owner, first check on a machine p50 / p99 ms"),
+                     ("response_keep", "door: keep a response before its answer p50 / p99 ms"),
+                     ("response_read_elsewhere", "door: read a stored response p50 / p99 ms")]:
         rows.append([what, *[f"{r[op]['p50_ms']:.3f} / {r[op]['p99_ms']:.3f}" for r in results]])
     for op in ("save_state", "load_agent", "sql_insert_turn", "budget"):
         rows.append([f"{op} CPU ms/op (this process)", *[r[op]["cpu_ms"] for r in results]])

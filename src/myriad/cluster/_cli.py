@@ -93,7 +93,7 @@ def _door(args: argparse.Namespace, settings: Any, url: str) -> int:
     telemetry = setup_telemetry(settings.telemetry, os.environ, install_global=True)
     door = FrontDoor(url, settings, telemetry=telemetry, max_frame_bytes=settings.agents.max_frame_bytes)
     try:
-        asyncio.run(uvicorn.Server(door.server_config(args.host, args.port)).serve())
+        uvicorn.Server(door.server_config(args.host, args.port)).run()  # uvloop when installed
     finally:
         telemetry.shutdown()
     return 0

@@ -16,6 +16,13 @@ still authenticates every request itself (a dictionary hit in its own key cache)
 no header the door could add is trusted by a shard, so reaching a shard's port
 directly gains nothing.
 
+Refusals are remembered too: an API key refused once (unknown, wrong secret, revoked,
+expired) is refused again from memory, with the same error, until the key store's
+change token moves (any write to ``api_keys`` anywhere, or the listener reconnecting):
+a key can only turn valid through such a write. So a client hammering with a revoked
+key costs the door a dictionary hit, not a query per request. Tokens (JWTs) are not
+remembered (an identity provider's new signing key can make a refused one valid).
+
 Paths the server serves without a credential (``/healthz``, ``/.well-known/...``,
 the OAuth endpoints, the dashboard's login page, MCP's discovery documents) and
 the MCP door (whose 401 carries its own ``resource_metadata``) are forwarded as
@@ -34,6 +41,8 @@ from myriad.errors import AuthenticationError, MyriadError
 log = logging.getLogger("myriad.cluster")
 
 _ANONYMOUS = ("/v1/oauth/",)
+_REFUSED_MAX = 10_000
+"""Refused keys remembered (the memory empties when full)."""
 """Under ``/v1/``, the paths the server answers without a credential."""
 
 
@@ -53,9 +62,14 @@ class DoorAuth:
         self.keys = KeyStore(settings.data_dir, database, pool_size=2,
                              connect_timeout=settings.storage.connect_timeout)
         self.identity = Identity(settings.identity, self.keys, settings.data_dir)
+        self._refused: dict[str, tuple[object, AuthenticationError]] = {}
 
     async def open(self) -> None:
-        await asyncio.to_thread(self.keys.open)  # a probe of the database: not on the event loop
+        def opened() -> None:
+            self.keys.open()
+            self.keys.db.change_token()  # starts the change listener here, not on the event loop
+
+        await asyncio.to_thread(opened)  # a probe of the database: not on the event loop
 
     def close(self) -> None:
         self.keys.close()
@@ -69,9 +83,19 @@ class DoorAuth:
         from myriad.server.auth import presented_key
 
         presented = presented_key(HTTPConnection(scope))
+        token: object = None
+        if presented and presented.count(".") != 2:  # an API key, not a JWT
+            token = self.keys.db.change_token()  # read first: a write during the lookup voids what it says
+            hit = self._refused.get(presented)
+            if hit is not None and token is not None and hit[0] == token:
+                return hit[1]
         try:
             scope["myriad.principal"] = await self.identity.authenticate(presented)
         except AuthenticationError as e:
+            if token is not None and presented:
+                if len(self._refused) >= _REFUSED_MAX:
+                    self._refused.clear()
+                self._refused[presented] = (token, e)
             return e
         except MyriadError as e:  # the key store is unreachable: the shard answers as it would
             log.debug("front door could not authenticate (%s); the shard will", e)

@@ -23,8 +23,11 @@ Telemetry (``myriad.telemetry``): every HTTP request gets a SERVER span at the d
 and routing; the door's context goes to the shard as ``traceparent``, so one trace
 runs from the door through the shard's span and the agent's turn to the model call.
 
-A WebSocket is accepted from the client only once the shard has accepted it and
-sent its first frame, so re-routing is invisible to clients. When a shard's side
+WebSockets never reach this ASGI app: uvicorn hands each upgrade to
+``door_ws.DoorWebSocket``, which calls ``open_websocket`` (authentication, span,
+routing) and then splices bytes between the client and the shard. A WebSocket is
+accepted from the client only once the shard has accepted it and sent its first
+frame, so re-routing is invisible to clients. When a shard's side
 closes abnormally (it died), the client's socket closes with 1012, and clients
 reconnect (the npm ``agents`` client does by itself) to the new owner.
 """
@@ -41,15 +44,16 @@ from typing import Any
 from myriad.cluster.activation import MOVED_PREFIX
 from myriad.cluster.directory import Directory, ShardInfo
 from myriad.cluster.door_auth import DoorAuth, needs_credential, refusal_body
+from myriad.cluster.door_ws import CLOSE_AUTH, handshake_request, protocol_for
 from myriad.cluster.placement import placement_key, rendezvous
 
 log = logging.getLogger("myriad.cluster")
 
 _HOP = {b"host", b"connection", b"keep-alive", b"upgrade", b"transfer-encoding", b"te", b"trailer",
         b"proxy-authorization", b"proxy-connection", b"content-length"}
-_WS_SKIP = {b"host", b"connection", b"upgrade", b"sec-websocket-key", b"sec-websocket-version",
-            b"sec-websocket-extensions", b"sec-websocket-protocol", b"content-length"}
 _MAX_OWNERS = 1_000_000
+_WHOLE = 65_536
+"""A response this small with a Content-Length is read whole and sent as one message."""
 
 
 class _Moved(Exception):
@@ -63,6 +67,7 @@ class FrontDoor:
     def __init__(self, database: str, settings: Any, *, telemetry: Any = None, refresh: float = 0.5,
                  route_timeout: float = 10.0, max_frame_bytes: int = 1_048_576) -> None:
         self.directory = Directory(database)
+        self.settings = settings
         self.auth = DoorAuth(settings, database)
         self.telemetry = telemetry
         """A ``myriad.telemetry.Telemetry`` (None or disabled: no spans, headers pass as sent)."""
@@ -83,11 +88,16 @@ class FrontDoor:
 
     # -- lifecycle -----------------------------------------------------------------
     def server_config(self, host: str, port: int, *, log_level: str = "warning") -> Any:
-        """The ``uvicorn.Config`` that serves this door (``uvicorn.Server(config).serve()``)."""
+        """The ``uvicorn.Config`` that serves this door: ``uvicorn.Server(config).run()``
+        (uvloop when installed). HTTP is uvicorn's httptools protocol with the server's
+        header and body deadlines (a door faces the same slow clients as a server);
+        WebSocket upgrades go to ``door_ws.DoorWebSocket``, never to the ASGI app."""
         import uvicorn
 
-        return uvicorn.Config(self, host=host, port=port, log_level=log_level, http="httptools",
-                              ws_max_size=self.max_frame_bytes, ws_ping_interval=None, ws_per_message_deflate=False,
+        from myriad.server.slow_clients import guarded_http_protocol
+
+        http = guarded_http_protocol(self.settings.header_timeout, self.settings.body_timeout)
+        return uvicorn.Config(self, host=host, port=port, log_level=log_level, http=http, ws=protocol_for(self),
                               lifespan="on", access_log=False)
 
     async def start(self) -> None:
@@ -203,8 +213,6 @@ class FrontDoor:
         kind = scope["type"]
         if kind == "http":
             await self._http(scope, receive, send)
-        elif kind == "websocket":
-            await self._websocket(scope, receive, send)
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -236,29 +244,40 @@ class FrontDoor:
                 self.stats["refused"] += 1
                 await _json(send, refused.status, refusal_body(path, refused), [(b"www-authenticate", b"Bearer")])
                 return
-        body = bytearray()
+        body = b""
+        more: list[bytes] = []
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
-            body += message.get("body", b"")
+            chunk = message.get("body", b"")
+            if body:
+                more.append(chunk)
+            else:
+                body = chunk
             if not message.get("more_body"):
                 break
+        if more:
+            body = b"".join([body, *more])
         raw = scope.get("raw_path") or path.encode()
-        target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
+        query = scope.get("query_string") or b""
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _HOP]
         if self._traced:
             headers = _with_trace(headers)
         client = scope.get("client")
         if client:
             headers.append(("x-forwarded-for", client[0]))
+        method = scope["method"]
 
         async def attempt(shard: ShardInfo) -> Any:
             import aiohttp
+            from yarl import URL
 
+            # an encoded URL built, not parsed: the client's path and query go as they came
+            url = URL.build(scheme="http", authority=shard.address, path=raw.decode("latin-1"),
+                            query_string=query.decode("latin-1"), encoded=True)
             try:
-                response = await self._client.request(scope["method"], f"http://{shard.address}{target}",
-                                                      headers=headers, data=bytes(body), allow_redirects=False)
+                response = await self._client.request(method, url, headers=headers, data=body, allow_redirects=False)
             except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
                 raise OSError(str(e)) from None
             if response.status == 409:
@@ -267,6 +286,16 @@ class FrontDoor:
                 holder = _moved_holder(content)
                 if holder is not None:
                     raise _Moved(holder)
+                return response, content
+            length = response.content_length
+            if length is not None and length <= _WHOLE and method != "HEAD" and response.status not in (204, 304):
+                # one body message instead of a stream
+                try:
+                    content = await response.read()
+                except (aiohttp.ClientConnectionError, asyncio.TimeoutError) as e:
+                    raise OSError(str(e)) from None
+                finally:
+                    response.release()
                 return response, content
             return response, None
 
@@ -277,7 +306,7 @@ class FrontDoor:
                         [(b"retry-after", b"1")])
             return
         response, content = routed
-        out = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in _HOP]
+        out = [(k, v) for k, v in ((k.lower(), v) for k, v in response.raw_headers) if k not in _HOP]
         status = response.status
         if content is not None:
             out.append((b"content-length", str(len(content)).encode()))
@@ -295,25 +324,29 @@ class FrontDoor:
             response.release()
         await send({"type": "http.response.body", "body": b""})
 
-    async def _websocket(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def open_websocket(self, scope: dict[str, Any], connect: Any) -> Any:
+        """A WebSocket handshake (``door_ws.DoorWebSocket`` calls this): authenticate it,
+        then route it with ``connect(address, request, timeout)`` to the holder shard.
+        Returns the shard's connection, or ``(code, reason)`` to accept and close with."""
         self.stats["websockets"] += 1
-        message = await receive()
-        if message["type"] != "websocket.connect":
-            return
         if not self._traced:
-            await self._websocket_routed(scope, receive, send)
-            return
-        from opentelemetry import trace
+            return await self._open_websocket(scope, connect, None)
+        from opentelemetry import context, propagate, trace
 
-        span = self._handshake_span(scope)
-        with trace.use_span(span, end_on_exit=False):
-            try:
-                await self._websocket_routed(scope, receive, send, span)
-            finally:
-                if span.is_recording():  # left the handshake another way (the client went away)
-                    span.end()
+        from myriad.telemetry import carrier_from_scope
 
-    def _handshake_span(self, scope: dict[str, Any]) -> Any:
+        carrier = carrier_from_scope(scope, query=True)
+        parent = propagate.extract(carrier) if carrier else None
+        span = self._handshake_span(scope, parent)
+        token = context.attach(trace.set_span_in_context(span, parent))
+        try:
+            return await self._open_websocket(scope, connect, span)
+        finally:
+            context.detach(token)
+            if span.is_recording():  # left the handshake another way (the client went away)
+                span.end()
+
+    def _handshake_span(self, scope: dict[str, Any], parent: Any) -> Any:
         from opentelemetry.trace import SpanKind
 
         attrs: dict[str, Any] = {"http.request.method": "GET", "http.route": _route_template(scope["path"]),
@@ -323,100 +356,42 @@ class FrontDoor:
         if client:
             attrs["client.address"] = client[0]
         assert self.telemetry is not None
-        return self.telemetry.tracer.start_span(f"GET {attrs['http.route']}", kind=SpanKind.SERVER, attributes=attrs)
+        return self.telemetry.tracer.start_span(f"GET {attrs['http.route']}", context=parent, kind=SpanKind.SERVER,
+                                                attributes=attrs)
 
-    async def _websocket_routed(self, scope: dict[str, Any], receive: Any, send: Any, span: Any = None) -> None:
-        from websockets.asyncio.client import connect
-        from websockets.exceptions import ConnectionClosed, InvalidHandshake
-
+    async def _open_websocket(self, scope: dict[str, Any], connect: Any, span: Any) -> Any:
         if _door_authenticates(scope):
             bad = await self.auth.refusal(scope)
             if bad is not None:  # as a shard: accept, then close with 4001 and the reason
                 self.stats["refused"] += 1
                 _span_end(span, scope, CLOSE_AUTH)
-                await send({"type": "websocket.accept"})
-                await send({"type": "websocket.close", "code": CLOSE_AUTH, "reason": bad.message[:120]})
-                return
-        raw = scope.get("raw_path") or scope["path"].encode()
-        target = raw.decode("latin-1") + ("?" + scope["query_string"].decode("latin-1") if scope.get("query_string") else "")
-        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"] if k not in _WS_SKIP]
+                return CLOSE_AUTH, bad.message
+        carrier = None
         if span is not None:
-            headers = _with_trace(headers)
-        subprotocols = scope.get("subprotocols") or None
-        refused: list[tuple[int, str]] = []
+            from myriad.telemetry import trace_headers
+
+            carrier = trace_headers()
 
         async def attempt(shard: ShardInfo) -> Any:
-            try:
-                upstream = await connect(f"ws://{shard.address}{target}", additional_headers=headers,
-                                         subprotocols=subprotocols, compression=None, ping_interval=None,
-                                         max_size=self.max_frame_bytes + 1024, open_timeout=5, close_timeout=2)
-            except (OSError, InvalidHandshake, asyncio.TimeoutError) as e:
-                raise OSError(str(e)) from None
-            try:
-                first = await upstream.recv()
-            except ConnectionClosed as e:
-                code, reason = (e.rcvd.code, e.rcvd.reason) if e.rcvd else (1006, "")
+            up, opcode, payload = await connect(shard.address, handshake_request(scope, shard.address, carrier), 10.0)
+            if opcode == 8:  # the shard closed at once: moved, dying, or a refusal the client gets as it is
+                code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 1005
+                reason = payload[2:].decode("utf-8", "replace")
                 if code == 4004 and reason.startswith(MOVED_PREFIX):
+                    up.transport.close()
                     holder = reason[len(MOVED_PREFIX):]
-                    raise _Moved("" if holder.startswith("(") else holder) from None
+                    raise _Moved("" if holder.startswith("(") else holder)
                 if code in (1006, 1011, 1012):
-                    raise OSError(f"shard closed with {code}") from None
-                refused.append((code, reason))
-                return None, None
-            return upstream, first
+                    up.transport.close()
+                    raise OSError(f"shard closed with {code}")
+            return up
 
-        routed = await self._route(placement_key(scope["path"]), attempt)
-        if routed is None or routed[0] is None:
-            code, reason = refused[-1] if refused else (1013, "no shard could take this agent in time; retry")
-            _span_end(span, scope, code)
-            await send({"type": "websocket.accept"})
-            await send({"type": "websocket.close", "code": code, "reason": reason})
-            return
-        upstream, first = routed
+        up = await self._route(placement_key(scope["path"]), attempt)
+        if up is None:
+            _span_end(span, scope, 1013)
+            return 1013, "no shard could take this agent in time; retry"
         _span_end(span, scope, 101)
-        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        await _ws_send(send, first)
-        await self._pump(upstream, receive, send)
-
-    async def _pump(self, upstream: Any, receive: Any, send: Any) -> None:
-        from websockets.exceptions import ConnectionClosed
-
-        async def client_to_shard() -> None:
-            while True:
-                message = await receive()
-                kind = message["type"]
-                if kind == "websocket.receive":
-                    text = message.get("text")
-                    await upstream.send(text if text is not None else message.get("bytes") or b"")
-                elif kind == "websocket.disconnect":
-                    await upstream.close(message.get("code", 1000) if message.get("code", 1000) in range(1000, 5000)
-                                         and message.get("code") not in (1005, 1006) else 1000)
-                    return
-
-        pump = asyncio.get_running_loop().create_task(client_to_shard())
-        code, reason = 1012, "shard went away; reconnect"
-        try:
-            async for frame in upstream:
-                await _ws_send(send, frame)
-            if upstream.close_code is not None and upstream.close_code not in (1005, 1006):
-                code, reason = upstream.close_code, upstream.close_reason or ""
-        except ConnectionClosed as e:
-            if e.rcvd is not None and e.rcvd.code not in (1005, 1006):
-                code, reason = e.rcvd.code, e.rcvd.reason
-        except Exception:
-            pass
-        finally:
-            if not pump.done():
-                pump.cancel()
-                try:
-                    await send({"type": "websocket.close", "code": code, "reason": reason[:120]})
-                except Exception:
-                    pass
-            try:
-                await pump
-            except (asyncio.CancelledError, ConnectionClosed, Exception):
-                pass
-            await upstream.close()
+        return up
 
 
 class _Route:
@@ -460,10 +435,6 @@ def _span_end(span: Any, scope: dict[str, Any], code: int) -> None:
     span.end()
 
 
-CLOSE_AUTH = 4001
-"""The close code of a WebSocket refused for its credential (the server's ``CLOSE_AUTH``)."""
-
-
 def _door_authenticates(scope: dict[str, Any]) -> bool:
     """A WebSocket the door authenticates: an agent's, in the JSON transport (a shard
     refuses another transport before looking at the credential, so the door lets it)."""
@@ -481,13 +452,6 @@ def _moved_holder(content: bytes) -> str | None:
     if isinstance(error, dict) and error.get("code") == "agent_moved":
         return str(error.get("holder") or "")
     return None
-
-
-async def _ws_send(send: Any, frame: Any) -> None:
-    if isinstance(frame, str):
-        await send({"type": "websocket.send", "text": frame})
-    else:
-        await send({"type": "websocket.send", "bytes": bytes(frame)})
 
 
 async def _json(send: Any, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]] | None = None) -> None:

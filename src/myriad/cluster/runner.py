@@ -14,7 +14,6 @@ leases expire, so their agents move).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import sys
@@ -43,7 +42,8 @@ def start_ray(mode: str, shards: int | None) -> Any:
     kwargs: dict[str, Any] = {"namespace": "myriad", "runtime_env": env, "log_to_driver": True,
                               "logging_level": logging.WARNING}
     if mode == "local":
-        ray.init(num_cpus=shards or os.cpu_count() or 1, include_dashboard=False, **kwargs)
+        # address="local": a new Ray instance even when another one runs on this machine
+        ray.init(address="local", num_cpus=shards or os.cpu_count() or 1, include_dashboard=False, **kwargs)
     else:
         ray.init(address="auto" if mode == "auto" else mode, **kwargs)
     return ray
@@ -100,7 +100,7 @@ def serve_cluster(settings: Any, database: str, *, mode: str, shards: int | None
                      max_frame_bytes=settings.agents.max_frame_bytes)
     config = door.server_config(settings.host, settings.port, log_level=settings.log_level)
     try:
-        asyncio.run(uvicorn.Server(config).serve())
+        uvicorn.Server(config).run()  # uvicorn's loop setup: uvloop when installed
     finally:
         telemetry.shutdown()
         try:

@@ -38,9 +38,19 @@ MAX_BINDINGS = 100_000
 class OutboundAuthorizer:
     """Checks, credentials and signs outbound agent requests."""
 
-    def __init__(self, vault: CredentialVault, signer: RequestSigner, audit: AuditLog) -> None:
+    def __init__(self, vault: CredentialVault, signer: RequestSigner, audit: AuditLog, *,
+                 run: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.vault, self.signer, self.audit = vault, signer, audit
         self._bound: dict[tuple[str, str], Principal] = {}
+        self._run = run or _inline
+        """How the async adapters call ``prepare`` and the audit log (database queries): in a
+        worker thread when the identity database is PostgreSQL (``Identity`` passes it)."""
+
+    async def prepare_async(self, principal: Principal, method: str, url: str,
+                            headers: dict[str, str]) -> dict[str, str]:
+        """``prepare`` where its queries belong (the vault lookup and the audit row)."""
+        result: dict[str, str] = await self._run(self.prepare, principal, method, url, headers)
+        return result
 
     def prepare(self, principal: Principal, method: str, url: str, headers: dict[str, str]) -> dict[str, str]:
         """Return the headers to send (lowercase names) or raise ``PermissionDenied``."""
@@ -87,10 +97,11 @@ class OutboundAuthorizer:
             if req.scheme != "http":
                 principal.admit("egress")
                 principal.require(f"egress:{req.host.lower()}")
-                self.audit.record(principal, "egress", f"CONNECT {req.host}{port}", "allowed", credentials=[])
+                await self._run(lambda: self.audit.record(principal, "egress", f"CONNECT {req.host}{port}", "allowed",
+                                                          credentials=[]))
                 return
             headers = {k: v for k, v in req.headers}
-            prepared = self.prepare(principal, req.method, url, headers)
+            prepared = await self.prepare_async(principal, req.method, url, headers)
             req.headers[:] = [(k, v) for k, v in prepared.items()]
 
         return hook
@@ -133,6 +144,10 @@ class OutboundAuthorizer:
             req.headers[:] = [(k, v) for k, v in req.headers if k.lower() not in _STRIP]
 
 
+async def _inline(fn: Callable[..., Any], *args: Any) -> Any:
+    return fn(*args)
+
+
 class SignedTransport(httpx.AsyncBaseTransport):
     """Wraps a transport: each request is authorised, credentialed and signed for one principal.
     Errors raised on the way out have known secrets scrubbed."""
@@ -141,8 +156,8 @@ class SignedTransport(httpx.AsyncBaseTransport):
         self._auth, self._principal, self._inner = authorizer, principal, inner
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        headers = self._auth.prepare(self._principal, request.method, str(request.url),
-                                     {k: v for k, v in request.headers.items() if k.lower() != "host"})
+        headers = await self._auth.prepare_async(self._principal, request.method, str(request.url),
+                                                 {k: v for k, v in request.headers.items() if k.lower() != "host"})
         for name in _STRIP:
             request.headers.pop(name, None)
         for k, v in headers.items():

@@ -124,7 +124,7 @@ class Identity:
 
     @cached_property
     def outbound(self) -> OutboundAuthorizer:
-        return OutboundAuthorizer(self.vault, self.signer, self.audit)
+        return OutboundAuthorizer(self.vault, self.signer, self.audit, run=self._off_loop)
 
     @cached_property
     def users(self) -> UserVerifier | None:
@@ -291,8 +291,9 @@ class AgentIdentity:
     async def act_for(self, subject_token: str, *, scope: str | None = None, resources: list[str],
                       lifetime: float | None = None) -> str:
         """Exchange a user's (or a parent agent's delegated) token for one where this agent acts."""
+        actor = await self.identity.off_loop(self.token)  # the signing key is a database row
         form: dict[str, Any] = {"grant_type": GRANT_TOKEN_EXCHANGE, "subject_token": subject_token,
-                                "subject_token_type": TOKEN_TYPE_JWT, "actor_token": self.token(),
+                                "subject_token_type": TOKEN_TYPE_JWT, "actor_token": actor,
                                 "actor_token_type": TOKEN_TYPE_JWT, "resource": resources}
         if scope is not None:
             form["scope"] = scope
@@ -316,7 +317,7 @@ class AgentIdentity:
             principal.require(f"tools:{getattr(t, 'name', None) or getattr(t, '__name__', '?')}")
         box = await open_sandbox(**options)
         try:
-            self.identity.outbound.admit_sandbox(principal, box)
+            await self.identity.off_loop(self.identity.outbound.admit_sandbox, principal, box)  # audit rows
         except Exception:
             await box.close()
             raise

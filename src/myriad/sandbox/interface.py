@@ -11,7 +11,7 @@ capabilities cover what the caller says it needs.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Awaitable, Callable, Mapping, Protocol, runtime_checkable
 
 from myriad.errors import InvalidRequest
@@ -83,18 +83,25 @@ class Limits:
 
     def merged(self, defaults: "Limits") -> "Limits":
         """These limits with every unset field taken from ``defaults``."""
-        return Limits(**{k: (v if v is not None else getattr(defaults, k)) for k, v in asdict(self).items()})
+        out = {}
+        for k in _LIMIT_FIELDS:  # plain numbers: no asdict() deep copy (this runs per sandbox opened)
+            v = getattr(self, k)
+            out[k] = v if v is not None else getattr(defaults, k)
+        return Limits(**out)
 
     def capped(self, ceiling: "Limits") -> "Limits":
         """These limits, none above ``ceiling`` (a client may tighten, never loosen)."""
         out = {}
-        for k, v in asdict(self).items():
-            cap = getattr(ceiling, k)
+        for k in _LIMIT_FIELDS:
+            v, cap = getattr(self, k), getattr(ceiling, k)
             out[k] = v if cap is None or v is None else min(v, cap)
         return Limits(**out)
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in asdict(self).items() if v is not None}
+
+
+_LIMIT_FIELDS = tuple(f.name for f in fields(Limits))
 
 
 @dataclass

@@ -42,15 +42,17 @@ class LiveJournal:
         self.directory = directory
         self._file: IO[str] | None = None
         self._tag = ""
+        self._pid = 0
         self._open: dict[str, str] = {}  # instance -> its "+" line (to compact the file)
         self._lines = 0
 
     def _out(self) -> IO[str]:
-        tag = host_tag()
-        if self._file is None or tag != self._tag:  # a forked child writes its own
+        pid = os.getpid()
+        if self._file is None or pid != self._pid:  # a forked child writes its own
+            tag = host_tag()  # reads /proc: once per process, not per sandbox
             self.directory.mkdir(parents=True, exist_ok=True)
             os.chmod(self.directory, 0o700)
-            self._tag = tag
+            self._tag, self._pid = tag, pid
             self._file = open(self.directory / tag, "a", encoding="utf-8")
         return self._file
 

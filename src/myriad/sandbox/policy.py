@@ -36,7 +36,7 @@ from myriad.sandbox.container import ContainerSandbox, ContainerTier
 from myriad.sandbox.egress import EgressPolicy, EgressProxy
 from myriad.sandbox.events import CloseReason, Hooks, SandboxEvent, SandboxHook
 from myriad.sandbox.interface import CAPABILITIES, Limits, Sandbox, Tier
-from myriad.sandbox.isolate import IsolateTier
+from myriad.sandbox.isolate import IsolateTier, isolate_limit
 from myriad.sandbox.journal import LiveJournal, alive, host_tag
 
 def _isolate_tier(s: "Sandboxes") -> Tier:
@@ -51,6 +51,7 @@ TIERS: dict[str, Callable[["Sandboxes"], Tier]] = {"isolate": _isolate_tier, "co
 """Tier factories by name; add one here to plug in a new tier."""
 
 _PARTIAL = ".partial-"
+_NOTHING = contextlib.nullcontext()  # reusable: an async context manager that does nothing
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
@@ -113,8 +114,13 @@ class Sandboxes:
         """Add a hook that sees every sandbox operation (metering, tracing, audit)."""
         self.events.add(hook)
 
+    def _journal_hook(self, event: SandboxEvent) -> Any:
+        if event.kind != "open" and event.kind != "close":
+            return _NOTHING  # runs, tool calls...: nothing to record, no generator per event
+        return self._journal_record(event)
+
     @contextlib.asynccontextmanager
-    async def _journal_hook(self, event: SandboxEvent) -> Any:
+    async def _journal_record(self, event: SandboxEvent) -> Any:
         yield  # after the operation: only what succeeded is recorded
         # one short line, flushed (not fsynced) to the page cache: cheaper inline than a thread hop
         if event.kind == "open":
@@ -342,16 +348,26 @@ class Sandboxes:
 
     @functools.cached_property
     def isolate_cap(self) -> int:
-        """Live isolates this host keeps: ``warm_isolates``, but never past what
-        ``vm.max_map_count`` lets one process map (past it V8 aborts the process)."""
+        """Live isolates this host keeps: ``warm_isolates``, but never past what one
+        process can hold: what ``vm.max_map_count`` lets it map, and V8's own wall (see
+        ``isolate.V8_SANDBOX_ISOLATES``). Past either, V8 aborts the whole process; under
+        them the least recently used isolate is closed instead."""
         configured = int(getattr(self.settings, "warm_isolates", 10_000))
+        log = logging.getLogger("myriad.sandbox")
+        cap = configured
         budget = isolate_map_budget()
-        if budget is not None and budget < configured:
-            logging.getLogger("myriad.sandbox").warning(
+        if budget is not None and budget < cap:
+            log.warning(
                 "keeping at most %d live isolates (warm_isolates=%d): vm.max_map_count allows about that many "
                 "per process; raise it (sysctl -w vm.max_map_count=262144) to keep more", budget, configured)
-            return budget
-        return configured
+            cap = budget
+        wall = isolate_limit() if "isolate" in self._tier_names else None
+        if wall is not None and wall < cap:
+            log.warning(
+                "keeping at most %d live isolates (warm_isolates=%d): V8 (sandboxed, as mini-racer builds it) aborts "
+                "the process past ~4,032 isolates; run more processes (cluster mode) to hold more", wall, configured)
+            cap = wall
+        return cap
 
     def _forget_isolate(self, key: tuple[str, str]) -> None:
         self._isolates.pop(key, None)

@@ -9,12 +9,14 @@ model's prompt, so the model writes ordinary JavaScript against a typed API.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import inspect
 import json
 import re
 import types
 import typing
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Iterable, Literal
 
@@ -60,7 +62,7 @@ def tool(
         if not _IDENT.match(tool_name) or tool_name in _RESERVED:
             raise ValueError(f"tool name {tool_name!r} is not a plain JavaScript identifier")
         doc = description if description is not None else inspect.getdoc(f) or ""
-        params, returns = _schema_of(f)
+        params, returns = _cached_schema(f)
         return Tool(tool_name, f, doc.strip(), parameters or params, returns)
 
     return build(fn) if fn is not None else build
@@ -78,6 +80,21 @@ def as_tools(items: Iterable[Tool | Callable[..., Awaitable[Any]]] | None) -> di
 
 
 # -- Python types -> JSON schema ------------------------------------------------------
+
+
+_SCHEMAS: "weakref.WeakKeyDictionary[Callable[..., Any], tuple[dict[str, Any], dict[str, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _cached_schema(f: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``_schema_of(f)``, worked out once per function (an agent binds the same tools to
+    every isolate it opens); each caller gets its own copy."""
+    try:
+        cached = _SCHEMAS.get(f)
+    except TypeError:  # not weak-referenceable
+        return _schema_of(f)
+    if cached is None:
+        _SCHEMAS[f] = cached = _schema_of(f)
+    return copy.deepcopy(cached)
 
 
 def _schema_of(f: Callable[..., Any]) -> tuple[dict[str, Any], dict[str, Any]]:

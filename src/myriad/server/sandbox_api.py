@@ -151,7 +151,8 @@ async def _admit(request: Request, sandboxes: Sandboxes, tenant: str, sandbox: S
     if identity is None:
         return
     try:
-        identity.outbound.admit_sandbox(await require_principal(request), sandbox)
+        principal = await require_principal(request)
+        await identity.off_loop(identity.outbound.admit_sandbox, principal, sandbox)  # audit rows: off the loop
     except MyriadError:
         await sandboxes.close(tenant, sandbox.id)
         raise

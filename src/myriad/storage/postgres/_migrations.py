@@ -50,7 +50,9 @@ class Migrations:
 
 def applied_versions(conn: Any) -> dict[str, int]:
     """The highest applied version of every component in the database."""
-    conn.execute(_BOOTSTRAP)
+    with conn.transaction():  # under the migrations' lock: two processes creating the table race otherwise
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+        conn.execute(_BOOTSTRAP)
     rows = conn.execute("SELECT component, max(version) FROM schema_migrations GROUP BY component").fetchall()
     return {c: int(v) for c, v in rows}
 
