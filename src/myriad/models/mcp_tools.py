@@ -173,6 +173,26 @@ def _function_name(label: str, tool: str) -> str:
     return f"{label}__{safe}"[:64]
 
 
+def _turn(request: dict[str, Any], messages: list[Any], tools: list[dict[str, Any]]) -> dict[str, Any]:
+    """One model turn's request: the conversation so far, with the tools (or no tool_choice)."""
+    turn = {**request, "messages": messages}
+    if tools:
+        turn["tools"] = tools
+    else:
+        turn.pop("tool_choice", None)
+    return turn
+
+
+def _tool_message(call_id: Any, done: dict[str, Any]) -> dict[str, Any]:
+    """What the model is told an MCP call returned (or how it failed)."""
+    return {"role": "tool", "tool_call_id": call_id,
+            "content": done["output"] if done["error"] is None else "error: " + _error_text(done["error"])}
+
+
+def _too_many_rounds(max_rounds: int) -> MyriadError:
+    return MyriadError(f"the model was still calling MCP tools after {max_rounds} turns (models.mcp_max_rounds)")
+
+
 async def chat_with_mcp(chat: Callable[[dict[str, Any]], Awaitable[Any]], body: Mapping[str, Any],
                         toolset: McpToolset, *, max_rounds: int = 8) -> tuple[Any, list[dict[str, Any]]]:
     """Run ``body`` (a chat completion request whose ``tools`` held the MCP entries)
@@ -185,11 +205,7 @@ async def chat_with_mcp(chat: Callable[[dict[str, Any]], Awaitable[Any]], body: 
     request = {k: v for k, v in body.items() if k not in ("tools", "messages")}
     tools = plain + toolset.functions()
     for round_ in range(max_rounds + 1):
-        turn = {**request, "messages": messages}
-        if tools:
-            turn["tools"] = tools
-        else:
-            turn.pop("tool_choice", None)
+        turn = _turn(request, messages, tools)
         result = await chat(turn)
         usage = result.raw.get("usage") or {}
         for k in totals:
@@ -199,14 +215,12 @@ async def chat_with_mcp(chat: Callable[[dict[str, Any]], Awaitable[Any]], body: 
         if not wanted or not all(toolset.owns(c.get("function", {}).get("name", "")) for c in wanted):
             break  # an answer, or a call of the client's own function tools: the client's turn
         if round_ == max_rounds:
-            raise MyriadError(f"the model was still calling MCP tools after {max_rounds} turns "
-                              "(models.mcp_max_rounds)")
+            raise _too_many_rounds(max_rounds)
         messages.append({"role": "assistant", "content": message.get("content"), "tool_calls": wanted})
         for c in wanted:
             done = await toolset.call(c["function"]["name"], c["function"].get("arguments") or "{}")
             calls.append({"id": c.get("id"), **done})
-            messages.append({"role": "tool", "tool_call_id": c.get("id"),
-                             "content": done["output"] if done["error"] is None else "error: " + _error_text(done["error"])})
+            messages.append(_tool_message(c.get("id"), done))
         if "tool_choice" in request and request["tool_choice"] not in ("auto", "none"):
             request["tool_choice"] = "auto"  # a forced first call is made; let the model answer
     result.raw["usage"] = {**(result.raw.get("usage") or {}), **totals}
@@ -236,11 +250,7 @@ async def stream_with_mcp(stream: Callable[[dict[str, Any]], Batches], body: Map
     deployment = ""
     role_shown = False
     for round_ in range(max_rounds + 1):
-        turn = {**request, "messages": messages}
-        if tools:
-            turn["tools"] = tools
-        else:
-            turn.pop("tool_choice", None)
+        turn = _turn(request, messages, tools)
         pending: dict[int, dict[str, Any]] = {}  # the turn's tool calls, by index, from their deltas
         held: list[dict[str, Any]] = []  # their chunks: shown only if they are the client's own tools
         finish: dict[str, Any] | None = None
@@ -294,12 +304,11 @@ async def stream_with_mcp(stream: Callable[[dict[str, Any]], Batches], body: Map
                 yield deployment, tail
             return
         if round_ == max_rounds:
-            raise MyriadError(f"the model was still calling MCP tools after {max_rounds} turns (models.mcp_max_rounds)")
+            raise _too_many_rounds(max_rounds)
         messages.append({"role": "assistant", "content": "".join(text) or None, "tool_calls": calls})
         for c in calls:
             done = await toolset.call(c["function"]["name"], c["function"]["arguments"] or "{}")
-            messages.append({"role": "tool", "tool_call_id": c["id"],
-                             "content": done["output"] if done["error"] is None else "error: " + _error_text(done["error"])})
+            messages.append(_tool_message(c["id"], done))
             yield deployment, [{"id": stream_id, "object": "chat.completion.chunk", "choices": [],
                                 "mcp_call": {"id": c["id"], **done}}]
         if "tool_choice" in request and request["tool_choice"] not in ("auto", "none"):
