@@ -71,17 +71,16 @@ def _wait(url: str, headers: dict[str, str], proc: subprocess.Popen[bytes], time
 
 def _round_trips(url: str, headers: dict[str, str], pid: int, n: int, label: str) -> dict[str, Any]:
     import httpx
-    import psutil
 
+    from myriad.bench._cpu import process_cpu_s
     from myriad.bench.report import progress, summary_ms
 
     body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo", "arguments": {"text": "hi"}}}
-    proc = psutil.Process(pid)
     samples: list[float] = []
     with httpx.Client(headers=headers, timeout=30) as client:
         for _ in range(min(200, n)):  # warm up (imports, first turns)
             client.post(url, json=body).raise_for_status()
-        cpu0 = sum(proc.cpu_times()[:2])
+        cpu0 = process_cpu_s(pid)
         for i in range(n):
             t0 = time.perf_counter()
             r = client.post(url, json=body)
@@ -91,7 +90,7 @@ def _round_trips(url: str, headers: dict[str, str], pid: int, n: int, label: str
             if i % 100 == 0:
                 progress(label, i, n)
         progress(label, n, n)
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        cpu = process_cpu_s(pid) - cpu0
     return {**summary_ms(samples), "server_cpu_ms_per_call": round(cpu * 1000 / n, 4)}
 
 

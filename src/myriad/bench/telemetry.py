@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from myriad.bench._cpu import process_cpu_s
 from myriad.bench.report import print_table, progress
 
 DESCRIPTION = __doc__ or ""
@@ -119,24 +120,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU seconds of every thread of ``pid``, in ns resolution from each thread's
-    ``schedstat`` (``/proc/<pid>/stat`` counts 10 ms ticks: +-7 % on a 100-turn block)."""
-    total = 0
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                    total += int(f.read().split()[0])
-            except (OSError, ValueError, IndexError):
-                pass
-    except OSError:
-        total = 0
-    if total:
-        return total / 1e9
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime, all threads
 
 
 def _start_host(mode: str, root: Path, models_config: Path, sink_url: str) -> tuple[subprocess.Popen[bytes], str, str]:
@@ -237,10 +220,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rng.shuffle(order)
             for mode in order:
                 pid = procs[mode].pid
-                before = _cpu_s(pid)
+                before = process_cpu_s(pid)
                 latency[mode] += turns(mode, args.block)
                 time.sleep(0.3)  # let the batch exporter ship this block's spans (counted here)
-                per_turn[mode].append((_cpu_s(pid) - before) / args.block)
+                per_turn[mode].append((process_cpu_s(pid) - before) / args.block)
             progress("telemetry bench", b + 1, blocks)
         exported = httpx.get(sink_url, timeout=5).json()
     finally:
